@@ -1,0 +1,1 @@
+"""Thin CLI shells (typer) over the core packages."""

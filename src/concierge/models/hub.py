@@ -1,0 +1,503 @@
+"""ModelHub: every model call in concierge goes through here, whatever the engine.
+
+The hub resolves a deployment alias (``support-agent``, ``shop-assistant``, ``embed`` ...)
+to an engine, applies the model family's output format (reasoning blocks, tool calls) when
+the engine returns raw text, and reports each call to an observer, so metering, metrics
+and provenance happen in one place for the gateway, the shop and the support agent alike.
+
+INTERFACE CONTRACT (other packages code against exactly this):
+
+    hub = ModelHub(deployment, observer=callable_or_None)
+    hub.models() -> list[ModelCard]
+    hub.card(alias) -> ModelCard                      # ModelNotFoundError if unknown
+    hub.chat(alias, request, tenant=None) -> dict     # OpenAI chat.completion dict
+    hub.stream_chat(alias, request, tenant=None) -> Iterator[dict]   # chunks, last has usage
+    hub.embed(alias, texts, tenant=None) -> tuple[list[list[float]], int]
+    hub.close()
+    ModelHub.from_config(path_or_None) -> ModelHub    # None: the embedded default deployment
+
+Engines are built lazily, once per distinct source (aliases with the same file or URL and
+the same settings share one engine), under a per-source lock so concurrent first calls
+load a model once. ``stream_chat`` checks the alias and starts the engine before it
+returns, so a bad alias or a missing file raises at the call, not at the first chunk.
+
+Format parsing (per alias ``parse: true | false | auto``, default auto): llama.cpp parses
+reasoning and tool calls itself, so auto never re-parses its output; for an upstream, auto
+re-parses a whole message only when it contains the family's raw tags, and streams pass
+through a :class:`~concierge.models.formats.StreamParser` that leaves tag-free text alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from concierge.models.deployment import (
+    DEFAULT_N_CTX,
+    AliasSpec,
+    Deployment,
+    load_deployment,
+    missing_gguf_message,
+)
+from concierge.models.engine import (
+    BadRequestError,
+    Engine,
+    EngineUnavailableError,
+    ModelError,
+    ModelFileMissingError,
+    ModelNotFoundError,
+)
+from concierge.models.formats import ChatFormat, StreamParser, has_raw_tags, parse_message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelCard:
+    """One served alias, as /v1/models and the operator console show it."""
+
+    alias: str
+    kind: str  # "chat" | "embeddings"
+    catalogue_id: str | None  # entry in the model catalogue, e.g. "smollm2-135m-instruct"
+    engine: str  # "llama.cpp" | "openai-upstream" | "onnx-embedding"
+    source: str  # GGUF path or upstream URL (what is actually served)
+    context_length: int | None = None
+    owned_by: str = "concierge"
+    in_house: bool = False
+
+
+@dataclass
+class CallRecord:
+    """One model call, reported to the observer after it finishes (or fails)."""
+
+    alias: str
+    endpoint: str  # "chat" | "embeddings"
+    tenant: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: float | None = None  # time to first token (streaming and non-streaming)
+    latency_s: float = 0.0
+    status: int = 200
+    error: str | None = None
+    stream: bool = False
+
+
+Observer = Callable[[CallRecord], None]
+EngineFactory = Callable[[AliasSpec], Engine]
+
+CLIENT_CLOSED = 499  # nginx's code for "the client went away": a stream closed before its end
+
+
+def _embedded_path(name: str) -> Path:
+    from concierge.models import locate
+
+    return locate.smollm2_gguf() if name == "smollm2" else locate.minilm_onnx()
+
+
+def build_engine(spec: AliasSpec) -> Engine:
+    """The real engine for an alias (imported lazily: each engine pulls in its runtime)."""
+    if spec.source == "url":
+        from concierge.models.upstream import OpenAIUpstreamEngine
+
+        api_key = None
+        if spec.api_key_env:
+            api_key = os.environ.get(spec.api_key_env)
+            if not api_key:
+                raise EngineUnavailableError(
+                    f"alias {spec.alias!r}: environment variable {spec.api_key_env} (api_key_env) is not set"
+                )
+        entry = spec.catalogue_entry
+        return OpenAIUpstreamEngine(
+            str(spec.url),
+            spec.served_name or (entry.hf_id if entry else spec.alias),
+            api_key=api_key,
+            timeout=spec.timeout or 60.0,
+            context_length=spec.context_length or (entry.context_length if entry else None),
+        )
+    if spec.engine_kind == "onnx-embedding":
+        from concierge.models import locate
+        from concierge.models.embeddings import OnnxEmbeddingEngine
+
+        return OnnxEmbeddingEngine(locate.minilm_onnx(), locate.minilm_tokenizer(), threads=spec.threads)
+    path = spec.gguf if spec.source == "gguf" else _embedded_path(str(spec.embedded))
+    assert path is not None
+    if not path.is_file():
+        raise ModelFileMissingError(missing_gguf_message(spec))
+    for lora in spec.lora:
+        if not lora.path.is_file():
+            raise ModelFileMissingError(f"alias {spec.alias!r}: LoRA adapter {lora.path} not found")
+    from concierge.models.llamacpp import LlamaCppEngine
+
+    kwargs: dict[str, Any] = {
+        "n_ctx": spec.n_ctx or DEFAULT_N_CTX,
+        "embedding": spec.kind == "embeddings",
+        "n_threads": spec.threads,
+        "lora": [(lo.path, lo.scale) for lo in spec.lora] or None,
+        "chat_template": spec.chat_template,
+    }
+    if spec.n_parallel:
+        kwargs["n_parallel"] = spec.n_parallel
+    if spec.reasoning_format:
+        kwargs["reasoning_format"] = spec.reasoning_format
+    return LlamaCppEngine(path, **kwargs)
+
+
+def _usage_tokens(usage: Any) -> tuple[int, int]:
+    if not isinstance(usage, dict):
+        return 0, 0
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+def _has_output(delta: dict[str, Any]) -> bool:
+    return bool(delta.get("content") or delta.get("reasoning_content") or delta.get("tool_calls"))
+
+
+class ModelHub:
+    """Aliases -> engines, with format parsing and one observer call per model call."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        observer: Observer | None = None,
+        *,
+        engine_factory: EngineFactory | None = None,
+    ) -> None:
+        self.deployment = deployment
+        self.observer = observer
+        self._factory = engine_factory or build_engine
+        self._engines: dict[tuple[Any, ...], Engine] = {}
+        self._building: dict[tuple[Any, ...], threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | Path | None = None,
+        observer: Observer | None = None,
+        *,
+        engine_factory: EngineFactory | None = None,
+        include_registry: bool = True,
+    ) -> ModelHub:
+        """A hub for the deployment file at ``path`` (None: the embedded default), registries merged."""
+        deployment = load_deployment(path, include_registry=include_registry)
+        return cls(deployment, observer, engine_factory=engine_factory)
+
+    # -- aliases and cards ------------------------------------------------------------------
+
+    def aliases(self, kind: str | None = None) -> list[str]:
+        return [a for a, s in self.deployment.aliases.items() if kind is None or s.kind == kind]
+
+    def spec(self, alias: str) -> AliasSpec:
+        spec = self.deployment.get(alias) if isinstance(alias, str) else None
+        if spec is None:
+            known = ", ".join(self.deployment.aliases) or "none"
+            raise ModelNotFoundError(f"model {alias!r} does not exist; available: {known}", param="model")
+        return spec
+
+    def card(self, alias: str) -> ModelCard:
+        spec = self.spec(alias)
+        entry = spec.catalogue_entry
+        engine = self._engines.get(spec.engine_key())
+        source = spec.source_label
+        if engine is not None and spec.source != "url":
+            source = engine.info.model
+        elif spec.source == "embedded":
+            try:
+                source = str(_embedded_path(str(spec.embedded)))
+            except ModelError:
+                pass  # not installed: the card still lists the alias; the call will say why
+        if engine is not None and engine.info.context_length:
+            context = engine.info.context_length
+        elif spec.kind == "chat" and spec.source != "url":
+            context = spec.n_ctx or DEFAULT_N_CTX
+        else:
+            context = spec.context_length or (entry.context_length if entry else None)
+        return ModelCard(
+            alias=spec.alias,
+            kind=spec.kind,
+            catalogue_id=entry.id if entry else None,
+            engine=spec.engine_kind,
+            source=source,
+            context_length=context,
+            in_house=spec.in_house,
+        )
+
+    def models(self) -> list[ModelCard]:
+        return [self.card(alias) for alias in self.deployment.aliases]
+
+    def register(self, alias: str, spec: AliasSpec | dict[str, Any]) -> ModelCard:
+        """Serve a new (or replaced) alias from now on, e.g. an adapter training just registered."""
+        with self._lock:
+            self.deployment = self.deployment.with_alias(alias, spec)
+        return self.card(alias)
+
+    def loaded(self) -> list[str]:
+        """Aliases whose engine is already built."""
+        return [a for a, s in self.deployment.aliases.items() if s.engine_key() in self._engines]
+
+    # -- engines ----------------------------------------------------------------------------
+
+    def engine(self, alias: str) -> Engine:
+        """The engine serving ``alias``, built on first use (thread-safe, shared per source)."""
+        return self._engine_for(self.spec(alias))
+
+    def _engine_for(self, spec: AliasSpec) -> Engine:
+        key = spec.engine_key()
+        engine = self._engines.get(key)
+        if engine is not None:
+            return engine
+        with self._lock:
+            if self._closed:
+                raise EngineUnavailableError("the model hub is closed")
+            building = self._building.setdefault(key, threading.Lock())
+        with building:  # one load per source; other sources load in parallel
+            engine = self._engines.get(key)
+            if engine is None:
+                started = time.perf_counter()
+                engine = self._factory(spec)
+                log.info(
+                    "loaded %s for %r in %.2fs", spec.source_label, spec.alias, time.perf_counter() - started
+                )
+                with self._lock:
+                    if self._closed:
+                        engine.close()
+                        raise EngineUnavailableError("the model hub is closed")
+                    self._engines[key] = engine
+        return engine
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            try:
+                engine.close()
+            except Exception:  # noqa: BLE001 - closing the rest matters more
+                log.exception("closing engine %s failed", engine.info.model)
+
+    def __enter__(self) -> ModelHub:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- observer ---------------------------------------------------------------------------
+
+    def _record(self, record: CallRecord) -> None:
+        if self.observer is None:
+            return
+        try:
+            self.observer(record)
+        except Exception:  # noqa: BLE001 - metering must never fail a model call
+            log.exception("model call observer failed")
+
+    def _fail(self, record: CallRecord, started: float, exc: BaseException) -> ModelError:
+        """Record a failure; the ModelError to raise (engine errors pass through as they are)."""
+        error = exc if isinstance(exc, ModelError) else ModelError(f"{record.alias}: engine failed: {exc}")
+        record.latency_s = time.perf_counter() - started
+        record.status = error.status_code
+        record.error = error.message
+        self._record(record)
+        return error
+
+    def _checked(self, alias: str, endpoint: str) -> AliasSpec:
+        spec = self.spec(alias)
+        want = "chat" if endpoint == "chat" else "embeddings"
+        if spec.kind != want:
+            others = ", ".join(self.aliases(want)) or "none configured"
+            what = "an embeddings model" if spec.kind == "embeddings" else "a chat model"
+            raise BadRequestError(f"model {alias!r} is {what}; {want} models: {others}", param="model")
+        return spec
+
+    # -- format parsing ---------------------------------------------------------------------
+
+    def _format(self, spec: AliasSpec, request: dict[str, Any]) -> tuple[ChatFormat | None, str]:
+        """The family's format and the parse mode: "never", "always" or "tags" (only if raw tags seen)."""
+        entry = spec.catalogue_entry
+        fmt = entry.chat_format if entry else None
+        if fmt is not None and not request.get("tools"):
+            # No tools offered: a JSON or tag-looking answer is text, not a call.
+            fmt = replace(fmt, tool_calls="none")
+        if fmt is None or not fmt.parseable or spec.parse is False:
+            return None, "never"
+        if spec.parse is True:
+            return fmt, "always"
+        return (fmt, "tags") if spec.source == "url" else (None, "never")
+
+    def _parse_response(self, spec: AliasSpec, response: dict[str, Any], request: dict[str, Any]) -> None:
+        fmt, mode = self._format(spec, request)
+        if fmt is None:
+            return
+        for choice in response.get("choices") or []:
+            message = choice.get("message") or {}
+            text = message.get("content")
+            if not isinstance(text, str) or not text or (mode == "tags" and not has_raw_tags(text, fmt)):
+                continue
+            parsed = parse_message(text, fmt, tools=request.get("tools"))
+            message["content"] = parsed["content"]
+            if parsed.get("reasoning_content"):
+                message["reasoning_content"] = (message.get("reasoning_content") or "") + parsed[
+                    "reasoning_content"
+                ]
+            if parsed.get("tool_calls"):
+                message["tool_calls"] = list(message.get("tool_calls") or []) + parsed["tool_calls"]
+                if choice.get("finish_reason") in (None, "stop"):
+                    choice["finish_reason"] = "tool_calls"
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
+        """An OpenAI chat.completion dict; ``model`` in the answer is the alias."""
+        record = CallRecord(alias=alias, endpoint="chat", tenant=tenant)
+        started = time.perf_counter()
+        try:
+            spec = self._checked(alias, "chat")
+            engine = self._engine_for(spec)
+            response = copy.deepcopy(engine.chat({**request, "model": alias, "stream": False}))
+            self._parse_response(spec, response, request)
+        except Exception as exc:
+            raise self._fail(record, started, exc) from exc
+        record.latency_s = time.perf_counter() - started
+        # Non-streaming callers see the first token with the last; the engine's prompt
+        # time (llama.cpp's timings) is the better figure when there is one.
+        prompt_ms = (response.get("timings") or {}).get("prompt_ms") if isinstance(response, dict) else None
+        record.ttft_s = prompt_ms / 1000.0 if isinstance(prompt_ms, int | float) else record.latency_s
+        record.prompt_tokens, record.completion_tokens = _usage_tokens(response.get("usage"))
+        response["model"] = alias
+        self._record(record)
+        return response
+
+    def stream_chat(
+        self, alias: str, request: dict[str, Any], tenant: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """chat.completion.chunk dicts; the last carries ``usage``. Errors before the stream raise here."""
+        record = CallRecord(alias=alias, endpoint="chat", tenant=tenant, stream=True)
+        started = time.perf_counter()
+        try:
+            spec = self._checked(alias, "chat")
+            engine = self._engine_for(spec)
+            chunks = engine.stream_chat({**request, "model": alias, "stream": True})
+        except Exception as exc:
+            raise self._fail(record, started, exc) from exc
+        fmt, mode = self._format(spec, request)
+        return self._stream(alias, spec, chunks, fmt, mode, request, record, started)
+
+    def _stream(
+        self,
+        alias: str,
+        spec: AliasSpec,
+        chunks: Iterator[dict[str, Any]],
+        fmt: ChatFormat | None,
+        mode: str,
+        request: dict[str, Any],
+        record: CallRecord,
+        started: float,
+    ) -> Iterator[dict[str, Any]]:
+        parsers: dict[int, StreamParser] = {}
+        finished: set[int] = set()
+        done = False
+
+        def parser_for(index: int) -> StreamParser | None:
+            if fmt is None:
+                return None
+            if index not in parsers:
+                # "tags" mode: the upstream may already have split reasoning off, so never
+                # assume output starts inside a reasoning block.
+                parsers[index] = StreamParser(
+                    fmt, tools=request.get("tools"), prefilled=None if mode == "always" else False
+                )
+            return parsers[index]
+
+        def delta_chunk(template: dict[str, Any], index: int, delta: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "id": template.get("id"),
+                "object": "chat.completion.chunk",
+                "created": template.get("created"),
+                "model": alias,
+                "choices": [{"index": index, "delta": delta, "finish_reason": None}],
+            }
+
+        last: dict[str, Any] = {}
+        try:
+            for chunk in chunks:
+                chunk = copy.deepcopy(chunk)
+                chunk["model"] = alias
+                last = chunk
+                if chunk.get("usage"):
+                    record.prompt_tokens, record.completion_tokens = _usage_tokens(chunk["usage"])
+                choices = chunk.get("choices") or []
+                if record.ttft_s is None and any(_has_output(c.get("delta") or {}) for c in choices):
+                    record.ttft_s = time.perf_counter() - started
+                if fmt is None or not choices:
+                    yield chunk
+                    continue
+                base = {k: v for k, v in chunk.items() if k not in ("usage", "choices")}
+                for choice in choices:
+                    index = int(choice.get("index") or 0)
+                    parser = parser_for(index)
+                    assert parser is not None
+                    delta = dict(choice.get("delta") or {})
+                    text = delta.pop("content", None)
+                    produced = parser.feed(text) if isinstance(text, str) and text else []
+                    finish = choice.get("finish_reason")
+                    if finish and index not in finished:
+                        produced += parser.finish()
+                        finished.add(index)
+                        if parser.tool_calls and finish == "stop":
+                            finish = "tool_calls"
+                    if delta:  # role, or fields the engine parsed itself
+                        yield {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
+                    for item in produced:
+                        yield delta_chunk(chunk, index, item)
+                    if finish:
+                        yield {**base, "choices": [{"index": index, "delta": {}, "finish_reason": finish}]}
+            # Streams that end without a finish_reason still flush what the parsers hold.
+            for index, parser in parsers.items():
+                if index not in finished:
+                    for item in parser.finish():
+                        yield delta_chunk(last, index, item)
+            done = True
+        except GeneratorExit:
+            record.status, record.error = CLIENT_CLOSED, "stream closed by the client"
+            raise
+        except Exception as exc:
+            raise self._fail(record, started, exc) from exc
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None and not done:
+                try:
+                    close()  # stops generation in the engine's slot
+                except Exception:  # noqa: BLE001
+                    log.exception("closing the engine stream failed")
+            if record.error is None or record.status == CLIENT_CLOSED:
+                record.latency_s = time.perf_counter() - started
+                self._record(record)
+
+    def embed(self, alias: str, texts: list[str], tenant: str | None = None) -> tuple[list[list[float]], int]:
+        """Unit vectors for ``texts`` and the input tokens consumed."""
+        record = CallRecord(alias=alias, endpoint="embeddings", tenant=tenant)
+        started = time.perf_counter()
+        try:
+            spec = self._checked(alias, "embeddings")
+            if (
+                isinstance(texts, str)
+                or not isinstance(texts, list | tuple)
+                or not all(isinstance(t, str) for t in texts)
+            ):
+                raise BadRequestError("input must be a list of strings", param="input")
+            engine = self._engine_for(spec)
+            vectors, tokens = engine.embed(list(texts))
+        except Exception as exc:
+            raise self._fail(record, started, exc) from exc
+        record.latency_s = time.perf_counter() - started
+        record.prompt_tokens = int(tokens)
+        self._record(record)
+        return vectors, tokens
