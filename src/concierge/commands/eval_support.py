@@ -1,0 +1,172 @@
+"""``concierge eval support``: replay a support domain's gold actions (agent runs come later)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def _fail(message: str) -> typer.Exit:
+    print(message, file=sys.stderr)
+    return typer.Exit(2)
+
+
+def _default_tasks(domain: str, data_dir: Path | None) -> Path | None:
+    if domain == "homestay" and data_dir is None:
+        from concierge.support.homestay import TASKS_PATH
+
+        return TASKS_PATH
+    if data_dir is not None:
+        from concierge.support.domain import resolve_data_dir
+
+        folder = resolve_data_dir(domain, data_dir)
+        if folder is not None and (folder / "tasks_train.json").is_file():
+            return folder / "tasks_train.json"
+    return None
+
+
+def eval_support(
+    domain: Annotated[str, typer.Option("--domain", help="retail, airline or homestay")] = "homestay",
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="folder with the domain's db.json (and policy.md)")
+    ] = None,
+    tasks: Annotated[
+        Path | None,
+        typer.Option("--tasks", help="task file (τ² or τ-bench v1 schema); default: the domain's"),
+    ] = None,
+    replay_gold: Annotated[
+        bool, typer.Option("--replay-gold", help="replay each task's expected actions on a fresh database")
+    ] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the results here as JSON")] = None,
+    gold: Annotated[
+        Path | None,
+        typer.Option("--gold", help="reference replay (JSON lines) to compare with, e.g. gold_train.jsonl"),
+    ] = None,
+    exclude_tool: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude-tool",
+            help="leave a tool out (repeatable); τ²'s shared retail gold was made without get_item_details",
+        ),
+    ] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="agent mode (agent evaluation)")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="user simulator (agent evaluation)")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="model alias (agent evaluation)")] = None,
+    trials: Annotated[int, typer.Option("--trials", help="trials per task (agent evaluation)")] = 1,
+) -> None:
+    """Evaluate a support domain on tasks. With --replay-gold: check the gold actions' outcomes."""
+    if not replay_gold:
+        raise _fail("agent evaluation not available yet")
+
+    from concierge.support.domain import ToolError, load_domain
+    from concierge.support.replay import compare_with_gold, load_gold
+    from concierge.support.replay import replay_gold as replay
+    from concierge.support.tasks import load_tasks
+
+    excluded = tuple(exclude_tool or ())
+    try:
+        load_domain(domain, data_dir, exclude_tools=excluded)  # fail early, and warm the db cache
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise _fail(f"error: {exc}") from None
+    task_file = tasks or _default_tasks(domain, data_dir)
+    if task_file is None:
+        raise _fail(f"error: no task file: pass --tasks (domain {domain!r} has no default)")
+    if not Path(task_file).is_file():
+        raise _fail(f"error: task file not found: {task_file}")
+    if gold is not None and not gold.is_file():
+        raise _fail(f"error: reference file not found: {gold}")
+    try:
+        task_list = load_tasks(task_file)
+        reference = load_gold(gold) if gold is not None else None
+    except (ValueError, OSError, KeyError) as exc:
+        raise _fail(f"error: {exc}") from None
+
+    def factory():  # noqa: ANN202 - a fresh domain per task
+        return load_domain(domain, data_dir, exclude_tools=excluded)
+
+    console = Console(stderr=True)
+    results: list[dict[str, Any]] = []
+    mismatches: dict[str, list[str]] = {}
+    missing: list[str] = []
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("replaying {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        bar = progress.add_task(f"{domain} gold", total=len(task_list))
+        for task in task_list:
+            try:
+                result = replay(factory, task)
+            except (ToolError, ValueError, KeyError) as exc:  # a broken initial_state
+                message = exc.message if isinstance(exc, ToolError) else str(exc)
+                raise _fail(f"error: task {task.id}: initial state could not be applied: {message}") from None
+            results.append(result)
+            if reference is not None:
+                row = reference.get(task.id)
+                if row is None:
+                    missing.append(task.id)
+                else:
+                    problems = compare_with_gold(result, row)
+                    if problems:
+                        mismatches[task.id] = problems
+            progress.advance(bar)
+    elapsed = time.perf_counter() - started
+
+    n_actions = sum(len(r["actions"]) for r in results)
+    n_failed = sum(1 for r in results for a in r["actions"] if not a["ok"])
+    n_changed = sum(1 for r in results if r["db_changed"])
+    out = Console()
+    out.print(
+        f"{domain}: replayed {len(results)} tasks from {task_file} in {elapsed:.1f}s: "
+        f"{n_actions} actions ({n_failed} failed as scripted), {n_changed} tasks change the database"
+    )
+    summary: dict[str, Any] = {
+        "domain": domain,
+        "tasks_file": str(task_file),
+        "excluded_tools": list(excluded),
+        "n_tasks": len(results),
+        "n_actions": n_actions,
+        "n_failed_actions": n_failed,
+        "n_db_changed": n_changed,
+        "seconds": round(elapsed, 3),
+        "results": results,
+    }
+    if reference is not None:
+        compared = len(results) - len(missing)
+        matched = compared - len(mismatches)
+        out.print(
+            f"reference {gold}: {matched}/{compared} tasks match"
+            + (f", {len(missing)} not in it" if missing else "")
+        )
+        for task_id, problems in list(mismatches.items())[:10]:
+            out.print(
+                f"  task {task_id}: {problems[0]}"
+                + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+            )
+        summary["gold"] = {
+            "file": str(gold),
+            "compared": compared,
+            "matched": matched,
+            "missing": missing,
+            "mismatches": mismatches,
+        }
+    if json_out is not None:
+        try:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise _fail(f"error: cannot write {json_out}: {exc}") from None
+        out.print(f"wrote {json_out}")
+    if reference is not None and (mismatches or missing):
+        raise typer.Exit(1)
