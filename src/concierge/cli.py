@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from concierge.commands import gateway
 from concierge.commands.demo import demo
+from concierge.commands.eval_support import eval_support
+from concierge.commands.models import app as models_app
 
 app = typer.Typer(
     help="concierge: self-hosted open models, a shopping assistant and a support agent.",
@@ -12,6 +15,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(demo)
+app.command()(gateway.serve)
+app.command()(gateway.usage)
+app.add_typer(gateway.keys_app, name="keys", help="Create, list and revoke API keys.")
+app.add_typer(models_app, name="models", help="The model catalogue.")
+
+eval_app = typer.Typer(help="Evaluations: support agent, recommenders.", no_args_is_help=True)
+eval_app.command("support")(eval_support)
+app.add_typer(eval_app, name="eval")
 
 if __name__ == "__main__":
     app()

@@ -41,6 +41,7 @@ from typing import Any
 
 from concierge.models.deployment import (
     DEFAULT_N_CTX,
+    DEFAULT_N_PARALLEL,
     AliasSpec,
     Deployment,
     load_deployment,
@@ -171,6 +172,7 @@ class ModelHub:
     ) -> None:
         self.deployment = deployment
         self.observer = observer
+        self._observers: list[Observer] = []  # more listeners (gateway metrics), beside ``observer``
         self._factory = engine_factory or build_engine
         self._engines: dict[tuple[Any, ...], Engine] = {}
         self._building: dict[tuple[Any, ...], threading.Lock] = {}
@@ -217,7 +219,8 @@ class ModelHub:
         if engine is not None and engine.info.context_length:
             context = engine.info.context_length
         elif spec.kind == "chat" and spec.source != "url":
-            context = spec.n_ctx or DEFAULT_N_CTX
+            # What one request gets before the engine is loaded: llama.cpp splits n_ctx over its slots.
+            context = (spec.n_ctx or DEFAULT_N_CTX) // (spec.n_parallel or DEFAULT_N_PARALLEL)
         else:
             context = spec.context_length or (entry.context_length if entry else None)
         return ModelCard(
@@ -248,6 +251,10 @@ class ModelHub:
     def engine(self, alias: str) -> Engine:
         """The engine serving ``alias``, built on first use (thread-safe, shared per source)."""
         return self._engine_for(self.spec(alias))
+
+    def warm_up(self, alias: str) -> None:
+        """Load the alias's engine now (model loading is the slow part of a first call)."""
+        self.engine(alias)
 
     def _engine_for(self, spec: AliasSpec) -> Engine:
         key = spec.engine_key()
@@ -291,13 +298,23 @@ class ModelHub:
 
     # -- observer ---------------------------------------------------------------------------
 
+    def add_observer(self, observer: Observer) -> None:
+        """Also report every call to ``observer`` (after the constructor's one)."""
+        with self._lock:
+            self._observers = [*self._observers, observer]
+
+    def remove_observer(self, observer: Observer) -> None:
+        with self._lock:
+            self._observers = [o for o in self._observers if o != observer]  # == matches bound methods
+
     def _record(self, record: CallRecord) -> None:
-        if self.observer is None:
-            return
-        try:
-            self.observer(record)
-        except Exception:  # noqa: BLE001 - metering must never fail a model call
-            log.exception("model call observer failed")
+        for observer in [self.observer, *self._observers]:
+            if observer is None:
+                continue
+            try:
+                observer(record)
+            except Exception:  # noqa: BLE001 - metering must never fail a model call
+                log.exception("model call observer failed")
 
     def _fail(self, record: CallRecord, started: float, exc: BaseException) -> ModelError:
         """Record a failure; the ModelError to raise (engine errors pass through as they are)."""
@@ -364,7 +381,10 @@ class ModelHub:
             response = copy.deepcopy(engine.chat({**request, "model": alias, "stream": False}))
             self._parse_response(spec, response, request)
         except Exception as exc:
-            raise self._fail(record, started, exc) from exc
+            error = self._fail(record, started, exc)
+            if error is exc:
+                raise
+            raise error from exc
         record.latency_s = time.perf_counter() - started
         # Non-streaming callers see the first token with the last; the engine's prompt
         # time (llama.cpp's timings) is the better figure when there is one.
@@ -386,7 +406,10 @@ class ModelHub:
             engine = self._engine_for(spec)
             chunks = engine.stream_chat({**request, "model": alias, "stream": True})
         except Exception as exc:
-            raise self._fail(record, started, exc) from exc
+            error = self._fail(record, started, exc)
+            if error is exc:
+                raise
+            raise error from exc
         fmt, mode = self._format(spec, request)
         return self._stream(alias, spec, chunks, fmt, mode, request, record, started)
 
@@ -469,7 +492,10 @@ class ModelHub:
             record.status, record.error = CLIENT_CLOSED, "stream closed by the client"
             raise
         except Exception as exc:
-            raise self._fail(record, started, exc) from exc
+            error = self._fail(record, started, exc)
+            if error is exc:
+                raise
+            raise error from exc
         finally:
             close = getattr(chunks, "close", None)
             if close is not None and not done:
@@ -496,7 +522,10 @@ class ModelHub:
             engine = self._engine_for(spec)
             vectors, tokens = engine.embed(list(texts))
         except Exception as exc:
-            raise self._fail(record, started, exc) from exc
+            error = self._fail(record, started, exc)
+            if error is exc:
+                raise
+            raise error from exc
         record.latency_s = time.perf_counter() - started
         record.prompt_tokens = int(tokens)
         self._record(record)

@@ -1,0 +1,149 @@
+"""CLI for the gateway: ``serve``, API keys (``keys create|list|revoke``) and ``usage``.
+
+Thin shells over :mod:`concierge.tenancy` and :func:`concierge.gateway.app.create_app`.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from concierge import tenancy
+
+keys_app = typer.Typer(help="Create, list and revoke tenant API keys.", no_args_is_help=True)
+_out = Console()
+_err = Console(stderr=True)
+
+
+def _bad(message: str) -> typer.Exit:
+    """One clear line on stderr, exit status 2."""
+    _err.print(f"error: {message}", highlight=False, markup=False)
+    return typer.Exit(2)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 to accept outside connections).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Deployment YAML (default: CONCIERGE_CONFIG, else the embedded default)."),
+    ] = None,
+    warm_up: Annotated[bool, typer.Option(help="Load chat models at startup (faster first answer).")] = True,
+    log_requests: Annotated[bool, typer.Option(help="Keep a redacted log of requests and answers.")] = False,
+    metrics_public: Annotated[
+        bool, typer.Option(help="Serve /metrics without an operator key (only where the port is private).")
+    ] = False,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted, in MiB.")] = 1.0,
+) -> None:
+    """Serve the OpenAI-compatible gateway (/v1/chat/completions, /v1/embeddings, /v1/models)."""
+    import uvicorn
+
+    from concierge import config as cfg
+    from concierge.gateway.app import create_app
+    from concierge.gateway.settings import GatewaySettings
+    from concierge.models.engine import ModelError
+    from concierge.models.hub import ModelHub
+
+    if not 0 < port < 65536:
+        raise _bad(f"port must be 1-65535, not {port}")
+    if max_body_mb <= 0:
+        raise _bad("--max-body-mb must be positive")
+    config = config or cfg.deployment_path()
+    if config is not None and not config.is_file():
+        raise _bad(f"deployment config not found: {config}")
+    try:
+        hub = ModelHub.from_config(config)
+    except (ModelError, ValueError, OSError) as exc:
+        raise _bad(f"cannot load deployment {config or '(embedded default)'}: {exc}") from None
+    settings = GatewaySettings(
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        log_requests=log_requests,
+        warm_up=warm_up,
+        metrics_public=metrics_public,
+    )
+    app = create_app(hub, settings)
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+    _out.print(f"concierge gateway on [bold]http://{shown}:{port}/v1[/bold]")
+    for card in hub.models():
+        ctx = f", context {card.context_length}" if card.context_length else ""
+        _out.print(f"  {card.alias:<20} {card.kind:<11} {card.engine}{ctx}", highlight=False)
+    _out.print("Keys: concierge keys create --tenant NAME   (Ctrl+C stops)")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    finally:
+        hub.close()
+
+
+@keys_app.command("create")
+def create_key(
+    tenant: Annotated[str, typer.Option(help="Tenant name (created if new).")],
+    scope: Annotated[str, typer.Option(help="api (model calls) or operator (also /metrics).")] = "api",
+) -> None:
+    """Issue a key; it is printed once, alone on the last line."""
+    try:
+        new = tenancy.create_key(tenant, scope)
+    except tenancy.TenancyError as exc:
+        raise _bad(str(exc)) from None
+    typer.echo(f"Created {new.info.scope} key {new.info.prefix}... (id {new.info.id}) for tenant {tenant!r}.")
+    typer.echo("Store it now: only its hash is kept.")
+    typer.echo(new.key)
+
+
+@keys_app.command("list")
+def list_keys(tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None) -> None:
+    """Keys with their prefix, scope and state (keys themselves are never shown again)."""
+    rows = tenancy.list_keys(tenant)
+    if not rows:
+        _out.print("No keys." if tenant is None else f"No keys for tenant {tenant!r}.")
+        return
+    table = Table("id", "tenant", "prefix", "scope", "created", "state")
+    for key in rows:
+        state = "active" if key.active else f"revoked {key.revoked_at:%Y-%m-%d %H:%M}"
+        table.add_row(
+            str(key.id), key.tenant, key.prefix, key.scope, f"{key.created_at:%Y-%m-%d %H:%M}", state
+        )
+    _out.print(table)
+
+
+@keys_app.command("revoke")
+def revoke_key(key: Annotated[str, typer.Argument(help="The key, its prefix (ck-...) or its id.")]) -> None:
+    """Revoke a key; gateways stop accepting it within about a second."""
+    try:
+        info = tenancy.revoke_key(key)
+    except tenancy.TenancyError as exc:
+        raise _bad(str(exc)) from None
+    typer.echo(f"Revoked key {info.prefix}... (id {info.id}) of tenant {info.tenant!r}.")
+
+
+def usage(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Calls, errors, tokens and latency per tenant and model."""
+    rows = tenancy.usage_summary(tenant)
+    if json:
+        typer.echo(jsonlib.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        _out.print("No usage recorded yet.")
+        return
+    table = Table("tenant", "model", "endpoint", "calls", "errors", "tokens in", "tokens out", "avg ms")
+    for r in rows:
+        table.add_row(
+            r.tenant or "-",
+            r.model,
+            r.endpoint,
+            str(r.requests),
+            str(r.errors),
+            str(r.prompt_tokens),
+            str(r.completion_tokens),
+            f"{r.avg_latency_ms:.0f}",
+        )
+    _out.print(table)

@@ -1,0 +1,381 @@
+"""Tenants, API keys and usage metering (core: no web or CLI imports).
+
+A key is ``ck-`` + ``secrets.token_urlsafe(32)``. Only its SHA-256 hash and a short prefix are
+stored, so a leaked database does not leak working keys; the prefix lets people tell keys apart.
+Usage rows are written per model call; :class:`UsageWriter` batches them on a background thread so
+the request path never waits on a database commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import secrets
+import threading
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import case, func, select
+
+from concierge.store.db import session_scope
+from concierge.store.tables import ApiKey, RequestLog, Tenant, UsageRecord
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "ck-"
+PREFIX_CHARS = 11  # "ck-" + 8 characters of the token: enough to tell keys apart, useless to attack
+SCOPES = ("api", "operator")
+
+
+class TenancyError(ValueError):
+    """Bad input to a tenancy operation (unknown tenant or key, bad scope); the message is one line."""
+
+
+@dataclass(frozen=True)
+class TenantInfo:
+    id: int
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: int
+    tenant: str
+    prefix: str
+    scope: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A freshly created key: ``key`` is shown once and never stored."""
+
+    key: str
+    info: KeyInfo
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant behind an authenticated key."""
+
+    tenant_id: int
+    tenant: str
+    key_id: int
+    scope: str
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One metered call, as queued for writing."""
+
+    tenant: str | None
+    model: str
+    endpoint: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    status: int = 200
+    tenant_id: int | None = None  # set when known, saves a name lookup
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    tenant: str | None
+    model: str
+    endpoint: str
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    avg_latency_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def hash_key(key: str) -> str:
+    # Keys carry 256 bits of randomness, so a fast hash is enough (no salt/KDF needed).
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite drops tzinfo on the way back; every stored time is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _key_info(row: ApiKey, tenant_name: str) -> KeyInfo:
+    return KeyInfo(
+        id=row.id,
+        tenant=tenant_name,
+        prefix=row.prefix,
+        scope=row.scope,
+        created_at=_aware(row.created_at),  # type: ignore[arg-type]
+        revoked_at=_aware(row.revoked_at),
+    )
+
+
+def create_tenant(name: str, *, db_url: str | None = None, exist_ok: bool = True) -> TenantInfo:
+    """Create a tenant (or return the existing one when ``exist_ok``)."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise TenancyError("tenant name must be 1-100 characters")
+    with session_scope(db_url) as session:
+        row = session.scalar(select(Tenant).where(Tenant.name == name))
+        if row is not None:
+            if not exist_ok:
+                raise TenancyError(f"tenant {name!r} already exists")
+        else:
+            row = Tenant(name=name)
+            session.add(row)
+            session.flush()
+        return TenantInfo(id=row.id, name=row.name, created_at=_aware(row.created_at))  # type: ignore[arg-type]
+
+
+def list_tenants(*, db_url: str | None = None) -> list[TenantInfo]:
+    with session_scope(db_url) as session:
+        rows = session.scalars(select(Tenant).order_by(Tenant.name)).all()
+        return [TenantInfo(id=r.id, name=r.name, created_at=_aware(r.created_at)) for r in rows]  # type: ignore[arg-type]
+
+
+def create_key(tenant: str, scope: str = "api", *, db_url: str | None = None) -> NewKey:
+    """Issue a key for ``tenant`` (created if missing). The raw key is returned once, never stored."""
+    if scope not in SCOPES:
+        raise TenancyError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    info = create_tenant(tenant, db_url=db_url)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with session_scope(db_url) as session:
+        row = ApiKey(tenant_id=info.id, key_hash=hash_key(key), prefix=key[:PREFIX_CHARS], scope=scope)
+        session.add(row)
+        session.flush()
+        return NewKey(key=key, info=_key_info(row, info.name))
+
+
+def list_keys(tenant: str | None = None, *, db_url: str | None = None) -> list[KeyInfo]:
+    with session_scope(db_url) as session:
+        query = select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id).order_by(ApiKey.id)
+        if tenant is not None:
+            query = query.where(Tenant.name == tenant)
+        return [_key_info(row, name) for row, name in session.execute(query).all()]
+
+
+def revoke_key(ref: str, *, db_url: str | None = None) -> KeyInfo:
+    """Revoke a key named by the full key, its listed prefix, or its numeric id.
+
+    Raises :class:`TenancyError` when nothing or more than one key matches.
+    """
+    ref = ref.strip()
+    if not ref:
+        raise TenancyError("give a key, a key prefix or a key id")
+    with session_scope(db_url) as session:
+        query = select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id)
+        if ref.isdigit():
+            matches = session.execute(query.where(ApiKey.id == int(ref))).all()
+        elif len(ref) > PREFIX_CHARS:
+            matches = session.execute(query.where(ApiKey.key_hash == hash_key(ref))).all()
+        else:
+            matches = session.execute(query.where(ApiKey.prefix.startswith(ref, autoescape=True))).all()
+        if not matches:
+            raise TenancyError(f"no key matches {ref[:PREFIX_CHARS]!r}")
+        if len(matches) > 1:
+            raise TenancyError(f"{len(matches)} keys match {ref!r}; give more of the prefix or the key id")
+        row, name = matches[0]
+        if row.revoked_at is None:
+            row.revoked_at = datetime.now(UTC)
+            session.flush()
+        return _key_info(row, name)
+
+
+def authenticate(key: str | None, *, db_url: str | None = None) -> Principal | None:
+    """The tenant behind an active key, or None for a missing, unknown or revoked key."""
+    if not key or not key.startswith(KEY_PREFIX) or len(key) > 200:
+        return None
+    with session_scope(db_url) as session:
+        found = session.execute(
+            select(ApiKey.id, ApiKey.scope, ApiKey.revoked_at, Tenant.id, Tenant.name)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.key_hash == hash_key(key))
+        ).first()
+    if found is None or found[2] is not None:
+        return None
+    return Principal(tenant_id=found[3], tenant=found[4], key_id=found[0], scope=found[1])
+
+
+def _tenant_ids(session: Any, names: set[str]) -> dict[str, int]:
+    if not names:
+        return {}
+    rows = session.execute(select(Tenant.name, Tenant.id).where(Tenant.name.in_(names))).all()
+    return {name: tid for name, tid in rows}
+
+
+def record_usage(rows: UsageRow | list[UsageRow], *, db_url: str | None = None) -> int:
+    """Insert usage rows in one transaction; tenant names with no tenant row are stored as NULL."""
+    batch = [rows] if isinstance(rows, UsageRow) else list(rows)
+    if not batch:
+        return 0
+    with session_scope(db_url) as session:
+        ids = _tenant_ids(session, {r.tenant for r in batch if r.tenant and r.tenant_id is None})
+        session.add_all(
+            UsageRecord(
+                tenant_id=r.tenant_id if r.tenant_id is not None else ids.get(r.tenant or ""),
+                model=r.model[:200],
+                endpoint=r.endpoint[:50],
+                prompt_tokens=int(r.prompt_tokens),
+                completion_tokens=int(r.completion_tokens),
+                latency_ms=float(r.latency_ms),
+                status=int(r.status),
+            )
+            for r in batch
+        )
+    return len(batch)
+
+
+def log_request(
+    tenant_id: int | None, model: str, request: str, response: str, *, db_url: str | None = None
+) -> None:
+    """Write one request-log row. Callers redact first (see ``concierge.gateway.redact``)."""
+    with session_scope(db_url) as session:
+        session.add(RequestLog(tenant_id=tenant_id, model=model[:200], request=request, response=response))
+
+
+def usage_summary(
+    tenant: str | None = None, *, since: datetime | None = None, db_url: str | None = None
+) -> list[UsageSummary]:
+    """Calls, errors, tokens and mean latency per tenant, model and endpoint."""
+    with session_scope(db_url) as session:
+        query = (
+            select(
+                Tenant.name,
+                UsageRecord.model,
+                UsageRecord.endpoint,
+                func.count(UsageRecord.id),
+                func.sum(case((UsageRecord.status >= 400, 1), else_=0)),
+                func.sum(UsageRecord.prompt_tokens),
+                func.sum(UsageRecord.completion_tokens),
+                func.avg(UsageRecord.latency_ms),
+            )
+            .select_from(UsageRecord)
+            .outerjoin(Tenant, Tenant.id == UsageRecord.tenant_id)
+            .group_by(Tenant.name, UsageRecord.model, UsageRecord.endpoint)
+            .order_by(Tenant.name, UsageRecord.model, UsageRecord.endpoint)
+        )
+        if tenant is not None:
+            query = query.where(Tenant.name == tenant)
+        if since is not None:
+            query = query.where(UsageRecord.created_at >= since)
+        return [
+            UsageSummary(
+                tenant=name,
+                model=model,
+                endpoint=endpoint,
+                requests=int(count or 0),
+                errors=int(errors or 0),
+                prompt_tokens=int(p or 0),
+                completion_tokens=int(c or 0),
+                avg_latency_ms=round(float(lat or 0.0), 2),
+            )
+            for name, model, endpoint, count, errors, p, c, lat in session.execute(query).all()
+        ]
+
+
+@dataclass(frozen=True)
+class _LogEntry:
+    tenant_id: int | None
+    model: str
+    request: str
+    response: str
+
+
+class UsageWriter:
+    """Writes usage rows (and request-log rows) from a background thread, in batches.
+
+    ``submit`` never blocks on the database. ``flush`` waits until everything queued so far is
+    written; ``close`` flushes and stops the thread (call it on shutdown so nothing is lost).
+    A failing batch is retried row by row, then dropped with a log line, so one bad row cannot
+    wedge metering.
+    """
+
+    def __init__(self, *, db_url: str | None = None, batch_size: int = 200) -> None:
+        self.db_url = db_url
+        self.batch_size = batch_size
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="concierge-usage-writer", daemon=True)
+        self._closed = False
+        self.written = 0
+        self.dropped = 0
+        self._thread.start()
+
+    def submit(self, row: UsageRow) -> None:
+        if self._closed:
+            record_usage(row, db_url=self.db_url)  # late rows after shutdown still count
+            return
+        self._queue.put(row)
+
+    def submit_log(self, tenant_id: int | None, model: str, request: str, response: str) -> None:
+        self._queue.put(_LogEntry(tenant_id, model, request, response))
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Block until rows queued before this call are written; False on timeout."""
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            # Drain what is already waiting so one commit covers a burst of calls.
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            pending: list[Any] = []
+            for entry in batch:
+                if entry is None:
+                    stop = True
+                elif isinstance(entry, threading.Event):
+                    self._write(pending)
+                    pending = []
+                    entry.set()
+                else:
+                    pending.append(entry)
+            self._write(pending)
+            if stop:
+                return
+
+    def _write(self, entries: list[Any]) -> None:
+        usage = [e for e in entries if isinstance(e, UsageRow)]
+        logs = [e for e in entries if isinstance(e, _LogEntry)]
+        if usage:
+            try:
+                self.written += record_usage(usage, db_url=self.db_url)
+            except Exception:  # noqa: BLE001  (metering must survive a bad batch)
+                for row in usage:
+                    try:
+                        self.written += record_usage(row, db_url=self.db_url)
+                    except Exception as exc:  # noqa: BLE001
+                        self.dropped += 1
+                        log.error("usage row dropped: %s", type(exc).__name__)
+        for entry in logs:
+            try:
+                log_request(entry.tenant_id, entry.model, entry.request, entry.response, db_url=self.db_url)
+            except Exception as exc:  # noqa: BLE001
+                log.error("request log row dropped: %s", type(exc).__name__)

@@ -1,0 +1,888 @@
+"""The OpenAI-compatible gateway, driven over HTTP on a live uvicorn server.
+
+Most tests use ``FakeHub`` (the ModelHub contract with canned, deterministic answers) so they
+check the gateway itself: auth, validation, SSE, error mapping, metering, metrics, request log.
+``test_real_hub_*`` run the same routes over the real ModelHub and a tiny GGUF when available.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import openai
+import pytest
+import uvicorn
+from sqlalchemy import select
+
+from concierge import tenancy
+from concierge.gateway.app import create_app
+from concierge.gateway.settings import GatewaySettings
+from concierge.models.engine import ContextLengthError, EngineUnavailableError, ModelNotFoundError
+from concierge.models.hub import CallRecord, ModelCard
+from concierge.store import db
+from concierge.store.tables import RequestLog
+
+
+# ---------------------------------------------------------------------------------------------
+# A fake hub with the ModelHub contract
+# ---------------------------------------------------------------------------------------------
+def _instance(schema: dict[str, Any]) -> Any:
+    """A small value that satisfies ``schema`` (enough for the schemas used here)."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {name: _instance(sub) for name, sub in props.items()}
+    if kind == "array":
+        return [_instance(schema.get("items", {"type": "string"}))] * max(1, schema.get("minItems", 1))
+    return {"string": "text", "integer": 3, "number": 1.5, "boolean": True, "null": None}[kind]
+
+
+class FakeHub:
+    """Canned answers; tokens are whitespace words; reports every call to ``observer``."""
+
+    CONTEXT = 64
+
+    def __init__(self) -> None:
+        self.observer = None
+        self.requests: list[tuple[str, dict[str, Any], str | None]] = []
+        self.closed_streams = 0
+        self.cards = {
+            "tiny": ModelCard("tiny", "chat", "tiny-test", "fake", "/models/tiny.gguf", self.CONTEXT),
+            "slow": ModelCard("slow", "chat", None, "fake", "/models/slow.gguf", self.CONTEXT),
+            "down": ModelCard("down", "chat", None, "fake", "http://127.0.0.1:9/v1", 4096),
+            "boom": ModelCard("boom", "chat", None, "fake", "/models/boom.gguf", 4096),
+            "flaky": ModelCard("flaky", "chat", None, "fake", "/models/flaky.gguf", 4096),
+            "embed": ModelCard("embed", "embeddings", "all-minilm-l6-v2", "fake", "minilm", 256),
+        }
+
+    # -- contract ------------------------------------------------------------------------------
+    def models(self) -> list[ModelCard]:
+        return list(self.cards.values())
+
+    def card(self, alias: str) -> ModelCard:
+        if alias not in self.cards:
+            raise ModelNotFoundError(f"The model `{alias}` does not exist.", param="model")
+        return self.cards[alias]
+
+    def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
+        start = time.perf_counter()
+        self.requests.append((alias, request, tenant))
+        try:
+            prompt = self._prompt_tokens(alias, request)
+            message = self._answer(request)
+        except Exception as exc:
+            self._report(
+                alias, "chat", tenant, start, status=getattr(exc, "status_code", 500), error=str(exc)
+            )
+            raise
+        completion = len(str(message.get("content") or "").split()) + 1
+        self._report(alias, "chat", tenant, start, prompt, completion, ttft=time.perf_counter() - start)
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": alias,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
+
+    def stream_chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> Iterator[dict]:
+        self.requests.append((alias, request, tenant))
+        return self._stream(alias, request, tenant)
+
+    def _stream(self, alias: str, request: dict[str, Any], tenant: str | None) -> Iterator[dict]:
+        start = time.perf_counter()
+        status, ttft, sent = 200, None, 0
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": alias}
+        try:
+            prompt = self._prompt_tokens(alias, request)
+            words = str(self._answer(request)["content"]).split()
+            yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+            ttft = time.perf_counter() - start
+            for i, word in enumerate(words):
+                if alias == "flaky" and i == 2:
+                    raise EngineUnavailableError("engine crashed mid-stream")
+                if alias == "slow":
+                    time.sleep(0.05)
+                sent += 1
+                yield {**base, "choices": [{"index": 0, "delta": {"content": word + " "}}]}
+            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            yield {
+                **base,
+                "choices": [],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": sent, "total_tokens": prompt + sent},
+            }
+        except GeneratorExit:
+            self.closed_streams += 1
+            status = 499
+            raise
+        except Exception as exc:
+            status = getattr(exc, "status_code", 500)
+            raise
+        finally:
+            self._report(alias, "chat", tenant, start, locals().get("prompt", 0), sent, ttft, status, True)
+
+    def embed(self, alias: str, texts: list[str], tenant: str | None = None) -> tuple[list[list[float]], int]:
+        start = time.perf_counter()
+        vectors = []
+        for text in texts:
+            raw = [float((hash(text) >> (4 * i)) % 17 + 1) for i in range(8)]
+            norm = math.sqrt(sum(x * x for x in raw))
+            vectors.append([x / norm for x in raw])
+        tokens = sum(len(t.split()) for t in texts)
+        self._report(alias, "embeddings", tenant, start, tokens, 0)
+        return vectors, tokens
+
+    def close(self) -> None:
+        pass
+
+    # -- behaviour -----------------------------------------------------------------------------
+    def _prompt_tokens(self, alias: str, request: dict[str, Any]) -> int:
+        if alias == "down":
+            raise EngineUnavailableError("upstream http://127.0.0.1:9/v1 refused the connection")
+        if alias == "boom":
+            raise RuntimeError("secret internal detail sk-should-not-leak")
+        if alias == "slow":
+            time.sleep(0.5)
+        tokens = sum(len(str(m.get("content") or "").split()) for m in request["messages"])
+        if tokens > self.cards[alias].context_length:
+            raise ContextLengthError(
+                f"This model's maximum context length is {self.CONTEXT} tokens; the prompt has {tokens}.",
+                param="messages",
+            )
+        return tokens
+
+    def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        fmt = request.get("response_format") or {}
+        choice = request.get("tool_choice")
+        if isinstance(choice, dict):
+            name = choice["function"]["name"]
+            tool = next(t for t in request["tools"] if t["function"]["name"] == name)
+            args = _instance(tool["function"].get("parameters") or {"type": "object"})
+            call = {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)},
+            }
+            return {"role": "assistant", "content": None, "tool_calls": [call]}
+        if fmt.get("type") == "json_schema":
+            return {"role": "assistant", "content": json.dumps(_instance(fmt["json_schema"]["schema"]))}
+        return {"role": "assistant", "content": "Hello from the tiny model , how can I help ?"}
+
+    def _report(
+        self,
+        alias,
+        endpoint,
+        tenant,
+        start,
+        prompt=0,
+        completion=0,
+        ttft=None,
+        status=200,
+        stream=False,
+        error=None,
+    ) -> None:  # noqa: ANN001
+        if self.observer is not None:
+            self.observer(
+                CallRecord(
+                    alias,
+                    endpoint,
+                    tenant,
+                    prompt,
+                    completion,
+                    ttft,
+                    time.perf_counter() - start,
+                    status,
+                    error,
+                    stream,
+                )
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# A live server
+# ---------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def flush(self) -> None:
+        assert self.app.state.usage_writer.flush(10)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("gateway-home")
+        mp.setenv("CONCIERGE_HOME", str(path))
+        mp.delenv("CONCIERGE_DATABASE_URL", raising=False)
+        db.reset_engines()
+        yield path
+    db.reset_engines()
+
+
+@pytest.fixture(scope="module")
+def keys(home: Path) -> dict[str, str]:
+    return {
+        "acme": tenancy.create_key("acme").key,
+        "globex": tenancy.create_key("globex").key,
+        "ops": tenancy.create_key("ops", "operator").key,
+    }
+
+
+@pytest.fixture(scope="module")
+def hub() -> FakeHub:
+    return FakeHub()
+
+
+@pytest.fixture(scope="module")
+def live(home: Path, keys: dict[str, str], hub: FakeHub) -> Iterator[LiveServer]:
+    app = create_app(hub, GatewaySettings(max_body_bytes=64 * 1024))
+    with LiveServer(app) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(live: LiveServer, keys: dict[str, str]) -> openai.OpenAI:
+    return openai.OpenAI(base_url=live.url + "/v1", api_key=keys["acme"], max_retries=0, timeout=20)
+
+
+def _alive(live: LiveServer, key: str) -> None:
+    """The server still answers a normal call after an error."""
+    response = httpx.get(live.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert response.status_code == 200 and response.json()["object"] == "list"
+
+
+def _post(live: LiveServer, path: str, key: str | None, **kwargs: Any) -> httpx.Response:
+    headers = kwargs.pop("headers", {})
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return httpx.post(live.url + path, headers=headers, timeout=20, **kwargs)
+
+
+def _assert_error(response: httpx.Response, status: int, param: str | None = "__any__") -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    if param != "__any__":
+        assert error["param"] == param
+    return error
+
+
+# ---------------------------------------------------------------------------------------------
+# Happy paths through the official client
+# ---------------------------------------------------------------------------------------------
+def test_models_list(client: openai.OpenAI) -> None:
+    models = {m.id: m for m in client.models.list()}
+    assert {"tiny", "embed", "down"} <= set(models)
+    tiny = models["tiny"]
+    assert tiny.object == "model" and tiny.owned_by == "concierge"
+    assert tiny.model_extra["context_length"] == FakeHub.CONTEXT
+    assert tiny.model_extra["engine"] == "fake" and tiny.model_extra["kind"] == "chat"
+    assert "source" not in tiny.model_extra  # file paths are for operator keys only
+    assert client.models.retrieve("embed").model_extra["kind"] == "embeddings"
+
+
+def test_models_show_source_to_operators(live: LiveServer, keys: dict[str, str]) -> None:
+    response = httpx.get(live.url + "/v1/models", headers={"Authorization": f"Bearer {keys['ops']}"})
+    assert {m["id"]: m["source"] for m in response.json()["data"]}["tiny"] == "/models/tiny.gguf"
+
+
+def test_chat(client: openai.OpenAI, hub: FakeHub) -> None:
+    result = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "hello there"}],
+        max_completion_tokens=20,
+        seed=1,
+        extra_body={"top_k": 5},
+    )
+    assert result.choices[0].message.content.startswith("Hello")
+    assert result.usage.prompt_tokens == 2
+    alias, request, tenant = hub.requests[-1]
+    assert (alias, tenant) == ("tiny", "acme")
+    assert request["max_tokens"] == 20 and request["top_k"] == 5  # mapped, and extras passed through
+
+
+def test_stream_with_usage(client: openai.OpenAI, hub: FakeHub) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("Hello from the tiny model")
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == len(text.split())
+    assert hub.requests[-1][1]["stream_options"]["include_usage"] is True
+
+
+def test_stream_without_usage_still_meters(client: openai.OpenAI, hub: FakeHub) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    )
+    assert all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
+    # The engine was still asked for usage, so the call is metered.
+    assert hub.requests[-1][1]["stream_options"]["include_usage"] is True
+
+
+def test_json_schema_output_validates(client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "size": {"type": "integer"}, "tags": {"type": "array"}},
+        "required": ["name", "size"],
+    }
+    result = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "a product"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "product", "schema": schema}},
+    )
+    jsonschema.validate(json.loads(result.choices[0].message.content), schema)
+
+
+def test_forced_tool_call(client: openai.OpenAI) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_order",
+                "description": "Look up an order",
+                "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+            },
+        }
+    ]
+    result = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "where is my order"}],
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "get_order"}},
+    )
+    call = result.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_order" and "order_id" in json.loads(call.function.arguments)
+
+
+def test_embeddings(client: openai.OpenAI, live: LiveServer, keys: dict[str, str]) -> None:
+    # The official client asks for base64 by default and decodes it.
+    result = client.embeddings.create(model="embed", input=["red shoes", "blue hat"])
+    assert len(result.data) == 2 and result.usage.prompt_tokens == 4
+    vec = result.data[0].embedding
+    assert len(vec) == 8 and abs(sum(x * x for x in vec) - 1.0) < 1e-5
+    as_float = _post(
+        live, "/v1/embeddings", keys["acme"], json={"model": "embed", "input": "red shoes"}
+    ).json()
+    assert as_float["data"][0]["embedding"] == pytest.approx(vec, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: each one answered in OpenAI shape, and the server keeps serving
+# ---------------------------------------------------------------------------------------------
+def test_missing_and_bad_keys(live: LiveServer, keys: dict[str, str]) -> None:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+    error = _assert_error(_post(live, "/v1/chat/completions", None, json=body), 401)
+    assert error["code"] == "invalid_api_key"
+    _assert_error(
+        _post(live, "/v1/chat/completions", None, json=body, headers={"Authorization": "Basic x"}), 401
+    )
+    bad = openai.OpenAI(base_url=live.url + "/v1", api_key="ck-not-a-real-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+    _assert_error(httpx.get(live.url + "/v1/models"), 401)
+    _alive(live, keys["acme"])
+
+
+def test_revoked_key_stops_within_ttl(live: LiveServer) -> None:
+    key = tenancy.create_key("shortlived").key
+    assert httpx.get(live.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    tenancy.revoke_key(key)
+    revoked_at = time.monotonic()
+    while True:
+        status = httpx.get(live.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code
+        if status == 401:
+            break
+        assert time.monotonic() - revoked_at < 2.0, "revoked key still accepted after 2 s"
+        time.sleep(0.05)
+
+
+def test_unknown_model_404(client: openai.OpenAI, live: LiveServer, keys: dict[str, str]) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.code == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="nope", input="x")
+    _alive(live, keys["acme"])
+
+
+def test_malformed_json_400(live: LiveServer, keys: dict[str, str]) -> None:
+    response = _post(
+        live,
+        "/v1/chat/completions",
+        keys["acme"],
+        content=b'{"model": "tiny", "messages": [',
+        headers={"Content-Type": "application/json"},
+    )
+    assert "Malformed JSON" in _assert_error(response, 400)["message"]
+    _assert_error(_post(live, "/v1/chat/completions", keys["acme"], content=b""), 400)
+    _assert_error(_post(live, "/v1/chat/completions", keys["acme"], content=b"[1, 2]"), 400)
+    _alive(live, keys["acme"])
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({"model": "tiny", "messages": []}, "messages"),
+        ({"model": "tiny", "messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": 5}, "temperature"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2}, "n"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens"),
+        (
+            {
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "hi"}],
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "wat"}},
+                },
+            },
+            "response_format.json_schema.schema",
+        ),
+        (
+            {
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "hi"}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "x"}},
+            },
+            "response_format",
+        ),
+        (
+            {
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
+            "tool_choice",
+        ),
+        ({"model": "embed", "messages": [{"role": "user", "content": "hi"}]}, "model"),
+    ],
+)
+def test_invalid_requests_400(live: LiveServer, keys: dict[str, str], body: dict, param: str) -> None:
+    error = _assert_error(_post(live, "/v1/chat/completions", keys["acme"], json=body), 400, param)
+    assert error["type"] == "invalid_request_error"
+
+
+def test_invalid_schema_through_client(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "hi"}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "object", "required": "name"}},
+            },
+        )
+    assert info.value.param == "response_format.json_schema.schema"
+    assert "Invalid JSON schema" in info.value.message
+
+
+def test_embedding_input_errors(live: LiveServer, keys: dict[str, str]) -> None:
+    error = _assert_error(
+        _post(live, "/v1/embeddings", keys["acme"], json={"model": "embed", "input": [[1, 2, 3]]}),
+        400,
+        "input",
+    )
+    assert "Token" in error["message"]
+    _assert_error(
+        _post(live, "/v1/embeddings", keys["acme"], json={"model": "embed", "input": []}), 400, "input"
+    )
+    _assert_error(
+        _post(live, "/v1/embeddings", keys["acme"], json={"model": "tiny", "input": "x"}), 400, "model"
+    )
+    _assert_error(
+        _post(live, "/v1/embeddings", keys["acme"], json={"model": "embed", "input": "x", "dimensions": 3}),
+        400,
+        "dimensions",
+    )
+
+
+def test_context_length_400(client: openai.OpenAI, live: LiveServer, keys: dict[str, str]) -> None:
+    long = " ".join(["word"] * (FakeHub.CONTEXT + 10))
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": long}])
+    assert info.value.code == "context_length_exceeded" and str(FakeHub.CONTEXT) in info.value.message
+    # Streaming requests get the same HTTP 400, not a 200 stream with an error inside.
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": long}], stream=True
+        )
+    _alive(live, keys["acme"])
+
+
+def test_body_too_large_413(live: LiveServer, keys: dict[str, str]) -> None:
+    big = {"model": "tiny", "messages": [{"role": "user", "content": "x" * (200 * 1024)}]}
+    error = _assert_error(_post(live, "/v1/chat/completions", keys["acme"], json=big), 413)
+    assert error["code"] == "request_too_large"
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: the limit must count streamed bytes
+        yield b'{"model": "tiny", "messages": [{"role": "user", "content": "'
+        for _ in range(100):
+            yield b"y" * 1024
+        yield b'"}]}'
+
+    _assert_error(_post(live, "/v1/chat/completions", keys["acme"], content=chunked()), 413)
+    _alive(live, keys["acme"])
+
+
+def test_engine_down_503(client: openai.OpenAI, live: LiveServer, keys: dict[str, str]) -> None:
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model="down", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.status_code == 503 and info.value.code == "engine_unavailable"
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(
+            model="down", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    _alive(live, keys["acme"])
+
+
+def test_unexpected_error_500_is_generic(
+    live: LiveServer, keys: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    body = {"model": "boom", "messages": [{"role": "user", "content": "hi"}]}
+    with caplog.at_level("ERROR", logger="concierge.gateway"):
+        response = _post(live, "/v1/chat/completions", keys["acme"], json=body)
+    error = _assert_error(response, 500)
+    assert error["type"] == "server_error" and "sk-should-not-leak" not in response.text
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "RuntimeError" in logged and "sk-should-not-leak" not in logged and keys["acme"] not in logged
+    _alive(live, keys["acme"])
+
+
+def test_error_mid_stream_is_an_event(live: LiveServer, keys: dict[str, str]) -> None:
+    body = {"model": "flaky", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    response = _post(live, "/v1/chat/completions", keys["acme"], json=body)
+    assert response.status_code == 200
+    events = [line.removeprefix("data: ") for line in response.text.split("\n\n") if line]
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["code"] == "engine_unavailable" and "mid-stream" in error["message"]
+    assert any("choices" in json.loads(e) for e in events[:-2])  # some content came first
+    _alive(live, keys["acme"])
+
+
+def test_unknown_route_is_openai_shaped(live: LiveServer, keys: dict[str, str]) -> None:
+    _assert_error(_post(live, "/v1/completions-nope", keys["acme"], json={}), 404)
+
+
+# ---------------------------------------------------------------------------------------------
+# Concurrency, disconnects, metering, metrics
+# ---------------------------------------------------------------------------------------------
+def test_event_loop_not_blocked_by_model_calls(live: LiveServer, keys: dict[str, str]) -> None:
+    body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
+    results: list[int] = []
+    workers = [
+        threading.Thread(
+            target=lambda: results.append(
+                _post(live, "/v1/chat/completions", keys["acme"], json=body).status_code
+            )
+        )
+        for _ in range(3)
+    ]
+    for w in workers:
+        w.start()
+    time.sleep(0.1)
+    start = time.perf_counter()
+    assert httpx.get(live.url + "/healthz").status_code == 200
+    assert time.perf_counter() - start < 0.3  # the three 0.5 s model calls run in worker threads
+    for w in workers:
+        w.join(10)
+    assert results == [200, 200, 200]
+
+
+def test_client_disconnect_closes_the_stream(live: LiveServer, keys: dict[str, str], hub: FakeHub) -> None:
+    before = hub.closed_streams
+    body = {"model": "slow", "messages": [{"role": "user", "content": " ".join(["w"] * 20)}], "stream": True}
+    with httpx.stream(
+        "POST",
+        live.url + "/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {keys['acme']}"},
+        timeout=10,
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                break  # hang up after the first event
+    deadline = time.monotonic() + 5
+    while hub.closed_streams == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hub.closed_streams == before + 1
+    _alive(live, keys["acme"])
+
+
+def test_usage_recorded_per_tenant(live: LiveServer, keys: dict[str, str]) -> None:
+    globex = openai.OpenAI(base_url=live.url + "/v1", api_key=keys["globex"], max_retries=0)
+    for _ in range(2):
+        globex.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "one two three"}])
+    globex.embeddings.create(model="embed", input="four five")
+    with pytest.raises(openai.InternalServerError):
+        globex.chat.completions.create(model="down", messages=[{"role": "user", "content": "hi"}])
+    live.flush()
+    rows = {(r.model, r.endpoint): r for r in tenancy.usage_summary("globex")}
+    chat = rows[("tiny", "chat")]
+    assert chat.requests == 2 and chat.prompt_tokens == 6 and chat.completion_tokens > 0 and chat.errors == 0
+    assert rows[("embed", "embeddings")].prompt_tokens == 2
+    assert rows[("down", "chat")].errors == 1
+    assert all(r.tenant == "acme" for r in tenancy.usage_summary("acme"))
+
+
+def test_metrics(live: LiveServer, keys: dict[str, str]) -> None:
+    _assert_error(httpx.get(live.url + "/metrics"), 401)
+    _assert_error(httpx.get(live.url + "/metrics", headers={"Authorization": f"Bearer {keys['acme']}"}), 403)
+    key = keys["globex"]
+    _post(
+        live,
+        "/v1/chat/completions",
+        key,
+        json={"model": "tiny", "messages": [{"role": "user", "content": "x"}]},
+    )
+    _post(
+        live,
+        "/v1/chat/completions",
+        key,
+        json={"model": "nope", "messages": [{"role": "user", "content": "x"}]},
+    )
+    text = httpx.get(live.url + "/metrics", headers={"Authorization": f"Bearer {keys['ops']}"}).text
+    assert 'concierge_requests_total{endpoint="chat",model="tiny",status="200",tenant="globex"}' in text
+    assert 'concierge_requests_total{endpoint="chat",model="-",status="404",tenant="globex"}' in text
+    assert 'status="401",tenant="-"' in text
+    assert 'concierge_tokens_total{direction="in",model="tiny",tenant="globex"}' in text
+    assert 'concierge_tokens_total{direction="out",model="tiny",tenant="globex"}' in text
+    assert 'concierge_time_to_first_token_seconds_bucket{le="0.01",model="tiny",tenant="globex"}' in text
+    assert 'concierge_request_latency_seconds_count{model="tiny",tenant="globex"}' in text
+
+
+def test_healthz_needs_no_key(live: LiveServer) -> None:
+    health = httpx.get(live.url + "/healthz").json()
+    assert health["status"] == "ok" and {m["alias"] for m in health["models"]} >= {"tiny", "embed"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Opt-in request log (own server) and warm-up
+# ---------------------------------------------------------------------------------------------
+def test_request_log_is_redacted(home: Path, keys: dict[str, str]) -> None:
+    hub = FakeHub()
+    for alias in ("slow", "down", "boom", "flaky"):  # warm-up should end "done", and quickly
+        del hub.cards[alias]
+    app = create_app(hub, GatewaySettings(log_requests=True, metrics_public=True, warm_up=True))
+    with LiveServer(app) as server:
+        text = "mail me at jane.doe@example.com or 617-555-0834, card 4111 1111 1111 1111, order #W2378156"
+        body = {"model": "tiny", "messages": [{"role": "user", "content": text}]}
+        assert _post(server, "/v1/chat/completions", keys["acme"], json=body).status_code == 200
+        body["stream"] = True
+        assert _post(server, "/v1/chat/completions", keys["acme"], json=body).status_code == 200
+        assert httpx.get(server.url + "/metrics").status_code == 200  # metrics_public
+        deadline = time.monotonic() + 5
+        while httpx.get(server.url + "/healthz").json()["warm_up"] != "done":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        server.flush()
+    with db.session_scope() as session:
+        logs = session.scalars(select(RequestLog).order_by(RequestLog.id)).all()
+        stored = [(log.request, log.response) for log in logs[-2:]]
+    assert len(stored) == 2
+    for request, response in stored:
+        for secret in ("jane.doe@example.com", "617-555-0834", "4111 1111 1111 1111", keys["acme"]):
+            assert secret not in request and secret not in response
+        assert "[EMAIL]" in request and "[PHONE]" in request and "[CARD]" in request
+        assert "#W2378156" in request
+        assert "Hello from the tiny model" in response
+    # Warm-up calls are not metered as anyone's usage.
+    assert all(r.tenant is not None for r in tenancy.usage_summary())
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end over the real ModelHub: a tiny random Qwen2 GGUF (llama.cpp), MiniLM embeddings,
+# and an upstream alias pointing at a closed port.
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_live(home: Path, keys: dict[str, str], tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
+    from concierge.models import hub as hub_module
+
+    if not hasattr(getattr(hub_module, "ModelHub", None), "from_config"):
+        pytest.skip("concierge.models.hub.ModelHub.from_config is not available")
+    closed_port = _free_port()  # nothing listens there once the probe socket is closed
+    config = tmp_path_factory.mktemp("deployment") / "deployment.yaml"
+    config.write_text(
+        "models:\n"
+        f"  tiny: {{model: qwen2.5-0.5b-instruct, gguf: {tiny_gguf}, n_ctx: 1024, n_parallel: 1}}\n"
+        "  embed: {model: all-minilm-l6-v2, embedded: minilm}\n"
+        f"  remote: {{model: qwen2.5-0.5b-instruct, url: 'http://127.0.0.1:{closed_port}/v1', timeout: 5}}\n"
+    )
+    real_hub = hub_module.ModelHub.from_config(config)
+    try:
+        with LiveServer(create_app(real_hub, GatewaySettings())) as server:
+            yield server
+    finally:
+        real_hub.close()
+
+
+@pytest.fixture(scope="module")
+def real_client(real_live: LiveServer) -> openai.OpenAI:
+    key = tenancy.create_key("initech").key  # its own tenant: usage counts stay separate
+    return openai.OpenAI(base_url=real_live.url + "/v1", api_key=key, max_retries=0, timeout=60)
+
+
+def test_real_hub_models_and_chat(real_client: openai.OpenAI) -> None:
+    models = {m.id: m for m in real_client.models.list()}
+    assert models["tiny"].model_extra["engine"] == "llama.cpp"
+    assert models["tiny"].model_extra["context_length"] == 1024
+    assert models["embed"].model_extra["kind"] == "embeddings"
+    result = real_client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0, seed=7
+    )
+    assert result.choices[0].finish_reason in ("stop", "length")
+    assert result.usage.prompt_tokens > 0 and 0 < result.usage.completion_tokens <= 8
+
+
+def test_real_hub_stream_with_usage(real_client: openai.OpenAI) -> None:
+    chunks = list(
+        real_client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "hello"}],
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].usage is not None and 0 < chunks[-1].usage.completion_tokens <= 8
+    assert any(c.choices and c.choices[0].delta.content for c in chunks)
+
+
+def test_real_hub_json_schema(real_client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"in_stock": {"type": "boolean"}, "size": {"enum": ["S", "M", "L"]}},
+        "required": ["in_stock", "size"],
+        "additionalProperties": False,
+    }
+    result = real_client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "is it in stock?"}],
+        max_tokens=400,  # random weights pad with whitespace the grammar allows
+        seed=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "stock", "schema": schema}},
+    )
+    jsonschema.validate(json.loads(result.choices[0].message.content), schema)
+
+
+def test_real_hub_forced_tool_call(real_client: openai.OpenAI) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_order",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"order_id": {"enum": ["#W1", "#W2"]}},
+                    "required": ["order_id"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+    ]
+    result = real_client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "where is order W1?"}],
+        tools=tools,
+        max_tokens=300,
+        tool_choice={"type": "function", "function": {"name": "get_order"}},
+        seed=0,
+    )
+    call = result.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_order"
+    assert json.loads(call.function.arguments)["order_id"] in ("#W1", "#W2")
+
+
+def test_real_hub_embeddings(real_client: openai.OpenAI) -> None:
+    result = real_client.embeddings.create(model="embed", input=["red running shoes", "a blue hat"])
+    assert [len(d.embedding) for d in result.data] == [384, 384] and result.usage.prompt_tokens > 0
+
+
+def test_real_hub_errors(real_client: openai.OpenAI, real_live: LiveServer, keys: dict[str, str]) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        real_client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "word " * 1500}], max_tokens=4
+        )
+    assert "1024" in info.value.message and info.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError):  # streaming: the same 400 before any event
+        real_client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "word " * 1500}], max_tokens=4, stream=True
+        )
+    with pytest.raises(openai.InternalServerError) as down:
+        real_client.chat.completions.create(model="remote", messages=[{"role": "user", "content": "hi"}])
+    assert down.value.status_code == 503
+    with pytest.raises(openai.NotFoundError):
+        real_client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    _alive(real_live, keys["globex"])
+
+
+def test_real_hub_usage_and_metrics(
+    real_client: openai.OpenAI, real_live: LiveServer, keys: dict[str, str]
+) -> None:
+    real_client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+    )
+    real_live.flush()
+    rows = {(r.model, r.endpoint) for r in tenancy.usage_summary("initech")}
+    assert ("tiny", "chat") in rows
+    text = httpx.get(real_live.url + "/metrics", headers={"Authorization": f"Bearer {keys['ops']}"}).text
+    assert 'concierge_tokens_total{direction="out",model="tiny",tenant="initech"}' in text
+    assert 'concierge_time_to_first_token_seconds_count{model="tiny",tenant="initech"}' in text
