@@ -1,0 +1,33 @@
+"""Shared fixtures: the real data folder (optional) and a tiny GGUF built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# ../shared/data next to the repository; CONCIERGE_SHARED_DATA overrides it.
+DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data_path() -> Path:
+    return Path(os.environ.get("CONCIERGE_SHARED_DATA") or DEFAULT_SHARED_DATA).expanduser()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only real data folder; the test is skipped when it is absent."""
+    path = shared_data_path()
+    if not path.is_dir():
+        pytest.skip(f"real data folder {path} not found (set CONCIERGE_SHARED_DATA to its location)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny Qwen2 GGUF (~0.4 MB, Qwen2.5 chat template with tools), built once."""
+    pytest.importorskip("gguf", reason="the gguf package (dev extra) builds the tiny model")
+    from concierge.models.tiny_gguf import build_tiny_qwen2_gguf
+
+    return build_tiny_qwen2_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny-qwen2.gguf")

@@ -1,0 +1,326 @@
+"""The tiny random Qwen2 GGUF, and the llama.cpp engine's OpenAI surface exercised with it.
+
+The weights are noise, so assertions are about shapes and guarantees (grammars, tool-call
+parsing, usage, limits), never about what the text says. Schemas use enums and bounded
+numbers so that a random model still has to finish inside ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+
+from concierge.models.engine import ContextLengthError, Engine
+from concierge.models.llamacpp import LlamaCppEngine
+from concierge.models.tiny_gguf import QWEN25_CHAT_TEMPLATE, SPECIAL_TOKENS, build_tiny_qwen2_gguf
+
+gguf = pytest.importorskip("gguf")
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "enum": ["Paris", "Lyon", "Nice"]},
+                "celsius": {"type": "boolean"},
+            },
+            "required": ["city", "celsius"],
+            "additionalProperties": False,
+        },
+    },
+}
+ORDER = {
+    "type": "function",
+    "function": {
+        "name": "find_order",
+        "parameters": {
+            "type": "object",
+            "properties": {"order_id": {"type": "integer", "minimum": 1, "maximum": 999}},
+            "required": ["order_id"],
+            "additionalProperties": False,
+        },
+    },
+}
+USER = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_gguf: Path) -> Iterator[LlamaCppEngine]:
+    eng = LlamaCppEngine(tiny_gguf, n_ctx=4096, n_parallel=2, n_threads=1)
+    yield eng
+    eng.close()
+
+
+def _tool_args(call: dict[str, Any], tool: dict[str, Any]) -> dict[str, Any]:
+    assert call["type"] == "function" and call["id"]
+    assert call["function"]["name"] == tool["function"]["name"]
+    args = json.loads(call["function"]["arguments"])
+    jsonschema.validate(args, tool["function"]["parameters"])
+    return args
+
+
+def test_file_is_small_and_has_qwen_tokenizer(tiny_gguf: Path) -> None:
+    assert tiny_gguf.stat().st_size < 1_000_000
+    reader = gguf.GGUFReader(str(tiny_gguf))
+    fields = reader.fields
+
+    def text(key: str) -> str:
+        field = fields[key]
+        return bytes(field.parts[field.data[0]]).decode()
+
+    assert text("general.architecture") == "qwen2"
+    assert text("tokenizer.ggml.model") == "gpt2"
+    assert text("tokenizer.ggml.pre") == "qwen2"
+    assert text("tokenizer.chat_template") == QWEN25_CHAT_TEMPLATE
+    tokens_field = fields["tokenizer.ggml.tokens"]
+    tokens = [bytes(tokens_field.parts[i]).decode() for i in tokens_field.data]
+    types_field = fields["tokenizer.ggml.token_type"]
+    types = [int(types_field.parts[i][0]) for i in types_field.data]
+    for special, control in SPECIAL_TOKENS:
+        expected = gguf.TokenType.CONTROL if control else gguf.TokenType.USER_DEFINED
+        assert types[tokens.index(special)] == expected
+    assert len(set(tokens[:256])) == 256  # the GPT-2 byte alphabet
+    eos = int(fields["tokenizer.ggml.eos_token_id"].parts[-1][0])
+    assert tokens[eos] == "<|im_end|>"
+
+
+def test_build_is_deterministic(tmp_path: Path) -> None:
+    a = build_tiny_qwen2_gguf(tmp_path / "a.gguf", seed=3).read_bytes()
+    b = build_tiny_qwen2_gguf(tmp_path / "b.gguf", seed=3).read_bytes()
+    c = build_tiny_qwen2_gguf(tmp_path / "c.gguf", seed=4).read_bytes()
+    assert a == b and a != c
+
+
+def test_loads_and_generates_fast(tiny_gguf: Path) -> None:
+    started = time.perf_counter()
+    eng = LlamaCppEngine(tiny_gguf, n_ctx=1024, n_parallel=1, n_threads=1)
+    loaded = time.perf_counter() - started
+    try:
+        assert isinstance(eng, Engine)
+        started = time.perf_counter()
+        out = eng.chat({"messages": USER, "max_tokens": 16, "seed": 1})
+        generated = time.perf_counter() - started
+    finally:
+        eng.close()
+    # Typically ~0.2 s and ~0.01 s; the margins absorb a busy shared CI machine.
+    assert loaded < 3.0 and generated < 2.0, (loaded, generated)
+    assert out["usage"]["completion_tokens"] > 0
+
+
+def test_chat_shape(engine: LlamaCppEngine) -> None:
+    out = engine.chat({"model": "tiny", "messages": USER, "max_tokens": 8, "seed": 1, "temperature": 0.7})
+    assert out["object"] == "chat.completion" and out["model"] == "tiny"
+    choice = out["choices"][0]
+    assert choice["message"]["role"] == "assistant"
+    assert isinstance(choice["message"]["content"], str)
+    assert choice["finish_reason"] in {"stop", "length"}
+    usage = out["usage"]
+    assert (
+        usage["prompt_tokens"] > 0
+        and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    )
+    assert engine.info.context_length == 2048 and engine.info.kind == "llama.cpp"
+    assert engine.info.extra["supports_tools"] is True
+
+
+def test_seed_makes_sampling_repeatable(engine: LlamaCppEngine) -> None:
+    request = {"messages": USER, "max_tokens": 12, "seed": 42, "temperature": 1.0}
+    assert engine.chat(request)["choices"][0]["message"] == engine.chat(request)["choices"][0]["message"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_json_schema_output_validates(engine: LlamaCppEngine, seed: int) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "intent": {"type": "string", "enum": ["refund", "exchange", "track"]},
+            "order_id": {"type": "integer", "minimum": 1, "maximum": 9999},
+            "urgent": {"type": "boolean"},
+        },
+        "required": ["intent", "order_id", "urgent"],
+        "additionalProperties": False,
+    }
+    out = engine.chat(
+        {
+            "messages": [{"role": "user", "content": "I want my money back for order 12"}],
+            "max_tokens": 400,
+            "seed": seed,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "ticket", "schema": schema}},
+        }
+    )
+    choice = out["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    jsonschema.validate(json.loads(choice["message"]["content"]), schema)
+
+
+def test_truncated_json_returns_length_not_error(engine: LlamaCppEngine) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "boolean"}}, "required": ["a"]}
+    out = engine.chat(
+        {
+            "messages": USER,
+            "max_tokens": 2,
+            "seed": 0,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+        }
+    )
+    # llama-server's non-streaming path would raise "does not match the expected format" here
+    assert out["choices"][0]["finish_reason"] == "length"
+    content = out["choices"][0]["message"]["content"]
+    assert isinstance(content, str) and (not content.strip() or content.lstrip().startswith("{"))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tool_choice_required(engine: LlamaCppEngine, seed: int) -> None:
+    out = engine.chat(
+        {
+            "messages": USER,
+            "tools": [WEATHER, ORDER],
+            "tool_choice": "required",
+            "max_tokens": 300,
+            "seed": seed,
+        }
+    )
+    choice = out["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    (call,) = choice["message"]["tool_calls"]
+    tool = WEATHER if call["function"]["name"] == "get_weather" else ORDER
+    _tool_args(call, tool)
+
+
+def test_tool_choice_named(engine: LlamaCppEngine) -> None:
+    request = {
+        "messages": USER,
+        "tools": [WEATHER, ORDER],
+        "tool_choice": {"type": "function", "function": {"name": "find_order"}},
+        "max_tokens": 300,
+        "seed": 5,
+    }
+    (call,) = engine.chat(request)["choices"][0]["message"]["tool_calls"]
+    assert 1 <= _tool_args(call, ORDER)["order_id"] <= 999
+
+
+def test_tool_choice_named_streams_one_tool_call(engine: LlamaCppEngine) -> None:
+    request = {
+        "messages": USER,
+        "tools": [WEATHER],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "max_tokens": 300,
+        "seed": 2,
+    }
+    chunks = list(engine.stream_chat(request))
+    calls = [tc for c in chunks for ch in c["choices"] for tc in ch["delta"].get("tool_calls") or []]
+    assert len(calls) == 1 and calls[0]["index"] == 0
+    _tool_args(calls[0], WEATHER)
+    assert not any(ch["delta"].get("content") for c in chunks for ch in c["choices"])
+    assert [ch["finish_reason"] for c in chunks for ch in c["choices"] if ch["finish_reason"]] == [
+        "tool_calls"
+    ]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+
+
+def test_tool_history_and_auto_choice(engine: LlamaCppEngine) -> None:
+    """A finished tool round-trip renders through the template; 'auto' and 'none' answer."""
+    messages = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris", "celsius": true}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
+    ]
+    for choice in ("auto", "none"):
+        out = engine.chat(
+            {"messages": messages, "tools": [WEATHER], "tool_choice": choice, "max_tokens": 8, "seed": 3}
+        )
+        message = out["choices"][0]["message"]
+        assert message["role"] == "assistant"
+        assert out["usage"]["prompt_tokens"] > 300  # the tools block and history were rendered
+        if choice == "none":
+            assert not message.get("tool_calls")
+
+
+def test_unknown_named_tool_is_bad_request(engine: LlamaCppEngine) -> None:
+    from concierge.models.engine import BadRequestError
+
+    with pytest.raises(BadRequestError, match="nope"):
+        engine.chat(
+            {
+                "messages": USER,
+                "tools": [WEATHER],
+                "tool_choice": {"type": "function", "function": {"name": "nope"}},
+            }
+        )
+
+
+def test_stream_ends_with_usage_chunk(engine: LlamaCppEngine) -> None:
+    chunks = list(engine.stream_chat({"model": "tiny", "messages": USER, "max_tokens": 10, "seed": 1}))
+    assert all(c["object"] == "chat.completion.chunk" and c["model"] == "tiny" for c in chunks)
+    *body, last = chunks
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] == 10
+    assert body[-1]["choices"][0]["finish_reason"] == "length"
+    assert all(c["choices"] for c in body)
+    # stream_options from the caller do not matter: usage always comes
+    chunks = list(
+        engine.stream_chat({"messages": USER, "max_tokens": 3, "stream_options": {"include_usage": False}})
+    )
+    assert chunks[-1]["usage"]["completion_tokens"] == 3
+
+
+def test_stop_sequences_and_max_completion_tokens(engine: LlamaCppEngine) -> None:
+    out = engine.chat({"messages": USER, "max_completion_tokens": 5, "seed": 1})
+    assert out["usage"]["completion_tokens"] <= 5
+    grammar = 'root ::= "hello STOP more text"'
+    out = engine.chat({"messages": USER, "max_tokens": 40, "grammar": grammar, "stop": ["STOP"]})
+    assert out["choices"][0]["message"]["content"] == "hello "
+    assert out["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_context_overflow(engine: LlamaCppEngine, stream: bool) -> None:
+    request = {"messages": [{"role": "user", "content": "x " * 1500}], "max_tokens": 4}
+    with pytest.raises(ContextLengthError, match="2048 tokens per request") as info:
+        if stream:
+            list(engine.stream_chat(request))
+        else:
+            engine.chat(request)
+    assert info.value.status_code == 400 and info.value.code == "context_length_exceeded"
+    # the engine is still healthy afterwards
+    assert engine.chat({"messages": USER, "max_tokens": 2})["usage"]["completion_tokens"] == 2
+
+
+def test_embeddings_mode(tiny_gguf: Path) -> None:
+    eng = LlamaCppEngine(tiny_gguf, n_ctx=1024, n_parallel=1, n_threads=1, embedding=True)
+    try:
+        vectors, tokens = eng.embed(["hello world", "refund my order", "hello world"])
+        assert "embeddings" in eng.info.capabilities
+    finally:
+        eng.close()
+    arr = np.asarray(vectors)
+    assert arr.shape == (3, 64) and tokens > 0
+    assert np.allclose(np.linalg.norm(arr, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(arr[0], arr[2], atol=1e-5) and not np.allclose(arr[0], arr[1])
+
+
+def test_chat_engine_refuses_embeddings(engine: LlamaCppEngine) -> None:
+    from concierge.models.engine import BadRequestError
+
+    with pytest.raises(BadRequestError, match="embedding=True"):
+        engine.embed(["hi"])
