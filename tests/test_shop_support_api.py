@@ -1,0 +1,372 @@
+"""The shop and support JSON API (``/v1/shop/*``, ``/v1/support/chat``) with the gateway's own auth.
+
+The app is the real gateway app with the real shop assistant, search index and support session,
+over ``FakeHub`` (the ModelHub contract with deterministic answers and hashing embeddings), on a
+small generated demo store in a temporary ``CONCIERGE_HOME``. Support runs in guided mode with the
+rule-based extractor only, so every turn is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from concierge import tenancy
+from concierge.models.hub import ModelCard
+from concierge.store import db
+
+N_PRODUCTS = 150
+N_SHOPPERS = 20
+
+
+# ---------------------------------------------------------------------------------------------
+# A deterministic hub
+# ---------------------------------------------------------------------------------------------
+def _empty(schema: dict[str, Any]) -> Any:
+    """The emptiest value a JSON schema allows (a model that "found nothing" in the message)."""
+    if "enum" in schema:
+        return None if None in schema["enum"] else schema["enum"][0]
+    kind = schema.get("type", "object")
+    kinds = kind if isinstance(kind, list) else [kind]
+    if "null" in kinds:
+        return None
+    if "object" in kinds:
+        props = schema.get("properties", {})
+        return {name: _empty(props[name]) for name in schema.get("required", list(props))}
+    if "array" in kinds:
+        return []
+    if "string" in kinds:
+        return ""
+    if "boolean" in kinds:
+        return False
+    return 0
+
+
+class FakeHub:
+    """Canned chat answers, JSON-schema answers with nothing in them, hashing embeddings."""
+
+    REPLY = "Here are a few options from the catalogue."
+
+    def __init__(self) -> None:
+        from concierge.shop.search import HashingEmbedder
+
+        self.observer = None
+        self.calls: list[tuple[str, str | None]] = []
+        self._embed = HashingEmbedder(64)
+        self.cards = [
+            ModelCard("shop-assistant", "chat", "smollm2-135m-instruct", "llama.cpp", "/models/s.gguf", 8192),
+            ModelCard("support-agent", "chat", "smollm2-135m-instruct", "llama.cpp", "/models/s.gguf", 8192),
+            ModelCard("embed", "embeddings", "all-minilm-l6-v2", "onnx-embedding", "/models/m.onnx", 256),
+        ]
+
+    def models(self) -> list[ModelCard]:
+        return list(self.cards)
+
+    def card(self, alias: str) -> ModelCard:
+        from concierge.models.engine import ModelNotFoundError
+
+        for card in self.cards:
+            if card.alias == alias:
+                return card
+        raise ModelNotFoundError(f"The model `{alias}` does not exist.")
+
+    def _content(self, request: dict[str, Any]) -> str:
+        fmt = request.get("response_format") or {}
+        if fmt.get("type") == "json_schema":
+            return json.dumps(_empty((fmt.get("json_schema") or {}).get("schema") or {}))
+        if fmt.get("type") == "json_object":
+            return "{}"
+        return self.REPLY
+
+    def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
+        self.calls.append((alias, tenant))
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "model": alias,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": self._content(request)},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
+        }
+
+    def stream_chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> Iterator[dict]:
+        self.calls.append((alias, tenant))
+        words = self._content(request).split(" ")
+        for i, word in enumerate(words):
+            text = word if i == len(words) - 1 else word + " "
+            yield {"id": "c", "object": "chat.completion.chunk", "model": alias,
+                   "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+        yield {"id": "c", "object": "chat.completion.chunk", "model": alias,
+               "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        yield {"id": "c", "object": "chat.completion.chunk", "model": alias, "choices": [],
+               "usage": {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}}
+
+    def embed(self, alias: str, texts: list[str], tenant: str | None = None) -> tuple[list[list[float]], int]:
+        return self._embed(list(texts)).tolist(), sum(len(t.split()) for t in texts)
+
+    def close(self) -> None:
+        pass
+
+
+def build_app(hub: FakeHub, **web: Any) -> tuple[FastAPI, Any]:
+    """The gateway app with the shop/support routers and the web app, as ``concierge serve`` wires them."""
+    from concierge.gateway.app import create_app
+    from concierge.web.routes import mount_all
+    from concierge.web.services import build_demo_services
+
+    services = build_demo_services(hub, n_products=N_PRODUCTS, n_shoppers=N_SHOPPERS, use_model=False, warm=False)
+    for name, value in web.items():
+        setattr(services, name, value)
+    app = create_app(hub)
+    mount_all(app, services)  # the routers and the web app, exactly as the serve command wires them
+    return app, services
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("concierge-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONCIERGE_HOME", str(path))
+        mp.delenv("CONCIERGE_DATABASE_URL", raising=False)
+        mp.delenv("CONCIERGE_SUPPORT_DATA", raising=False)
+        db.reset_engines()
+        yield path
+        db.reset_engines()
+
+
+@pytest.fixture(scope="module")
+def api(home: Path) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str], Any]]:
+    """(client, headers of a demo-tenant key, headers of another tenant's key, the WebServices)."""
+    hub = FakeHub()
+    app, services = build_app(hub)
+    demo = tenancy.create_key("demo").key
+    other = tenancy.create_key("other-shop").key
+    with TestClient(app) as client:
+        yield client, {"Authorization": f"Bearer {demo}"}, {"Authorization": f"Bearer {other}"}, services
+
+
+def _a_shopper() -> str:
+    from concierge.shop.catalog import load_interactions
+
+    return load_interactions(None, "demo", "demo")[0].user
+
+
+# ---------------------------------------------------------------------------------------------
+# Auth and malformed requests
+# ---------------------------------------------------------------------------------------------
+ROUTES = [
+    ("/v1/shop/chat", {"message": "running shoes"}),
+    ("/v1/shop/similar", {"product_id": "P000001"}),
+    ("/v1/shop/complete-the-look", {"product_id": "P000001"}),
+    ("/v1/support/chat", {"message": "hello"}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), ROUTES)
+def test_routes_refuse_missing_and_bad_keys(api, path: str, body: dict) -> None:
+    client, *_ = api
+    missing = client.post(path, json=body)
+    assert missing.status_code == 401
+    assert missing.json()["error"]["code"] == "invalid_api_key"
+    assert missing.headers["www-authenticate"] == "Bearer"
+    wrong = client.post(path, json=body, headers={"Authorization": "Bearer ck-not-a-real-key"})
+    assert wrong.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "param"),
+    [
+        ("/v1/shop/chat", b"", None),
+        ("/v1/shop/chat", b"{not json", None),
+        ("/v1/shop/chat", b"[1, 2]", None),
+        ("/v1/shop/chat", b'{"conversation_id": "abc"}', "message"),
+        ("/v1/shop/chat", b'{"message": ""}', "message"),
+        ("/v1/shop/chat", b'{"message": "hi", "conversation": "typo"}', "conversation"),
+        ("/v1/shop/chat", b'{"message": "hi", "catalog": "../etc"}', "catalog"),
+        ("/v1/shop/similar", b'{"product_id": "P000001", "k": 0}', "k"),
+        ("/v1/shop/complete-the-look", b'{"k": 3}', "product_id"),
+        ("/v1/support/chat", b'{"message": "hi", "mode": "freestyle"}', "mode"),
+        ("/v1/support/chat", b'{"message": "   "}', "message"),
+        ("/v1/support/chat", b'{"message": "hi", "domain": "casino"}', "domain"),
+    ],
+)
+def test_malformed_requests_are_400(api, path: str, raw: bytes, param: str | None) -> None:
+    client, headers, *_ = api
+    response = client.post(path, content=raw, headers={**headers, "Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    if param is not None:
+        assert error["param"] == param
+
+
+# ---------------------------------------------------------------------------------------------
+# Shop
+# ---------------------------------------------------------------------------------------------
+def test_shop_chat_answers_with_products_and_continues_by_id(api) -> None:
+    from concierge.web.store import ShopConversations
+
+    client, headers, *_ = api
+    first = client.post("/v1/shop/chat", json={"message": "I need running shoes"}, headers=headers)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["object"] == "shop.answer"
+    assert body["message"]
+    assert "state" not in body  # the assistant's state stays on the server
+    assert body["products"], "the demo store has shoes: the answer must show some"
+    for product in body["products"]:
+        assert {"id", "product_id", "title", "price"} <= set(product)
+    conversation_id = body["conversation_id"]
+
+    second = client.post(
+        "/v1/shop/chat", json={"message": "something cheaper", "conversation_id": conversation_id}, headers=headers
+    )
+    assert second.status_code == 200, second.text
+    assert second.json()["conversation_id"] == conversation_id
+    state = ShopConversations().load(conversation_id, "demo")
+    assert [m["role"] for m in state["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert state["messages"][2]["content"] == "something cheaper"
+    assert state["version"] == 2
+
+
+def test_shop_chat_unknown_ids_are_404(api) -> None:
+    client, headers, other, _ = api
+    unknown_catalog = client.post("/v1/shop/chat", json={"message": "shoes", "catalog": "nope"}, headers=headers)
+    assert unknown_catalog.status_code == 404
+    assert unknown_catalog.json()["error"]["code"] == "catalog_not_found"
+
+    unknown_shopper = client.post(
+        "/v1/shop/chat", json={"message": "shoes", "shopper_id": "nobody-123"}, headers=headers
+    )
+    assert unknown_shopper.status_code == 404
+    assert unknown_shopper.json()["error"]["code"] == "shopper_not_found"
+
+    known = client.post("/v1/shop/chat", json={"message": "shoes", "shopper_id": _a_shopper()}, headers=headers)
+    assert known.status_code == 200, known.text
+
+    unknown_conversation = client.post(
+        "/v1/shop/chat", json={"message": "more", "conversation_id": "0" * 32}, headers=headers
+    )
+    assert unknown_conversation.status_code == 404
+    assert unknown_conversation.json()["error"]["code"] == "conversation_not_found"
+
+    # Another tenant neither sees the demo catalogue nor continues the demo tenant's conversation.
+    theirs = client.post("/v1/shop/chat", json={"message": "shoes"}, headers=other)
+    assert theirs.status_code == 404
+    stolen = client.post(
+        "/v1/shop/chat", json={"message": "more", "conversation_id": known.json()["conversation_id"]}, headers=other
+    )
+    assert stolen.status_code == 404
+
+
+def test_shop_similar_and_complete_the_look(api) -> None:
+    client, headers, *_ = api
+    products = client.post("/v1/shop/chat", json={"message": "a jacket"}, headers=headers).json()["products"]
+    product_id = products[0]["product_id"]
+    for path in ("/v1/shop/similar", "/v1/shop/complete-the-look"):
+        response = client.post(path, json={"product_id": product_id, "k": 4}, headers=headers)
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        assert 0 < len(data) <= 4
+        assert all(p["product_id"] != product_id for p in data)
+        missing = client.post(path, json={"product_id": "NO-SUCH-PRODUCT"}, headers=headers)
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "product_not_found"
+
+
+def test_shop_chat_streams_deltas_then_the_answer(api) -> None:
+    client, headers, *_ = api
+    events = []
+    with client.stream("POST", "/v1/shop/chat", json={"message": "boots", "stream": True}, headers=headers) as s:
+        assert s.status_code == 200
+        assert s.headers["content-type"].startswith("text/event-stream")
+        for line in s.iter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+    assert events[-1] == "[DONE]"
+    parsed = [json.loads(e) for e in events[:-1]]
+    assert parsed[-1]["type"] == "answer"
+    assert parsed[-1]["conversation_id"]
+    deltas = "".join(e["content"] for e in parsed if e["type"] == "delta")
+    assert deltas.strip(), "the stream sends text before the final answer"
+
+
+def test_shop_answers_503_while_its_index_is_being_built(api, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, headers, _, services = api
+    factory = services.shop_assistant
+    building, release = threading.Event(), threading.Event()
+    real_build = factory._build
+
+    def slow_build(tenant: str, catalog: str) -> Any:
+        building.set()
+        release.wait(30)
+        return real_build(tenant, catalog)
+
+    monkeypatch.setattr(factory, "_build", slow_build)
+    factory.forget("demo", "demo")
+    warmer = threading.Thread(target=factory, args=("demo", "demo"))
+    warmer.start()
+    try:
+        assert building.wait(10)
+        busy = client.post("/v1/shop/chat", json={"message": "shoes"}, headers=headers)
+        assert busy.status_code == 503
+        assert busy.json()["error"]["code"] == "warming_up"
+        assert busy.headers["retry-after"].isdigit()
+    finally:
+        release.set()
+        warmer.join(30)
+    assert client.post("/v1/shop/chat", json={"message": "shoes"}, headers=headers).status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Support
+# ---------------------------------------------------------------------------------------------
+def test_support_chat_confirms_before_cancelling(api) -> None:
+    client, headers, other, _ = api
+    first = client.post(
+        "/v1/support/chat",
+        json={"message": "Please cancel reservation HS10002, I found another place. I'm lucas.moreau@example.com"},
+        headers=headers,
+    )
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["object"] == "support.turn"
+    assert body["status"] == "open"
+    assert body["confirm"] is True, body["message"]
+    assert "cancel_reservation" not in [a.get("tool") for a in body["actions"]]
+    conversation_id = body["conversation_id"]
+
+    # Another tenant cannot answer the confirmation.
+    assert client.post(
+        "/v1/support/chat", json={"message": "yes", "conversation_id": conversation_id}, headers=other
+    ).status_code == 404
+
+    yes = client.post("/v1/support/chat", json={"message": "yes", "conversation_id": conversation_id}, headers=headers)
+    assert yes.status_code == 200
+    after = yes.json()
+    assert after["conversation_id"] == conversation_id
+    assert after["confirm"] is False
+    assert "cancel_reservation" in [a.get("tool") for a in after["actions"]]
+    assert "cancelled" in after["message"]
+
+
+def test_support_chat_hands_off_and_unknown_ids(api) -> None:
+    client, headers, *_ = api
+    turn = client.post("/v1/support/chat", json={"message": "I want to talk to a human please"}, headers=headers)
+    assert turn.status_code == 200
+    assert turn.json()["status"] == "handoff"
+    later = client.post(
+        "/v1/support/chat", json={"message": "hello?", "conversation_id": turn.json()["conversation_id"]},
+        headers=headers,
+    )
+    assert later.json()["status"] == "handoff"
+    missing = client.post("/v1/support/chat", json={"message": "hi", "conversation_id": "f" * 32}, headers=headers)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "conversation_not_found"
