@@ -41,8 +41,11 @@ def serve(
         bool, typer.Option(help="Serve /metrics without an operator key (only where the port is private).")
     ] = False,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted, in MiB.")] = 1.0,
+    web: Annotated[
+        bool, typer.Option(help="Also serve the web app, the shop and support APIs on the demo store.")
+    ] = True,
 ) -> None:
-    """Serve the OpenAI-compatible gateway (/v1/chat/completions, /v1/embeddings, /v1/models)."""
+    """Serve the OpenAI-compatible gateway (/v1/...) and the web app (/, /support, /console)."""
     import uvicorn
 
     from concierge import config as cfg
@@ -69,6 +72,10 @@ def serve(
         metrics_public=metrics_public,
     )
     app = create_app(hub, settings)
+    if web:
+        from concierge.web.routes import build_demo_services, mount_all
+
+        mount_all(app, build_demo_services(hub))
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
     _out.print(f"concierge gateway on [bold]http://{shown}:{port}/v1[/bold]")
     for card in hub.models():

@@ -91,3 +91,7 @@ class Handoff(Base):
     summary: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)  # queued | taken | closed
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+# Capability tables declared in their own packages, imported here so create_all sees them.
+from concierge.shop import store_tables  # noqa: E402, F401
