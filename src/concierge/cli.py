@@ -8,6 +8,8 @@ from concierge.commands import gateway
 from concierge.commands.demo import demo
 from concierge.commands.eval_support import eval_support
 from concierge.commands.models import app as models_app
+from concierge.commands.shop import app as shop_app
+from concierge.commands.shop_chat import shop_chat
 
 app = typer.Typer(
     help="concierge: self-hosted open models, a shopping assistant and a support agent.",
@@ -19,6 +21,8 @@ app.command()(gateway.serve)
 app.command()(gateway.usage)
 app.add_typer(gateway.keys_app, name="keys", help="Create, list and revoke API keys.")
 app.add_typer(models_app, name="models", help="The model catalogue.")
+shop_app.command("chat")(shop_chat)
+app.add_typer(shop_app, name="shop", help="Catalogues and the shopping assistant.")
 
 eval_app = typer.Typer(help="Evaluations: support agent, recommenders.", no_args_is_help=True)
 eval_app.command("support")(eval_support)

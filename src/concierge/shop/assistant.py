@@ -1,0 +1,953 @@
+"""The conversational shopping assistant: conversation -> structured query -> grounded products -> answer.
+
+One turn (:meth:`ShopAssistant.answer`):
+
+1. the shopper's latest message becomes a :class:`~concierge.shop.query.TurnDelta` (rules, plus the model
+   by constrained decoding), applied to the previous turn's query carried in the conversation state;
+   a vague request gets one clarifying question instead of products;
+2. hybrid search under the query's hard constraints, re-ranked for a known shopper;
+3. every card is validated against the catalogue (:mod:`concierge.shop.grounding`);
+4. the model writes a short answer from the validated cards only; its text is checked for titles, ids,
+   brands and prices the cards do not back -> one regeneration, then a deterministic template.
+
+:meth:`ShopAssistant.stream_answer` yields a :class:`ShopProducts` first (cards early), then text deltas
+(``str``, released sentence by sentence once checked), then the final :class:`ShopAnswer`.
+
+The conversation state is a JSON-able dict (store it with the conversation, pass it back next turn);
+without it, earlier user turns are replayed with the rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from concierge.shop.catalog import Catalog, CatalogError, Product, Variant
+from concierge.shop.grounding import (
+    TEXT_CHECKS,
+    GroundingReport,
+    HardConstraints,
+    TextChecker,
+    Violation,
+    validate_products,
+)
+from concierge.shop.personalize import Personalizer, Ranked
+from concierge.shop.query import (
+    CatalogNotFoundError,
+    ProductNotFoundError,
+    ShopError,
+    ShopperNotFoundError,
+    ShopRequestError,
+    ShopVocabulary,
+    StructuredQuery,
+    constraints_for,
+    is_vague,
+    merge_deltas,
+    model_request,
+    parse_rules,
+    sanitize_model_output,
+    search_text,
+    update_query,
+    validate_query_dict,
+)
+from concierge.shop.search import SearchFilters, SearchIndex, tokenize
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CatalogNotFoundError",
+    "ConversationState",
+    "ProductNotFoundError",
+    "ShopAnswer",
+    "ShopAssistant",
+    "ShopError",
+    "ShopProducts",
+    "ShopRequestError",
+    "ShopperNotFoundError",
+    "hub_embedder",
+]
+
+ROLES = ("system", "user", "assistant")
+MAX_MESSAGE_CHARS = 4000
+MAX_MESSAGES = 200
+ANSWER_MAX_TOKENS = 80
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+ANSWER_TEXT_CHECKS = ("text_nonempty", "text_format", *TEXT_CHECKS, "text_mentions_product")
+
+ANSWER_SYSTEM_PROMPT = (
+    "You are a friendly shop assistant. Answer the shopper in one or two short sentences, recommending "
+    "products from the list you are given by their exact names. Do not mention anything else."
+)
+# One worked example: small models follow a demonstration far better than instructions alone.
+ANSWER_EXAMPLE = (
+    "Products:\n1. Example Co. Everyday Daypack ($49.99, black)\nShopper: a black backpack",
+    "The Example Co. Everyday Daypack in black, at $49.99, is a great everyday pick.",
+)
+
+# Complementary categories by segment name: the fallback when interactions say nothing.
+COMPLEMENT_RULES: dict[str, tuple[str, ...]] = {
+    "dresses": ("sandals", "handbags", "boots"),
+    "tops": ("trousers", "sneakers", "handbags"),
+    "trousers": ("tops", "shirts", "sneakers", "boots"),
+    "shirts": ("trousers", "jackets", "sneakers"),
+    "jackets": ("boots", "shirts", "backpacks"),
+    "sneakers": ("trousers", "backpacks"),
+    "boots": ("jackets", "trousers"),
+    "sandals": ("dresses", "handbags"),
+    "backpacks": ("chargers & cables", "laptop sleeves"),
+    "handbags": ("dresses", "sandals"),
+    "travel": ("backpacks", "chargers & cables"),
+    "bedding": ("cushions & throws", "lighting"),
+    "lighting": ("cushions & throws", "storage"),
+    "cushions & throws": ("bedding", "lighting"),
+    "storage": ("cushions & throws",),
+    "cookware": ("tableware", "storage"),
+    "tableware": ("cookware", "appliances"),
+    "appliances": ("tableware",),
+    "headphones": ("chargers & cables",),
+    "phone cases": ("chargers & cables",),
+    "chargers & cables": ("phone cases", "headphones"),
+    "laptop sleeves": ("chargers & cables", "backpacks"),
+    "skincare": ("makeup",),
+    "makeup": ("skincare", "fragrance"),
+    "fragrance": ("makeup",),
+    "tents": ("sleeping bags", "gear"),
+    "sleeping bags": ("tents", "gear"),
+    "gear": ("tents", "jackets"),
+    "building sets": ("games & puzzles",),
+    "plush": ("games & puzzles",),
+    "games & puzzles": ("building sets",),
+}
+
+
+def hub_embedder(
+    hub: Any, alias: str = "embed", tenant: str | None = None
+) -> Callable[[list[str]], np.ndarray]:
+    """A search-index embedder backed by the hub's embeddings alias."""
+
+    def embed(texts: list[str]) -> np.ndarray:
+        vectors, _ = hub.embed(alias, list(texts), tenant=tenant)
+        return np.asarray(vectors, dtype=np.float32)
+
+    return embed
+
+
+# --------------------------------------------------------------------------------------------------
+# Results and state
+
+
+@dataclass
+class ConversationState:
+    """What the next turn needs: the query so far, what was shown, whether a question was asked."""
+
+    query: dict[str, Any] | None = None
+    shown: list[dict[str, Any]] = field(default_factory=list)  # [{id, product_id, price}]
+    clarifications: int = 0
+    last_clarifying: bool = False
+    turns: int = 0  # user messages handled so far
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ConversationState:
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ShopRequestError(
+                "state must be an object (the state of the previous answer)", param="state"
+            )
+        try:
+            query = data.get("query")
+            if query is not None:
+                try:
+                    validate_query_dict(query)
+                except ShopRequestError as exc:
+                    raise ShopRequestError(f"invalid state: {exc.message}", param="state") from None
+            shown = [
+                {"id": str(s["id"]), "product_id": str(s.get("product_id", "")), "price": float(s["price"])}
+                for s in data.get("shown") or []
+            ]
+            return cls(
+                query=dict(query) if query is not None else None,
+                shown=shown,
+                clarifications=int(data.get("clarifications", 0)),
+                last_clarifying=bool(data.get("last_clarifying", False)),
+                turns=int(data.get("turns", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ShopRequestError(f"invalid state: {exc}", param="state") from None
+
+
+@dataclass
+class ShopProducts:
+    """First item of a stream: the validated cards (a UI can show them before the text arrives)."""
+
+    products: list[dict[str, Any]]
+    query: dict[str, Any]
+    constraints: dict[str, Any]
+    clarifying: bool
+
+
+@dataclass
+class ShopAnswer:
+    message: str
+    query: dict[str, Any]
+    products: list[dict[str, Any]]
+    clarifying: bool
+    state: dict[str, Any]
+    constraints: dict[str, Any] = field(default_factory=dict)
+    grounding: dict[str, Any] = field(default_factory=dict)
+    trace: dict[str, Any] = field(default_factory=dict)  # mode, query source, timings, model usage
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Plan:
+    """Everything about a turn except the answer text."""
+
+    query: StructuredQuery | None
+    constraints: HardConstraints
+    cards: list[dict[str, Any]]
+    clarifying: bool
+    state: ConversationState
+    report: GroundingReport
+    trace: dict[str, Any]
+    user_text: str
+    question: str = ""
+    personalised: bool = False
+
+
+def _content(message: Mapping[str, Any], index: int) -> str:
+    content = message.get("content")
+    if isinstance(content, list):  # OpenAI content parts
+        parts = []
+        for part in content:
+            if (
+                not isinstance(part, Mapping)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise ShopRequestError(f"messages[{index}].content parts must be text", param="messages")
+            parts.append(part["text"])
+        content = "\n".join(parts)
+    if content is None and message.get("role") == "assistant":
+        content = ""
+    if not isinstance(content, str):
+        raise ShopRequestError(f"messages[{index}].content must be a string", param="messages")
+    if len(content) > MAX_MESSAGE_CHARS:
+        raise ShopRequestError(
+            f"messages[{index}] is longer than {MAX_MESSAGE_CHARS} characters", param="messages"
+        )
+    return content
+
+
+def check_messages(messages: Any) -> list[dict[str, str]]:
+    """The conversation as ``[{role, content}]``; ShopRequestError says what is wrong with it."""
+    if not isinstance(messages, Sequence) or isinstance(messages, str | bytes) or not messages:
+        raise ShopRequestError("messages must be a non-empty list of {role, content}", param="messages")
+    if len(messages) > MAX_MESSAGES:
+        raise ShopRequestError(f"at most {MAX_MESSAGES} messages", param="messages")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise ShopRequestError(f"messages[{i}] must be an object with role and content", param="messages")
+        role = m.get("role")
+        if role not in ROLES:
+            raise ShopRequestError(
+                f"messages[{i}].role is {role!r}; expected one of {', '.join(ROLES)}", param="messages"
+            )
+        out.append({"role": str(role), "content": _content(m, i)})
+    if out[-1]["role"] != "user" or not out[-1]["content"].strip():
+        raise ShopRequestError("the last message must be a non-empty user message", param="messages")
+    return out
+
+
+def _money(value: float) -> str:
+    return f"${value:,.2f}"
+
+
+def _join(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# --------------------------------------------------------------------------------------------------
+# The assistant
+
+
+class ShopAssistant:
+    """Answers shoppers over one catalogue. Stateless between calls: the conversation state is passed in."""
+
+    def __init__(
+        self,
+        hub: Any,
+        catalog: Catalog,
+        index: SearchIndex,
+        recommender: Personalizer | None = None,
+        model_alias: str = "shop-assistant",
+        *,
+        tenant: str | None = None,
+        max_products: int = 5,
+        query_model: str = "always",
+        answer_model: bool = True,
+    ) -> None:
+        if catalog is None:
+            raise CatalogNotFoundError("no catalogue given to the shop assistant", param="catalog")
+        if not isinstance(catalog, Catalog) or not len(catalog):
+            raise ShopRequestError("the catalogue is empty; ingest products first", param="catalog")
+        if index is None:
+            raise ShopRequestError("no search index given to the shop assistant", param="index")
+        if query_model not in ("always", "auto", "never"):
+            raise ValueError("query_model must be always, auto or never")
+        self.hub = hub
+        self.catalog = catalog
+        self.index = index
+        self.recommender = recommender
+        self.model_alias = model_alias
+        self.tenant = tenant
+        self.max_products = max(1, int(max_products))
+        self.query_model = query_model
+        self.answer_model = answer_model
+        self.vocab = ShopVocabulary(catalog)
+        self.checker = TextChecker(catalog)
+
+    @classmethod
+    def open(
+        cls,
+        hub: Any,
+        tenant: str,
+        catalog_name: str,
+        *,
+        embed: Callable[[list[str]], np.ndarray] | None = None,
+        session: Any = None,
+        progress: Callable[[int, int], None] | None = None,
+        **kwargs: Any,
+    ) -> ShopAssistant:
+        """The assistant for a stored catalogue: catalogue, interactions and search index (built if needed).
+
+        ``embed`` defaults to the hub's ``embed`` role alias. CatalogNotFoundError if the catalogue is absent.
+        """
+        from concierge.shop.catalog import load_catalog, load_interactions
+        from concierge.shop.search import IndexMismatchError, index_folder
+
+        try:
+            catalog = load_catalog(session, tenant, catalog_name)
+            interactions = load_interactions(session, tenant, catalog_name)
+        except CatalogError as exc:
+            raise CatalogNotFoundError(str(exc), param="catalog") from None
+        if embed is None:
+            embed = hub_embedder(hub, hub.deployment.default("embed"), tenant=tenant)
+        folder = index_folder(tenant, catalog_name)
+        try:
+            index = SearchIndex.load(folder, embed, catalog)
+        except IndexMismatchError:
+            index = SearchIndex.build(catalog, embed, folder, progress=progress)
+        recommender = Personalizer(catalog, interactions) if interactions else None
+        kwargs.setdefault(
+            "model_alias", hub.deployment.default("shop") if hasattr(hub, "deployment") else "shop-assistant"
+        )
+        return cls(hub, catalog, index, recommender, tenant=tenant, **kwargs)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def answer(
+        self, messages: Any, shopper_id: str | None = None, state: Mapping[str, Any] | None = None
+    ) -> ShopAnswer:
+        """One assistant turn for the conversation ``messages`` (the last one is the shopper's)."""
+        started = time.perf_counter()
+        plan = self._plan(messages, shopper_id, state)
+        t0 = time.perf_counter()
+        message = self._write(plan)
+        plan.trace["timings_ms"]["answer"] = round((time.perf_counter() - t0) * 1000, 1)
+        return self._finish(plan, message, started)
+
+    def stream_answer(
+        self, messages: Any, shopper_id: str | None = None, state: Mapping[str, Any] | None = None
+    ) -> Iterator[ShopProducts | str | ShopAnswer]:
+        """:class:`ShopProducts`, then text deltas (``str``), then the final :class:`ShopAnswer`.
+
+        Request errors (bad messages, unknown shopper) raise at the call, before anything is yielded.
+        """
+        started = time.perf_counter()
+        plan = self._plan(messages, shopper_id, state)
+        return self._stream(plan, started)
+
+    def _stream(self, plan: _Plan, started: float) -> Iterator[ShopProducts | str | ShopAnswer]:
+        yield ShopProducts(
+            products=[dict(c) for c in plan.cards],
+            query=plan.query.model_dump() if plan.query else {},
+            constraints=plan.constraints.to_dict(),
+            clarifying=plan.clarifying,
+        )
+        t0 = time.perf_counter()
+        parts: list[str] = []
+        for delta in self._stream_text(plan):
+            parts.append(delta)
+            yield delta
+        plan.trace["timings_ms"]["answer"] = round((time.perf_counter() - t0) * 1000, 1)
+        yield self._finish(plan, "".join(parts).strip(), started)
+
+    def more_like_this(self, item_id: str, k: int = 6) -> list[dict[str, Any]]:
+        """In-stock products most similar to a product (or a variant's product), by dense vectors."""
+        product, _ = self._resolve(item_id)
+        k = max(1, int(k))
+        try:
+            hits = self.index.similar(product.id, k=k * 2, filters=SearchFilters(in_stock=True))
+        except KeyError:
+            hits = []  # the index predates this product; nothing to compare with yet
+        cards = []
+        for hit in hits:
+            card = self._card(hit.product.id, hit.variant.id)
+            if card is None:
+                continue
+            shared = self._shared(product, hit.product)
+            card["reason"] = f"similar to {product.title}" + (f" ({shared})" if shared else "")
+            cards.append(card)
+        kept, _ = validate_products(cards, self.catalog, HardConstraints(in_stock=True))
+        return kept[:k]
+
+    def complete_the_look(self, product_id: str, k: int = 4) -> list[dict[str, Any]]:
+        """Complementary in-stock items from other categories: co-purchases first, then category rules."""
+        product, variant = self._resolve(product_id)
+        k = max(1, int(k))
+        colours = {v.options.get("color", "").lower() for v in ([variant] if variant else product.variants)}
+        picks: list[dict[str, Any]] = []
+        taken: set[str] = {product.id}
+
+        def add(other: Product, reason: str) -> None:
+            chosen = self._pick_variant(other, colours)
+            if chosen is None or other.id in taken or other.category == product.category:
+                return
+            card = self._card(other.id, chosen.id)
+            if card is not None:
+                card["reason"] = reason
+                picks.append(card)
+                taken.add(other.id)
+
+        if self.recommender is not None:
+            for pid, _ in self.recommender.co_purchases(product.id):
+                other = self.catalog.get_product(pid)
+                if other is not None:
+                    add(other, f"often bought together with {product.title}")
+                if len(picks) >= k:
+                    break
+        if len(picks) < k:
+            for category in self._complement_categories(product):
+                pool = [p for p in self.catalog.products if p.category == category and p.id not in taken]
+                if self.recommender is not None:
+                    pop = self.recommender.popularity
+                    pool.sort(key=lambda p: -pop.get(p.id, 0))
+                # Prefer items that share a colour with the product.
+                pool.sort(
+                    key=lambda p: not any(v.options.get("color", "").lower() in colours for v in p.variants)
+                )
+                leaf = category.split(" > ")[-1].lower()
+                for other in pool[:2]:
+                    add(other, f"goes with {product.category.split(' > ')[-1].lower()}: {leaf}")
+                    if len(picks) >= k:
+                        break
+                if len(picks) >= k:
+                    break
+        kept, _ = validate_products(picks, self.catalog, HardConstraints(in_stock=True))
+        return kept[:k]
+
+    # -- planning -----------------------------------------------------------------------------
+
+    def _plan(self, messages: Any, shopper_id: str | None, state_in: Mapping[str, Any] | None) -> _Plan:
+        t_start = time.perf_counter()
+        convo = check_messages(messages)
+        if shopper_id is not None:
+            if self.recommender is None:
+                raise ShopperNotFoundError(
+                    f"unknown shopper {shopper_id!r}: catalogue {self.catalog.tenant}/{self.catalog.name} "
+                    "has no shopper interactions",
+                    param="shopper_id",
+                )
+            self.recommender.require_shopper(shopper_id)
+        state = ConversationState.from_dict(state_in)
+        user_turns = [i for i, m in enumerate(convo) if m["role"] == "user"]
+        if state.turns != len(user_turns) - 1:
+            # No state, or state from another point of the conversation: replay earlier turns (rules only).
+            state = self._replay(convo, user_turns[:-1])
+        trace: dict[str, Any] = {"timings_ms": {}, "model_calls": 0, "model_errors": []}
+        text = convo[-1]["content"]
+        query, delta_source, dropped, mode = self._understand(convo, text, state, trace, use_model=True)
+        trace.update(query_source=delta_source, model_dropped=dropped, mode=mode)
+        trace["timings_ms"]["understand"] = round((time.perf_counter() - t_start) * 1000, 1)
+        report = GroundingReport()
+        constraints = constraints_for(query, self.vocab)
+        new_state = ConversationState(
+            query=query.model_dump(),
+            shown=[],
+            clarifications=state.clarifications,
+            last_clarifying=False,
+            turns=len(user_turns),
+        )
+        if is_vague(query, self.vocab) and state.clarifications == 0:
+            new_state.clarifications += 1
+            new_state.last_clarifying = True
+            validate_products([], self.catalog, constraints, report)  # nothing shown; the audit is uniform
+            report.text_source = "clarifying"
+            trace["mode"] = "clarify"
+            return _Plan(
+                query, constraints, [], True, new_state, report, trace, text, question=self._question(query)
+            )
+        t0 = time.perf_counter()
+        ranked = self._retrieve(query, constraints, shopper_id)
+        trace["timings_ms"]["search"] = round((time.perf_counter() - t0) * 1000, 1)
+        cards = []
+        for r in ranked:
+            hit = r.item
+            card = self._card(hit.product.id, hit.variant.id, fallback=hit)
+            if card is not None:
+                card["reason"] = self._reason(hit.product, hit.variant, query, constraints, r)
+                cards.append(card)
+        cards, report = validate_products(cards, self.catalog, constraints, report)
+        cards = cards[: self.max_products]
+        new_state.shown = [{"id": c["id"], "product_id": c["product_id"], "price": c["price"]} for c in cards]
+        personalised = any(r.personal > 0 for r in ranked[: len(cards)])
+        return _Plan(
+            query, constraints, cards, False, new_state, report, trace, text, personalised=personalised
+        )
+
+    def _understand(
+        self,
+        convo: list[dict[str, str]],
+        text: str,
+        state: ConversationState,
+        trace: dict[str, Any] | None,
+        use_model: bool,
+    ) -> tuple[StructuredQuery, str, list[str], str]:
+        previous = StructuredQuery.model_validate(state.query) if state.query else None
+        context = self.vocab.resolve_category(previous.category) if previous else []
+        rules = parse_rules(text, self.vocab, context)
+        model_delta = None
+        dropped: list[str] = []
+        ask_model = use_model and (
+            self.query_model == "always"
+            or (self.query_model == "auto" and not ({"category"} <= rules.certain or rules.cheaper))
+        )
+        if ask_model and trace is not None:
+            t0 = time.perf_counter()
+            try:
+                response = self.hub.chat(
+                    self.model_alias, model_request(convo, self.vocab, previous), tenant=self.tenant
+                )
+                trace["model_calls"] += 1
+                content = ((response.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
+                model_delta, dropped = sanitize_model_output(content, self.vocab, text)
+            except Exception as exc:  # noqa: BLE001 - the rules still answer when the model fails
+                trace["model_errors"].append(f"query: {type(exc).__name__}: {str(exc)[:200]}")
+            trace["timings_ms"]["query_model"] = round((time.perf_counter() - t0) * 1000, 1)
+        delta = merge_deltas(rules, model_delta)
+        query, mode = update_query(
+            previous,
+            delta,
+            self.vocab,
+            shown_prices=[s["price"] for s in state.shown],
+            after_clarifying=state.last_clarifying,
+        )
+        return query, delta.source, dropped, mode
+
+    def _replay(self, convo: list[dict[str, str]], earlier: list[int]) -> ConversationState:
+        state = ConversationState()
+        for n, i in enumerate(earlier, 1):
+            query, _, _, _ = self._understand(
+                convo[: i + 1], convo[i]["content"], state, None, use_model=False
+            )
+            nxt = ConversationState(query=query.model_dump(), clarifications=state.clarifications, turns=n)
+            if is_vague(query, self.vocab) and state.clarifications == 0:
+                nxt.clarifications += 1
+                nxt.last_clarifying = True
+            else:
+                constraints = constraints_for(query, self.vocab)
+                ranked = self._retrieve(query, constraints, None)[: self.max_products]
+                nxt.shown = [
+                    {"id": r.item.variant.id, "product_id": r.item.product.id, "price": r.item.variant.price}
+                    for r in ranked
+                ]
+            state = nxt
+        return state
+
+    def _retrieve(
+        self, query: StructuredQuery, constraints: HardConstraints, shopper_id: str | None
+    ) -> list[Ranked]:
+        text = search_text(query, self.vocab)
+        personal = shopper_id is not None and self.recommender is not None and query.sort == "relevance"
+        wide = personal or query.sort != "relevance" or not text
+        k = max(self.max_products * 6, 30) if wide else self.max_products * 2
+        hits = self.index.search(text, constraints.to_filters(), k=k if text else 200)
+        if query.sort == "price_asc":
+            hits = sorted(hits, key=lambda h: (h.variant.price, h.product.id))
+        elif query.sort == "price_desc":
+            hits = sorted(hits, key=lambda h: (-h.variant.price, h.product.id))
+        elif not text and self.recommender is not None:
+            # Nothing to rank by: popular items first.
+            pop = self.recommender.popularity
+            hits = sorted(hits, key=lambda h: -pop.get(h.product.id, 0))
+        if personal:
+            assert self.recommender is not None and shopper_id is not None
+            return self.recommender.rerank(hits, shopper_id)
+        return [Ranked(h, 0.0, 0.0, None, None) for h in hits]
+
+    # -- cards and reasons --------------------------------------------------------------------
+
+    def _card(self, product_id: str, variant_id: str, fallback: Any = None) -> dict[str, Any] | None:
+        """A card from the catalogue (the truth); from the index hit only if the catalogue lacks it, so
+        that grounding can report it as dropped."""
+        product = self.catalog.get_product(product_id)
+        variant = self.catalog.get_variant(variant_id)
+        if product is None or variant is None:
+            if fallback is None:
+                return None
+            product, variant = fallback.product, fallback.variant
+        return {
+            "id": variant.id,
+            "product_id": product.id,
+            "title": product.title,
+            "price": variant.price,
+            "currency": product.currency,
+            "options": dict(variant.options),
+            "category": product.category,
+            "brand": product.brand,
+            "image_url": product.image_url,
+            "reason": "",
+        }
+
+    def _reason(
+        self, product: Product, variant: Variant, q: StructuredQuery, c: HardConstraints, r: Ranked
+    ) -> str:
+        parts: list[str] = []
+        values = {k.lower(): v for k, v in variant.options.items()}
+        for key in c.attributes:
+            if key == "brand":
+                parts.append(f"by {product.brand}")
+                continue
+            have = values.get(key)
+            if have is None:
+                attr = product.attributes.get(key)
+                have = ", ".join(attr) if isinstance(attr, list) else attr
+            if not have:
+                continue
+            if key in self.vocab.bool_keys:
+                parts.append(key if str(have).lower() == "yes" else f"not {key}")
+            elif key in ("size", "capacity", "volume", "model"):
+                parts.append(f"{key} {have}")
+            else:
+                parts.append(str(have).lower())
+        if c.price_min is not None and c.price_max is not None:
+            parts.append(f"{_money(variant.price)}, within {_money(c.price_min)}-{_money(c.price_max)}")
+        elif c.price_max is not None:
+            parts.append(f"under {_money(c.price_max)}")
+        elif c.price_min is not None:
+            parts.append(f"over {_money(c.price_min)}")
+        excluded = [v for vals in c.exclude_attributes.values() for v in vals] + list(c.exclude_terms)
+        if excluded:
+            parts.append("no " + " or ".join(excluded))
+        if q.sort == "price_asc":
+            parts.append("low price first")
+        if not parts and q.keywords:
+            words = set(tokenize(f"{product.title} {' '.join(variant.options.values())}"))
+            matched = [w for w in q.keywords.split() if w in words]
+            if matched:
+                parts.append("matches " + ", ".join(matched[:3]))
+        if r.because is not None:
+            verb = "bought" if r.because_event in ("cart", "purchase") else "viewed"
+            parts.append(f"similar to items you {verb}")
+        if not parts:
+            parts.append(f"{product.category.split(' > ')[-1].lower()} in stock")
+        return ", ".join(parts[:5])
+
+    def _shared(self, a: Product, b: Product) -> str:
+        shared = []
+        if a.category == b.category:
+            shared.append(f"also {a.category.split(' > ')[-1].lower()}")
+        mat_a, mat_b = a.attributes.get("material"), b.attributes.get("material")
+        if mat_a and mat_a == mat_b:
+            shared.append(str(mat_a))
+        return ", ".join(shared)
+
+    def _pick_variant(self, product: Product, colours: set[str]) -> Variant | None:
+        in_stock = [v for v in product.variants if v.in_stock]
+        if not in_stock:
+            return None
+        return next(
+            (v for v in in_stock if v.options.get("color", "").lower() in colours - {""}), in_stock[0]
+        )
+
+    def _complement_categories(self, product: Product) -> list[str]:
+        out: list[str] = []
+        if self.recommender is not None:
+            out += [c for c, _ in self.recommender.category_complements(product.category)]
+        gender = product.category.split(" > ")[0].lower()
+        for name in COMPLEMENT_RULES.get(product.category.split(" > ")[-1].lower(), ()):
+            paths = (
+                self.vocab.leaves_under(self.vocab.resolve_category(name))
+                if self.vocab.resolve_category(name)
+                else []
+            )
+            same = [p for p in paths if p.split(" > ")[0].lower() == gender]
+            out += same or paths
+        # Last resort: sibling leaves under the same top-level category.
+        top = product.category.split(" > ")[0]
+        out += [leaf for leaf in self.vocab.leaves if leaf.startswith(top + " > ")]
+        return [c for c in dict.fromkeys(out) if c != product.category]
+
+    def _resolve(self, item_id: str) -> tuple[Product, Variant | None]:
+        if not isinstance(item_id, str) or not item_id:
+            raise ShopRequestError("a product or variant id is required", param="id")
+        try:
+            return self.catalog.resolve(item_id)
+        except KeyError:
+            raise ProductNotFoundError(
+                f"no product or variant {item_id!r} in catalogue {self.catalog.tenant}/{self.catalog.name}",
+                param="id",
+            ) from None
+
+    # -- answer text --------------------------------------------------------------------------
+
+    def _question(self, q: StructuredQuery) -> str:
+        # One example per top-level department: "dresses, backpacks, bedding ... and more".
+        seen: dict[str, str] = {}
+        for leaf in self.vocab.leaves:
+            seen.setdefault(leaf.split(" > ")[0], leaf.split(" > ")[-1].lower())
+        examples = _join([*list(dict.fromkeys(seen.values()))[:6], "more"])
+        lead = "Happy to help"
+        if q.occasion:
+            lead += f" with your {q.occasion}" if q.occasion != "gift" else " find a gift"
+        budget = f" under {_money(q.price_max)}" if q.price_max is not None else ""
+        return f"{lead}! We have {examples}. What kind of item are you looking for{budget}?"
+
+    def _what(self, plan: _Plan) -> str:
+        names = {c["category"].split(" > ")[-1] for c in plan.cards} if plan.cards else set()
+        if not names and plan.constraints.categories:
+            names = {p.split(" > ")[-1] for p in plan.constraints.categories}
+        return names.pop().lower() if len(names) == 1 else "options"
+
+    def template(self, plan: _Plan) -> str:
+        """The deterministic answer: always grounded (titles and prices of the cards, the stated bounds)."""
+        if plan.clarifying:
+            return plan.question
+        desc = plan.constraints.describe()
+        what = self._what(plan)
+        if not plan.cards:
+            c = plan.constraints
+            if c.price_max is not None:
+                tip = "Would you like me to look above that budget?"
+            elif c.attributes:
+                tip = f"Would you like to try a different {' or '.join(sorted(c.attributes))}?"
+            elif c.exclude_terms or c.exclude_attributes:
+                tip = "Would you like me to relax the exclusions?"
+            else:
+                tip = "Could you describe it in other words?"
+            return f"Sorry, I couldn't find any {what} in stock{' ' + desc if desc else ''}. {tip}"
+        listed = [f"{c['title']} ({_money(c['price'])})" for c in plan.cards[:3]]
+        more = len(plan.cards) - len(listed)
+        text = f"Here {'is' if len(plan.cards) == 1 else 'are'} {len(plan.cards)} {what}"
+        text += f" {desc}" if desc else ""
+        text += f": {_join(listed)}"
+        text += f", plus {more} more." if more else "."
+        if plan.personalised:
+            text += " I put items like the ones you looked at first."
+        return text
+
+    def _answer_request(self, plan: _Plan, feedback: list[Violation] | None = None) -> dict[str, Any]:
+        lines = []
+        for i, c in enumerate(plan.cards, 1):
+            details = ", ".join([_money(c["price"]), *c["options"].values()])
+            lines.append(f"{i}. {c['title']} ({details})")
+        user = "Products:\n" + "\n".join(lines) + f"\nShopper: {plan.user_text}"
+        if feedback:
+            bad = ", ".join(sorted({v.item for v in feedback if v.item}))[:200]
+            user += "\nName only products from the list" + (f" (not {bad})." if bad else ".")
+        return {
+            "messages": [
+                {"role": "system", "content": ANSWER_SYSTEM_PROMPT},
+                {"role": "user", "content": ANSWER_EXAMPLE[0]},
+                {"role": "assistant", "content": ANSWER_EXAMPLE[1]},
+                {"role": "user", "content": user},
+            ],
+            "temperature": 0,
+            "max_tokens": ANSWER_MAX_TOKENS,
+        }
+
+    def check_text(self, text: str, plan: _Plan, *, require_product: bool = True) -> list[Violation]:
+        """Grounding of an answer text: only the cards' titles, ids, brands, prices and colours; on topic."""
+        return self._check_text(text, plan.cards, plan.constraints, require_product=require_product)
+
+    def verify(self, answer: ShopAnswer) -> list[Violation]:
+        """Re-check a finished answer: its cards against the catalogue, its text against its cards."""
+        constraints = (
+            HardConstraints.from_dict(answer.constraints) if answer.constraints else HardConstraints()
+        )
+        _, report = validate_products(answer.products, self.catalog, constraints)
+        if answer.clarifying:
+            return report.violations
+        return report.violations + self._check_text(
+            answer.message, answer.products, constraints, require_product=bool(answer.products)
+        )
+
+    def _check_text(
+        self,
+        text: str,
+        cards: Sequence[Mapping[str, Any]],
+        c: HardConstraints,
+        *,
+        require_product: bool = True,
+    ) -> list[Violation]:
+        out: list[Violation] = []
+        if not text.strip():
+            return [Violation("", "text_nonempty", "empty answer")]
+        if re.search(r"[{}<>|#*`]|\[/?INST\]", text):
+            out.append(Violation(text[:40], "text_format", "markup or template tokens"))
+        if re.search(r"(?im)^\s*\d+[.)]\s|shopper:|products:", text):
+            out.append(Violation(text[:40], "text_format", "echoes the prompt or lists products"))
+        for card in cards:
+            if re.search(rf"\b\d{{1,2}}[.)]\s*{re.escape(card['title'])}", text, re.IGNORECASE):
+                out.append(Violation(card["title"], "text_format", "list numbering from the prompt"))
+        bounds = [p for p in (c.price_min, c.price_max) if p is not None]
+        words = [v for vals in c.attributes.values() for v in vals]
+        words += [v for vals in c.exclude_attributes.values() for v in vals] + list(c.exclude_terms)
+        out += self.checker.check(text, cards, bounds, words)
+        if require_product:
+            low = text.lower()
+            if not any(card["title"].lower() in low for card in cards):
+                out.append(Violation(text[:40], "text_mentions_product", "names none of the products shown"))
+        return out
+
+    def _trim(self, text: str, finish_reason: str | None) -> str:
+        text = text.strip()
+        if finish_reason == "length":
+            ends = list(_SENTENCE_END.finditer(text))
+            text = text[: ends[-1].end()] if ends else ""
+        return text.strip()
+
+    def _generate(self, plan: _Plan, feedback: list[Violation] | None) -> tuple[str, list[Violation]]:
+        plan.report.attempts += 1
+        plan.trace["model_calls"] += 1
+        try:
+            response = self.hub.chat(
+                self.model_alias, self._answer_request(plan, feedback), tenant=self.tenant
+            )
+        except Exception as exc:  # noqa: BLE001 - the template answers when the model fails
+            plan.trace["model_errors"].append(f"answer: {type(exc).__name__}: {str(exc)[:200]}")
+            return "", [Violation("", "model_error", type(exc).__name__)]
+        choice = (response.get("choices") or [{}])[0]
+        text = self._trim((choice.get("message") or {}).get("content") or "", choice.get("finish_reason"))
+        return text, self.check_text(text, plan)
+
+    def _write(self, plan: _Plan) -> str:
+        plan.report.add_checks(ANSWER_TEXT_CHECKS)
+        if plan.clarifying or not plan.cards or not self.answer_model:
+            plan.report.text_source = plan.report.text_source or "template"
+            return self.template(plan)
+        text, problems = self._generate(plan, None)
+        if not problems:
+            plan.report.text_source = "model"
+            return text
+        plan.report.text_violations.extend(problems)
+        if not any(v.check == "model_error" for v in problems):
+            text, again = self._generate(plan, problems)
+            if not again:
+                plan.report.text_source = "model-repaired"
+                return text
+            plan.report.text_violations.extend(again)
+        plan.report.text_source = "template"
+        return self.template(plan)
+
+    def _stream_text(self, plan: _Plan) -> Iterator[str]:
+        """Model text released sentence by sentence, each release re-checked; template on failure."""
+        plan.report.add_checks(ANSWER_TEXT_CHECKS)
+        if plan.clarifying or not plan.cards or not self.answer_model:
+            plan.report.text_source = plan.report.text_source or "template"
+            yield from _chunks(self.template(plan))
+            return
+        plan.report.attempts += 1
+        plan.trace["model_calls"] += 1
+        emitted = ""  # released to the shopper: always grounded and on topic
+        pending = ""
+        finish: str | None = None
+        problems: list[Violation] = []
+        stream = None
+        try:
+            stream = self.hub.stream_chat(self.model_alias, self._answer_request(plan), tenant=self.tenant)
+            for chunk in stream:
+                for choice in chunk.get("choices") or []:
+                    pending += (choice.get("delta") or {}).get("content") or ""
+                    finish = choice.get("finish_reason") or finish
+                ends = list(_SENTENCE_END.finditer(pending))
+                if not ends:
+                    continue
+                cut = ends[-1].end()
+                candidate = emitted + pending[:cut]
+                problems = self.check_text(candidate, plan, require_product=False)
+                if problems:
+                    break
+                # Hold text back until it names a product shown: an off-topic opening is never sent.
+                if emitted or not self.check_text(candidate, plan):
+                    release = pending[:cut] if emitted else pending[:cut].lstrip()
+                    yield release
+                    emitted += release
+                    pending = pending[cut:]
+        except Exception as exc:  # noqa: BLE001 - the template answers when the model fails
+            plan.trace["model_errors"].append(f"answer: {type(exc).__name__}: {str(exc)[:200]}")
+            problems = problems or [Violation("", "model_error", type(exc).__name__)]
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        if not problems:
+            final = self._trim(emitted + pending, finish)
+            problems = self.check_text(final, plan)
+            if not problems:
+                rest = final[len(emitted) :] if final.startswith(emitted) else ""
+                if rest:
+                    yield rest
+                plan.report.text_source = "model"
+                return
+        plan.report.text_violations.extend(problems)
+        if emitted.strip():
+            # Part of a good answer is already out: end it there rather than contradict it.
+            plan.report.text_source = "model-truncated"
+            return
+        text = ""
+        if not any(v.check == "model_error" for v in problems):
+            text, again = self._generate(plan, problems)
+            if again:
+                plan.report.text_violations.extend(again)
+                text = ""
+        if text:
+            plan.report.text_source = "model-repaired"
+        else:
+            plan.report.text_source = "template"
+            text = self.template(plan)
+        yield from _chunks(text)
+
+    def _finish(self, plan: _Plan, message: str, started: float) -> ShopAnswer:
+        plan.trace["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 1)
+        return ShopAnswer(
+            message=message,
+            query=plan.query.model_dump() if plan.query else {},
+            products=[dict(c) for c in plan.cards],
+            clarifying=plan.clarifying,
+            state=plan.state.to_dict(),
+            constraints=plan.constraints.to_dict(),
+            grounding=plan.report.to_dict(),
+            trace=plan.trace,
+        )
+
+
+def _chunks(text: str, size: int = 6) -> Iterator[str]:
+    """A finished text as word-group deltas (the template streams like model text does)."""
+    words = re.findall(r"\S+\s*", text)
+    for i in range(0, len(words), size):
+        yield "".join(words[i : i + size])
