@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from concierge.commands import gateway
+from concierge.commands import budget, gateway
 from concierge.commands.demo import demo
 from concierge.commands.eval_support import eval_support
 from concierge.commands.models import app as models_app
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.command()(demo)
 app.command()(gateway.serve)
 app.command()(gateway.usage)
+app.command("budget")(budget.budget)
 app.add_typer(gateway.keys_app, name="keys", help="Create, list and revoke API keys.")
 app.add_typer(models_app, name="models", help="The model catalogue.")
 shop_app.command("chat")(shop_chat)

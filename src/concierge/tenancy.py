@@ -379,3 +379,68 @@ class UsageWriter:
                 log_request(entry.tenant_id, entry.model, entry.request, entry.response, db_url=self.db_url)
             except Exception as exc:  # noqa: BLE001
                 log.error("request log row dropped: %s", type(exc).__name__)
+
+
+# ---- budgets (enforced by the gateway: concierge.gateway.limits) ----------------------------------
+
+
+@dataclass(frozen=True)
+class BudgetInfo:
+    """A tenant's limits; None means no limit."""
+
+    tenant: str
+    requests_per_minute: int | None
+    tokens_per_day: int | None
+
+
+def _tenant_row(session: Any, tenant: str) -> Tenant:
+    row = session.scalar(select(Tenant).where(Tenant.name == tenant))
+    if row is None:
+        raise TenancyError(f"no tenant named {tenant!r}")
+    return row
+
+
+def set_budget(
+    tenant: str, rpm: int | None = None, tokens_per_day: int | None = None, *, db_url: str | None = None
+) -> BudgetInfo:
+    """Set a tenant's budget: None leaves a limit as it is, 0 removes it."""
+    from concierge.store.tables import TenantBudget
+
+    for name, value in (("rpm", rpm), ("tokens_per_day", tokens_per_day)):
+        if value is not None and value < 0:
+            raise TenancyError(f"{name} must be 0 (no limit) or positive, not {value}")
+    with session_scope(db_url) as session:
+        owner = _tenant_row(session, tenant.strip())
+        row = session.get(TenantBudget, owner.id)
+        if row is None:
+            row = TenantBudget(tenant_id=owner.id)
+            session.add(row)
+        if rpm is not None:
+            row.requests_per_minute = rpm or None
+        if tokens_per_day is not None:
+            row.tokens_per_day = tokens_per_day or None
+        session.flush()
+        return BudgetInfo(owner.name, row.requests_per_minute, row.tokens_per_day)
+
+
+def get_budget(tenant: str, *, db_url: str | None = None) -> BudgetInfo:
+    """A tenant's budget (both None when none was set)."""
+    from concierge.store.tables import TenantBudget
+
+    with session_scope(db_url) as session:
+        owner = _tenant_row(session, tenant.strip())
+        row = session.get(TenantBudget, owner.id)
+        if row is None:
+            return BudgetInfo(owner.name, None, None)
+        return BudgetInfo(owner.name, row.requests_per_minute, row.tokens_per_day)
+
+
+def tokens_used(tenant: str, since: datetime, *, db_url: str | None = None) -> int:
+    """Prompt plus completion tokens metered for ``tenant`` since ``since`` (written rows only)."""
+    with session_scope(db_url) as session:
+        total = session.scalar(
+            select(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens))
+            .join(Tenant, Tenant.id == UsageRecord.tenant_id)
+            .where(Tenant.name == tenant, UsageRecord.created_at >= since)
+        )
+    return int(total or 0)

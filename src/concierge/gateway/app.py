@@ -39,6 +39,7 @@ from concierge.gateway.errors import (
     is_expected,
     sse_error,
 )
+from concierge.gateway.limits import Limits, Slot
 from concierge.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from concierge.gateway.redact import redact_json
 from concierge.gateway.schemas import (
@@ -137,6 +138,8 @@ class _BodyLimit:
 class _ClosingStream(StreamingResponse):
     """A StreamingResponse that always closes its body iterator (client gone or not)."""
 
+    on_close: Callable[[], None] | None = None  # e.g. frees the model slot the stream holds
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
@@ -145,6 +148,8 @@ class _ClosingStream(StreamingResponse):
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
+            if self.on_close is not None:
+                self.on_close()
 
 
 def _attach_observer(hub: Any, observer: Callable[[CallRecord], None]) -> Callable[[], None]:
@@ -198,12 +203,14 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
     authn = KeyAuthenticator(ttl_s=settings.key_cache_ttl_s, db_url=settings.database_url)
     started = int(time.time())
     limiter = anyio.CapacityLimiter(settings.max_concurrent_calls)
+    limits = Limits(hub, settings)  # per-alias queues and tenant budgets (429 when full)
     warming = threading.local()  # marks warm-up calls so they are not metered as tenant usage
     state: dict[str, Any] = {"writer": None, "warm_up": "off"}
 
     def on_call(record: CallRecord) -> None:
         if getattr(warming, "active", False):
             return
+        limits.observe(record)
         metrics.observe_call(record)
         row = UsageRow(
             tenant=record.tenant,
@@ -265,6 +272,7 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.authenticator = authn
     app.state.hub = hub
+    app.state.limits = limits
 
     def rejected_body(path: str) -> None:
         metrics.count_request(_NO_LABEL, None, _ENDPOINTS.get(path, "other"), 413)
@@ -355,10 +363,14 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
             payload["model"] = card.alias
             if req.max_tokens is None and req.max_completion_tokens is not None:
                 payload["max_tokens"] = req.max_completion_tokens
-            if req.stream:
-                return await stream_chat(call, body, payload, req)
-            payload["stream"] = False
-            result = await in_thread(lambda: hub.chat(card.alias, payload, tenant=call.tenant))
+            slot = await limits.admit(call.tenant, card.alias)
+            try:
+                if req.stream:
+                    return await stream_chat(call, body, payload, req, slot)
+                payload["stream"] = False
+                result = await in_thread(lambda: hub.chat(card.alias, payload, tenant=call.tenant))
+            finally:
+                slot.release_unless_handed_over()
             metrics.count_request(call.model, call.tenant, call.endpoint, 200)
             log_exchange(call, body, result)
             return JSONResponse(result)
@@ -366,7 +378,7 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
             return fail(exc, call)
 
     async def stream_chat(
-        call: _Call, body: dict[str, Any], payload: dict[str, Any], req: ChatCompletionRequest
+        call: _Call, body: dict[str, Any], payload: dict[str, Any], req: ChatCompletionRequest, slot: Slot
     ) -> Response:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         payload["stream"] = True
@@ -409,7 +421,9 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
                 if settings.log_requests:
                     log_exchange(call, body, {"stream": _merge_stream(collected), "status": status})
 
-        return _ClosingStream(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
+        response = _ClosingStream(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
+        response.on_close = slot.hand_over()  # the slot is held until the stream closes
+        return response
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
@@ -420,7 +434,11 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
             req: EmbeddingRequest = parse(EmbeddingRequest, body)
             texts = embedding_inputs(req)
             card = card_for(req.model, "embeddings", call)
-            vectors, tokens = await in_thread(lambda: hub.embed(card.alias, texts, tenant=call.tenant))
+            slot = await limits.admit(call.tenant, card.alias)
+            try:
+                vectors, tokens = await in_thread(lambda: hub.embed(card.alias, texts, tenant=call.tenant))
+            finally:
+                slot.release()
             dim = len(vectors[0]) if vectors else 0
             if req.dimensions is not None and req.dimensions != dim:
                 raise GatewayError(

@@ -21,3 +21,12 @@ class GatewaySettings:
     database_url: str | None = None
     # Upper bound on one blocking hub call's thread pool (requests beyond it queue).
     max_concurrent_calls: int = 64
+    # Per model alias: calls running at once (None: the engine's n_parallel for llama.cpp aliases,
+    # ``max_concurrent_other`` for upstreams and ONNX) and calls waiting beyond that; a full queue is a 429.
+    max_concurrent: int | None = None
+    max_queued: int = 32
+    max_concurrent_other: int = 16
+    # A queued call that waits longer than this gives up with a 429 rather than hang the client.
+    max_queue_wait_s: float = 60.0
+    # Tenant budgets (requests per minute, tokens per day) are re-read from the database this often.
+    budget_cache_ttl_s: float = 5.0

@@ -95,3 +95,13 @@ class Handoff(Base):
 
 # Capability tables declared in their own packages, imported here so create_all sees them.
 from concierge.shop import store_tables  # noqa: E402, F401
+
+
+class TenantBudget(Base):
+    """Per-tenant limits the gateway enforces (NULL: no limit). One row per tenant."""
+
+    __tablename__ = "tenant_budgets"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens_per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
