@@ -56,14 +56,32 @@ def eval_support(
             help="leave a tool out (repeatable); τ²'s shared retail gold was made without get_item_details",
         ),
     ] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="agent mode (agent evaluation)")] = None,
-    user: Annotated[str | None, typer.Option("--user", help="user simulator (agent evaluation)")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="model alias (agent evaluation)")] = None,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="agent (tool calling) or guided (flows); default agent")
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="customer simulator: scripted or llm; default scripted")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="model alias (agent mode default: support-agent; guided: rules only if unset)"
+        ),
+    ] = None,
     trials: Annotated[int, typer.Option("--trials", help="trials per task (agent evaluation)")] = 1,
+    limit: Annotated[int | None, typer.Option("--limit", help="evaluate only the first N tasks")] = None,
+    user_model: Annotated[
+        str | None,
+        typer.Option("--user-model", help="alias playing the customer for --user llm (default: --model)"),
+    ] = None,
+    max_turns: Annotated[int, typer.Option("--max-turns", help="customer messages per conversation")] = 20,
 ) -> None:
     """Evaluate a support domain on tasks. With --replay-gold: check the gold actions' outcomes."""
     if not replay_gold:
-        raise _fail("agent evaluation not available yet")
+        _evaluate_agent(
+            domain, data_dir, tasks, mode, user, model, trials, json_out, limit, user_model, max_turns
+        )
+        return
 
     from concierge.support.domain import ToolError, load_domain
     from concierge.support.replay import compare_with_gold, load_gold
@@ -170,3 +188,103 @@ def eval_support(
         out.print(f"wrote {json_out}")
     if reference is not None and (mismatches or missing):
         raise typer.Exit(1)
+
+
+def _evaluate_agent(
+    domain: str,
+    data_dir: Path | None,
+    tasks: Path | None,
+    mode: str | None,
+    user: str | None,
+    model: str | None,
+    trials: int,
+    json_out: Path | None,
+    limit: int | None,
+    user_model: str | None,
+    max_turns: int,
+) -> None:
+    """Run the support agent (agent or guided mode) against simulated customers; τ² scoring."""
+    from concierge.evals.support_eval import evaluate
+    from concierge.support.domain import load_domain
+    from concierge.support.tasks import load_tasks
+
+    mode = mode or "agent"
+    user = user or "scripted"
+    if mode not in ("agent", "guided"):
+        raise _fail(f"error: --mode must be agent or guided, not {mode!r}")
+    if user not in ("scripted", "llm"):
+        raise _fail(f"error: --user must be scripted or llm, not {user!r}")
+    if trials < 1:
+        raise _fail("error: --trials must be at least 1")
+    if limit is not None and limit < 1:
+        raise _fail("error: --limit must be at least 1")
+    if max_turns < 1:
+        raise _fail("error: --max-turns must be at least 1")
+    try:
+        load_domain(domain, data_dir)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise _fail(f"error: {exc}") from None
+    task_file = tasks or _default_tasks(domain, data_dir)
+    if task_file is None or not Path(task_file).is_file():
+        raise _fail(f"error: task file not found: {task_file or '(none: pass --tasks)'}")
+    try:
+        task_list = load_tasks(task_file)
+    except (ValueError, OSError, KeyError) as exc:
+        raise _fail(f"error: {exc}") from None
+    hub = None
+    alias = model
+    needs_model = mode == "agent" or user == "llm" or model is not None
+    if needs_model:
+        from concierge import config
+        from concierge.models.engine import ModelError
+        from concierge.models.hub import ModelHub
+
+        alias = model or "support-agent"
+        try:
+            hub = ModelHub.from_config(config.deployment_path())
+            hub.card(alias)
+            if user == "llm":
+                hub.card(user_model or alias)
+        except (ModelError, ValueError, OSError) as exc:
+            raise _fail(f"error: {getattr(exc, 'message', exc)}") from None
+    n = min(len(task_list), limit) if limit else len(task_list)
+    console = Console(stderr=True)
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            bar = progress.add_task(f"{domain} {mode} / {user}", total=n * trials)
+            result = evaluate(
+                domain,
+                data_dir,
+                task_list,
+                mode,
+                user,
+                hub,
+                alias,
+                trials,
+                user_alias=user_model,
+                max_turns=max_turns,
+                limit=limit,
+                out=json_out,
+                progress=lambda done, total: progress.update(bar, completed=done),
+            )
+    except (ValueError, OSError) as exc:
+        raise _fail(f"error: {exc}") from None
+    finally:
+        if hub is not None:
+            hub.close()
+    out = Console()
+    ks = ", ".join(f"pass^{k}={result[f'pass^{k}']:.3f}" for k in range(1, trials + 1))
+    out.print(
+        f"{domain} {mode} mode, user {result['user']}, model {alias or '(rules only)'}: {ks} over "
+        f"{result['n_tasks']} tasks x {trials}; do-nothing floor {result['floor']:.3f}; "
+        f"{result['tokens_per_conversation']:.0f} tokens and {result['seconds_per_conversation']:.1f}s per conversation"
+    )
+    if json_out is not None:
+        out.print(f"wrote {json_out} (transcripts in {result.get('transcripts')})")

@@ -1,0 +1,296 @@
+"""Agent mode: the model reads the policy and calls the domain's tools (OpenAI tools format).
+
+Each model turn goes through the hub; every tool call passes the guardrails before it reaches
+the domain; results (or ``Error: ...`` text, also for malformed arguments) go back to the
+model, until it answers the customer in text or ``max_steps`` tool calls were spent.
+Conversation state is a JSON dict (``messages``, ``guard``, ``status``) that the session
+layer persists, so a turn can continue in another process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from concierge.models.engine import ModelError
+from concierge.support.guardrails import Guard, GuardRules, Turn, result_text
+
+TRANSFER_MESSAGE = "YOU ARE BEING TRANSFERRED TO A HUMAN AGENT. PLEASE HOLD ON."
+_CHARS_PER_TOKEN = 3.2  # conservative for English and JSON with BPE tokenizers
+
+
+@dataclass
+class TurnResult:
+    """What one customer message produced."""
+
+    message: str
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "open"  # open | handoff | closed
+    usage: dict[str, float] = field(
+        default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "model_calls": 0, "seconds": 0.0}
+    )
+    handoff: dict[str, Any] | None = None
+    error: str | None = None  # a model failure the agent answered around
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"message": self.message, "actions": self.actions, "status": self.status}
+
+
+def add_usage(usage: dict[str, float], response: dict[str, Any], seconds: float) -> None:
+    u = response.get("usage") or {}
+    usage["prompt_tokens"] += int(u.get("prompt_tokens") or 0)
+    usage["completion_tokens"] += int(u.get("completion_tokens") or 0)
+    usage["model_calls"] += 1
+    usage["seconds"] += seconds
+
+
+def current_turn(messages: list[dict[str, Any]]) -> Turn:
+    """The guard's view of the conversation: the latest customer message and what preceded it."""
+    user_positions = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if not user_positions:
+        return Turn("", -1, None, "")
+    last = user_positions[-1]
+    agent_before = None
+    for m in reversed(messages[:last]):
+        if m.get("role") == "assistant" and m.get("content") and not m.get("tool_calls"):
+            agent_before = m["content"]
+            break
+        if m.get("role") == "user":
+            break
+    customer_text = "\n".join(str(messages[i].get("content") or "") for i in user_positions)
+    return Turn(
+        str(messages[last].get("content") or ""), len(user_positions) - 1, agent_before, customer_text
+    )
+
+
+class ToolAgent:
+    """The classic tool-calling loop over one domain."""
+
+    mode = "agent"
+
+    def __init__(
+        self,
+        domain: Any,
+        hub: Any,
+        alias: str = "support-agent",
+        *,
+        rules: GuardRules | None = None,
+        max_steps: int = 12,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        tenant: str | None = None,
+        handoff_message: str = TRANSFER_MESSAGE,
+        max_history_chars: int = 24000,
+    ) -> None:
+        self.domain = domain
+        self.hub = hub
+        self.alias = alias
+        self.rules = rules or GuardRules.from_dict(None)
+        self.max_steps = max_steps
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.tenant = tenant
+        self.handoff_message = handoff_message
+        self.max_history_chars = max_history_chars
+        self._full_tools = domain.openai_tools()
+        self.context_length = _context_length(hub, alias)
+
+    def _budget(self, system: str) -> tuple[str, list[dict[str, Any]], int]:
+        """System prompt, tools and history budget (chars) that fit the model's context window.
+
+        Small embedded models have 4k-token windows: a τ² policy plus its tool schemas can exceed
+        that, so descriptions are shortened first, then the policy is cut, rather than failing.
+        """
+        tools = self._full_tools
+        if not self.context_length:
+            return system, tools, self.max_history_chars
+        budget = int(self.context_length * _CHARS_PER_TOKEN) - int(self.max_tokens * _CHARS_PER_TOKEN)
+        if len(system) + len(json.dumps(tools)) > budget * 0.75:
+            tools = [_compact_tool(t) for t in tools]
+        room_for_policy = int(budget * 0.75) - len(json.dumps(tools))
+        if len(system) > room_for_policy:
+            system = system[: max(room_for_policy, 500)] + "\n[policy truncated to fit the model's context]"
+        history = max(1000, min(self.max_history_chars, budget - len(system) - len(json.dumps(tools))))
+        return system, tools, history
+
+    def system_prompt(self, guard: Guard) -> str:
+        who = (
+            f"The customer has been identified as user id {guard.user_id}."
+            if guard.user_id
+            else "The customer has not been identified yet."
+        )
+        return (
+            f"You are a customer service agent for the {self.domain.name} domain. Follow the policy below "
+            "exactly. Use the tools to look things up and to make changes; never invent information. "
+            "Make at most one tool call at a time. Before any change to the database, list the details and "
+            "ask the customer to confirm with an explicit yes. Identify the customer before accessing any "
+            "account. If a request is outside the policy, politely refuse.\n"
+            f"{who}\n\n# Policy\n{self.domain.policy}"
+        )
+
+    def respond(self, state: dict[str, Any], user_text: str) -> TurnResult:
+        """Add the customer's message to ``state`` and run the loop until the agent answers."""
+        messages: list[dict[str, Any]] = state.setdefault("messages", [])
+        guard = Guard(self.domain, self.rules, state.setdefault("guard", {}))
+        messages.append({"role": "user", "content": user_text})
+        result = TurnResult("")
+        steps = 0
+        while True:
+            system, tools, history_chars = self._budget(self.system_prompt(guard))
+            request = {
+                "messages": [{"role": "system", "content": system}, *self._history(messages, history_chars)],
+                "tools": tools,
+                "tool_choice": "auto",
+                "temperature": self.temperature,
+                "max_tokens": self.max_tokens,
+            }
+            started = time.perf_counter()
+            try:
+                response = self.hub.chat(self.alias, request, tenant=self.tenant)
+            except ModelError as exc:
+                # The model is down or the context overflowed: answer politely, keep the state usable.
+                result.usage["model_errors"] = result.usage.get("model_errors", 0) + 1
+                result.error = f"{type(exc).__name__}: {exc.message}"
+                text = "I'm sorry, I'm having trouble answering right now. Please try again in a moment."
+                messages.append({"role": "assistant", "content": text})
+                result.message = text
+                break
+            add_usage(result.usage, response, time.perf_counter() - started)
+            message = (response.get("choices") or [{}])[0].get("message") or {}
+            calls = message.get("tool_calls") or []
+            if not calls:
+                text = (
+                    message.get("content") or ""
+                ).strip() or "Could you tell me a bit more about what you need?"
+                messages.append({"role": "assistant", "content": text})
+                result.message = text
+                break
+            if steps >= self.max_steps:
+                text = (
+                    "I'm sorry, I could not complete this request. Let me know if you want me to transfer "
+                    "you to a human agent."
+                )
+                messages.append({"role": "assistant", "content": text})
+                result.message = text
+                break
+            calls = [_normalise_call(c) for c in calls]
+            messages.append(
+                {"role": "assistant", "content": message.get("content") or "", "tool_calls": calls}
+            )
+            handed_off = False
+            for call in calls:
+                steps += 1
+                action = self._run_call(guard, call, messages)
+                result.actions.append(action)
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": call["id"],
+                        "name": call["function"]["name"],
+                        "content": result_text(action),
+                    }
+                )
+                if action.get("ok") and action["tool"] in self.rules.handoff_tools:
+                    handed_off = True
+            if handed_off:
+                # Policy: after the transfer call, the agent sends the fixed transfer message and stops.
+                messages.append({"role": "assistant", "content": self.handoff_message})
+                result.message = self.handoff_message
+                result.status = "handoff"
+                result.handoff = guard.state.get("handoff")
+                break
+        state["status"] = result.status if result.status != "open" else state.get("status", "open")
+        return result
+
+    def _run_call(self, guard: Guard, call: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
+        name = call["function"]["name"]
+        raw = call["function"].get("arguments")
+        try:
+            arguments = json.loads(raw) if isinstance(raw, str) and raw.strip() else (raw or {})
+        except json.JSONDecodeError as exc:
+            return {
+                "tool": name,
+                "arguments": raw,
+                "kind": "unknown",
+                "ok": False,
+                "refused": False,
+                "error": f"{name}: arguments are not valid JSON ({exc.msg} at position {exc.pos}); "
+                "send a JSON object.",
+            }
+        if not isinstance(arguments, dict):
+            return {
+                "tool": name,
+                "arguments": raw,
+                "kind": "unknown",
+                "ok": False,
+                "refused": False,
+                "error": f"{name}: arguments must be a JSON object.",
+            }
+        # The guard judges the customer's latest message, not the tool messages after it.
+        return guard.call(name, arguments, current_turn(messages))
+
+    def _history(self, messages: list[dict[str, Any]], budget: int | None = None) -> list[dict[str, Any]]:
+        """Recent messages within a character budget; never starts on an orphan tool result."""
+        budget = budget or self.max_history_chars
+        out: list[dict[str, Any]] = []
+        total = 0
+        for m in reversed(messages):
+            size = len(str(m.get("content") or "")) + len(json.dumps(m.get("tool_calls") or ""))
+            if out and total + size > budget:
+                break
+            out.append(m)
+            total += size
+        out.reverse()
+        while out and out[0].get("role") in ("tool",) or (out and out[0].get("tool_calls")):
+            out.pop(0)
+        return out
+
+
+def _normalise_call(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function") or {}
+    arguments = function.get("arguments")
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments if arguments is not None else {})
+    return {
+        "id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}",
+        "type": "function",
+        "function": {"name": str(function.get("name") or ""), "arguments": arguments},
+    }
+
+
+def _context_length(hub: Any, alias: str) -> int | None:
+    """The alias's context window per request, if the hub can tell (None: assume it is large)."""
+    card = getattr(hub, "card", None)
+    if not callable(card):
+        return None
+    try:
+        value = card(alias).context_length
+    except Exception:  # noqa: BLE001 - unknown alias or a fake hub: no budget
+        return None
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def _compact_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """The tool with its first description sentence and bare parameter types."""
+    function = tool.get("function") or {}
+    description = str(function.get("description") or "").strip().split("\n")[0].split(". ")[0][:160]
+    params = function.get("parameters") or {}
+    properties = {
+        name: {k: v for k, v in spec.items() if k in ("type", "enum", "items")}
+        for name, spec in (params.get("properties") or {}).items()
+    }
+    return {
+        "type": "function",
+        "function": {
+            "name": function.get("name"),
+            "description": description,
+            "parameters": {
+                "type": "object",
+                "properties": properties,
+                "required": params.get("required", []),
+            },
+        },
+    }

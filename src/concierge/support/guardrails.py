@@ -1,0 +1,254 @@
+"""Guardrails at the tool-call boundary, the same for the agent and the guided mode.
+
+Whatever the model asks for, a tool call passes :meth:`Guard.call`, which enforces in code:
+
+* identity first: read tools other than identification and catalogue search are refused
+  until the customer is identified, and the identified customer may only touch their own
+  records (orders, reservations, profile);
+* an explicit yes before any WRITE tool: the customer's latest message must be affirmative
+  and must answer an agent message that presented the action; one yes pays for one write;
+* an override attempt ("ignore the policy ...") is never a yes;
+* a handoff tool switches the conversation to ``handoff`` with the model's summary.
+
+Policy eligibility (order status, balances, ...) is checked by the domain's tools themselves.
+Guard state is a plain JSON dict so a session can persist it between turns and restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+_YES = re.compile(
+    r"^\s*(yes|yeah|yep|yup|sure|ok(ay)?|confirm(ed)?|correct|right|go ahead|please (do|proceed)|proceed|"
+    r"do it|that'?s (right|correct|fine)|absolutely|of course|affirmative|y)\b",
+    re.I,
+)
+_NO = re.compile(r"^\s*(no|nope|nah|don'?t|do not|wait|stop|hold on|not yet|never ?mind|cancel that)\b", re.I)
+_OVERRIDE = re.compile(
+    r"\b(ignore|disregard|forget|bypass|override|skip|break)\b[^.?!]{0,40}\b(polic(y|ies)|rules?|instructions?|"
+    r"guidelines?|restrictions?|system prompt)\b|\bmake an exception\b|\bjust this once\b|"
+    r"\bpretend (you|that)\b|\byou are (now )?allowed\b",
+    re.I,
+)
+_CONFIRM_CUE = re.compile(
+    r"\?|\bconfirm|\bproceed|\byes\b|\bshall i\b|\bwould you like\b|\bdo you want\b", re.I
+)
+
+
+def is_affirmative(text: str | None) -> bool:
+    """An explicit yes, without a no or an attempt to set the policy aside in the same message."""
+    if not text:
+        return False
+    return bool(_YES.search(text)) and not _NO.search(text) and not is_override_attempt(text)
+
+
+def is_negative(text: str | None) -> bool:
+    return bool(text) and bool(_NO.search(text or ""))
+
+
+def is_override_attempt(text: str | None) -> bool:
+    return bool(text) and bool(_OVERRIDE.search(text or ""))
+
+
+def asks_confirmation(text: str | None) -> bool:
+    """Whether an agent message reads as presenting something for the customer to approve."""
+    return bool(text) and bool(_CONFIRM_CUE.search(text or ""))
+
+
+@dataclass
+class GuardRules:
+    """What a domain needs checked; read from the ``guardrails`` section of its flows file."""
+
+    identify_tools: list[str] = field(default_factory=list)  # success identifies the customer
+    # tool -> argument: allowed before identification when the customer said that value
+    # themselves (airline: the user id); success identifies the customer.
+    claim_tools: dict[str, str] = field(default_factory=dict)
+    open_tools: list[str] = field(default_factory=list)  # no identification needed (catalogue, maths)
+    # argument -> {"self": true} (must equal the customer's id) or {"table": t, "field": f}
+    ownership: dict[str, dict[str, Any]] = field(default_factory=dict)
+    handoff_tools: list[str] = field(default_factory=lambda: ["transfer_to_human_agents"])
+    require_identity: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> GuardRules:
+        if not data:
+            return cls(require_identity=False)
+        return cls(
+            identify_tools=list(data.get("identify_tools") or []),
+            claim_tools=dict(data.get("claim_tools") or {}),
+            open_tools=list(data.get("open_tools") or []),
+            ownership=dict(data.get("ownership") or {}),
+            handoff_tools=list(data.get("handoff_tools") or ["transfer_to_human_agents"]),
+            require_identity=bool(data.get("require_identity", True)),
+        )
+
+
+@dataclass
+class Turn:
+    """What the guard needs to know about the conversation at the moment of a tool call."""
+
+    user_text: str  # the customer's latest message
+    user_index: int  # its position (counts customer messages), so one yes pays for one write
+    agent_before: str | None  # the agent's last message before it
+    customer_text: str = ""  # everything the customer has said, for claimed identifiers
+
+
+def tool_kind(domain: Any, name: str) -> str:
+    """``read`` | ``write`` | ``generic`` for a domain tool (``unknown`` if it has none by that name)."""
+    tools = getattr(domain, "tools", None)
+    tool = tools.get(name) if isinstance(tools, dict) else None
+    if tool is None:
+        getter = getattr(domain, "tool", None)
+        try:
+            tool = getter(name) if callable(getter) else None
+        except Exception:  # noqa: BLE001 - an unknown name is answered below
+            tool = None
+    if tool is None:
+        return "unknown"
+    for attr in ("kind", "tool_type", "type"):
+        value = getattr(tool, attr, None) if not isinstance(tool, dict) else tool.get(attr)
+        if isinstance(value, str) and value.lower() in ("read", "write", "generic"):
+            return value.lower()
+    if getattr(tool, "write", None) is True or getattr(tool, "writes", None) is True:
+        return "write"
+    return "read"
+
+
+def tool_error_type() -> type[Exception]:
+    from concierge.support.domain import ToolError
+
+    return ToolError
+
+
+class Guard:
+    """Applies :class:`GuardRules` to one conversation; ``state`` is the persisted guard dict."""
+
+    def __init__(self, domain: Any, rules: GuardRules, state: dict[str, Any] | None = None) -> None:
+        self.domain = domain
+        self.rules = rules
+        self.state = state if state is not None else {}
+        self.state.setdefault("user_id", None)
+        self.state.setdefault("yes_used", -1)
+        self.state.setdefault("override_attempts", 0)
+        self.state.setdefault("handoff", None)
+
+    @property
+    def user_id(self) -> str | None:
+        return self.state.get("user_id")
+
+    def check(self, name: str, arguments: dict[str, Any], turn: Turn) -> str | None:
+        """Why this call is refused, or None when it may run."""
+        kind = tool_kind(self.domain, name)
+        if kind == "unknown":
+            return f"Unknown tool '{name}'."
+        if name in self.rules.handoff_tools:
+            return None
+        identified = self.user_id is not None
+        if self.rules.require_identity and not identified:
+            if name in self.rules.identify_tools or name in self.rules.open_tools:
+                return None
+            claim_arg = self.rules.claim_tools.get(name)
+            if claim_arg:
+                value = str(arguments.get(claim_arg, "")).strip()
+                if value and value.lower() in turn.customer_text.lower():
+                    return None
+                return f"The customer must state their {claim_arg} before I can look it up."
+            return "The customer must be identified (authenticated) before any account access."
+        if identified:
+            problem = self._ownership_problem(arguments)
+            if problem:
+                return problem
+        if kind == "write":
+            if is_override_attempt(turn.user_text):
+                self.state["override_attempts"] = int(self.state.get("override_attempts", 0)) + 1
+                return "Refused: the customer asked to set the policy aside; no change is made on that basis."
+            if not asks_confirmation(turn.agent_before):
+                return (
+                    "Before any change, list the action details to the customer and ask for an explicit "
+                    "yes to proceed."
+                )
+            if not is_affirmative(turn.user_text):
+                return (
+                    "The customer has not explicitly confirmed (yes) this action; ask them to confirm first."
+                )
+            if int(self.state.get("yes_used", -1)) >= turn.user_index:
+                return "That confirmation was already used for another change; ask the customer to confirm again."
+        return None
+
+    def _ownership_problem(self, arguments: dict[str, Any]) -> str | None:
+        db = getattr(self.domain, "db", {}) or {}
+        for arg, spec in self.rules.ownership.items():
+            if arg not in arguments:
+                continue
+            value = arguments[arg]
+            if spec.get("self"):
+                if str(value) != self.user_id:
+                    return f"I can only act on the identified customer's own account ({arg} does not match)."
+                continue
+            table = db.get(spec.get("table", ""), {})
+            record = table.get(value) if isinstance(table, dict) and isinstance(value, str) else None
+            owner = record.get(spec.get("field", "user_id")) if isinstance(record, dict) else None
+            if owner is not None and owner != self.user_id:
+                return f"{arg} {value} belongs to another customer; I can only help with your own records."
+        return None
+
+    def call(self, name: str, arguments: dict[str, Any], turn: Turn) -> dict[str, Any]:
+        """Check, run and record one tool call; returns an action dict (never raises ToolError)."""
+        kind = tool_kind(self.domain, name)
+        action: dict[str, Any] = {"tool": name, "arguments": arguments, "kind": kind}
+        refusal = self.check(name, arguments, turn)
+        if refusal:
+            action.update(ok=False, refused=True, error=refusal)
+            return action
+        try:
+            result = self.domain.call(name, arguments)
+        except tool_error_type() as exc:
+            action.update(ok=False, refused=False, error=str(exc))
+            return action
+        action.update(ok=True, refused=False, result=_jsonable(result))
+        self._record(name, arguments, result, kind, turn)
+        return action
+
+    def _record(self, name: str, arguments: dict[str, Any], result: Any, kind: str, turn: Turn) -> None:
+        if name in self.rules.identify_tools or (name in self.rules.claim_tools and self.user_id is None):
+            uid = _user_id_from(result) or arguments.get(self.rules.claim_tools.get(name, ""), None)
+            if uid and self.user_id is None:
+                self.state["user_id"] = str(uid)
+        if kind == "write":
+            self.state["yes_used"] = turn.user_index
+        if name in self.rules.handoff_tools:
+            summary = arguments.get("summary") or arguments.get("reason") or ""
+            self.state["handoff"] = {"tool": name, "summary": str(summary), "user_id": self.user_id}
+
+
+def _user_id_from(result: Any) -> str | None:
+    if isinstance(result, str):
+        text = result.strip().strip('"')
+        return text if text and " " not in text else None
+    if isinstance(result, dict):
+        value = result.get("user_id")
+        return str(value) if value else None
+    value = getattr(result, "user_id", None)
+    return str(value) if value else None
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        dump = getattr(value, "model_dump", None) or getattr(value, "to_dict", None)
+        if callable(dump):
+            return dump()
+        return str(value)
+
+
+def result_text(action: dict[str, Any]) -> str:
+    """The text the model (or a log) sees for an action: the result JSON, or ``Error: ...``."""
+    if not action.get("ok"):
+        return f"Error: {action.get('error')}"
+    result = action.get("result")
+    return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)

@@ -1,0 +1,970 @@
+"""Guided mode (Rasa CALM style): the model only turns the conversation into a command.
+
+Per customer message the model produces ``{intent, slots}`` under a JSON schema built from the
+domain's flows file (intent enum + slot properties); a rule-based extractor (regexes and
+keyword lists from the same file) backs it up and is merged with it, so a weak model still
+works. Business logic is declarative: ONE YAML file per domain (``flows/<domain>.yaml``) lists
+intents, their slots and steps (look-ups, checks, ask-to-confirm with a summary, the write
+call, reply templates). This module is the generic engine that runs those steps through the
+guardrails into ``domain.call``. All state is a JSON dict, persisted by the session.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from concierge.support.agent import TRANSFER_MESSAGE, TurnResult, add_usage, current_turn
+from concierge.support.expr import MISSING, ExprError, evaluate, render, render_text
+from concierge.support.guardrails import Guard, GuardRules, is_affirmative, is_negative, result_text
+
+FLOWS_DIR = Path(__file__).with_name("flows")
+
+# --------------------------------------------------------------------------- flows files
+
+
+@dataclass
+class Flows:
+    """A parsed flows file."""
+
+    domain: str
+    intents: dict[str, dict[str, Any]]
+    slots: dict[str, dict[str, Any]]
+    identify: dict[str, Any]
+    messages: dict[str, str]
+    guardrails: GuardRules
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def message(self, key: str, default: str = "") -> str:
+        return self.messages.get(key, default)
+
+
+def load_flows(domain: str | None = None, path: str | Path | None = None) -> Flows:
+    """The flows file of a domain (``flows/<domain>.yaml``), or one at ``path``."""
+    file = Path(path) if path else FLOWS_DIR / f"{domain}.yaml"
+    if not file.is_file():
+        raise FileNotFoundError(f"no flows file for domain {domain!r}: {file}")
+    raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    intents = raw.get("intents") or {}
+    slots = raw.get("slots") or {}
+    for name, intent in intents.items():
+        for slot in intent.get("slots") or []:
+            if slot not in slots:
+                raise ValueError(f"{file.name}: intent {name} uses undeclared slot {slot}")
+    messages = {
+        "greeting": "Hello! How can I help you today?",
+        "anything_else": "Is there anything else I can help you with?",
+        "not_understood": "Sorry, I did not understand. What can I help you with?",
+        "declined": "Understood, I will not make that change.",
+        "handoff": TRANSFER_MESSAGE,
+        "error": "I could not complete that: {error}",
+        **(raw.get("messages") or {}),
+    }
+    return Flows(
+        domain=str(raw.get("domain") or domain or file.stem),
+        intents=intents,
+        slots=slots,
+        identify=raw.get("identify") or {},
+        messages=messages,
+        guardrails=GuardRules.from_dict(raw.get("guardrails")),
+        raw=raw,
+    )
+
+
+def command_schema(flows: Flows) -> dict[str, Any]:
+    """JSON schema of a command: the intent enum plus one property per slot."""
+    properties: dict[str, Any] = {}
+    for name, spec in flows.slots.items():
+        # Length caps keep a weak model from looping inside a string under constrained decoding.
+        prop: dict[str, Any] = (
+            {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 8}
+            if spec.get("list")
+            else {"type": "string", "maxLength": 80}
+        )
+        if spec.get("enum") and not spec.get("list"):
+            prop["enum"] = list(spec["enum"])
+        if spec.get("description"):
+            prop["description"] = spec["description"]
+        properties[name] = prop
+    return {
+        "type": "object",
+        "properties": {
+            "intent": {"type": "string", "enum": [*flows.intents, "none"]},
+            "slots": {"type": "object", "properties": properties, "additionalProperties": False},
+        },
+        "required": ["intent", "slots"],
+        "additionalProperties": False,
+    }
+
+
+# --------------------------------------------------------------------------- rule extractor
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_NAME_CUES = re.compile(
+    r"\b(?i:my name is|name's|i am|i'm|this is|it's|call me|name:)\s+([A-Z][a-zA-Z'-]+)(?:\s+([A-Z][a-zA-Z'-]+))?"
+)
+_USER_ID = re.compile(r"\b([a-z]+)_([a-z]+)_\d{3,5}\b")
+_NOT_NAMES = {
+    "Looking",
+    "Calling",
+    "Trying",
+    "Not",
+    "Sorry",
+    "Here",
+    "Sure",
+    "Yes",
+    "No",
+    "Just",
+    "So",
+    "Very",
+    "Happy",
+    "Interested",
+    "Writing",
+    "Hoping",
+    "Going",
+    "Wondering",
+    "Also",
+    "Still",
+    "In",
+    "At",
+    "From",
+}
+_ADDRESS = re.compile(
+    r"(?P<address1>\d+\s+[A-Za-z0-9 .'-]+?)\s*,\s*(?:(?P<address2>(?:Suite|Apt\.?|Apartment|Unit|#)\s*[\w-]+)\s*,\s*)?"
+    r"(?P<city>[A-Za-z .'-]+?)\s*,\s*(?:(?P<state>[A-Za-z .]+?)\s*,?\s+)?(?P<zip>\d{5})\b"
+    r"(?:\s*,?\s*(?P<country>USA|United States))?"
+)
+_US_STATES = {
+    "alabama": "AL",
+    "alaska": "AK",
+    "arizona": "AZ",
+    "arkansas": "AR",
+    "california": "CA",
+    "colorado": "CO",
+    "connecticut": "CT",
+    "delaware": "DE",
+    "florida": "FL",
+    "georgia": "GA",
+    "hawaii": "HI",
+    "idaho": "ID",
+    "illinois": "IL",
+    "indiana": "IN",
+    "iowa": "IA",
+    "kansas": "KS",
+    "kentucky": "KY",
+    "louisiana": "LA",
+    "maine": "ME",
+    "maryland": "MD",
+    "massachusetts": "MA",
+    "michigan": "MI",
+    "minnesota": "MN",
+    "mississippi": "MS",
+    "missouri": "MO",
+    "montana": "MT",
+    "nebraska": "NE",
+    "nevada": "NV",
+    "new hampshire": "NH",
+    "new jersey": "NJ",
+    "new mexico": "NM",
+    "new york": "NY",
+    "north carolina": "NC",
+    "north dakota": "ND",
+    "ohio": "OH",
+    "oklahoma": "OK",
+    "oregon": "OR",
+    "pennsylvania": "PA",
+    "rhode island": "RI",
+    "south carolina": "SC",
+    "south dakota": "SD",
+    "tennessee": "TN",
+    "texas": "TX",
+    "utah": "UT",
+    "vermont": "VT",
+    "virginia": "VA",
+    "washington": "WA",
+    "west virginia": "WV",
+    "wisconsin": "WI",
+    "wyoming": "WY",
+}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        "january february march april may june july august september october november december".split(), 1
+    )
+}
+
+
+def _extract_builtin(kind: str, text: str) -> Any:
+    if kind == "email":
+        m = _EMAIL.search(text)
+        return m.group(0).rstrip(".") if m else None
+    if kind in ("first_name", "last_name"):
+        first, last = _name(text)
+        return first if kind == "first_name" else last
+    if kind == "address":
+        m = _ADDRESS.search(text)
+        if not m:
+            return None
+        parts = {k: (v or "").strip() for k, v in m.groupdict().items()}
+        state = parts.get("state", "")
+        parts["state"] = _US_STATES.get(state.lower(), state.upper() if len(state) == 2 else state)
+        parts["country"] = "USA"
+        return parts
+    if kind == "date":
+        m = re.search(r"\b(20\d\d)-(\d\d)-(\d\d)\b", text)
+        if m:
+            return m.group(0)
+        m = re.search(r"\b(" + "|".join(_MONTHS) + r")\s+(\d{1,2})(?:st|nd|rd|th)?\b", text, re.I)
+        if m:
+            return f"2024-{_MONTHS[m.group(1).lower()]:02d}-{int(m.group(2)):02d}"
+        return None
+    raise ValueError(f"unknown builtin extractor {kind!r}")
+
+
+def _name(text: str) -> tuple[str | None, str | None]:
+    for m in _NAME_CUES.finditer(text):
+        first, last = m.group(1), m.group(2)
+        if first in _NOT_NAMES:
+            continue
+        return first, last
+    m = _USER_ID.search(text)
+    if m:
+        return m.group(1).title(), m.group(2).title()
+    return None, None
+
+
+def extract_slot(spec: dict[str, Any], text: str) -> Any:
+    """One slot's value from text by its rule (``extract``, ``pattern``, ``enum`` + ``synonyms``)."""
+    if spec.get("extract"):
+        value = _extract_builtin(spec["extract"], text)
+        if value is not None and spec.get("field") and isinstance(value, dict):
+            value = value.get(spec["field"]) or None
+        return value
+    if spec.get("pattern"):
+        flags = 0 if spec.get("case_sensitive", True) else re.I
+        found = []
+        for m in re.finditer(spec["pattern"], text, flags):
+            value = m.group(1) if m.groups() else m.group(0)
+            value = spec.get("prefix", "") + value if not value.startswith(spec.get("prefix", "")) else value
+            if spec.get("upper"):
+                value = value.upper()
+            if value not in found:
+                found.append(value)
+        if not found:
+            return None
+        return found if spec.get("list") else found[0]
+    if spec.get("enum"):
+        synonyms = spec.get("synonyms") or {}
+        lowered = text.lower()
+        best, pos = None, None
+        for value in spec["enum"]:
+            for phrase in [value, *(synonyms.get(value) or [])]:
+                m = re.search(r"\b" + re.escape(str(phrase).lower()) + r"\b", lowered)
+                if m and (pos is None or m.start() < pos):
+                    best, pos = value, m.start()
+        return best
+    return None
+
+
+def model_slot_value(spec: dict[str, Any], value: Any, text: str) -> Any:
+    """A model-proposed slot value, normalised, if it fits the slot and is grounded in the text; else None.
+
+    Values must appear in what the customer said (no invented ids or emails); structured slots
+    (``extract``) and pattern slots go through the same extractor as the rules.
+    """
+    if value in (None, "", []):
+        return None
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) and v.strip() for v in values):
+        return None
+    if spec.get("enum"):
+        return value if all(v in spec["enum"] for v in values) else None
+    if any(v.lower().removeprefix(spec.get("prefix", "").lower()) not in text.lower() for v in values):
+        return None
+    if spec.get("extract") in ("first_name", "last_name"):
+        ok = all(re.fullmatch(r"[A-Z][a-zA-Z'-]{1,30}", v.strip()) for v in values)
+        return value if ok else None
+    if spec.get("extract") or spec.get("pattern"):
+        found = [extract_slot({**spec, "list": False}, v) for v in values]
+        if any(f in (None, "", []) for f in found):
+            return None
+        return found if spec.get("list") else found[0]
+    return value
+
+
+@dataclass
+class Command:
+    """What the customer wants: ordered intents (each with its text segment) and slot values."""
+
+    intents: list[tuple[str, str]] = field(default_factory=list)  # (intent, segment text)
+    slots: dict[str, Any] = field(default_factory=dict)
+    source: str = "rules"
+
+    @property
+    def intent(self) -> str | None:
+        return self.intents[0][0] if self.intents else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "intent": self.intent or "none",
+            "intents": [i for i, _ in self.intents],
+            "slots": self.slots,
+            "source": self.source,
+        }
+
+
+class RuleExtractor:
+    """Keyword intents and regex slots, all configured by the flows file."""
+
+    def __init__(self, flows: Flows) -> None:
+        self.flows = flows
+        self._keywords = {
+            name: [re.compile(k, re.I) for k in intent.get("keywords") or []]
+            for name, intent in flows.intents.items()
+        }
+
+    def slots(self, text: str) -> dict[str, Any]:
+        out = {}
+        for name, spec in self.flows.slots.items():
+            value = extract_slot(spec, text)
+            if value not in (None, "", []):
+                out[name] = value
+        return out
+
+    def intents(self, text: str) -> list[tuple[str, str]]:
+        """Intents in the order the customer raised them, each with its own stretch of text."""
+        hits: list[tuple[int, int, str]] = []  # (position, -priority, intent)
+        for name, patterns in self._keywords.items():
+            spec = self.flows.intents[name]
+            unless = [re.compile(x, re.I) for x in spec.get("unless") or []]
+            positions: list[int] = []
+            for pattern in patterns:
+                for m in pattern.finditer(text):
+                    # "unless" looks at the words around the keyword: "change ... address" is not an item change.
+                    window = text[max(0, m.start() - 15) : m.end() + 45]
+                    if not any(u.search(window) for u in unless):
+                        positions.append(m.start())
+            hits.extend((pos, -int(spec.get("priority", 0)), name) for pos in positions)
+        if not hits:
+            return []
+        hits.sort()
+        # One intent per stretch: where several start at nearly the same place the higher priority wins;
+        # the same intent again counts only in a later sentence.
+        chosen: list[tuple[int, int, str]] = []
+        for pos, prio, name in hits:
+            earlier = [p for p, _, n in chosen if n == name]
+            if earlier and not re.search(r"[.?!;]\s|\n", text[earlier[-1] : pos]):
+                continue
+            if chosen and pos - chosen[-1][0] < 4:
+                if prio < chosen[-1][1]:
+                    chosen[-1] = (pos, prio, name)
+                continue
+            chosen.append((pos, prio, name))
+        segments: list[list[str]] = []
+        for i, (pos, _prio, name) in enumerate(chosen):
+            start = 0 if i == 0 else _sentence_start(text, pos, floor=chosen[i - 1][0] + 1)
+            end = _sentence_start(text, chosen[i + 1][0], floor=pos + 1) if i + 1 < len(chosen) else len(text)
+            segment = text[start:end].strip()
+            same = [s for s in segments if s[0] == name]
+            if same:
+                mine, theirs = self._ids(segment), self._ids(same[-1][1])
+                if not (mine and theirs and mine != theirs):
+                    # The same request said again, not a second one (no other order/reservation id).
+                    same[-1][1] = f"{same[-1][1]} {segment}"
+                    continue
+            segments.append([name, segment])
+        return [(name, segment) for name, segment in segments]
+
+    def _ids(self, text: str) -> set[str]:
+        """Identifier values (pattern slots that are not identity) a stretch of text mentions."""
+        found: set[str] = set()
+        for spec in self.flows.slots.values():
+            if spec.get("pattern") and not spec.get("keep") and not spec.get("list"):
+                value = extract_slot(spec, text)
+                if value:
+                    found.add(str(value))
+        return found
+
+    def command(self, text: str) -> Command:
+        return Command(self.intents(text), self.slots(text), "rules")
+
+
+def _sentence_start(text: str, pos: int, floor: int = 0) -> int:
+    """Where the sentence (or clause after " and ") holding ``pos`` begins, not before ``floor``."""
+    cuts = [text.rfind(sep, floor, pos) for sep in (". ", "? ", "! ", "\n", "; ")]
+    cut = max(cuts)
+    if cut >= 0:
+        return cut + 1
+    conj = max(text.lower().rfind(" and ", floor, pos), text.lower().rfind(", ", floor, pos))
+    return conj + 1 if conj >= 0 else floor
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class _Pause(Exception):
+    """A step is waiting for the customer (a question or a confirmation)."""
+
+
+class _EndFlow(Exception):
+    """The flow is over (finished, refused or failed)."""
+
+
+class _Handoff(Exception):
+    """The conversation goes to a human."""
+
+
+class _Restart(Exception):
+    """A missing piece was supplied: run the flow again from its first step."""
+
+
+class GuidedAgent:
+    """Runs a domain's declarative flows; the model (if any) only proposes commands."""
+
+    mode = "guided"
+
+    def __init__(
+        self,
+        domain: Any,
+        hub: Any = None,
+        alias: str | None = "support-agent",
+        *,
+        flows: Flows | None = None,
+        use_model: bool = True,
+        tenant: str | None = None,
+        knowledge: Any = None,
+        max_flow_runs: int = 12,
+    ) -> None:
+        self.domain = domain
+        self.hub = hub
+        self.alias = alias
+        self.flows = flows or load_flows(domain.name)
+        self.rules = self.flows.guardrails
+        self.extractor = RuleExtractor(self.flows)
+        self.use_model = use_model and hub is not None and bool(alias)
+        self.tenant = tenant
+        self._knowledge = knowledge
+        self.max_flow_runs = max_flow_runs
+
+    # -- commands
+
+    def model_command(self, messages: list[dict[str, Any]], usage: dict[str, float]) -> Command | None:
+        """The model's ``{intent, slots}`` for the latest message (None if it gave nothing usable)."""
+        intents = "\n".join(
+            f"- {name}: {spec.get('description', '')}" for name, spec in self.flows.intents.items()
+        )
+        slots = "\n".join(
+            f"- {name}: {spec.get('description', '')}" for name, spec in self.flows.slots.items()
+        )
+        convo = [m for m in messages if m.get("role") in ("user", "assistant") and m.get("content")][-6:]
+        transcript = "\n".join(f"{m['role']}: {m['content']}" for m in convo)
+        request = {
+            "messages": [
+                {
+                    "role": "system",
+                    "content": (
+                        "You read a customer service conversation and output the customer's latest request as JSON "
+                        'with an intent and the slot values they stated. Use intent "none" if the message does not '
+                        f"start a new request. Only copy slot values the customer actually said.\nIntents:\n{intents}"
+                        f"\nSlots:\n{slots}"
+                    ),
+                },
+                {"role": "user", "content": transcript},
+            ],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "command", "schema": command_schema(self.flows), "strict": True},
+            },
+            "temperature": 0,
+            "max_tokens": 200,
+        }
+        started = time.perf_counter()
+        try:
+            response = self.hub.chat(self.alias, request, tenant=self.tenant)
+        except Exception as exc:  # noqa: BLE001 - the rules still work if the model fails
+            usage["model_errors"] = usage.get("model_errors", 0) + 1
+            usage["last_model_error"] = str(exc)[:200]  # type: ignore[assignment]
+            return None
+        add_usage(usage, response, time.perf_counter() - started)
+        content = ((response.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
+        try:
+            data = json.loads(content)
+        except json.JSONDecodeError:
+            match = re.search(r"\{.*\}", content, re.S)
+            try:
+                data = json.loads(match.group(0)) if match else None
+            except json.JSONDecodeError:
+                data = None
+        if not isinstance(data, dict):
+            return None
+        last = str(messages[-1].get("content") or "")
+        intent = data.get("intent")
+        slots = data.get("slots") if isinstance(data.get("slots"), dict) else {}
+        valid = {}
+        for k, v in slots.items():
+            normalised = model_slot_value(self.flows.slots[k], v, last) if k in self.flows.slots else None
+            if normalised is not None:
+                valid[k] = normalised
+        intents = [(intent, last)] if intent in self.flows.intents else []
+        return Command(intents, valid, "model")
+
+    def command(
+        self, messages: list[dict[str, Any]], usage: dict[str, float], *, answering: bool = False
+    ) -> Command:
+        """Rules and model merged: rule values win (they are exact), the model fills gaps.
+
+        While the customer is answering a question (a slot, a confirmation), the model may fill
+        slots but not start a request: a weak model reads "yes" as anything.
+        """
+        text = str(messages[-1].get("content") or "")
+        cmd = self.extractor.command(text)
+        if self.use_model:
+            model = self.model_command(messages, usage)
+            if model is not None:
+                if not cmd.intents and model.intents and not answering:
+                    cmd.intents = model.intents
+                    cmd.source = "model"
+                for k, v in model.slots.items():
+                    cmd.slots.setdefault(k, v)
+                if model.slots or model.intents:
+                    cmd.source = "rules+model" if cmd.source == "rules" else cmd.source
+        return cmd
+
+    # -- turns
+
+    def respond(self, state: dict[str, Any], user_text: str) -> TurnResult:
+        messages: list[dict[str, Any]] = state.setdefault("messages", [])
+        guard = Guard(self.domain, self.rules, state.setdefault("guard", {}))
+        flow_state: dict[str, Any] = state.setdefault("flow", {"active": None, "queue": [], "slots": {}})
+        messages.append({"role": "user", "content": user_text})
+        result = TurnResult("")
+        pending = flow_state.get("active") or {}
+        cmd = self.command(messages, result.usage, answering=bool(pending.get("awaiting")))
+        state.setdefault("commands", []).append(cmd.to_dict())
+        replies: list[str] = []
+        try:
+            self._dispatch(flow_state, cmd, user_text, guard, messages, result, replies)
+        except _Handoff:
+            result.status = "handoff"
+            result.handoff = guard.state.get("handoff")
+            flow_state["active"] = None
+            flow_state["queue"] = []
+        text = "\n".join(r for r in replies if r).strip() or self.flows.message("not_understood")
+        messages.append({"role": "assistant", "content": text})
+        result.message = text
+        if result.status != "open":
+            state["status"] = result.status
+        return result
+
+    def _dispatch(
+        self,
+        fs: dict[str, Any],
+        cmd: Command,
+        user_text: str,
+        guard: Guard,
+        messages: list[dict[str, Any]],
+        result: TurnResult,
+        replies: list[str],
+    ) -> None:
+        keep = {k: v for k, v in cmd.slots.items() if self.flows.slots[k].get("keep")}
+        fs["slots"].update(keep)
+        active = fs.get("active")
+        new_intents = [(i, t) for i, t in cmd.intents if not active or i != active["intent"]]
+        if active:
+            active["text"] = f"{active['text']}\n{user_text}"
+            waiting = active.get("awaiting")
+            if waiting == "confirm":
+                if is_affirmative(user_text):
+                    active["step"] += 1
+                    active["awaiting"] = None
+                elif is_negative(user_text) or new_intents:
+                    replies.append(self.flows.message("declined"))
+                    fs["active"] = None
+                    active = None
+                else:
+                    # Anything else (a correction, a question): take its details and work it out again.
+                    active["step"], active["awaiting"] = 0, None
+            if active is not None:
+                # A new request that does not answer the pending question replaces the current one.
+                if new_intents and waiting in ("slot", "identify") and not self._answers(active, cmd):
+                    fs["active"] = None
+                    active = None
+                else:
+                    self._absorb(active, cmd.slots)
+        if (
+            not new_intents
+            and fs.get("active") is None
+            and keep
+            and guard.user_id is None
+            and "identify" in self.flows.intents
+        ):
+            # Identity details alone ("I'm Jo Doe, 12345"): identify now and ask what they need.
+            new_intents = [("identify", user_text)]
+        if new_intents:
+            queued = [{"intent": i, "text": t, "slots": {}} for i, t in new_intents]
+            if fs.get("active") is None:
+                first = queued.pop(0)
+                fs["active"] = self._start(first["intent"], first["text"], first["slots"])
+                self._absorb(fs["active"], self.extractor.slots(first["text"]))
+                for k, v in cmd.slots.items():
+                    # Model-only slots have no segment to come from; they belong to the first intent.
+                    if k not in fs["active"]["slots"] and k not in self.extractor.slots(user_text):
+                        fs["active"]["slots"][k] = v
+                for q in queued:
+                    q["slots"] = self.extractor.slots(q["text"])
+            fs["queue"] = queued + fs.get("queue", [])
+        if fs.get("active") is None and not fs.get("queue"):
+            if not replies:
+                replies.append(self.flows.message("not_understood"))
+            return
+        runs = 0
+        finished: dict[str, Any] | None = None
+        while runs < self.max_flow_runs:
+            runs += 1
+            if fs.get("active") is None:
+                if not fs.get("queue"):
+                    replies.append(self.flows.message("anything_else"))
+                    return
+                nxt = fs["queue"].pop(0)
+                slots = {k: v for k, v in (nxt.get("slots") or {}).items() if v not in (None, "", [])}
+                if nxt.get("batch") and finished is not None and finished["intent"] == nxt["intent"]:
+                    # "Cancel all of them": what the customer answered for one applies to the next.
+                    slots = {**finished["slots"], **slots}
+                fs["active"] = self._start(nxt["intent"], nxt["text"], slots)
+            try:
+                self._run(fs, fs["active"], guard, messages, result, replies)
+            except _Pause:
+                return
+            except _EndFlow:
+                pass
+            finished = fs["active"]
+            fs["active"] = None
+
+    def _answers(self, active: dict[str, Any], cmd: Command) -> bool:
+        slot = active.get("slot")
+        if active.get("awaiting") == "identify":
+            return any(self.flows.slots[k].get("keep") for k in cmd.slots)
+        return bool(slot and slot in cmd.slots)
+
+    def _start(self, intent: str, text: str, slots: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "intent": intent,
+            "text": text,
+            "step": 0,
+            "slots": dict(slots),
+            "vars": {},
+            "awaiting": None,
+            "slot": None,
+            "asked": {},
+        }
+
+    def _absorb(self, active: dict[str, Any], slots: dict[str, Any]) -> None:
+        for k, v in slots.items():
+            if self.flows.slots.get(k, {}).get("keep"):
+                continue
+            if active.get("awaiting") == "slot" and active.get("slot") == k:
+                active["slots"][k] = v  # the answer to the question just asked overrides
+            else:
+                active["slots"].setdefault(k, v)
+
+    # -- running a flow
+
+    def _variables(
+        self, fs: dict[str, Any], active: dict[str, Any], guard: Guard, messages: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        variables: dict[str, Any] = {name: None for name in self.flows.slots}
+        variables.update(fs.get("slots") or {})
+        variables.update(fs.get("vars") or {})
+        variables.update(active["slots"])
+        variables.update(active["vars"])
+        if guard.user_id is not None or "user_id" not in variables:
+            # The identified customer; before that, a `user_id` slot keeps what the customer claimed.
+            variables["user_id"] = guard.user_id
+        variables["text"] = active["text"]
+        variables["last"] = str(messages[-1].get("content") or "") if messages else ""
+        variables["intent"] = active["intent"]
+        return variables
+
+    def _run(
+        self,
+        fs: dict[str, Any],
+        active: dict[str, Any],
+        guard: Guard,
+        messages: list[dict[str, Any]],
+        result: TurnResult,
+        replies: list[str],
+    ) -> None:
+        spec = self.flows.intents[active["intent"]]
+        if spec.get("identify", True) and self.rules.require_identity and guard.user_id is None:
+            self._identify(fs, active, guard, messages, result, replies)
+        for slot in spec.get("slots") or []:
+            if active["slots"].get(slot) in (None, "", []) and not (fs.get("slots") or {}).get(slot):
+                self._ask(
+                    active,
+                    slot,
+                    self.flows.slots[slot].get("ask") or f"Could you tell me the {slot}?",
+                    fs,
+                    guard,
+                    messages,
+                    replies,
+                )
+        steps = spec.get("steps") or []
+        restarts = 0
+        while active["step"] < len(steps):
+            step = steps[active["step"]]
+            try:
+                self._step(step, fs, active, guard, messages, result, replies)
+            except _Restart:
+                restarts += 1
+                if restarts > 5:
+                    raise _EndFlow from None
+                active["step"] = 0
+                continue
+            active["step"] += 1
+
+    def _identify(
+        self,
+        fs: dict[str, Any],
+        active: dict[str, Any],
+        guard: Guard,
+        messages: list[dict[str, Any]],
+        result: TurnResult,
+        replies: list[str],
+    ) -> None:
+        ident = self.flows.identify
+        pool = fs["slots"]
+        complete = [alt for alt in ident.get("slots_any") or [] if all(pool.get(s) for s in alt)]
+        if not complete:
+            active["awaiting"] = "identify"
+            replies.append(render_text(ident.get("ask", "Please identify yourself."), {**pool}))
+            raise _Pause
+        scratch = {"step": 0, "vars": {}, "slots": {}, "text": active["text"], "intent": "identify"}
+        for step in ident.get("steps") or []:
+            try:
+                self._step(step, fs, scratch, guard, messages, result, replies)
+            except _EndFlow:
+                break
+        if guard.user_id is None:
+            # Forget what failed so the customer can try again with other details.
+            for alt in complete:
+                for s in alt:
+                    pool.pop(s, None)
+            active["awaiting"] = "identify"
+            replies.append(
+                render_text(
+                    ident.get("fail", "I could not find your account. Please check the details."),
+                    {**pool, "error": scratch["vars"].get("error", "")},
+                )
+            )
+            raise _Pause
+        fs.setdefault("vars", {}).update(scratch["vars"])
+        if active.get("awaiting") == "identify":
+            active["awaiting"] = None
+        if ident.get("success"):
+            replies.append(render_text(ident["success"], self._variables(fs, active, guard, messages)))
+
+    def _ask(
+        self,
+        active: dict[str, Any],
+        slot: str,
+        prompt: str,
+        fs: dict[str, Any],
+        guard: Guard,
+        messages: list[dict[str, Any]],
+        replies: list[str],
+    ) -> None:
+        asked = active.setdefault("asked", {})
+        if active.get("awaiting") == "slot" and active.get("slot") == slot:
+            spec = self.flows.slots.get(slot, {})
+            if spec.get("free_text"):
+                active["slots"][slot] = str(messages[-1].get("content") or "").strip()
+                active["awaiting"] = None
+                return
+        asked[slot] = asked.get(slot, 0) + 1
+        if asked[slot] > 3:
+            replies.append(
+                f"I still do not have the {slot.replace('_', ' ')}, so I cannot continue with this request."
+            )
+            raise _EndFlow
+        active["awaiting"], active["slot"] = "slot", slot
+        replies.append(render_text(prompt, self._variables(fs, active, guard, messages)))
+        raise _Pause
+
+    def _step(
+        self,
+        step: dict[str, Any],
+        fs: dict[str, Any],
+        active: dict[str, Any],
+        guard: Guard,
+        messages: list[dict[str, Any]],
+        result: TurnResult,
+        replies: list[str],
+    ) -> None:
+        variables = self._variables(fs, active, guard, messages)
+        try:
+            if "when" in step and not evaluate(str(step["when"]), variables):
+                return
+            if "call" in step:
+                self._call_step(step, variables, active, guard, messages, result, replies)
+            elif "set" in step:
+                value = (
+                    evaluate(str(step["value"]), variables)
+                    if "value" in step
+                    else render(step["template"], variables)
+                )
+                active["vars"][step["set"]] = None if value is MISSING else value
+            elif "check" in step:
+                if not evaluate(str(step["check"]), variables):
+                    replies.append(render_text(step.get("fail", "I'm sorry, I cannot do that."), variables))
+                    raise _EndFlow
+            elif "ask" in step:
+                slot = step["ask"]
+                # A value set by an earlier step counts too (vars override slots in expressions).
+                empty = variables.get(slot) in (None, "", []) or variables.get(slot) is MISSING
+                answered = active.get("awaiting") == "slot" and active.get("slot") == slot
+                if answered and not empty:
+                    active["awaiting"] = None
+                    if step.get("restart"):
+                        raise _Restart
+                elif empty or step.get("when"):
+                    # With a `when`, a value already there did not work (e.g. no such order): ask again.
+                    active["slots"].pop(slot, None)
+                    self._ask(
+                        active,
+                        slot,
+                        step.get("prompt") or self.flows.slots.get(slot, {}).get("ask", slot),
+                        fs,
+                        guard,
+                        messages,
+                        replies,
+                    )
+                    active["awaiting"] = None  # a free-text answer was taken as it is
+                    if step.get("restart"):
+                        raise _Restart
+            elif "confirm" in step:
+                # Reached only before a yes: the dispatcher moves past this step when the customer agrees.
+                active["awaiting"] = "confirm"
+                replies.append(render_text(step["confirm"], variables))
+                raise _Pause
+            elif "reply" in step:
+                replies.append(render_text(step["reply"], variables))
+            elif "answer" in step:
+                kb = self.knowledge()
+                question = render_text(step["answer"], variables)
+                if kb is None:
+                    replies.append("I have no documentation to answer that from.")
+                else:
+                    ans = kb.answer(str(question), hub=self.hub if self.use_model else None, alias=self.alias)
+                    replies.append(ans.text)
+                    result.actions.append(
+                        {
+                            "tool": "knowledge",
+                            "arguments": {"question": question},
+                            "kind": "read",
+                            "ok": True,
+                            "refused": False,
+                            "result": {"citations": ans.citations},
+                        }
+                    )
+            elif "enqueue" in step:
+                items = evaluate(str(step["foreach"]), variables) if "foreach" in step else [None]
+                entries = []
+                for it in items or []:
+                    slots = render(step.get("slots") or {}, {**variables, "it": it})
+                    entries.append(
+                        {"intent": step["enqueue"], "text": active["text"], "slots": slots, "batch": True}
+                    )
+                fs["queue"] = entries + fs.get("queue", [])
+            elif "handoff" in step:
+                summary = render_text(step["handoff"], variables)
+                self._handoff(str(summary), guard, messages, result, replies)
+            elif "end" in step:
+                if step.get("reply"):
+                    replies.append(render_text(step["reply"], variables))
+                raise _EndFlow
+            else:
+                raise ExprError(f"unknown step {step}")
+        except ExprError as exc:
+            # A broken flow file must not crash a conversation: say so and hand the case to a person.
+            replies.append("Sorry, something went wrong on my side with this request.")
+            result.actions.append(
+                {
+                    "tool": "flow",
+                    "ok": False,
+                    "refused": False,
+                    "error": str(exc),
+                    "arguments": {"intent": active.get("intent"), "step": active.get("step")},
+                }
+            )
+            raise _EndFlow from exc
+        if step.get("end") and "end" not in step:
+            raise _EndFlow
+
+    def _call_step(
+        self,
+        step: dict[str, Any],
+        variables: dict[str, Any],
+        active: dict[str, Any],
+        guard: Guard,
+        messages: list[dict[str, Any]],
+        result: TurnResult,
+        replies: list[str],
+    ) -> None:
+        name = step["call"]
+        items = evaluate(str(step["foreach"]), variables) if "foreach" in step else None
+        turn = current_turn(messages)
+        outputs = []
+        for it in items if items is not None else [None]:
+            scope = {**variables, "it": it}
+            args = render(step.get("args") or {}, scope)
+            args = {k: v for k, v in args.items() if v is not None or step.get("keep_null")}
+            action = guard.call(name, args, turn)
+            result.actions.append(action)
+            messages.append({"role": "tool", "name": name, "content": result_text(action), "arguments": args})
+            if action.get("ok") and name in self.rules.handoff_tools:
+                replies.append(self.flows.message("handoff"))
+                raise _Handoff
+            if not action.get("ok"):
+                active["vars"]["error"] = action.get("error")
+                on_error = step.get("on_error", "reply")
+                if on_error == "continue" or (items is not None and on_error == "skip"):
+                    outputs.append(None)
+                    continue
+                template = step.get("fail") or self.flows.message("error")
+                replies.append(render_text(template, {**scope, "error": action.get("error")}))
+                raise _EndFlow
+            outputs.append(action.get("result"))
+        if step.get("save"):
+            active["vars"][step["save"]] = outputs if items is not None else outputs[0]
+
+    def _handoff(
+        self,
+        summary: str,
+        guard: Guard,
+        messages: list[dict[str, Any]],
+        result: TurnResult,
+        replies: list[str],
+    ) -> None:
+        tool = self.rules.handoff_tools[0] if self.rules.handoff_tools else None
+        if tool and tool in getattr(self.domain, "tools", {}):
+            action = guard.call(tool, {"summary": summary}, current_turn(messages))
+            result.actions.append(action)
+            messages.append({"role": "tool", "name": tool, "content": result_text(action)})
+        else:
+            guard.state["handoff"] = {"tool": None, "summary": summary, "user_id": guard.user_id}
+        replies.append(self.flows.message("handoff"))
+        raise _Handoff
+
+    def knowledge(self) -> Any:
+        """Retrieval over the domain's policy (built on first use) unless one was injected."""
+        if self._knowledge is None and getattr(self.domain, "policy", ""):
+            from concierge.support.knowledge import KnowledgeBase
+
+            self._knowledge = KnowledgeBase.from_markdown(f"{self.domain.name}-policy", self.domain.policy)
+        return self._knowledge
