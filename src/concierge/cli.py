@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from concierge.commands import budget, gateway
+from concierge.commands import budget, gateway, train
 from concierge.commands.demo import demo
 from concierge.commands.eval_support import eval_support
 from concierge.commands.models import app as models_app
@@ -24,6 +24,8 @@ app.add_typer(gateway.keys_app, name="keys", help="Create, list and revoke API k
 app.add_typer(models_app, name="models", help="The model catalogue.")
 shop_app.command("chat")(shop_chat)
 app.add_typer(shop_app, name="shop", help="Catalogues and the shopping assistant.")
+
+app.add_typer(train.app, name="train", help="Fine-tune in-house models (needs the training extra).")
 
 eval_app = typer.Typer(help="Evaluations: support agent, recommenders.", no_args_is_help=True)
 eval_app.command("support")(eval_support)

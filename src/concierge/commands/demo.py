@@ -1,8 +1,10 @@
 """`concierge demo`: the main job on the embedded defaults, as a new user first sees it.
 
-Starts the gateway on loopback with the embedded default deployment (SmolLM2-135M-Instruct
-on llama.cpp, all-MiniLM-L6-v2 on ONNX Runtime), creates a demo tenant and key, and
-streams a chat completion through the OpenAI-compatible API.
+Serves the gateway and the web app on loopback with the embedded default deployment
+(SmolLM2-135M-Instruct on llama.cpp, all-MiniLM-L6-v2 on ONNX Runtime) and the demo store,
+then walks through the three capabilities over their HTTP APIs: a streamed chat completion,
+a shopping conversation with a refinement, and a support conversation that cancels a
+booking after an explicit yes. The web app stays up until Ctrl-C (``--no-serve`` exits).
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ def demo(
         "Suggest a name for a small shop that sells hiking gear.", help="What to ask the model."
     ),
     config: Path | None = typer.Option(None, help="Deployment config (default: embedded models)."),
-    serve: bool = typer.Option(False, help="Keep the gateway running after the demo."),
-    port: int = typer.Option(0, help="Port (0 picks a free one)."),
+    serve: bool = typer.Option(True, help="Keep the web app and gateway running after the walkthrough."),
+    port: int = typer.Option(8000, help="Port (0 picks a free one)."),
 ) -> None:
     """Start the gateway on the embedded defaults and stream a chat completion through it."""
     import uvicorn
@@ -43,6 +45,7 @@ def demo(
     from concierge.gateway.settings import GatewaySettings
     from concierge.models.engine import ModelError
     from concierge.models.hub import ModelHub
+    from concierge.web.routes import build_demo_services, mount_all
 
     try:
         hub = ModelHub.from_config(config)
@@ -63,6 +66,8 @@ def demo(
             raise typer.Exit(2) from None
     port = port or _free_port()
     app = create_app(hub, GatewaySettings())
+    with console.status("Preparing the demo store (generated on first start) ..."):
+        mount_all(app, build_demo_services(hub))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -123,9 +128,13 @@ def demo(
             vectors = [item["embedding"] for item in emb.json()["data"]]
             cosine = sum(a * b for a, b in zip(vectors[0], vectors[1], strict=True))
             console.print(f"[bold]POST /v1/embeddings[/bold] model={embed_alias}: {len(vectors[0])} dims, cosine(trail running shoes, hiking boots) = {cosine:.2f}")
-        console.print(f"[dim]usage is metered per tenant: run `concierge usage`; metrics at {base}/metrics[/dim]")
+        _shop_walkthrough(client)
+        _support_walkthrough(client)
+        console.rule("web app")
+        console.print(f"shop       {base}/\nsupport    {base}/support\nconsole    {base}/console  (operator key: {key})")
+        console.print(f"[dim]the same key works for the OpenAI API at {base}/v1; usage: `concierge usage`[/dim]")
         if serve:
-            console.print(f"Gateway running on {base} with key {key} (Ctrl-C to stop)")
+            console.print("Serving; Ctrl-C stops.")
             try:
                 while thread.is_alive():
                     time.sleep(0.5)
@@ -134,3 +143,58 @@ def demo(
     server.should_exit = True
     thread.join(timeout=10)
     hub.close()
+
+
+def _shop_walkthrough(client: httpx.Client) -> None:
+    console.rule("shopping assistant: POST /v1/shop/chat")
+    turns = ["I need a tent for camping under $300", "cheaper"]
+    conversation = None
+    for text in turns:
+        with console.status("Waiting for the shop (the first start embeds the demo catalogue) ..."):
+            for _ in range(1200):
+                response = client.post("/v1/shop/chat", json={"message": text, "conversation_id": conversation})
+                if response.status_code != 503:
+                    break
+                time.sleep(float(response.headers.get("Retry-After", "1")))
+        if response.status_code != 200:
+            console.print(f"[red]shop error {response.status_code}:[/red] {response.json()['error']['message']}")
+            return
+        answer = response.json()
+        conversation = answer["conversation_id"]
+        console.print(f"[cyan]shopper:[/cyan] {text}")
+        query = {k: v for k, v in (answer.get("query") or {}).items() if v not in (None, [], {}, "")}
+        console.print(f"[dim]structured query: {json.dumps(query)}[/dim]")
+        table = Table("variant", "title", "price", "reason")
+        for product in answer["products"]:
+            table.add_row(product["id"], product["title"], f"{product['price']:.2f}", product.get("reason", ""))
+        console.print(table)
+        console.print(f"[cyan]assistant:[/cyan] {answer['message']}")
+
+
+def _support_walkthrough(client: httpx.Client) -> None:
+    console.rule("support agent: POST /v1/support/chat (home-stay demo domain, guided mode)")
+    turns = [
+        "Hi, I want to cancel my Lisbon stay, reservation HS10001, because my plans changed.",
+        "My email is maya.okafor@example.com",
+        "How much will I get back?",
+    ]
+    conversation = None
+    turn: dict = {}
+    while turns:
+        text = turns.pop(0)
+        response = client.post(
+            "/v1/support/chat", json={"message": text, "conversation_id": conversation, "domain": "homestay"}
+        )
+        if response.status_code != 200:
+            console.print(f"[red]support error {response.status_code}:[/red] {response.json()['error']['message']}")
+            return
+        turn = response.json()
+        conversation = turn["conversation_id"]
+        console.print(f"[cyan]customer:[/cyan] {text}")
+        for action in turn.get("actions") or []:
+            args = json.dumps(action.get("arguments") or {})
+            outcome = "ok" if action.get("ok") else "refused" if action.get("refused") else "error"
+            console.print(f"[dim]  {action.get('kind', '')} tool {action.get('tool')}({args}): {outcome}[/dim]")
+        console.print(f"[cyan]agent:[/cyan] {turn['message']}")
+        if not turns and turn.get("confirm") and text != "yes":
+            turns.append("yes")  # the agent asked to confirm the change: the customer agrees
