@@ -23,7 +23,7 @@ demo: install
 	$(BIN)/concierge demo
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check src tests scripts
