@@ -6,6 +6,7 @@ import typer
 
 from concierge.commands import budget, gateway, train
 from concierge.commands.demo import demo
+from concierge.commands.eval_recsys import eval_recsys
 from concierge.commands.eval_support import eval_support
 from concierge.commands.models import app as models_app
 from concierge.commands.shop import app as shop_app
@@ -29,6 +30,7 @@ app.add_typer(train.app, name="train", help="Fine-tune in-house models (needs th
 
 eval_app = typer.Typer(help="Evaluations: support agent, recommenders.", no_args_is_help=True)
 eval_app.command("support")(eval_support)
+eval_app.command("recsys")(eval_recsys)
 app.add_typer(eval_app, name="eval")
 
 if __name__ == "__main__":

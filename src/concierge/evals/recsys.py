@@ -1,0 +1,316 @@
+"""Offline evaluation of recommenders: leave-last-out split, full ranking, HR/NDCG/MRR/coverage.
+
+Protocol (the same for every model, baselines included):
+
+* every interaction is implicit (a MovieLens rating of any value counts as one interaction);
+  a repeated (user, item) pair keeps only its first occurrence, so the held-out item is always new;
+* each user's interactions are sorted by (timestamp, item id) -- the item id breaks timestamp ties
+  deterministically;
+* leave-last-out: the last item is the test target, the second-to-last the validation target, the rest
+  is training data. Users with fewer than 3 interactions keep all of them in training and are not
+  evaluated;
+* full ranking over the whole catalogue (every item seen in the data), no sampled negatives. At
+  validation the user's history is the training sequence; at test it is training + validation item
+  (RecBole style). The history items are excluded from the ranking, the target never is;
+* the rank of the target is 1 + the number of candidates scoring higher + the number scoring the same
+  with a smaller item index, the same order used to build the top-k lists (so constant scores cannot
+  place a target on top by a tie);
+* HR@k and NDCG@k (one relevant item: 1/log2(rank+1)), MRR over the full rank, coverage = fraction of
+  the catalogue appearing in at least one evaluated user's top-k.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from scipy import sparse
+
+PROTOCOL = (
+    "implicit interactions (first occurrence of each user-item pair); per user sorted by (timestamp, item id); "
+    "leave-last-out: last = test, second-to-last = validation, rest = train; users with < 3 interactions "
+    "train-only; full ranking over all items, no sampled negatives; excluded from ranking: the user's history "
+    "(train at validation, train + validation item at test); rank ties broken by item index against the "
+    "target; HR@10, NDCG@10, MRR (full rank), coverage = share of catalogue in any top-10"
+)
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Implicit interactions as three parallel arrays (any hashable-sortable ids, numeric timestamps)."""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    timestamps: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.user_ids)
+        if len(self.item_ids) != n or len(self.timestamps) != n:
+            raise ValueError("user_ids, item_ids and timestamps must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    @classmethod
+    def from_records(cls, records: Iterable[tuple[Any, Any, float]]) -> Interactions:
+        """From (user, item, timestamp) tuples, e.g. the shop's own interaction log."""
+        rows = list(records)
+        if not rows:
+            return cls(np.array([]), np.array([]), np.array([], dtype=np.float64))
+        users, items, times = zip(*rows, strict=True)
+        return cls(np.asarray(users), np.asarray(items), np.asarray(times, dtype=np.float64))
+
+
+def load_ratings_csv(path: Path) -> Interactions:
+    """Read a MovieLens-format ``ratings.csv`` (userId, movieId, rating, timestamp); a folder is accepted."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "ratings.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no ratings.csv at {path}")
+    users: list[int] = []
+    items: list[int] = []
+    times: list[float] = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{path} is empty")
+        names = [h.strip() for h in header]
+        try:
+            iu, ii, it = names.index("userId"), names.index("movieId"), names.index("timestamp")
+        except ValueError as exc:
+            raise ValueError(f"{path}: header must have userId, movieId, timestamp (got {names})") from exc
+        for lineno, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                users.append(int(row[iu]))
+                items.append(int(row[ii]))
+                times.append(float(row[it]))
+            except (ValueError, IndexError) as exc:
+                raise ValueError(f"{path}:{lineno}: bad row {row!r}") from exc
+    return Interactions(
+        np.asarray(users, dtype=np.int64),
+        np.asarray(items, dtype=np.int64),
+        np.asarray(times, dtype=np.float64),
+    )
+
+
+@dataclass
+class Split:
+    """Leave-last-out split with users and items re-indexed to 0..n-1 (sorted by raw id)."""
+
+    user_index: np.ndarray  # position -> raw user id
+    item_index: np.ndarray  # position -> raw item id
+    train: list[np.ndarray]  # per user: training item indices in time order
+    valid: np.ndarray  # per user: validation item index, -1 if none
+    test: np.ndarray  # per user: test item index, -1 if none
+    protocol: str = field(default=PROTOCOL)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_index)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_index)
+
+    @property
+    def n_train_interactions(self) -> int:
+        return int(sum(len(seq) for seq in self.train))
+
+    def train_matrix(self) -> sparse.csr_matrix:
+        """Binary users x items CSR matrix of the training interactions."""
+        rows = np.repeat(np.arange(self.n_users), [len(s) for s in self.train])
+        cols = np.concatenate(self.train) if self.train else np.array([], dtype=np.int64)
+        data = np.ones(len(cols), dtype=np.float32)
+        return sparse.csr_matrix((data, (rows, cols)), shape=(self.n_users, self.n_items))
+
+    def eval_users(self, stage: str) -> np.ndarray:
+        targets = self._targets(stage)
+        return np.flatnonzero(targets >= 0)
+
+    def targets(self, stage: str, users: np.ndarray) -> np.ndarray:
+        return self._targets(stage)[users]
+
+    def histories(self, stage: str, users: Iterable[int]) -> list[np.ndarray]:
+        """The sequence a model sees (and that is excluded from ranking) when predicting ``stage``."""
+        if stage == "valid":
+            return [self.train[u] for u in users]
+        if stage == "test":
+            out = []
+            for u in users:
+                v = self.valid[u]
+                out.append(np.append(self.train[u], v) if v >= 0 else self.train[u])
+            return out
+        raise ValueError(f"unknown stage {stage!r} (valid or test)")
+
+    def _targets(self, stage: str) -> np.ndarray:
+        if stage == "valid":
+            return self.valid
+        if stage == "test":
+            return self.test
+        raise ValueError(f"unknown stage {stage!r} (valid or test)")
+
+
+def leave_last_out(data: Interactions) -> Split:
+    """Split per user by time (ties by item id): last -> test, second-to-last -> validation."""
+    if len(data) == 0:
+        raise ValueError("no interactions")
+    user_index, u = np.unique(data.user_ids, return_inverse=True)
+    item_index, i = np.unique(data.item_ids, return_inverse=True)
+    t = np.asarray(data.timestamps, dtype=np.float64)
+    # Sort by user, then time, then item index (np.lexsort: last key is primary).
+    order = np.lexsort((i, t, u))
+    u, i = u[order], i[order]
+    # Keep the first occurrence of each (user, item): stable unique on the pair key, in sorted order.
+    key = u.astype(np.int64) * len(item_index) + i
+    _, first = np.unique(key, return_index=True)
+    keep = np.sort(first)
+    u, i = u[keep], i[keep]
+    bounds = np.searchsorted(u, np.arange(len(user_index) + 1))
+    train: list[np.ndarray] = []
+    valid = np.full(len(user_index), -1, dtype=np.int64)
+    test = np.full(len(user_index), -1, dtype=np.int64)
+    for user in range(len(user_index)):
+        seq = i[bounds[user] : bounds[user + 1]].astype(np.int64)
+        if len(seq) >= 3:
+            train.append(seq[:-2])
+            valid[user], test[user] = seq[-2], seq[-1]
+        else:
+            train.append(seq)
+    return Split(user_index, item_index, train, valid, test)
+
+
+class Recommender(Protocol):
+    """What the evaluator needs: fit on a split's training data, score the catalogue from a history."""
+
+    name: str
+
+    def fit(self, split: Split, progress: Any | None = None) -> None: ...
+
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores (len(histories) x n_items); higher is better. History items are masked by the caller."""
+        ...
+
+
+def rank_targets(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray) -> np.ndarray:
+    """1-based full rank of each target among non-history items (ties against the target by item index).
+
+    ``scores`` is modified in place: history items are set to -inf.
+    """
+    for row, hist in enumerate(histories):
+        scores[row, hist] = -np.inf
+    rows = np.arange(len(targets))
+    t = scores[rows, targets][:, None]
+    higher = (scores > t).sum(axis=1)
+    tie_before = ((scores == t) & (np.arange(scores.shape[1])[None, :] < targets[:, None])).sum(axis=1)
+    return 1 + higher + tie_before
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Top-k item indices per row, ordered by score then item index (same order as ``rank_targets``)."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    # argpartition does not order ties by index; redo exactly with a lexsort on the candidate set
+    # widened to every item tied with the k-th score.
+    out = np.empty((scores.shape[0], k), dtype=np.int64)
+    for row in range(scores.shape[0]):
+        kth = scores[row, part[row]].min()
+        cand = np.flatnonzero(scores[row] >= kth)
+        order = np.lexsort((cand, -scores[row, cand]))
+        out[row] = cand[order[:k]]
+    return out
+
+
+def metrics_from_ranks(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if len(ranks) == 0:
+        return {f"HR@{k}": 0.0, f"NDCG@{k}": 0.0, "MRR": 0.0}
+    hit = ranks <= k
+    ndcg = np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0)
+    return {f"HR@{k}": float(hit.mean()), f"NDCG@{k}": float(ndcg.mean()), "MRR": float((1.0 / ranks).mean())}
+
+
+def evaluate(
+    model: Recommender,
+    split: Split,
+    stage: str = "test",
+    k: int = 10,
+    batch_size: int = 256,
+    coverage: bool = True,
+) -> dict[str, float]:
+    """HR@k, NDCG@k, MRR and (unless ``coverage`` is False) coverage of ``model`` on ``stage`` targets."""
+    users = split.eval_users(stage)
+    ranks: list[np.ndarray] = []
+    shown = np.zeros(split.n_items, dtype=bool)
+    for start in range(0, len(users), batch_size):
+        batch = users[start : start + batch_size]
+        hists = split.histories(stage, batch)
+        scores = np.array(model.score(hists), dtype=np.float64, copy=True)
+        if scores.shape != (len(batch), split.n_items):
+            raise ValueError(
+                f"{model.name}: score shape {scores.shape}, expected {(len(batch), split.n_items)}"
+            )
+        scores[np.isnan(scores)] = -np.inf
+        ranks.append(rank_targets(scores, hists, split.targets(stage, batch)))
+        if coverage:
+            shown[top_k(scores, k).ravel()] = True
+    out = metrics_from_ranks(np.concatenate(ranks) if ranks else np.array([]), k)
+    if coverage:
+        out["coverage"] = float(shown.mean()) if split.n_items else 0.0
+    out["users"] = int(len(users))
+    return out
+
+
+def run_benchmark(
+    split: Split,
+    models: Sequence[Recommender],
+    progress: Any | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Fit and evaluate each model on ``split``; the result is what ``concierge eval recsys`` writes."""
+    result: dict[str, Any] = {
+        "split": {
+            "users": split.n_users,
+            "items": split.n_items,
+            "train_interactions": split.n_train_interactions,
+            "eval_users": int(len(split.eval_users("test"))),
+            "protocol": split.protocol,
+        },
+        "models": {},
+    }
+    for model in models:
+        start = time.perf_counter()
+        model.fit(split, progress=progress)
+        seconds = time.perf_counter() - start
+        metrics = evaluate(model, split, "test")
+        entry = {
+            "HR@10": metrics["HR@10"],
+            "NDCG@10": metrics["NDCG@10"],
+            "MRR": metrics["MRR"],
+            "coverage": metrics["coverage"],
+            "train_seconds": round(seconds, 3),
+        }
+        params = getattr(model, "params", None)
+        if callable(params):
+            entry["params"] = params()
+        result["models"][model.name] = entry
+        if log:
+            log(
+                f"{model.name}: NDCG@10 {entry['NDCG@10']:.4f} HR@10 {entry['HR@10']:.4f} "
+                f"MRR {entry['MRR']:.4f} coverage {entry['coverage']:.3f} ({seconds:.1f}s)"
+            )
+    return result
+
+
+def ndcg_at(rank: int, k: int = 10) -> float:
+    """NDCG@k of a single relevant item at 1-based ``rank`` (for readers and tests)."""
+    return 1.0 / math.log2(rank + 1) if rank <= k else 0.0

@@ -1,0 +1,314 @@
+"""SASRec-style sequential recommender: a small causal transformer over the item history.
+
+Item embeddings (tied with the output layer) plus learned positions counted back from the most recent
+item, pre-norm transformer blocks with a causal mask, trained to predict the next item at every position
+with full-softmax cross-entropy over the whole catalogue (better suited to full-ranking metrics than
+BCE against one sampled negative, and cheap for catalogues of ~10k items).
+
+Choices that mattered on MovieLens latest-small (671 users, so validation is noisy; see the report):
+
+* ``max_len`` 200 beat 50 clearly (valid NDCG@10 ~0.08 vs ~0.065);
+* each epoch trains one window per user, at a random place in the history for users with more than
+  ``max_len`` items (``crop="random"``): long histories are covered over the epochs at the cost of one
+  window each, and the varying windows regularise (the fixed latest window overfit sooner);
+* ``mask_seen``: each position's softmax leaves out the items already seen in its window, as the
+  evaluation leaves out the history (a small, consistent gain on validation);
+* AdamW with a short warm-up, learning rate halved when validation stalls for ``lr_patience`` epochs,
+  early stopping after ``patience`` epochs without a better validation NDCG@10, best weights restored.
+
+torch is imported lazily: it lives in the ``train`` extra, not the default install.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from concierge.evals.recsys import Split, evaluate
+
+TORCH_MISSING = "SASRec needs torch, which is in the training extra: pip install 'concierge[train]'"
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError(TORCH_MISSING) from exc
+    return torch
+
+
+def torch_available() -> bool:
+    try:
+        _torch()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _build_network(n_items: int, hidden: int, blocks: int, heads: int, max_len: int, dropout: float) -> Any:
+    torch = _torch()
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.items = nn.Embedding(n_items + 1, hidden, padding_idx=0)  # index 0 = padding
+            self.positions = nn.Embedding(max_len, hidden)
+            self.dropout = nn.Dropout(dropout)
+            layer = nn.TransformerEncoderLayer(
+                hidden,
+                heads,
+                dim_feedforward=hidden * 2,
+                dropout=dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            self.encoder = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(hidden)
+            nn.init.normal_(self.items.weight, std=hidden**-0.5)
+            nn.init.normal_(self.positions.weight, std=0.02)
+            with torch.no_grad():
+                self.items.weight[0].zero_()
+
+        def forward(self, seq: Any) -> Any:
+            """(B, L) left-padded item ids -> (B, L, hidden) states; position L-1 is the latest item."""
+            batch, length = seq.shape
+            real = seq > 0
+            pos = torch.arange(max_len - length, max_len, device=seq.device)
+            x = self.items(seq) * math.sqrt(hidden) + self.positions(pos)[None]
+            x = self.dropout(x) * real[..., None]
+            # Causal mask, padded keys hidden too; every query may see itself so no row is all -inf.
+            causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
+            allowed = causal[None] & (real[:, None, :] | torch.eye(length, dtype=torch.bool)[None])
+            mask = torch.zeros(batch, length, length).masked_fill(~allowed, float("-inf"))
+            mask = mask.repeat_interleave(heads, dim=0)
+            return self.norm(self.encoder(x, mask=mask))
+
+        def logits(self, states: Any) -> Any:
+            out = states @ self.items.weight.T
+            out[..., 0] = float("-inf")
+            return out
+
+    return Net()
+
+
+class SASRec:
+    """Self-attentive sequential recommender trained with full-softmax next-item cross-entropy."""
+
+    name = "sasrec"
+
+    def __init__(
+        self,
+        hidden: int = 64,
+        blocks: int = 2,
+        heads: int = 2,
+        max_len: int = 200,
+        dropout: float = 0.3,
+        lr: float = 3e-3,
+        weight_decay: float = 0.1,
+        batch_size: int = 32,
+        epochs: int = 200,
+        patience: int = 10,
+        warmup_steps: int = 20,
+        crop: str = "random",
+        lr_patience: int = 3,
+        mask_seen: bool = True,
+        seed: int = 0,
+        threads: int = 2,
+    ) -> None:
+        self.hidden = hidden
+        self.blocks = blocks
+        self.heads = heads
+        self.max_len = max_len
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.patience = patience
+        self.warmup_steps = warmup_steps
+        if crop not in ("last", "random", "all"):
+            raise ValueError(f"crop must be 'last', 'random' or 'all', not {crop!r}")
+        self.crop = crop
+        self.lr_patience = lr_patience
+        self.mask_seen = mask_seen
+        self.seed = seed
+        self.threads = threads
+        self.net: Any = None
+        self.n_items = 0
+        self.best_epoch = 0
+        self.epochs_run = 0
+        self.best_valid_ndcg = 0.0
+
+    def _pad(self, seqs: Sequence[np.ndarray], length: int) -> Any:
+        """Left-pad (and truncate to the most recent ``length``) shifted item ids into a tensor."""
+        torch = _torch()
+        out = np.zeros((len(seqs), length), dtype=np.int64)
+        for row, seq in enumerate(seqs):
+            tail = np.asarray(seq[-length:], dtype=np.int64) + 1
+            if len(tail):
+                out[row, length - len(tail) :] = tail
+        return torch.from_numpy(out)
+
+    def fit(self, split: Split, progress: Any | None = None) -> None:
+        torch = _torch()
+        torch.manual_seed(self.seed)
+        torch.set_num_threads(self.threads)
+        rng = np.random.default_rng(self.seed)
+        self.n_items = split.n_items
+        self.net = _build_network(
+            split.n_items, self.hidden, self.blocks, self.heads, self.max_len, self.dropout
+        )
+        optim = torch.optim.AdamW(
+            self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay, betas=(0.9, 0.98)
+        )
+        # Linear warm-up keeps the higher learning rate (few users -> few steps per epoch) stable; the
+        # rate is halved whenever validation stalls for ``lr_patience`` epochs (settles a noisy plateau).
+        scale = [1.0]
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optim, lambda step: min(1.0, (step + 1) / self.warmup_steps) * scale[0]
+        )
+        # Training examples: each user's training sequence (input = all but last, target = shifted by one).
+        seqs = [s for s in split.train if len(s) >= 2]
+        has_valid = len(split.eval_users("valid")) > 0
+        task = progress.add_task("sasrec", total=self.epochs) if progress is not None else None
+        best_state: dict[str, Any] | None = None
+        best, best_epoch, stale = -1.0, 0, 0
+        for epoch in range(1, self.epochs + 1):
+            start = time.perf_counter()
+            loss = self._epoch(seqs, optim, schedule, rng)
+            ndcg = evaluate(self, split, "valid", coverage=False)["NDCG@10"] if has_valid else -loss
+            self.epochs_run = epoch
+            if ndcg > best:
+                best, best_epoch, stale = ndcg, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            else:
+                stale += 1
+                if self.lr_patience and stale % self.lr_patience == 0:
+                    scale[0] *= 0.5
+            if progress is not None:
+                progress.update(
+                    task,
+                    advance=1,
+                    description=f"sasrec loss {loss:.3f} valid NDCG@10 {ndcg:.4f} (best {best:.4f} @ {best_epoch}, "
+                    f"{time.perf_counter() - start:.1f}s/epoch)",
+                )
+            if stale >= self.patience:
+                break
+        if progress is not None:
+            progress.update(task, completed=self.epochs)
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        self.best_epoch, self.best_valid_ndcg = best_epoch, max(best, 0.0)
+
+    def _epoch(self, seqs: list[np.ndarray], optim: Any, schedule: Any, rng: np.random.Generator) -> float:
+        torch = _torch()
+        self.net.train()
+        windows = [w for seq in seqs for w in self._windows(seq, rng)]
+        order = rng.permutation(len(windows))
+        total, count = 0.0, 0
+        for start in range(0, len(order), self.batch_size):
+            batch = [windows[i] for i in order[start : start + self.batch_size]]
+            length = max(len(s) for s in batch) - 1
+            inputs = self._pad([s[:-1] for s in batch], length)
+            targets = self._pad([s[1:] for s in batch], length)
+            states = self.net(inputs)
+            real = targets > 0
+            # Logits only at real positions: (positions x catalogue) is the memory-heavy tensor.
+            logits = self.net.logits(states[real])
+            if self.mask_seen:
+                self._mask_seen(logits, inputs, targets, real)
+            loss = torch.nn.functional.cross_entropy(logits, targets[real])
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            schedule.step()
+            n = int(real.sum())
+            total += float(loss.detach()) * n
+            count += n
+        return total / max(count, 1)
+
+    @staticmethod
+    def _mask_seen(logits: Any, inputs: Any, targets: Any, real: Any) -> None:
+        """Hide each position's already-seen items from its softmax, in place.
+
+        Evaluation never ranks a user's history, so training need not spend capacity pushing seen items
+        down: the loss then contrasts the next item with unseen items only, as the ranking does.
+        """
+        torch = _torch()
+        length = inputs.shape[1]
+        row_of = torch.full(real.shape, -1, dtype=torch.long)
+        row_of[real] = torch.arange(int(real.sum()))
+        seen = (
+            real[:, :, None]
+            & torch.ones(length, length, dtype=torch.bool).tril()[None]
+            & (inputs > 0)[:, None, :]
+            & (inputs[:, None, :] != targets[:, :, None])  # a repeated item stays a valid target
+        )
+        b, t, j = seen.nonzero(as_tuple=True)
+        logits.index_put_((row_of[b, t], inputs[b, j]), torch.tensor(float("-inf")))
+
+    def _windows(self, seq: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """This epoch's training windows (max_len + 1 items each) of one user's sequence.
+
+        ``last``: the latest window only. ``random``: one window at a random place, so long histories are
+        seen in full over the epochs. ``all``: the whole sequence cut into consecutive windows at a random
+        offset (each target once per epoch, heavy users weigh more, as with RecBole's prefix examples).
+        """
+        span = self.max_len + 1
+        if len(seq) <= span or self.crop == "last":
+            return [seq[-span:]]
+        if self.crop == "random":
+            end = int(rng.integers(span, len(seq) + 1))
+            return [seq[end - span : end]]
+        # Windows overlap by one item (the last target of one is the first input of the next) and start
+        # at a random phase, so every target is trained once per epoch with varying context.
+        stop = len(seq) - int(rng.integers(0, span - 1))
+        out = [seq[stop - 1 :]] if stop < len(seq) else []
+        while stop >= 2:
+            start = max(0, stop - span)
+            out.append(seq[start:stop])
+            stop = start + 1 if start > 0 else 0
+        return out
+
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores from the last hidden state against every item embedding (padding column dropped)."""
+        if self.net is None:
+            raise RuntimeError("fit the model first")
+        torch = _torch()
+        self.net.eval()
+        out = np.zeros((len(histories), self.n_items), dtype=np.float32)
+        nonempty = [i for i, h in enumerate(histories) if len(h)]
+        if not nonempty:
+            return out
+        with torch.no_grad():
+            for start in range(0, len(nonempty), 128):
+                rows = nonempty[start : start + 128]
+                seqs = [histories[i] for i in rows]
+                length = min(self.max_len, max(len(s) for s in seqs))
+                states = self.net(self._pad(seqs, length))[:, -1]
+                out[rows] = self.net.logits(states)[:, 1:].numpy()
+        return out
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "hidden": self.hidden,
+            "blocks": self.blocks,
+            "heads": self.heads,
+            "max_len": self.max_len,
+            "dropout": self.dropout,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "batch_size": self.batch_size,
+            "crop": self.crop,
+            "mask_seen": self.mask_seen,
+            "max_epochs": self.epochs,
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "best_valid_NDCG@10": round(self.best_valid_ndcg, 4),
+        }
