@@ -249,3 +249,58 @@ def test_ignore_the_policy_is_not_a_yes_in_guided_mode(homestay) -> None:
     assert "Shall I cancel it" in out.message  # presented again, nothing written
     assert not any(a["kind"] == "write" for a in out.actions)
     assert homestay.diff() == {}
+
+
+class SpecHub(JsonHub):
+    """A fake hub that also serves alias specs, like ``ModelHub.spec``."""
+
+    def __init__(self, command: dict[str, Any], specs: dict[str, Any]) -> None:
+        super().__init__(command)
+        self.specs = specs
+
+    def spec(self, alias: str) -> Any:
+        return self.specs[alias]
+
+
+def test_alias_trained_on_the_compact_prompt_gets_it_at_inference(homestay) -> None:
+    from concierge.models.deployment import AliasSpec
+    from concierge.train.datasets import PROMPT_VERSION, command_messages
+
+    specs = {
+        "inhouse": AliasSpec(
+            alias="inhouse",
+            source="embedded",
+            embedded="smollm2",
+            in_house=True,
+            provenance={"base": "embedded:smollm2", "prompt": PROMPT_VERSION},
+        ),
+        "plain": AliasSpec(alias="plain", source="embedded", embedded="smollm2"),
+    }
+    hub = SpecHub({"intent": "cancel_reservation", "slots": {}}, specs)
+    flows = load_flows("homestay")
+    agent = GuidedAgent(homestay, hub, "inhouse", flows=flows)
+    assert agent.trained_prompt()
+    text = f"{EMAIL}: please cancel HS10001, my plans changed"
+    out = agent.respond({}, text)
+    request = hub.requests[0]
+    assert request["messages"] == command_messages(flows, [{"role": "user", "content": text}])
+    assert request["response_format"]["json_schema"]["schema"] == command_schema(flows)
+    assert request["temperature"] == 0
+    assert "Shall I cancel it" in out.message  # the command still drives the flow
+
+    hub.requests.clear()
+    GuidedAgent(homestay, hub, "plain", flows=flows).respond({}, text)
+    system = hub.requests[0]["messages"][0]["content"]
+    assert "Slots:" in system and system != command_messages(flows, [])[0]["content"]
+    # A hub with no specs (or an unknown alias) keeps the default prompt instead of failing.
+    assert not GuidedAgent(homestay, JsonHub({"intent": "none", "slots": {}}), "inhouse").trained_prompt()
+
+
+def test_model_enum_slot_must_be_said() -> None:
+    from concierge.support.guided import model_slot_value
+
+    reason = load_flows("retail").slots["reason"]
+    # τ² retail task 113: the in-house model filled a reason the customer never gave.
+    said = "Hi! I want to cancel all pending orders. My name is Yara Muller and my zip code is 85041."
+    assert model_slot_value(reason, "no longer needed", said) is None
+    assert model_slot_value(reason, "no longer needed", "I don't need it anymore") == "no longer needed"

@@ -23,6 +23,7 @@ import yaml
 from concierge.support.agent import TRANSFER_MESSAGE, TurnResult, add_usage, current_turn
 from concierge.support.expr import MISSING, ExprError, evaluate, render, render_text
 from concierge.support.guardrails import Guard, GuardRules, is_affirmative, is_negative, result_text
+from concierge.train.datasets import PROMPT_VERSION, command_request
 
 FLOWS_DIR = Path(__file__).with_name("flows")
 
@@ -284,7 +285,15 @@ def model_slot_value(spec: dict[str, Any], value: Any, text: str) -> Any:
     if not all(isinstance(v, str) and v.strip() for v in values):
         return None
     if spec.get("enum"):
-        return value if all(v in spec["enum"] for v in values) else None
+        # An enum value is grounded when it, or one of its synonyms, was said: a weak model
+        # otherwise fills e.g. a cancellation reason the customer never gave.
+        said = text.lower()
+        synonyms = spec.get("synonyms") or {}
+        grounded = all(
+            v in spec["enum"] and any(w.lower() in said for w in [v, *(synonyms.get(v) or [])])
+            for v in values
+        )
+        return value if grounded else None
     if any(v.lower().removeprefix(spec.get("prefix", "").lower()) not in text.lower() for v in values):
         return None
     if spec.get("extract") in ("first_name", "last_name"):
@@ -451,20 +460,39 @@ class GuidedAgent:
         self.tenant = tenant
         self._knowledge = knowledge
         self.max_flow_runs = max_flow_runs
+        self._trained_prompt: bool | None = None
 
     # -- commands
 
-    def model_command(self, messages: list[dict[str, Any]], usage: dict[str, float]) -> Command | None:
-        """The model's ``{intent, slots}`` for the latest message (None if it gave nothing usable)."""
+    def trained_prompt(self) -> bool:
+        """Whether the alias was trained on the compact ``concierge-command-v1`` prompt (its provenance).
+
+        An in-house adapter scores far better on the prompt it was trained on than on this
+        module's longer one, so inference must use the same prompt. Looked up once per agent.
+        """
+        if self._trained_prompt is None:
+            try:
+                spec = self.hub.spec(self.alias)
+                prompt = (getattr(spec, "provenance", None) or {}).get("prompt")
+            except Exception:  # noqa: BLE001 - a hub without specs (or an unknown alias): the default prompt
+                prompt = None
+            self._trained_prompt = prompt == PROMPT_VERSION
+        return self._trained_prompt
+
+    def command_request(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """The chat request that asks the model for a command: the training prompt if the alias has one."""
+        convo = [m for m in messages if m.get("role") in ("user", "assistant") and m.get("content")][-6:]
+        if self.trained_prompt():
+            transcript = [{"role": str(m["role"]), "content": str(m["content"])} for m in convo]
+            return command_request(self.flows, transcript, max_tokens=200)
         intents = "\n".join(
             f"- {name}: {spec.get('description', '')}" for name, spec in self.flows.intents.items()
         )
         slots = "\n".join(
             f"- {name}: {spec.get('description', '')}" for name, spec in self.flows.slots.items()
         )
-        convo = [m for m in messages if m.get("role") in ("user", "assistant") and m.get("content")][-6:]
-        transcript = "\n".join(f"{m['role']}: {m['content']}" for m in convo)
-        request = {
+        transcript_text = "\n".join(f"{m['role']}: {m['content']}" for m in convo)
+        return {
             "messages": [
                 {
                     "role": "system",
@@ -475,7 +503,7 @@ class GuidedAgent:
                         f"\nSlots:\n{slots}"
                     ),
                 },
-                {"role": "user", "content": transcript},
+                {"role": "user", "content": transcript_text},
             ],
             "response_format": {
                 "type": "json_schema",
@@ -484,6 +512,10 @@ class GuidedAgent:
             "temperature": 0,
             "max_tokens": 200,
         }
+
+    def model_command(self, messages: list[dict[str, Any]], usage: dict[str, float]) -> Command | None:
+        """The model's ``{intent, slots}`` for the latest message (None if it gave nothing usable)."""
+        request = self.command_request(messages)
         started = time.perf_counter()
         try:
             response = self.hub.chat(self.alias, request, tenant=self.tenant)
