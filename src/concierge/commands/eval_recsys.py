@@ -43,11 +43,11 @@ def eval_recsys(
         )
     if epochs < 1:
         _fail("error: --epochs must be at least 1")
-    if "sasrec" in names and not torch_available():
-        _fail(f"error: {TORCH_MISSING}")
     ratings = data / "ratings.csv" if data.is_dir() else data
     if not ratings.is_file():
         _fail(f"error: no ratings.csv at {ratings}")
+    if "sasrec" in names and not torch_available():
+        _fail(f"error: {TORCH_MISSING}")
     try:
         split = leave_last_out(load_ratings_csv(ratings))
     except ValueError as exc:
