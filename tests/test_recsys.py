@@ -210,6 +210,26 @@ def test_sasrec_two_epochs_beats_popularity() -> None:
     assert got["HR@10"] > 0.6, got
 
 
+@pytest.mark.train
+def test_sasrec_item_bias_and_label_smoothing_train() -> None:
+    if not torch_available():
+        pytest.skip("torch (training extra) not installed")
+    from concierge.shop.recommend import SASRec
+
+    with pytest.raises(ValueError, match="mask_seen"):
+        SASRec(label_smoothing=0.1)  # smoothing onto masked (-inf) items would be infinite
+    split = leave_last_out(sequential_interactions())
+    pop = evaluate(_fitted(Popularity(), split), split)
+    model = SASRec(
+        hidden=32, heads=1, max_len=20, dropout=0.1, lr=1e-2, batch_size=16, epochs=2, seed=0, threads=1,
+        item_bias=True, mask_seen=False, label_smoothing=0.1,
+    )
+    got = evaluate(_fitted(model, split), split)
+    assert model.net.bias is not None and bool(model.net.bias.abs().sum() > 0)  # the bias was trained
+    assert got["NDCG@10"] > pop["NDCG@10"] + 0.2, (got, pop)
+    assert model.params()["item_bias"] is True and model.params()["device"] == "cpu"
+
+
 def test_sasrec_training_windows() -> None:
     from concierge.shop.recommend import SASRec
 

@@ -9,6 +9,7 @@ queues a usage row for a background writer; nothing here opens outbound connecti
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -166,6 +167,58 @@ def _attach_observer(hub: Any, observer: Callable[[CallRecord], None]) -> Callab
 
     hub.observer = chained
     return lambda: setattr(hub, "observer", previous)
+
+
+class _StreamPump:
+    """Drains an engine's chunk iterator in one thread and hands chunks to the event loop.
+
+    One thread per stream instead of a thread hop per token: on two cores the per-token hop cost
+    several percent of generation speed. The iterator is only ever advanced and closed by the pump
+    thread (a generator cannot be closed from another thread while it runs).
+    """
+
+    def __init__(self, stream: Iterator[dict[str, Any]]) -> None:
+        self._stream = stream
+        self._loop = asyncio.get_running_loop()
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._stopping = threading.Event()
+        self._done = threading.Event()
+        threading.Thread(target=self._run, name="sse-pump", daemon=True).start()
+
+    def _put(self, item: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._inbox.put_nowait, item)
+        except RuntimeError:  # the loop has closed (server shutting down): nobody is listening
+            self._stopping.set()
+
+    def _run(self) -> None:
+        last: Any = _END
+        try:
+            for chunk in self._stream:
+                self._put(chunk)
+                if self._stopping.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001  (delivered to the event loop, raised there)
+            last = exc
+        finally:
+            try:
+                _close_iterator(self._stream)
+            except Exception:  # noqa: BLE001  (closing a failed engine stream must not mask its error)
+                log.debug("closing an engine stream failed", exc_info=True)
+            self._done.set()
+        self._put(last)
+
+    async def next_batch(self) -> list[Any]:
+        """Every chunk that is ready (at least one; waits for it)."""
+        batch = [await self._inbox.get()]
+        while not self._inbox.empty():
+            batch.append(self._inbox.get_nowait())
+        return batch
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the pump to stop after the chunk in flight and wait until it has closed the stream."""
+        self._stopping.set()
+        self._done.wait(timeout)
 
 
 def _iterator(stream: Any) -> Iterator[dict[str, Any]]:
@@ -397,17 +450,36 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
         async def events() -> AsyncIterator[str]:
             status = 499  # stays so if the client goes away before the end
             collected: list[dict[str, Any]] = []
-            chunk = first
+            pump = _StreamPump(stream) if first is not _END else None
+            pending: list[Any] = [first]
             try:
-                while chunk is not _END:
-                    out = _client_chunk(chunk, include_usage)
-                    if out is not None:
-                        if settings.log_requests:
-                            collected.append(out)
-                        yield f"data: {json.dumps(out, ensure_ascii=False)}\n\n"
-                    chunk = await in_thread(next, stream, _END)
+                while True:
+                    parts: list[str] = []
+                    ended = False
+                    failure: BaseException | None = None
+                    for chunk in pending:
+                        if chunk is _END:
+                            ended = True
+                            break
+                        if isinstance(chunk, BaseException):
+                            failure = chunk
+                            break
+                        out = _client_chunk(chunk, include_usage)
+                        if out is not None:
+                            if settings.log_requests:
+                                collected.append(out)
+                            parts.append(f"data: {json.dumps(out, ensure_ascii=False)}\n\n")
+                    if ended:
+                        parts.append("data: [DONE]\n\n")
+                    if parts:
+                        # Chunks that arrived together go out in one write (fewer syscalls per token).
+                        yield "".join(parts)
+                    if failure is not None:
+                        raise failure
+                    if ended or pump is None:
+                        break
+                    pending = await pump.next_batch()
                 status = 200
-                yield "data: [DONE]\n\n"
             except Exception as exc:  # noqa: BLE001  (reported in-band: the 200 header is already sent)
                 status = from_exception(exc)[0]
                 if not is_expected(exc):
@@ -416,7 +488,10 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
                 yield "data: [DONE]\n\n"
             finally:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_close_iterator, stream)
+                    if pump is not None:
+                        await anyio.to_thread.run_sync(pump.stop)
+                    else:
+                        await anyio.to_thread.run_sync(_close_iterator, stream)
                 metrics.count_request(call.model, call.tenant, call.endpoint, status)
                 if settings.log_requests:
                     log_exchange(call, body, {"stream": _merge_stream(collected), "status": status})
