@@ -348,3 +348,23 @@ def test_movielens_popularity_baseline(shared_data: Path) -> None:
     got = evaluate(_fitted(Popularity(), split), split)
     assert split.n_users > 600 and split.n_items > 9000
     assert 0.01 < got["NDCG@10"] < 0.035, got
+
+
+def test_blend_picks_its_weight_on_validation() -> None:
+    from concierge.shop.recommend import Blend, make_model
+    from concierge.shop.recommend.blend import standardise
+
+    z = standardise(np.array([[1.0, 2.0, 3.0, -np.inf]]))
+    assert z[0, 3] < -1e8 and abs(float(z[0, :3].mean())) < 1e-6
+    with pytest.raises(ValueError):
+        Blend(Popularity(), Popularity(), weights=[])
+    split = leave_last_out(sequential_interactions())
+    blend = Blend(Popularity(), make_model("itemknn-seq"), weights=(0.0, 1.0, 4.0))
+    got = evaluate(_fitted(blend, split), split)
+    assert set(blend.valid_ndcg) == {0.0, 1.0, 4.0}
+    assert blend.valid_ndcg[blend.weight] == max(blend.valid_ndcg.values())
+    # On sequential data the sequence-aware helper carries the signal: it must be given weight,
+    # and the blend must beat its popularity base on the test targets.
+    assert blend.weight > 0.0
+    assert got["NDCG@10"] > evaluate(_fitted(Popularity(), split), split)["NDCG@10"] + 0.2
+    assert blend.params()["helper"]["name"] == "itemknn-seq"

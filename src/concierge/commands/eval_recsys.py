@@ -46,7 +46,7 @@ def eval_recsys(
     ratings = data / "ratings.csv" if data.is_dir() else data
     if not ratings.is_file():
         _fail(f"error: no ratings.csv at {ratings}")
-    if "sasrec" in names and not torch_available():
+    if any(name.startswith("sasrec") for name in names) and not torch_available():
         _fail(f"error: {TORCH_MISSING}")
     try:
         split = leave_last_out(load_ratings_csv(ratings))

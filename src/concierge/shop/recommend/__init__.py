@@ -13,10 +13,11 @@ import numpy as np
 
 from concierge.evals.recsys import Recommender, top_k
 from concierge.shop.recommend.baselines import ALS, ItemKNN, Popularity
+from concierge.shop.recommend.blend import Blend
 from concierge.shop.recommend.sasrec import SASRec, torch_available
 
-MODEL_NAMES = ("pop", "itemknn", "itemknn-seq", "als", "als-numpy", "als-implicit", "sasrec")
-DEFAULT_MODELS = ("pop", "itemknn", "itemknn-seq", "als", "sasrec")
+MODEL_NAMES = ("pop", "itemknn", "itemknn-seq", "als", "als-numpy", "als-implicit", "sasrec", "sasrec+knn")
+DEFAULT_MODELS = ("pop", "itemknn", "itemknn-seq", "als", "sasrec+knn")
 
 
 def make_model(name: str, *, epochs: int = 200, seed: int = 0) -> Recommender:
@@ -36,6 +37,8 @@ def make_model(name: str, *, epochs: int = 200, seed: int = 0) -> Recommender:
         return model
     if name == "sasrec":
         return SASRec(epochs=epochs, seed=seed)
+    if name == "sasrec+knn":
+        return Blend(SASRec(epochs=epochs, seed=seed), make_model("itemknn-seq"), name="sasrec+knn")
     raise ValueError(f"unknown model {name!r} (choose from {', '.join(MODEL_NAMES)})")
 
 
@@ -48,6 +51,7 @@ def recommend(model: Recommender, history: Sequence[int], k: int = 10) -> list[i
 
 __all__ = [
     "ALS",
+    "Blend",
     "DEFAULT_MODELS",
     "MODEL_NAMES",
     "ItemKNN",

@@ -10,8 +10,8 @@ Choices that mattered on MovieLens latest-small (671 users, so validation is noi
 
 * ``max_len`` 200 beat 50 and 100 (valid NDCG@10 ~0.08 vs ~0.065);
 * ``crop="all"``: each epoch cuts every user's whole history into consecutive windows at a random
-  offset, so every interaction is a target once per epoch (test NDCG@10 0.068 +- 0.003 over 6 seeds
-  against 0.058-0.061 for one random window per user);
+  offset, so every interaction is a target once per epoch (test NDCG@10 0.065 +- 0.004 over 6 seeds
+  against 0.056-0.061 for one random window per user);
 * ``mask_seen``: each position's softmax leaves out the items already seen in its window, as the
   evaluation leaves out the history; an item output bias, label smoothing, one head, more width or
   depth, and EMA decay 0.995 all stayed within seed noise of the default;
