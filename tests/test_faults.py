@@ -2,7 +2,11 @@
 
 The gateway runs over the real ModelHub: ``down`` points at a closed port, ``up``/``flaky-up`` at a
 second live gateway (the fake hub of test_gateway) reached through the real OpenAI upstream engine,
-and ``crashy`` is an in-process engine that raises part-way through a stream.
+and ``crashy`` is an in-process engine that dies part-way through an answer when the prompt says
+"crash"; the hub then retires it and builds a new one. The gateway also serves ``/v1/support/chat``
+with an agent-mode support desk on ``crashy``.
+
+SIGKILL during support-domain write turns is in test_support_persistence.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,25 +31,37 @@ from concierge import config, tenancy
 from concierge.gateway.app import create_app
 from concierge.gateway.settings import GatewaySettings
 from concierge.models.deployment import AliasSpec, parse_deployment
-from concierge.models.engine import EngineInfo
-from concierge.models.hub import ModelHub, build_engine
+from concierge.models.engine import EngineInfo, ModelError
+from concierge.models.hub import CallRecord, ModelHub, build_engine
 from concierge.store import db
 from concierge.store.tables import Conversation, Message, UsageRecord
+from concierge.support.session import SupportSession
 from test_gateway import FakeHub, LiveServer, _free_port  # tests/ is on sys.path under pytest
 
 UPSTREAM_KEY_ENV = "CONCIERGE_TEST_FAULTS_UPSTREAM_KEY"
 
 
 class CrashingEngine:
-    """An in-process engine whose stream raises after two chunks when the prompt says "crash"."""
+    """An in-process engine that dies when the prompt says "crash": its stream after two chunks, a
+    whole answer at once. Each one is numbered (``chatcmpl-c<serial>`` ids) and kept in BUILT."""
+
+    BUILT: list[CrashingEngine] = []
+    _lock = threading.Lock()
 
     def __init__(self, spec: AliasSpec) -> None:
+        time.sleep(0.02)  # loading takes a while: widens the window for concurrent restarts
         self.info = EngineInfo(kind="llama.cpp", model="crashy", context_length=4096, capabilities={"chat"})
+        self.closed = False
+        with CrashingEngine._lock:
+            self.serial = len(CrashingEngine.BUILT)
+            CrashingEngine.BUILT.append(self)
 
     def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        if "crash" in str(request["messages"][-1].get("content")):
+            raise RuntimeError("llama_decode failed: /secret/path/model.gguf")
         message = {"role": "assistant", "content": "fine"}
         return {
-            "id": "chatcmpl-c",
+            "id": f"chatcmpl-c{self.serial}",
             "object": "chat.completion",
             "created": 0,
             "model": "crashy",
@@ -54,7 +71,7 @@ class CrashingEngine:
 
     def stream_chat(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         crash = "crash" in str(request["messages"][-1].get("content"))
-        base = {"id": "chatcmpl-c", "object": "chat.completion.chunk", "created": 0, "model": "crashy"}
+        base = {"id": f"chatcmpl-c{self.serial}", "object": "chat.completion.chunk", "created": 0, "model": "crashy"}
         yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
         for i, word in enumerate(["all", "is", "well", "here"]):
             if crash and i == 2:
@@ -67,7 +84,7 @@ class CrashingEngine:
         raise NotImplementedError
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 def _factory(spec: AliasSpec) -> Any:
@@ -97,9 +114,12 @@ def upstream(home: Path) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="module")
-def gateway(upstream: LiveServer, key: str) -> Iterator[tuple[LiveServer, str]]:
-    closed_port = _free_port()  # nothing listens there
-    down_url = f"http://127.0.0.1:{closed_port}/v1"
+def down_url() -> str:
+    return f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+
+
+@pytest.fixture(scope="module")
+def hub(upstream: LiveServer, down_url: str) -> Iterator[ModelHub]:
     deployment = parse_deployment(
         {
             "models": {
@@ -116,10 +136,34 @@ def gateway(upstream: LiveServer, key: str) -> Iterator[tuple[LiveServer, str]]:
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(UPSTREAM_KEY_ENV, tenancy.create_key("upstream-client").key)
-        hub = ModelHub(deployment, engine_factory=_factory)
-        with LiveServer(create_app(hub, GatewaySettings())) as server:
-            yield server, down_url
-        hub.close()
+        model_hub = ModelHub(deployment, engine_factory=_factory)
+        yield model_hub
+        model_hub.close()
+
+
+@pytest.fixture(scope="module")
+def support(hub: ModelHub) -> SupportSession:
+    """An agent-mode support desk on the crashy engine (the homestay demo domain)."""
+    return SupportSession(hub, alias="crashy", default_mode="agent")
+
+
+def _no_shop(tenant: str, catalog: str) -> Any:
+    raise LookupError("this gateway serves no shop")
+
+
+@pytest.fixture(scope="module")
+def gateway(hub: ModelHub, support: SupportSession, down_url: str, key: str) -> Iterator[tuple[LiveServer, str]]:
+    from concierge.gateway.routes_support import support_router
+    from concierge.web.services import WebServices
+
+    services = WebServices(
+        hub=hub, shop_assistant=_no_shop, support_session=lambda: support, support_domain="homestay",
+        support_mode="agent",
+    )
+    app = create_app(hub, GatewaySettings())
+    app.include_router(support_router(services, model_alias="crashy"))
+    with LiveServer(app) as server:
+        yield server, down_url
 
 
 def _chat(url: str, key: str, model: str, content: str = "hello", stream: bool = False) -> httpx.Response:
@@ -165,6 +209,97 @@ def test_engine_failure_mid_stream_ends_cleanly(gateway, key: str, alias: str) -
     again = _chat(server.url, key, "crashy" if alias == "crashy" else "up", content="hi", stream=True)
     assert again.status_code == 200 and _events(again)[-1] == "[DONE]"
     assert all("error" not in json.loads(e) for e in _events(again)[:-1])
+
+
+def test_a_dead_engine_is_replaced_by_a_new_one_on_the_next_request(gateway, hub: ModelHub, key: str) -> None:
+    server, _ = gateway
+    records: list[CallRecord] = []
+    hub.add_observer(records.append)
+    try:
+        assert _chat(server.url, key, "crashy", content="hi", stream=True).status_code == 200
+        first = hub.engine("crashy")
+        restarts = hub.engine_restarts.get("crashy", 0)
+        response = _chat(server.url, key, "crashy", content="please crash now", stream=True)
+        events = _events(response)
+        assert response.status_code == 200 and events[-1] == "[DONE]"
+        error = json.loads(events[-2])["error"]  # the clean SSE error event
+        assert set(error) == {"message", "type", "param", "code"} and "/secret/path" not in response.text
+        # The engine was retired, closed and counted once; nothing serves from it any more.
+        assert hub.engine_restarts["crashy"] == restarts + 1 and first.closed
+        assert "crashy" not in hub.loaded()
+        assert [r.engine_restarted for r in records if r.alias == "crashy"] == [False, True]
+        operator = tenancy.create_key("ops", scope="operator").key
+        metrics = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {operator}"}).text
+        assert 'concierge_engine_restarts_total{model="crashy"}' in metrics
+        again = _chat(server.url, key, "crashy", content="hi again", stream=True)
+        second = hub.engine("crashy")
+        assert second is not first and not second.closed
+        assert json.loads(_events(again)[0])["id"] == f"chatcmpl-c{second.serial}"  # served by the new one
+        assert all("error" not in json.loads(e) for e in _events(again)[:-1])
+    finally:
+        hub.remove_observer(records.append)
+
+
+def test_concurrent_failures_restart_the_engine_once(hub: ModelHub) -> None:
+    hello = {"messages": [{"role": "user", "content": "hello"}]}
+    hub.chat("crashy", hello)
+    first = hub.engine("crashy")
+    restarts = hub.engine_restarts.get("crashy", 0)
+    # Three streams in flight on the same engine when it dies: it is retired once.
+    streams = [hub.stream_chat("crashy", {"messages": [{"role": "user", "content": "crash"}]}) for _ in range(3)]
+    for stream in streams:
+        with pytest.raises(ModelError):
+            list(stream)
+    assert hub.engine_restarts["crashy"] == restarts + 1 and first.closed
+    # Many requests arrive at once: one new engine is built and serves them all.
+    built = len(CrashingEngine.BUILT)
+    answers: list[str] = []
+    threads = [threading.Thread(target=lambda: answers.append(hub.chat("crashy", hello)["id"])) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(CrashingEngine.BUILT) == built + 1 and answers == [f"chatcmpl-c{built}"] * 8
+
+
+def test_support_conversation_is_intact_after_the_engine_dies(gateway, hub: ModelHub, key: str) -> None:
+    server, _ = gateway
+
+    def turn(text: str, conversation_id: str | None = None) -> dict[str, Any]:
+        body = {"message": text, **({"conversation_id": conversation_id} if conversation_id else {})}
+        response = httpx.post(
+            server.url + "/v1/support/chat", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    first = turn("hello")
+    cid = first["conversation_id"]
+    assert first["message"] == "fine"
+    engine = hub.engine("crashy")
+    restarts = hub.engine_restarts.get("crashy", 0)
+    crashed = turn("please crash while answering", cid)  # the engine dies during this turn's answer
+    assert crashed["conversation_id"] == cid and "try again" in crashed["message"]
+    assert hub.engine_restarts["crashy"] == restarts + 1 and engine.closed
+    after = turn("hello again", cid)
+    assert after["message"] == "fine" and hub.engine("crashy") is not engine  # a new engine answered
+    with db.session_scope() as session:
+        conversation = session.get(Conversation, cid)
+        assert conversation is not None and conversation.state["version"] == 3
+        messages = session.scalars(
+            select(Message).where(Message.conversation_id == cid).order_by(Message.id)
+        ).all()
+        # Whole turns only: the earlier messages are there, the failed turn's answer is the short
+        # apology (no partial model output), and the conversation went on after it.
+        assert [(m.role, m.content) for m in messages] == [
+            ("user", "hello"),
+            ("assistant", "fine"),
+            ("user", "please crash while answering"),
+            ("assistant", crashed["message"]),
+            ("user", "hello again"),
+            ("assistant", "fine"),
+        ]
+        assert messages[3].data["usage"]["model_errors"] == 1
 
 
 # ---------------------------------------------------------------------------------------------

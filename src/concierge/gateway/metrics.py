@@ -28,6 +28,12 @@ class GatewayMetrics:
             ["model", "tenant", "endpoint", "status"],
             registry=self.registry,
         )
+        self.engine_restarts = Counter(
+            "concierge_engine_restarts",
+            "Engines retired after a fatal error (a new one starts on the next request)",
+            ["model"],
+            registry=self.registry,
+        )
         self.tokens = Counter(
             "concierge_tokens",
             "Tokens processed (in = prompt, out = completion)",
@@ -54,6 +60,8 @@ class GatewayMetrics:
 
     def observe_call(self, record: CallRecord) -> None:
         tenant = record.tenant or NO_TENANT
+        if getattr(record, "engine_restarted", False):
+            self.engine_restarts.labels(record.alias).inc()
         if record.prompt_tokens:
             self.tokens.labels(record.alias, tenant, "in").inc(record.prompt_tokens)
         if record.completion_tokens:

@@ -13,6 +13,7 @@ INTERFACE CONTRACT (other packages code against exactly this):
     hub.chat(alias, request, tenant=None) -> dict     # OpenAI chat.completion dict
     hub.stream_chat(alias, request, tenant=None) -> Iterator[dict]   # chunks, last has usage
     hub.embed(alias, texts, tenant=None) -> tuple[list[list[float]], int]
+    hub.engine_restarts -> dict[str, int]             # restarts per alias (see below)
     hub.close()
     ModelHub.from_config(path_or_None) -> ModelHub    # None: the embedded default deployment
 
@@ -20,6 +21,13 @@ Engines are built lazily, once per distinct source (aliases with the same file o
 the same settings share one engine), under a per-source lock so concurrent first calls
 load a model once. ``stream_chat`` checks the alias and starts the engine before it
 returns, so a bad alias or a missing file raises at the call, not at the first chunk.
+
+Engine restart: when a call fails because the engine itself is gone (see
+:func:`is_fatal_engine_error`: its process or server died, not a bad request), the hub drops that
+engine from its table, closes it and logs one line; the next request builds a new one from the
+alias's spec, under the same per-source lock, so concurrent requests restart it once. Restarts are
+counted per alias in ``hub.engine_restarts`` and flagged on the failed call's
+``CallRecord.engine_restarted``, which the gateway's observer turns into a Prometheus counter.
 
 Format parsing (per alias ``parse: true | false | auto``, default auto): llama.cpp parses
 reasoning and tool calls itself, so auto never re-parses its output; for an upstream, auto
@@ -88,6 +96,7 @@ class CallRecord:
     status: int = 200
     error: str | None = None
     stream: bool = False
+    engine_restarted: bool = False  # this failure retired the engine; the next call builds a new one
 
 
 Observer = Callable[[CallRecord], None]
@@ -150,6 +159,26 @@ def build_engine(spec: AliasSpec) -> Engine:
     return LlamaCppEngine(path, **kwargs)
 
 
+def is_fatal_engine_error(exc: BaseException, spec: AliasSpec) -> bool:
+    """Whether ``exc`` means the engine serving ``spec`` is gone (restart it), not a bad request.
+
+    An error may say so itself with a boolean ``fatal`` attribute. Otherwise: an exception that
+    escaped the engine's own error mapping (not a :class:`ModelError`) leaves the engine in an
+    unknown state, so it is not reused; an :class:`EngineUnavailableError` from an engine that
+    runs here (llama.cpp, ONNX) means its server is down. An upstream URL's 503 is not fatal: the
+    server is someone else's, and a new client would not bring it back. Request errors (4xx) and
+    a model's 500 answers never are, so a crafted request cannot make the hub reload a model.
+    """
+    flag = getattr(exc, "fatal", None)
+    if isinstance(flag, bool):
+        return flag
+    if isinstance(exc, ModelFileMissingError):
+        return False
+    if isinstance(exc, EngineUnavailableError):
+        return spec.source != "url"
+    return not isinstance(exc, ModelError)
+
+
 def _usage_tokens(usage: Any) -> tuple[int, int]:
     if not isinstance(usage, dict):
         return 0, 0
@@ -178,6 +207,7 @@ class ModelHub:
         self._building: dict[tuple[Any, ...], threading.Lock] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self.engine_restarts: dict[str, int] = {}  # alias -> engines retired after a fatal error
 
     @classmethod
     def from_config(
@@ -280,6 +310,37 @@ class ModelHub:
                     self._engines[key] = engine
         return engine
 
+    def _engine_failed(self, spec: AliasSpec, engine: Engine, exc: BaseException, record: CallRecord) -> None:
+        """Retire ``engine`` after a fatal error (once, however many calls saw it fail)."""
+        if not is_fatal_engine_error(exc, spec):
+            return
+        key = spec.engine_key()
+        with self._lock:
+            if self._engines.get(key) is not engine:
+                return  # another call retired it already (or the hub closed)
+            del self._engines[key]
+            self.engine_restarts[spec.alias] = self.engine_restarts.get(spec.alias, 0) + 1
+        record.engine_restarted = True
+        message = (str(getattr(exc, "message", None) or exc).splitlines() or [""])[0][:200]
+        log.warning(
+            "engine for %r (%s) died (%s: %s); closed it, a new one starts on the next request",
+            spec.alias, spec.source_label, type(exc).__name__, message,
+        )
+        try:
+            engine.close()
+        except Exception:  # noqa: BLE001 - a dead engine may fail to close; the restart matters more
+            log.exception("closing the failed engine for %r failed", spec.alias)
+
+    def _watched(
+        self, spec: AliasSpec, engine: Engine, chunks: Iterator[dict[str, Any]], record: CallRecord
+    ) -> Iterator[dict[str, Any]]:
+        """``chunks`` as they come; an error raised by the engine's stream may retire the engine."""
+        try:
+            yield from chunks
+        except Exception as exc:
+            self._engine_failed(spec, engine, exc, record)
+            raise
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -378,7 +439,12 @@ class ModelHub:
         try:
             spec = self._checked(alias, "chat")
             engine = self._engine_for(spec)
-            response = copy.deepcopy(engine.chat({**request, "model": alias, "stream": False}))
+            try:
+                raw = engine.chat({**request, "model": alias, "stream": False})
+            except Exception as exc:
+                self._engine_failed(spec, engine, exc, record)
+                raise
+            response = copy.deepcopy(raw)
             self._parse_response(spec, response, request)
         except Exception as exc:
             error = self._fail(record, started, exc)
@@ -404,19 +470,24 @@ class ModelHub:
         try:
             spec = self._checked(alias, "chat")
             engine = self._engine_for(spec)
-            chunks = engine.stream_chat({**request, "model": alias, "stream": True})
+            try:
+                chunks = engine.stream_chat({**request, "model": alias, "stream": True})
+            except Exception as exc:
+                self._engine_failed(spec, engine, exc, record)
+                raise
         except Exception as exc:
             error = self._fail(record, started, exc)
             if error is exc:
                 raise
             raise error from exc
         fmt, mode = self._format(spec, request)
-        return self._stream(alias, spec, chunks, fmt, mode, request, record, started)
+        return self._stream(alias, spec, engine, chunks, fmt, mode, request, record, started)
 
     def _stream(
         self,
         alias: str,
         spec: AliasSpec,
+        engine: Engine,
         chunks: Iterator[dict[str, Any]],
         fmt: ChatFormat | None,
         mode: str,
@@ -450,7 +521,7 @@ class ModelHub:
 
         last: dict[str, Any] = {}
         try:
-            for chunk in chunks:
+            for chunk in self._watched(spec, engine, chunks, record):
                 chunk = copy.deepcopy(chunk)
                 chunk["model"] = alias
                 last = chunk
@@ -520,7 +591,11 @@ class ModelHub:
             ):
                 raise BadRequestError("input must be a list of strings", param="input")
             engine = self._engine_for(spec)
-            vectors, tokens = engine.embed(list(texts))
+            try:
+                vectors, tokens = engine.embed(list(texts))
+            except Exception as exc:
+                self._engine_failed(spec, engine, exc, record)
+                raise
         except Exception as exc:
             error = self._fail(record, started, exc)
             if error is exc:

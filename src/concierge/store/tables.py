@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from concierge.store.db import Base
@@ -104,4 +105,31 @@ class TenantBudget(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tokens_per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class DomainRecord(Base):
+    """A support domain's record as live conversations left it: the per-tenant overlay on its source data.
+
+    Only records that differ from the source (``db.json`` or the generated demo db) are stored;
+    ``record`` is NULL for a deleted one. ``version`` is the revision of the (scope, domain) that
+    last wrote the row. The row with empty ``table_name`` and ``record_key`` is the head: it holds
+    the latest revision, and updating it first serialises writers across gateway replicas.
+    ``scope`` is the tenant's name ('' for none) rather than ``tenant_id`` alone, because unique
+    constraints treat NULLs as distinct and a conversation's tenant may have no ``tenants`` row.
+    """
+
+    __tablename__ = "domain_records"
+    __table_args__ = (
+        UniqueConstraint("scope", "domain", "table_name", "record_key", name="uq_domain_records_key"),
+        Index("ix_domain_records_revision", "scope", "domain", "version"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), index=True, nullable=True)
+    scope: Mapped[str] = mapped_column(String(100), default="")
+    domain: Mapped[str] = mapped_column(String(50))
+    table_name: Mapped[str] = mapped_column(String(100))
+    record_key: Mapped[str] = mapped_column(String(200))
+    record: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

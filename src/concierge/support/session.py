@@ -7,24 +7,41 @@ position) lives in ``Conversation.state``, so any process (another gateway repli
 same one after a restart) can take the next turn. A handoff to a person is queued in the
 ``handoffs`` table and the conversation's status becomes ``handoff``.
 
-Domain databases are held in memory per process (one :class:`Domain` per name); writes made
-by tools are not persisted across restarts by this module.
+Domain writes are persisted too. Each tenant has its own copy of a domain: the source data
+(``db.json``, or the generated demo db) plus an overlay of the records live conversations changed,
+stored in ``domain_records`` (one row per changed record). A turn runs on a private fork of the
+tenant's copy; the records it changed (the fork's diff) are written in the SAME transaction as the
+turn's messages and conversation state, so after a crash either both the reply and the write
+exist or neither does. Only once that transaction commits are the changes applied to the
+in-memory copy; a failed transaction drops the fork, so memory never runs ahead of the database.
+
+Several processes (gateway replicas) share the database. At the start of each turn a process
+loads the overlay rows written since the revision it holds (one indexed query that returns nothing
+when nothing changed), so a turn never starts from stale data. Writers bump the (tenant, domain)
+head row first, which serialises them across processes; a turn whose changed records were written
+by someone else while it ran fails with :class:`DomainConflict` (HTTP 409: send the message
+again) instead of overwriting them. The τ² evaluator (``evals``, ``replay``) uses domains directly
+and persists nothing. A domain object passed in ``domains=`` serves as the no-tenant copy itself.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import threading
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from concierge.store.db import session_scope
-from concierge.store.tables import Conversation, Handoff, Message, Tenant
+from concierge.store.tables import Conversation, DomainRecord, Handoff, Message, Tenant, utcnow
 from concierge.support.agent import ToolAgent, TurnResult
+from concierge.support.domain import DbSource, load_domain
 from concierge.support.guardrails import GuardRules, result_text
 from concierge.support.guided import FLOWS_DIR, GuidedAgent, load_flows
 
@@ -37,6 +54,10 @@ class ConversationNotFound(LookupError):
 
 class ConversationConflict(RuntimeError):
     """Another process answered the same conversation at the same time; retry the message."""
+
+
+class DomainConflict(ConversationConflict):
+    """Another conversation changed the same records while this turn ran; nothing was saved, retry."""
 
 
 def guard_rules(domain_name: str) -> GuardRules:
@@ -80,6 +101,30 @@ def default_data_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+@dataclass
+class _Live:
+    """One tenant's copy of a domain: source data plus the stored overlay up to revision ``rev``.
+
+    ``domain.db`` only changes under ``lock``, and only by replacing records (never mutating one in
+    place), so a fork taken under the lock stays a consistent snapshot while the copy moves on.
+    """
+
+    domain: Any
+    rev: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class _Writes:
+    """What one turn changed in its domain, to store with the turn's messages."""
+
+    domain: str
+    scope: str
+    tenant_id: int | None
+    base_rev: int  # the revision the turn's fork was taken at
+    changes: dict[str, dict[str, Any]]  # Domain.diff() shape: {table: {key: record or None}}
+
+
 class SupportSession:
     """Support conversations over a model hub, persisted through ``concierge.store``."""
 
@@ -104,23 +149,73 @@ class SupportSession:
         self.default_mode = default_mode
         self.use_model = use_model
         self.max_steps = max_steps
+        # Given or loaded domains; each one is also the no-tenant copy (so a caller's object sees writes).
         self._domains: dict[str, Any] = dict(domains or {})
+        self._bases: dict[str, Any] = {}  # domain -> DbSource that tenants' copies start from
+        self._live: dict[tuple[str, str], _Live] = {}  # (scope, domain) -> that tenant's copy
         self._lock = threading.Lock()
         self._conversation_locks: dict[str, threading.Lock] = {}
 
     # -- domains
 
-    def domain(self, name: str) -> Any:
-        """The process-wide Domain for ``name`` (loaded on first use)."""
+    def _template(self, name: str) -> Any:
         with self._lock:
             if name not in self._domains:
-                from concierge.support.domain import load_domain
-
                 self._domains[name] = load_domain(name, self.data_dir)
-            domain = self._domains[name]
-            if not isinstance(domain, _SerialDomain):
-                domain = self._domains[name] = _SerialDomain(domain)
-            return domain
+            return self._domains[name]
+
+    def _copy_for(self, name: str, scope: str) -> _Live:
+        template = self._template(name)
+        with self._lock:
+            live = self._live.get((scope, name))
+            if live is None:
+                base = self._bases.get(name)
+                if base is None:
+                    base = self._bases[name] = _base_source(template)
+                domain = template if scope == "" else dataclasses.replace(
+                    template, db=base.fresh(), source=base, _initial=None
+                )
+                live = self._live[(scope, name)] = _Live(domain)
+            return live
+
+    def domain(self, name: str, tenant: int | str | None = None) -> Any:
+        """The tenant's copy of domain ``name`` (loaded on first use), with every stored write applied.
+
+        Read it freely; change it only through conversations (a direct change would not be stored).
+        """
+        if isinstance(tenant, int):
+            with session_scope(self.db_url) as db:
+                tenant = _tenant(db, tenant)[1]
+        scope = tenant or ""
+        live = self._copy_for(name, scope)
+        with live.lock:
+            self._sync(live, name, scope)
+        return live.domain
+
+    def _sync(self, live: _Live, name: str, scope: str) -> None:
+        """Apply the overlay rows written since ``live.rev`` (call with ``live.lock`` held)."""
+        with session_scope(self.db_url) as db:
+            rows = db.execute(
+                select(DomainRecord.table_name, DomainRecord.record_key, DomainRecord.record, DomainRecord.version)
+                .where(DomainRecord.scope == scope, DomainRecord.domain == name, DomainRecord.version > live.rev)
+            ).all()
+        changes: dict[str, dict[str, Any]] = {}
+        top = live.rev
+        for table, key, record, version in rows:
+            top = max(top, int(version))
+            if table:  # the head row ('' / '') only carries the revision
+                changes.setdefault(table, {})[key] = record
+        _apply(live.domain.db, changes)
+        live.rev = top
+
+    def _fork(self, name: str, scope: str) -> tuple[Any, _Live, int]:
+        """A private copy of the tenant's domain, fresh from the database, for one turn."""
+        live = self._copy_for(name, scope)
+        with live.lock:
+            self._sync(live, name, scope)
+            snapshot = _Snapshot(live.domain.db, getattr(live.domain.source, "label", name))
+            fork = dataclasses.replace(live.domain, db=snapshot.fresh(), source=snapshot, _initial=None)
+            return fork, live, live.rev
 
     # -- conversations
 
@@ -129,7 +224,7 @@ class SupportSession:
         mode = mode or self.default_mode
         if mode not in MODES:
             raise ValueError(f"unknown support mode {mode!r}; use one of: {', '.join(MODES)}")
-        self.domain(domain)  # fail now, not on the first message, if the domain cannot load
+        self._template(domain)  # fail now, not on the first message, if the domain cannot load
         conversation_id = uuid.uuid4().hex
         with session_scope(self.db_url) as db:
             tenant_id, tenant_name = _tenant(db, tenant)
@@ -158,7 +253,9 @@ class SupportSession:
     ) -> dict[str, Any]:
         """Run one turn. Returns ``{conversation_id, message, actions, status}``.
 
-        ``tenant`` (when given) must own the conversation, else ConversationNotFound.
+        ``tenant`` (when given) must own the conversation, else ConversationNotFound. Raises
+        ConversationConflict (or DomainConflict) when another process got there first; then
+        nothing of this turn was saved, in the database or in memory.
         """
         with self._conversation_lock(conversation_id):
             with session_scope(self.db_url) as db:
@@ -167,6 +264,7 @@ class SupportSession:
                     raise ConversationNotFound(f"no support conversation {conversation_id}")
                 state = copy.deepcopy(conv.state or {})
                 status = conv.status
+                tenant_id = conv.tenant_id
             version = int(state.get("version", 0))
             if status in ("handoff", "human", "closed"):
                 # A person owns the case now: keep the message for them, do not run the agent.
@@ -175,9 +273,10 @@ class SupportSession:
                 )
                 self._save(conversation_id, version, state, user_text, result, run_agent=False)
                 return {"conversation_id": conversation_id, **result.to_dict()}
-            domain = self.domain(state["domain"])
+            name, scope = state["domain"], str(state.get("tenant") or "")
+            fork, live, base_rev = self._fork(name, scope)
             agent = build_agent(
-                domain,
+                fork,
                 state.get("mode", self.default_mode),
                 self.hub,
                 self.alias,
@@ -186,7 +285,17 @@ class SupportSession:
                 use_model=self.use_model,
             )
             result = agent.respond(state, user_text)
-            self._save(conversation_id, version, state, user_text, result, run_agent=True)
+            changes = fork.diff()
+            writes = _Writes(name, scope, tenant_id, base_rev, changes) if changes else None
+            revision = self._save(conversation_id, version, state, user_text, result, run_agent=True, writes=writes)
+            if writes is not None and revision is not None:
+                with live.lock:
+                    # Skip when a sync already went past this revision: it brought these records
+                    # (or newer ones) from the database.
+                    if revision > live.rev:
+                        _apply(live.domain.db, changes)
+                        if revision == live.rev + 1:
+                            live.rev = revision
             return {"conversation_id": conversation_id, **result.to_dict()}
 
     def chat(
@@ -216,13 +325,22 @@ class SupportSession:
         result: TurnResult,
         *,
         run_agent: bool,
-    ) -> None:
+        writes: _Writes | None = None,
+    ) -> int | None:
+        """Store the turn (and its domain writes) in one transaction; returns the domain revision written."""
         with session_scope(self.db_url) as db:
-            conv = db.get(Conversation, conversation_id, with_for_update=True)
+            # Writing first takes the conversation's row lock (Postgres) or the database write lock
+            # (SQLite: its implicit transaction starts at the first write), so the version check below
+            # cannot interleave with another process's save.
+            touched = db.execute(
+                update(Conversation).where(Conversation.id == conversation_id).values(updated_at=utcnow())
+            ).rowcount
+            conv = db.get(Conversation, conversation_id, with_for_update=True) if touched else None
             if conv is None:
                 raise ConversationNotFound(f"no support conversation {conversation_id}")
             if int((conv.state or {}).get("version", 0)) != version:
                 raise ConversationConflict(f"conversation {conversation_id} changed while this turn ran")
+            revision = _store_writes(db, writes) if writes is not None else None
             db.add(Message(conversation_id=conversation_id, role="user", content=user_text))
             for action in result.actions:
                 db.add(
@@ -260,6 +378,8 @@ class SupportSession:
                 conv.status = "handoff"
             state["status"] = conv.status
             conv.state = state  # a new object, so SQLAlchemy sees the JSON change
+        return revision
+
 
     # -- read side (operator console, tests)
 
@@ -298,25 +418,6 @@ class SupportSession:
             ]
 
 
-class _SerialDomain:
-    """A domain shared by concurrent conversations: one tool call at a time.
-
-    Tools mutate plain dicts (and roll back on error); two writes interleaving in threads could
-    corrupt that, so calls are serialised. Everything else is delegated unchanged.
-    """
-
-    def __init__(self, domain: Any) -> None:
-        self._domain = domain
-        self._call_lock = threading.Lock()
-
-    def call(self, name: str, arguments: Any = None) -> Any:
-        with self._call_lock:
-            return self._domain.call(name, arguments)
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._domain, attr)
-
-
 def _tenant(db: Any, tenant: int | str | None) -> tuple[int | None, str | None]:
     if tenant is None:
         return None, None
@@ -332,3 +433,105 @@ def _owned(db: Any, conv: Conversation, tenant: int | str | None) -> bool:
         return True
     tenant_id, _ = _tenant(db, tenant)
     return conv.tenant_id == tenant_id
+
+
+# --------------------------------------------------------------------------- domain copies and overlay
+
+
+class _Snapshot(DbSource):
+    """A tenant copy's tables as they are now, for a fork to copy-on-write from.
+
+    Unlike :class:`DbSource`, the records are shared, not copied: forking costs one dict copy per
+    table. That is safe because a tenant copy's records are only ever replaced, never changed in
+    place, and the fork's write tools copy a shared record before changing it.
+    """
+
+    def __init__(self, tables: dict[str, Any], label: str = "") -> None:
+        self.label = label
+        self.pristine = {
+            name: dict(table) if isinstance(table, dict) else copy.deepcopy(table) for name, table in tables.items()
+        }
+        self._fragments = None
+
+
+def _base_source(template: Any) -> DbSource:
+    """The source tenants' copies start from: the domain's own, unless the given object was changed."""
+    source = getattr(template, "source", None)
+    if source is not None and not template.diff():
+        return source
+    return DbSource(template.db, f"{template.name} (as given)")
+
+
+def _apply(db: dict[str, Any], changes: dict[str, dict[str, Any]]) -> None:
+    """Put changed records (``Domain.diff`` shape; None deletes) into ``db``, replacing, never mutating."""
+    for table, records in changes.items():
+        current = db.get(table)
+        if not isinstance(current, dict) and "*" in records:  # diff's form for a table that is not a dict
+            db[table] = records["*"]
+            continue
+        if not isinstance(current, dict):
+            current = db[table] = {}
+        for key, record in records.items():
+            if record is None:
+                current.pop(key, None)
+            else:
+                current[key] = record
+
+
+def _store_writes(db: Any, writes: _Writes) -> int:
+    """Store one turn's changed records as a new revision of (tenant, domain); returns the revision.
+
+    Runs inside the turn's transaction, so the records commit with its messages or not at all.
+    """
+    in_scope = (DomainRecord.scope == writes.scope, DomainRecord.domain == writes.domain)
+    head = (*in_scope, DomainRecord.table_name == "", DomainRecord.record_key == "")
+    now = utcnow()
+    # Bumping the head row locks it (Postgres): writers of one tenant's domain commit one at a time.
+    bumped = db.execute(
+        update(DomainRecord).where(*head).values(version=DomainRecord.version + 1, updated_at=now)
+    ).rowcount
+    if not bumped:
+        db.add(
+            DomainRecord(
+                tenant_id=writes.tenant_id, scope=writes.scope, domain=writes.domain, table_name="",
+                record_key="", record=None, version=1, updated_at=now,
+            )
+        )
+        try:
+            db.flush()
+        except IntegrityError as exc:  # another process created the head at the same moment
+            raise DomainConflict(f"{writes.domain}: another conversation wrote at the same time") from exc
+    revision = int(db.scalar(select(DomainRecord.version).where(*head)))
+    if revision - 1 > writes.base_rev:
+        # Others wrote since this turn's fork: fine, unless they wrote a record this turn changed.
+        mine = {(table, key) for table, records in writes.changes.items() for key in records}
+        newer = db.execute(
+            select(DomainRecord.table_name, DomainRecord.record_key).where(
+                *in_scope, DomainRecord.version > writes.base_rev, DomainRecord.table_name != ""
+            )
+        ).all()
+        clash = sorted(f"{table}/{key}" for table, key in newer if (table, key) in mine)
+        if clash:
+            raise DomainConflict(
+                f"{writes.domain}: {', '.join(clash[:5])} changed in another conversation while this turn ran"
+            )
+    wanted = or_(
+        *(
+            and_(DomainRecord.table_name == table, DomainRecord.record_key.in_(list(records)))
+            for table, records in writes.changes.items()
+        )
+    )
+    existing = {(row.table_name, row.record_key): row for row in db.scalars(select(DomainRecord).where(*in_scope, wanted))}
+    for table, records in writes.changes.items():
+        for key, record in records.items():
+            row = existing.get((table, key))
+            if row is None:
+                db.add(
+                    DomainRecord(
+                        tenant_id=writes.tenant_id, scope=writes.scope, domain=writes.domain, table_name=table,
+                        record_key=key, record=record, version=revision, updated_at=now,
+                    )
+                )
+            else:
+                row.record, row.version, row.updated_at = record, revision, now
+    return revision
