@@ -31,3 +31,11 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from concierge.models.tiny_gguf import build_tiny_qwen2_gguf
 
     return build_tiny_qwen2_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny-qwen2.gguf")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Browser tests are those that take the Playwright `browser` fixture; marking them here lets a
+    # run leave them out with -m "not browser" (the PostgreSQL run in .ci/run does).
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
