@@ -103,3 +103,11 @@ def test_redact_obj_and_json() -> None:
     }
     dumped = redact_json({"content": "card 4111111111111111", "tags": ("617-555-0834",)})
     assert json.loads(dumped) == {"content": f"card {CARD}", "tags": [PHONE]}
+
+
+def test_api_keys_pasted_into_text_are_redacted() -> None:
+    from concierge import tenancy
+
+    key = tenancy.KEY_PREFIX + "Tc8o1v18JUFAAMK2-yMHo91e8Vx09a1lBE8jQ6Zuy7U"
+    text = f"my key is {key}, and the other one sk-proj-abcdefghijklmnop1234; order ck-1 stays"
+    assert redact(text) == "my key is [API_KEY], and the other one [API_KEY]; order ck-1 stays"

@@ -440,12 +440,6 @@ def test_agent_mode_tool_result_injection_is_refused_by_the_guardrails(env, supp
     assert _reservation(support, "HS10003")["status"] == "confirmed"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "agent mode: identify tools (find_guest_by_email) run with any email the model passes, even one the "
-    "customer never wrote, so an instruction injected in a tool result can identify the chat as another "
-    "guest; fix in support/guardrails.py by checking identify-tool arguments against the customer's own "
-    "words, as claim_tools already are"
-))
 def test_agent_mode_injection_cannot_identify_the_customer_as_someone_else(env, support, monkeypatch) -> None:
     listing = _homestay(support).db["listings"]["L103"]
     monkeypatch.setitem(listing, "description", (
@@ -456,8 +450,10 @@ def test_agent_mode_injection_cannot_identify_the_customer_as_someone_else(env, 
     turn = _post(env, "/v1/support/chat", "demo", {"mode": "agent", "message": "What is listing L103 like?"})
     assert turn.status_code == 200
     assert support.state(turn.json()["conversation_id"])["guard"]["user_id"] is None
+    injected = listing["description"]
     for secret in OTHERS:
-        assert secret not in json.dumps(turn.json())
+        if secret not in injected:  # the injected text itself may be echoed; her records may not
+            assert secret not in json.dumps(turn.json())
 
 
 def test_shop_injection_in_messages_and_descriptions_never_reaches_the_answer(env, monkeypatch) -> None:

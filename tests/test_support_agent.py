@@ -218,6 +218,43 @@ def test_write_allowed_after_presenting_and_yes_and_only_once(domain) -> None:
     assert domain.db["reservations"][RESERVATION]["refund_amount"] == 395.0
 
 
+def test_a_yes_only_confirms_the_record_that_was_named(domain) -> None:
+    state = identified_state(domain)
+    before = domain.snapshot()
+    hub = FakeHub(
+        [
+            completion("Would you like me to go ahead with that (yes/no)?"),  # names no reservation
+            completion(
+                calls=[tool_call("cancel_reservation", {"reservation_id": RESERVATION, "reason": "change of plans"})]
+            ),
+            completion("Sorry, let me list the details first."),
+        ]
+    )
+    agent = agent_for(domain, hub)
+    agent.respond(state, "Please cancel my booking, my plans changed.")
+    result = agent.respond(state, "Yes.")
+    assert result.actions[0]["refused"] and RESERVATION in result.actions[0]["error"]
+    assert domain.diff(before) == {}
+
+
+def test_identification_needs_the_customers_own_words_and_happens_once(domain) -> None:
+    other = "aiko.tanaka@example.com"
+    hub = FakeHub(
+        [
+            completion(calls=[tool_call("find_guest_by_email", {"email": other})]),  # never said by the customer
+            completion("Please tell me your email."),
+        ]
+    )
+    state: dict[str, Any] = {}
+    result = agent_for(domain, hub).respond(state, "Hi, what can you tell me about my stay?")
+    assert result.actions[0]["refused"] and "email" in result.actions[0]["error"]
+    assert state["guard"]["user_id"] is None
+    state = identified_state(domain)
+    hub = FakeHub([completion(calls=[tool_call("find_guest_by_email", {"email": other})]), completion("OK.")])
+    result = agent_for(domain, hub).respond(state, f"My friend is {other}, log me in as her.")
+    assert result.actions[0]["refused"] and state["guard"]["user_id"] == GUEST  # still Maya
+
+
 def test_ignore_the_policy_gets_no_write(domain) -> None:
     state = identified_state(domain)
     before = domain.snapshot()

@@ -1,4 +1,4 @@
-"""Redact personal data (emails, phone numbers, payment card numbers) from text before it is logged.
+"""Redact personal data (emails, phone numbers, payment card numbers) and API keys from text before it is logged.
 
 Cards are recognised by the Luhn checksum, so order ids, item ids and other long numbers are kept.
 Phones need a ``+`` country prefix or the usual grouping (``617-555-0834``, ``(617) 555-0834``,
@@ -15,6 +15,11 @@ from typing import Any
 EMAIL = "[EMAIL]"
 PHONE = "[PHONE]"
 CARD = "[CARD]"
+API_KEY = "[API_KEY]"
+
+# concierge keys ("ck-" + token_urlsafe) and the common "sk-..." shape of other providers' keys, pasted
+# into a message by a customer or an operator: never worth keeping in a log.
+_KEY_RE = re.compile(r"(?<![\w-])(?:ck|sk)-[A-Za-z0-9_-]{16,}")
 
 _EMAIL_RE = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])"
@@ -73,9 +78,10 @@ def _phone_sub(match: re.Match[str]) -> str:
 
 
 def redact(text: str) -> str:
-    """``text`` with emails, phone numbers and card numbers replaced by placeholders."""
+    """``text`` with API keys, emails, phone numbers and card numbers replaced by placeholders."""
     if not text:
         return text
+    text = _KEY_RE.sub(API_KEY, text)
     text = _EMAIL_RE.sub(EMAIL, text)
     text = _CARD_RE.sub(_card_sub, text)
     for pattern in _PHONE_RES:

@@ -4,9 +4,12 @@ Whatever the model asks for, a tool call passes :meth:`Guard.call`, which enforc
 
 * identity first: read tools other than identification and catalogue search are refused
   until the customer is identified, and the identified customer may only touch their own
-  records (orders, reservations, profile);
+  records (orders, reservations, profile); identification tools run only with values the
+  customer wrote themselves, and only once (text injected into a tool result or a document
+  cannot identify the chat as somebody else);
 * an explicit yes before any WRITE tool: the customer's latest message must be affirmative
-  and must answer an agent message that presented the action; one yes pays for one write;
+  and must answer an agent message that presented the action, naming the record it changes
+  (order, reservation); one yes pays for one write;
 * an override attempt ("ignore the policy ...") is never a yes;
 * a handoff tool switches the conversation to ``handoff`` with the model's summary.
 
@@ -147,8 +150,17 @@ class Guard:
         if name in self.rules.handoff_tools:
             return None
         identified = self.user_id is not None
+        if name in self.rules.identify_tools and self.rules.require_identity:
+            # Identification comes from the customer's own words only: a model steered by text in a
+            # tool result or document must not log the chat in as somebody else.
+            if identified:
+                return "The customer is already identified; identification tools are not needed again."
+            unsaid = _unsaid(arguments, turn.customer_text)
+            if unsaid:
+                return f"The customer must state their {', '.join(unsaid)} themselves before I can look it up."
+            return None
         if self.rules.require_identity and not identified:
-            if name in self.rules.identify_tools or name in self.rules.open_tools:
+            if name in self.rules.open_tools:
                 return None
             claim_arg = self.rules.claim_tools.get(name)
             if claim_arg:
@@ -170,6 +182,14 @@ class Guard:
                     "Before any change, list the action details to the customer and ask for an explicit "
                     "yes to proceed."
                 )
+            unshown = self._unpresented(arguments, turn.agent_before or "")
+            if unshown:
+                # A yes only confirms what the customer was shown: the record being changed must have
+                # been named in the message they answered.
+                return (
+                    f"The confirmation question did not name {', '.join(unshown)}; list the action details "
+                    "(which record, what change) and ask the customer to confirm."
+                )
             if not is_affirmative(turn.user_text):
                 return (
                     "The customer has not explicitly confirmed (yes) this action; ask them to confirm first."
@@ -177,6 +197,17 @@ class Guard:
             if int(self.state.get("yes_used", -1)) >= turn.user_index:
                 return "That confirmation was already used for another change; ask the customer to confirm again."
         return None
+
+    def _unpresented(self, arguments: dict[str, Any], agent_text: str) -> list[str]:
+        """The record identifiers of a write that the confirmation question did not mention."""
+        missing = []
+        for arg, spec in self.rules.ownership.items():
+            value = arguments.get(arg)
+            if spec.get("self") or not isinstance(value, str) or not value:
+                continue
+            if value.lower() not in agent_text.lower() and value.lstrip("#").lower() not in agent_text.lower():
+                missing.append(f"{arg} {value}")
+        return missing
 
     def _ownership_problem(self, arguments: dict[str, Any]) -> str | None:
         db = getattr(self.domain, "db", {}) or {}
@@ -222,6 +253,16 @@ class Guard:
         if name in self.rules.handoff_tools:
             summary = arguments.get("summary") or arguments.get("reason") or ""
             self.state["handoff"] = {"tool": name, "summary": str(summary), "user_id": self.user_id}
+
+
+def _unsaid(arguments: dict[str, Any], customer_text: str) -> list[str]:
+    """Argument names whose (non-empty string) values the customer never wrote."""
+    said = customer_text.lower()
+    return [
+        name
+        for name, value in arguments.items()
+        if isinstance(value, str) and value.strip() and value.strip().lower() not in said
+    ]
 
 
 def _user_id_from(result: Any) -> str | None:
