@@ -370,3 +370,27 @@ def test_support_chat_hands_off_and_unknown_ids(api) -> None:
     missing = client.post("/v1/support/chat", json={"message": "hi", "conversation_id": "f" * 32}, headers=headers)
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "conversation_not_found"
+
+
+def test_shop_and_support_turns_queue_on_their_model_and_answer_429_when_full(home: Path) -> None:
+    from concierge.gateway.app import create_app
+    from concierge.gateway.settings import GatewaySettings
+    from concierge.web.routes import mount_all
+
+    _, services = build_app(FakeHub())
+    app = create_app(services.hub, GatewaySettings(max_concurrent=1, max_queued=0))
+    mount_all(app, services)
+    headers = {"Authorization": f"Bearer {tenancy.create_key('demo').key}"}
+    with TestClient(app) as client:
+        held = [client.portal.call(app.state.limits.admit, "someone", alias)
+                for alias in ("shop-assistant", "support-agent")]
+        shop = client.post("/v1/shop/chat", headers=headers, json={"message": "running shoes"})
+        support = client.post("/v1/support/chat", headers=headers, json={"message": "hello"})
+        for response in (shop, support):
+            assert response.status_code == 429, response.text
+            assert int(response.headers["Retry-After"]) >= 1
+            assert response.json()["error"]["code"] == "model_overloaded"
+        for slot in held:
+            client.portal.call(slot.release)
+        assert client.post("/v1/shop/chat", headers=headers, json={"message": "running shoes"}).status_code == 200
+        assert client.post("/v1/support/chat", headers=headers, json={"message": "hello"}).status_code == 200

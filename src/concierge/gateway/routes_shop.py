@@ -37,6 +37,7 @@ from concierge.gateway.errors import (
     is_expected,
     sse_error,
 )
+from concierge.gateway.limits import Slot
 from concierge.gateway.schemas import parse
 from concierge.tenancy import Principal
 from concierge.web.services import ShopChat, ShopWarming, WebServices, role_alias
@@ -96,6 +97,12 @@ def count(request: Request, model: str, tenant: str | None, endpoint: str, statu
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.count_request(model, tenant, endpoint, status)
+
+
+async def admit(request: Request, tenant: str | None, alias: str) -> Slot:
+    """A place in ``alias``'s queue from the gateway's limits (a no-op slot where none are mounted)."""
+    limits = getattr(request.app.state, "limits", None)
+    return await limits.admit(tenant, alias) if limits is not None else Slot(None)
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
@@ -176,10 +183,16 @@ def shop_router(services: WebServices, *, model_alias: str | None = None) -> API
                 lambda: chat.prepare(tenant, req.message, catalog=req.catalog,
                                      conversation_id=req.conversation_id, shopper_id=req.shopper_id)
             )
-            if req.stream:
-                source = await in_thread(chat.start_stream, turn)  # request errors are raised here, as 4xx
-                return _stream(request, source, turn.conversation_id, tenant, model_alias)
-            answer = await in_thread(chat.answer, turn)
+            # A turn calls the model: it queues on the model's alias like /v1/chat/completions does
+            # (429 with Retry-After when the queue is full, tenant budgets checked).
+            slot = await admit(request, tenant, model_alias)
+            try:
+                if req.stream:
+                    source = await in_thread(chat.start_stream, turn)  # request errors raise here, as 4xx
+                    return _stream(request, source, turn.conversation_id, tenant, model_alias, slot)
+                answer = await in_thread(chat.answer, turn)
+            finally:
+                slot.release_unless_handed_over()
             count(request, model_alias, tenant, "shop", 200)
             return JSONResponse(_public(answer, turn.conversation_id))
         except Exception as exc:  # noqa: BLE001  (every failure becomes an OpenAI-style error body)
@@ -213,8 +226,15 @@ def shop_router(services: WebServices, *, model_alias: str | None = None) -> API
 
 
 def _stream(
-    request: Request, source: Iterator[tuple[str, Any]], conversation_id: str, tenant: str, model: str
+    request: Request,
+    source: Iterator[tuple[str, Any]],
+    conversation_id: str,
+    tenant: str,
+    model: str,
+    slot: Slot,
 ) -> Response:
+    release = slot.hand_over()  # the model's place in its queue is held until the stream ends
+
     async def events() -> AsyncIterator[str]:
         status = 499  # stays so when the client leaves before the end
         try:
@@ -244,6 +264,7 @@ def _stream(
             if close is not None:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(close)
+            release()
             count(request, model, tenant, "shop", status)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from concierge.gateway.errors import GatewayError
-from concierge.gateway.routes_shop import authenticate, count, failure, in_thread, read_json
+from concierge.gateway.routes_shop import admit, authenticate, count, failure, in_thread, read_json
 from concierge.gateway.schemas import parse
 from concierge.web.services import WebServices, role_alias, support_turn
 
@@ -68,10 +68,14 @@ def support_router(services: WebServices, *, model_alias: str | None = None) -> 
             if req.conversation_id is None and req.domain is not None and req.domain not in domain_names():
                 raise GatewayError(400, f"unknown domain {req.domain!r}; known: {', '.join(domain_names())}",
                                    param="domain", code="domain_not_found")
-            result = await in_thread(
-                lambda: support_turn(services, tenant, req.message, conversation_id=req.conversation_id,
-                                     domain=req.domain, mode=req.mode)
-            )
+            slot = await admit(request, tenant, model_alias)  # queues on the model like chat completions
+            try:
+                result = await in_thread(
+                    lambda: support_turn(services, tenant, req.message, conversation_id=req.conversation_id,
+                                         domain=req.domain, mode=req.mode)
+                )
+            finally:
+                slot.release()
             count(request, model_alias, tenant, "support", 200)
             return JSONResponse({"object": "support.turn", **result})
         except Exception as exc:  # noqa: BLE001  (every failure becomes an OpenAI-style error body)
