@@ -178,6 +178,7 @@ def evaluate(
                 "prompt_tokens": convo["usage"]["prompt_tokens"],
                 "completion_tokens": convo["usage"]["completion_tokens"],
                 "model_calls": convo["usage"]["model_calls"],
+                "model_seconds": round(convo["usage"]["model_seconds"], 3),
                 "user_tokens": int(
                     simulator.usage.get("prompt_tokens", 0) + simulator.usage.get("completion_tokens", 0)
                 ),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -56,9 +56,15 @@ def command_accuracy(
     flows: Any,
     *,
     prompt: str = "compact",
-    progress: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
+    per_example: bool = False,
 ) -> dict[str, Any]:
-    """Score ``alias`` on guided records: intent accuracy, slot precision/recall/F1 (micro), per turn."""
+    """Score ``alias`` on guided records: intent accuracy, slot precision/recall/F1 (micro), per turn.
+
+    ``progress``: True shows a rich bar; a callable gets ``(done, total)`` after each record instead.
+    With ``per_example`` the result also lists ``{"id", "intent", "tp", "fp", "fn"}`` per record, in
+    order (``intent`` 1 when exact), so callers can resample examples (bootstrap intervals).
+    """
     if prompt not in PROMPTS:
         raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, not {prompt!r}")
     guided = None
@@ -69,9 +75,11 @@ def command_accuracy(
         guided = GuidedAgent(SimpleNamespace(name=flows.domain), hub, alias, flows=flows)
     totals = {"n": 0, "intent": 0, "tp": 0, "fp": 0, "fn": 0, "parsed": 0, "errors": 0}
     by_turn: dict[str, dict[str, int]] = {}
+    rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     bar = None
-    if progress:
+    report = progress if callable(progress) else None
+    if progress is True:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         bar = Progress(
@@ -121,12 +129,24 @@ def command_accuracy(
                 bucket["fp"] += len(got_pairs - gold_pairs)
                 bucket["fn"] += len(gold_pairs - got_pairs)
             totals["parsed"] += int(predicted is not None)
+            if per_example:
+                rows.append(
+                    {
+                        "id": record.get("id"),
+                        "intent": int(hit),
+                        "tp": len(gold_pairs & got_pairs),
+                        "fp": len(got_pairs - gold_pairs),
+                        "fn": len(gold_pairs - got_pairs),
+                    }
+                )
             if bar is not None:
                 bar.advance(task)
+            if report is not None:
+                report(totals["n"], len(records))
     finally:
         if bar is not None:
             bar.stop()
-    return {
+    result = {
         "alias": alias,
         "prompt": prompt,
         **_rates(totals),
@@ -135,6 +155,9 @@ def command_accuracy(
         "by_turn": {name: _rates(bucket) for name, bucket in sorted(by_turn.items())},
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if per_example:
+        result["per_example"] = rows
+    return result
 
 
 def _rates(bucket: dict[str, int]) -> dict[str, Any]:
