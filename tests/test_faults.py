@@ -440,8 +440,9 @@ def test_read_only_database_support_api_answers_a_clean_error(tmp_path: Path) ->
             assert turn().status_code == 200
             mp.setenv("CONCIERGE_DATABASE_URL", f"sqlite:///file:{path}?mode=ro&uri=true")
             failed = turn()
-            assert failed.status_code in (500, 503), failed.text
+            assert failed.status_code == 503, failed.text
             error = failed.json()["error"]
+            assert error["code"] == "storage_unavailable"
             assert set(error) == {"message", "type", "param", "code"}
             assert "INSERT" not in error["message"] and "sqlite" not in error["message"].lower()
             mp.delenv("CONCIERGE_DATABASE_URL")
@@ -453,4 +454,73 @@ def test_read_only_database_support_api_answers_a_clean_error(tmp_path: Path) ->
         finally:
             connection.close()
         assert conversations == 2  # the refused turn left no conversation behind
+    db.reset_engines()
+
+
+# ---------------------------------------------------------------------------------------------
+# (e) a full disk
+# ---------------------------------------------------------------------------------------------
+def test_full_disk_gives_a_clean_error_and_nothing_half_written(tmp_path: Path) -> None:
+    """SQLite's ``max_page_count`` makes the database full: the same SQLITE_FULL error a full disk gives."""
+    from sqlalchemy import event
+
+    from concierge.gateway.routes_support import support_router
+    from concierge.web.services import build_demo_services
+    from test_shop_support_api import FakeHub as ShopHub
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONCIERGE_HOME", str(tmp_path))
+        mp.delenv("CONCIERGE_DATABASE_URL", raising=False)
+        mp.delenv("CONCIERGE_SUPPORT_DATA", raising=False)
+        db.reset_engines()
+        _needs_sqlite()
+        hub = ShopHub()
+        services = build_demo_services(hub, n_products=20, n_shoppers=3, use_model=False, warm=False)
+        api_key = tenancy.create_key("demo").key
+        app = create_app(hub)
+        app.include_router(support_router(services))
+        headers = {"Authorization": f"Bearer {api_key}"}
+        path = tmp_path / "concierge.db"
+        with LiveServer(app) as server:
+            def turn(text: str, cid: str | None = None) -> httpx.Response:
+                body = {"message": text, **({"conversation_id": cid} if cid else {})}
+                return httpx.post(server.url + "/v1/support/chat", json=body, headers=headers, timeout=30)
+
+            first = turn("hello")
+            assert first.status_code == 200
+            cid = first.json()["conversation_id"]
+            # From now on the database may not grow by a single page.
+            engine = db.get_engine()
+            pages = sqlite3.connect(path).execute("PRAGMA page_count").fetchone()[0]
+            engine.dispose()
+
+            def limit(dbapi_connection: Any, _record: Any) -> None:
+                dbapi_connection.execute(f"PRAGMA max_page_count={pages}")
+
+            event.listen(engine, "connect", limit)
+            # Long messages fill whatever room is left in the last pages, then a turn needs a page.
+            for _ in range(20):
+                with db.session_scope() as session:
+                    before = session.scalar(select(func.count()).select_from(Message))
+                full = turn("x" * 3900, cid)
+                if full.status_code != 200:
+                    break
+            assert full.status_code == 503, full.text
+            error = full.json()["error"]
+            assert error["code"] == "storage_unavailable" and full.headers["Retry-After"]
+            assert set(error) == {"message", "type", "param", "code"}
+            assert "INSERT" not in error["message"] and "sqlite" not in error["message"].lower()
+            with db.session_scope() as session:  # nothing of the refused turn was written
+                assert session.scalar(select(func.count()).select_from(Message)) == before
+            assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+            # Space again: the same conversation goes on.
+            event.remove(engine, "connect", limit)
+            engine.dispose()
+            again = turn("hello again", cid)
+            assert again.status_code == 200, again.text
+        connection = sqlite3.connect(path)
+        try:
+            assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        finally:
+            connection.close()
     db.reset_engines()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -42,13 +43,47 @@ def is_expected(exc: BaseException) -> bool:
     A bare 500 ``ModelError`` wraps an engine crash ("engine failed: ..."): treated as unexpected,
     so its text is logged as a type only and the caller gets the generic message.
     """
-    if isinstance(exc, GatewayError):
+    if isinstance(exc, GatewayError) or storage_unavailable(exc):
         return True
     return isinstance(exc, ModelError) and (exc.status_code < 500 or exc.code is not None)
 
 
+# SQLite's and PostgreSQL's ways of saying the store cannot take writes (full disk, read-only file
+# or server in recovery): a condition of the deployment the operator must fix, not a server bug.
+_STORAGE_TROUBLE = (
+    "database or disk is full",
+    "disk is full",
+    "readonly database",
+    "read-only transaction",
+    "no space left on device",
+    "could not extend file",
+)
+
+
+def storage_unavailable(exc: BaseException) -> bool:
+    """True for database errors that mean "the store cannot be written right now"."""
+    try:
+        from sqlalchemy.exc import InternalError, OperationalError
+    except ImportError:  # pragma: no cover - sqlalchemy is a core dependency
+        return False
+    if not isinstance(exc, OperationalError | InternalError):
+        return False
+    text = str(getattr(exc, "orig", exc)).lower()
+    return any(marker in text for marker in _STORAGE_TROUBLE)
+
+
 def from_exception(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str] | None]:
     """Status, body and headers for any exception; unknown ones become a generic 500."""
+    if storage_unavailable(exc):
+        # The operator must hear of it (a full disk does not fix itself); the caller gets a 503.
+        logging.getLogger("concierge.gateway").error("storage unavailable: %s", getattr(exc, "orig", exc))
+        body = error_body(
+            "Storage is unavailable (the database is full or read-only); nothing was saved. "
+            "Try again later.",
+            "server_error",
+            code="storage_unavailable",
+        )
+        return 503, body, {"Retry-After": "30"}
     if isinstance(exc, GatewayError):
         return exc.status_code, error_body(exc.message, exc.error_type, exc.param, exc.code), exc.headers
     if isinstance(exc, ModelError) and is_expected(exc):
