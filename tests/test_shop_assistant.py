@@ -30,7 +30,7 @@ from concierge.shop.assistant import (
     ShopRequestError,
 )
 from concierge.shop.catalog import Catalog, Product, Variant
-from concierge.shop.demo_store import generate_demo_store
+from concierge.shop.demo_store import DEMO_REQUESTS, generate_demo_store
 from concierge.shop.grounding import HardConstraints, TextChecker, validate_products
 from concierge.shop.personalize import Personalizer
 from concierge.shop.query import (
@@ -42,7 +42,7 @@ from concierge.shop.query import (
 from concierge.shop.search import HashingEmbedder, SearchIndex
 from concierge.store import db
 
-REQUESTS = yaml.safe_load((Path(__file__).parent / "shop_requests.yaml").read_text(encoding="utf-8"))
+REQUESTS = yaml.safe_load(DEMO_REQUESTS.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(autouse=True)

@@ -651,9 +651,9 @@ def test_pipeline_serves_and_registers(
 
 
 def test_shop_examples_from_written_requests(tmp_path: Path) -> None:
-    requests_file = Path(__file__).with_name("shop_requests.yaml")
+    requests_file = Path(__file__).resolve().parents[1] / "src" / "concierge" / "shop" / "demo_requests.yaml"
     if not requests_file.is_file():
-        pytest.skip("tests/shop_requests.yaml not present")
+        pytest.skip("the demo shopper requests file is not present")
     info = ds.build_dataset("shop", requests_file, tmp_path / "shop.jsonl", limit=4)
     records = ds.read_dataset(info.path)
     assert [r["turns"][0] for r in records][:2] == [

@@ -9,6 +9,7 @@ from concierge.commands.demo import demo
 from concierge.commands.eval_recsys import eval_recsys
 from concierge.commands.eval_support import eval_support
 from concierge.commands.models import app as models_app
+from concierge.commands.report import report
 from concierge.commands.shop import app as shop_app
 from concierge.commands.shop_chat import shop_chat
 
@@ -32,6 +33,7 @@ eval_app = typer.Typer(help="Evaluations: support agent, recommenders.", no_args
 eval_app.command("support")(eval_support)
 eval_app.command("recsys")(eval_recsys)
 app.add_typer(eval_app, name="eval")
+app.command("report")(report)
 
 if __name__ == "__main__":
     app()

@@ -45,6 +45,9 @@ APPAREL_SIZES = ("XS", "S", "M", "L", "XL", "XXL")
 WOMEN_SHOE_SIZES = ("36", "37", "38", "39", "40", "41", "42")
 MEN_SHOE_SIZES = ("40", "41", "42", "43", "44", "45", "46")
 
+# Written shopper requests with their hard constraints (the shop tests and the proof report use them).
+DEMO_REQUESTS = Path(__file__).with_name("demo_requests.yaml")
+
 
 @dataclass(frozen=True)
 class _Leaf:
