@@ -287,7 +287,8 @@ def test_shopping_conversation_shows_product_cards(live: Live, browser: Any) -> 
     first = cards.first
     assert first.locator(".card-title").inner_text().strip()
     assert re.match(r"^\$\d", first.locator(".card-price").inner_text())
-    assert page.locator("#shop-log .msg-assistant[aria-busy]").count() == 0  # the stream finished
+    # The cards arrive before the answer's last event: wait for the stream to finish, then check.
+    page.wait_for_function("document.querySelectorAll('#shop-log .msg-assistant[aria-busy]').length === 0")
     assert page.evaluate("document.activeElement.id") == "shop-message"  # focus back in the box
     _no_horizontal_scroll(page)
     page.screenshot(path=str(SCREENSHOTS / "shop-cards.png"), full_page=True)
