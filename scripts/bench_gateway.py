@@ -89,6 +89,33 @@ def measure(call, concurrency: int, tokens: int, requests: int = 16) -> dict:
     return {"tokens": sum(r[1] for r in results), "wall": wall, "ttft": ttfts}
 
 
+def request_latency(direct: httpx.Client, gateway: httpx.Client, n: int = 60) -> str:
+    """Median / p95 wall time of a whole 1-token request through each path (the fixed cost per request)."""
+    body = {"model": "chat", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 1, "temperature": 0}
+
+    def once(client: httpx.Client, stream: bool) -> float:
+        start = time.perf_counter()
+        if stream:
+            with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
+                for _ in response.iter_lines():
+                    pass
+        else:
+            client.post("/v1/chat/completions", json=body).raise_for_status()
+        return time.perf_counter() - start
+
+    lines = ["| request (1 token) | direct p50 / p95 ms | gateway p50 / p95 ms | added p50 ms |", "|---|---|---|---:|"]
+    for stream in (False, True):
+        d, g = [], []
+        for _ in range(n):
+            d.append(once(direct, stream))
+            g.append(once(gateway, stream))
+        lines.append(
+            f"| {'streamed' if stream else 'plain'} | {pct(d, 50):.1f} / {pct(d, 95):.1f} | "
+            f"{pct(g, 50):.1f} / {pct(g, 95):.1f} | {pct(g, 50) - pct(d, 50):.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -180,6 +207,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--requests", type=int, default=16, help="streams per measurement")
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument(
+        "--latency-only", action="store_true",
+        help="only time whole 1-token requests (streamed and not), direct vs gateway, alternating",
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -211,6 +242,9 @@ def main() -> None:
 
             measure(via_direct, 1, 8, requests=2)  # warm-up
             measure(via_gateway, 1, 8, requests=2)
+            if args.latency_only:
+                print(request_latency(direct, gateway))
+                return
             for concurrency in (1, 8):
                 direct_runs, gateway_runs = [], []
                 for _ in range(args.rounds):
