@@ -215,6 +215,10 @@ class _StreamPump:
             batch.append(self._inbox.get_nowait())
         return batch
 
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the pump to stop after the chunk in flight and wait until it has closed the stream."""
         self._stopping.set()
@@ -437,15 +441,22 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
         payload["stream"] = True
         # Always ask for usage (metering needs it); it is dropped below if the client did not ask.
         payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        stream = _iterator(await in_thread(lambda: hub.stream_chat(call.model, payload, tenant=call.tenant)))
+        opened: list[Iterator[dict[str, Any]]] = []
+
+        def open_and_fetch_first() -> Any:
+            # One worker-thread trip: open the stream and fetch its first chunk before answering, so
+            # errors found up front (context length, engine down) get their real HTTP status.
+            opened.append(_iterator(hub.stream_chat(call.model, payload, tenant=call.tenant)))
+            return next(opened[0], _END)
+
         try:
-            # The first chunk is fetched before answering, so errors found up front (context
-            # length, engine down) get their real HTTP status instead of a 200 stream.
-            first = await in_thread(next, stream, _END)
+            first = await in_thread(open_and_fetch_first)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_close_iterator, stream)
+            if opened:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(_close_iterator, opened[0])
             raise
+        stream = opened[0]
 
         async def events() -> AsyncIterator[str]:
             status = 499  # stays so if the client goes away before the end
@@ -489,7 +500,8 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
             finally:
                 with anyio.CancelScope(shield=True):
                     if pump is not None:
-                        await anyio.to_thread.run_sync(pump.stop)
+                        if not pump.done:  # a finished pump has closed the stream already
+                            await anyio.to_thread.run_sync(pump.stop)
                     else:
                         await anyio.to_thread.run_sync(_close_iterator, stream)
                 metrics.count_request(call.model, call.tenant, call.endpoint, status)
