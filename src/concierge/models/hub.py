@@ -156,6 +156,10 @@ def build_engine(spec: AliasSpec) -> Engine:
         kwargs["n_parallel"] = spec.n_parallel
     if spec.reasoning_format:
         kwargs["reasoning_format"] = spec.reasoning_format
+    elif (entry := spec.catalogue_entry) is not None and entry.chat_format.reasoning == "none":
+        # A family that never writes reasoning blocks: no think-tag splitting, which would hold
+        # back a stream's leading whitespace until it knows no "<think>" follows.
+        kwargs["reasoning_format"] = "none"
     return LlamaCppEngine(path, **kwargs)
 
 
