@@ -104,6 +104,20 @@ def test_confirmed_cancellation_survives_a_restart_and_the_conversation_continue
     assert set(stored("acme")) == {("reservations", RESERVATION)}
 
 
+def test_reset_forgets_one_tenants_writes_for_the_next_session(home: Path) -> None:
+    from concierge.support.session import reset_domain_writes
+
+    session = new_session()
+    for tenant in ("demo-reset", "kept"):
+        session.reply(cancel(session, tenant), "yes")
+    assert reset_domain_writes("demo-reset", "homestay") >= 1
+    assert stored("demo-reset") == {} and set(stored("kept")) == {("reservations", RESERVATION)}
+    with pytest.MonkeyPatch.context() as mp:
+        after = restart(mp)
+        assert reservation(after, "demo-reset")["status"] == "confirmed"  # the source data again
+        assert reservation(after, "kept")["status"] == "cancelled"
+
+
 def test_one_tenants_writes_are_invisible_to_another(home: Path) -> None:
     session = new_session()
     acme = cancel(session, "acme")

@@ -54,6 +54,11 @@ def demo(
         raise typer.Exit(2) from None
     # An operator key: the demo shows what each alias serves, which plain API keys do not see.
     key = tenancy.create_key("demo", scope="operator").key
+    # Support writes persist; the walkthrough cancels a booking, so each demo starts from the
+    # generated home-stay data again.
+    from concierge.support.session import reset_domain_writes
+
+    reset_domain_writes("demo", "homestay")
     chat_alias = next((card.alias for card in hub.models() if card.kind == "chat"), None)
     if chat_alias is None:
         console.print("[red]error:[/red] the deployment has no chat model")

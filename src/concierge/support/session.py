@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from concierge.store.db import session_scope
@@ -535,3 +535,16 @@ def _store_writes(db: Any, writes: _Writes) -> int:
             else:
                 row.record, row.version, row.updated_at = record, revision, now
     return revision
+
+
+def reset_domain_writes(tenant: str | None, domain: str) -> int:
+    """Forget every write live conversations made to ``tenant``'s copy of ``domain``; returns rows removed.
+
+    For demos and staging: the next session reads the domain's source data again. Sessions already
+    holding the domain in memory in another process keep their copy until they restart.
+    """
+    with session_scope() as db:
+        result = db.execute(
+            delete(DomainRecord).where(DomainRecord.scope == (tenant or ""), DomainRecord.domain == domain)
+        )
+        return int(result.rowcount or 0)
