@@ -270,6 +270,17 @@ def evaluate(
     return out
 
 
+def split_summary(split: Split) -> dict[str, Any]:
+    """The split's sizes and protocol, as reports print them."""
+    return {
+        "users": split.n_users,
+        "items": split.n_items,
+        "train_interactions": split.n_train_interactions,
+        "eval_users": int(len(split.eval_users("test"))),
+        "protocol": split.protocol,
+    }
+
+
 def run_benchmark(
     split: Split,
     models: Sequence[Recommender],
@@ -277,16 +288,7 @@ def run_benchmark(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Fit and evaluate each model on ``split``; the result is what ``concierge eval recsys`` writes."""
-    result: dict[str, Any] = {
-        "split": {
-            "users": split.n_users,
-            "items": split.n_items,
-            "train_interactions": split.n_train_interactions,
-            "eval_users": int(len(split.eval_users("test"))),
-            "protocol": split.protocol,
-        },
-        "models": {},
-    }
+    result: dict[str, Any] = {"split": split_summary(split), "models": {}}
     for model in models:
         start = time.perf_counter()
         model.fit(split, progress=progress)

@@ -1218,7 +1218,7 @@ def _per_user_ndcg(model: Any, split: Any, stage: str, k: int = 10, batch: int =
 def _run_recsys(
     r: RecsysConfig, resamples: int, seed: int, tick: Callable[[int, int], None]
 ) -> dict[str, Any]:
-    from concierge.evals.recsys import leave_last_out, load_ratings_csv
+    from concierge.evals.recsys import leave_last_out, load_ratings_csv, split_summary
     from concierge.shop.recommend import make_model, torch_available
 
     notes: list[str] = []
@@ -1263,13 +1263,7 @@ def _run_recsys(
         "label": "Recommender NDCG@10: concierge's own recommenders vs off-the-shelf baselines. "
         "Not a property of the chat models above.",
         "data": str(r.data),
-        "split": {
-            "users": split.n_users,
-            "items": split.n_items,
-            "train_interactions": split.n_train_interactions,
-            "eval_users": int(len(split.eval_users("test"))),
-            "protocol": split.protocol,
-        },
+        "split": split_summary(split),
         "models": results,
         "candidate": best,
         "candidate_rule": "in-house recommender with the best validation NDCG@10",
