@@ -4,14 +4,16 @@
    ways, at 1 and 8 concurrent streams: directly from llama.cpp's own HTTP server (which
    xllamacpp runs inside the gateway process) and through the concierge gateway (auth,
    metering, metrics, format handling) in front of it. Both are OpenAI-compatible SSE read by
-   the same client code in a separate process; runs alternate (direct, gateway, direct ...)
-   so the shared machine's noise hits both sides alike. Reports aggregate tokens/s and
-   time-to-first-token p50/p95.
+   the same client code in a separate process. At one stream, direct and gateway requests
+   interleave one by one; at eight, whole rounds alternate (direct, gateway, direct ...), so the
+   shared machine's noise hits both sides alike. Prompt caching is off on both paths (every
+   request reads its whole prompt). Reports tokens/s and time-to-first-token p50/p95.
 2. Generation tokens/s against this machine's memory-bandwidth limit: bytes of weights read
    per token (the GGUF's tensor bytes; SmolLM2 ties the output head to the embeddings, so
    all of them are read) vs a measured copy bandwidth.
 
-Usage: .venv/bin/python scripts/bench_gateway.py [--rounds 3] [--tokens 64] [--markdown OUT]
+Usage: .venv/bin/python scripts/bench_gateway.py [--rounds 3] [--tokens 64] [--requests 16] [--markdown OUT]
+       [--latency-only] [--loop auto|asyncio|uvloop] [--http auto|h11|httptools]
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ def request_body(index: int, tokens: int, model: str) -> dict:
         "temperature": 0.0,
         "seed": 1,
         "ignore_eos": True,  # llama.cpp extension: every stream generates exactly `tokens`
+        # llama.cpp extension: no KV-cache reuse between requests. Otherwise whether a prompt finds its
+        # cached prefix depends on which side sent it last and on slot choice, and that (tens of ms of
+        # prefill) swamps the few ms this benchmark is after.
+        "cache_prompt": False,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
@@ -122,7 +128,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve_child(config: Path, home: Path, port: int, info: Path) -> None:
+def serve_child(config: Path, home: Path, port: int, info: Path, loop: str = "auto", http: str = "auto") -> None:
     """Child process: the gateway on `port`, plus the address and key of its llama.cpp server."""
     import uvicorn
 
@@ -136,16 +142,19 @@ def serve_child(config: Path, home: Path, port: int, info: Path) -> None:
     engine = hub.engine("chat")
     key = tenancy.create_key("bench").key
     info.write_text(json.dumps({"key": key, "llama": engine.http_address, "llama_key": engine.http_api_key}))
-    uvicorn.run(create_app(hub, GatewaySettings(max_queued=64)), host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(
+        create_app(hub, GatewaySettings(max_queued=64)),
+        host="127.0.0.1", port=port, log_level="warning", loop=loop, http=http,  # type: ignore[arg-type]
+    )
 
 
-def start_child(config: Path, home: Path) -> tuple[subprocess.Popen, str, dict]:
+def start_child(config: Path, home: Path, loop: str, http: str) -> tuple[subprocess.Popen, str, dict]:
     port = free_port()
     info = home / "child.json"
     info.unlink(missing_ok=True)
     home.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", str(config), str(home), str(port), str(info)],
+        [sys.executable, __file__, "--child", str(config), str(home), str(port), str(info), loop, http],
         stdout=(home / "child.log").open("w"), stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
@@ -197,6 +206,13 @@ def gguf_tensor_bytes(path: Path) -> int:
     return sum(int(t.n_bytes) for t in GGUFReader(str(path)).tensors)
 
 
+def summarise(runs: list[dict]) -> dict:
+    """Tokens/s (median over runs) and time-to-first-token p50/p95 over every stream of the runs."""
+    tps = [r["tokens"] / r["wall"] for r in runs]
+    ttft = [t for r in runs for t in r["ttft"]]
+    return {"tps": statistics.median(tps), "p50": pct(ttft, 50), "p95": pct(ttft, 95)}
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000
 
@@ -211,10 +227,14 @@ def main() -> None:
         "--latency-only", action="store_true",
         help="only time whole 1-token requests (streamed and not), direct vs gateway, alternating",
     )
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--loop", default="auto", help="uvicorn event loop for the gateway (auto = uvloop if installed)")
+    parser.add_argument("--http", default="auto", help="uvicorn HTTP parser for the gateway (auto = httptools if installed)")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        serve_child(Path(args.child[0]), Path(args.child[1]), int(args.child[2]), Path(args.child[3]))
+        serve_child(
+            Path(args.child[0]), Path(args.child[1]), int(args.child[2]), Path(args.child[3]), args.child[4], args.child[5]
+        )
         return
 
     gguf = smollm2_gguf()
@@ -224,7 +244,7 @@ def main() -> None:
     config.write_text(f"models:\n  chat: {{model: smollm2-135m-instruct, gguf: {gguf}, n_ctx: 8192, n_parallel: 8, threads: {threads}}}\n")
 
     rows = []
-    proc, base, child = start_child(config, workdir / "home")
+    proc, base, child = start_child(config, workdir / "home", args.loop, args.http)
     llama = child["llama"] if child["llama"].startswith("http") else "http://" + child["llama"]
     # A fresh connection per stream on both sides: llama.cpp's listener drops idle keep-alive
     # connections, which a pooled client would then reuse and fail on.
@@ -245,18 +265,23 @@ def main() -> None:
             if args.latency_only:
                 print(request_latency(direct, gateway))
                 return
-            for concurrency in (1, 8):
+            # One stream: direct and gateway requests interleave one by one (the order flips every pair),
+            # so a slow moment on this shared machine hits both sides alike.
+            direct_runs, gateway_runs = [], []
+            for index in range(args.rounds * args.requests):
+                pair = [(via_direct, direct_runs), (via_gateway, gateway_runs)]
+                for call, runs in pair if index % 2 == 0 else pair[::-1]:
+                    result = call(index, args.tokens)
+                    runs.append({"tokens": result[1], "wall": result[2], "ttft": [result[0]]})
+            rows.append((1, summarise(direct_runs), summarise(gateway_runs)))
+            print(f"streams=1: direct {rows[-1][1]['tps']:.1f} tok/s, gateway {rows[-1][2]['tps']:.1f} tok/s", flush=True)
+            for concurrency in (8,):
                 direct_runs, gateway_runs = [], []
                 for _ in range(args.rounds):
                     direct_runs.append(measure(via_direct, concurrency, args.tokens, args.requests))
                     gateway_runs.append(measure(via_gateway, concurrency, args.tokens, args.requests))
                     print(f"streams={concurrency}: direct {direct_runs[-1]['tokens'] / direct_runs[-1]['wall']:.1f} "
                           f"tok/s, gateway {gateway_runs[-1]['tokens'] / gateway_runs[-1]['wall']:.1f} tok/s", flush=True)
-
-                def summarise(runs: list[dict]) -> dict:
-                    tps = [r["tokens"] / r["wall"] for r in runs]
-                    ttft = [t for r in runs for t in r["ttft"]]
-                    return {"tps": statistics.median(tps), "p50": pct(ttft, 50), "p95": pct(ttft, 95)}
 
                 rows.append((concurrency, summarise(direct_runs), summarise(gateway_runs)))
     finally:
