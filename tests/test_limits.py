@@ -282,6 +282,54 @@ def test_requests_per_minute_per_tenant(live: LiveServer, keys: dict[str, str]) 
     assert _chat(live, keys["rpm-co"]).status_code == 200
 
 
+def test_stale_budget_is_refreshed_in_the_background(home: Path, keys: dict[str, str], hub: GatedHub) -> None:
+    """With a cache TTL, a stale budget serves the call at hand while a background read refreshes it."""
+    from concierge.gateway.limits import Limits
+
+    async def scenario() -> None:
+        limits = Limits(hub, GatewaySettings(budget_cache_ttl_s=0.05))
+        tenancy.set_budget("acme", rpm=1000)
+        await limits.check_budget("acme")  # first read waits for the database
+        tenancy.set_budget("acme", rpm=1)
+        await asyncio.sleep(0.1)
+        await limits.check_budget("acme")  # stale: admitted under the old budget, refresh started
+        for _ in range(100):
+            if not limits._refreshes:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(GatewayError) as refused:  # the refreshed budget (1/min) now applies
+            await limits.check_budget("acme")
+        assert refused.value.code == "requests_per_minute_exceeded"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        tenancy.set_budget("acme", rpm=0)
+
+
+def test_key_cache_refresh_drops_revoked_and_idle_keys(home: Path) -> None:
+    from concierge.gateway.auth import KeyAuthenticator
+
+    async def scenario() -> None:
+        authn = KeyAuthenticator(ttl_s=0.2, idle_s=60.0)
+        kept, revoked = tenancy.create_key("cache-co").key, tenancy.create_key("cache-co").key
+        assert await authn.principal(kept) is not None and await authn.principal(revoked) is not None
+        tenancy.revoke_key(revoked)
+        task = asyncio.get_running_loop().create_task(authn.refresh_forever())
+        try:
+            await asyncio.sleep(0.5)  # longer than the TTL: only the background refresh keeps `kept`
+            assert authn._cached(tenancy.hash_key(kept)) is not None
+            assert authn._cached(tenancy.hash_key(revoked)) is None
+            assert await authn.principal(revoked) is None
+        finally:
+            task.cancel()
+        authn.idle_s = 0.0
+        authn.refresh()
+        assert authn._cached(tenancy.hash_key(kept)) is None  # unused for idle_s: dropped
+
+    asyncio.run(scenario())
+
+
 def test_tokens_per_day_per_tenant(live: LiveServer, keys: dict[str, str]) -> None:
     tenancy.set_budget("tok-co", tokens_per_day=15)
     prompt = " ".join(["word"] * 12)  # 12 prompt + 5 completion tokens: over the budget after one call

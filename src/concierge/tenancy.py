@@ -210,6 +210,19 @@ def authenticate(key: str | None, *, db_url: str | None = None) -> Principal | N
     return Principal(tenant_id=found[3], tenant=found[4], key_id=found[0], scope=found[1])
 
 
+def active_principals(key_hashes: list[str], *, db_url: str | None = None) -> dict[str, Principal]:
+    """The principals behind those key hashes that are still active (one query; for cache refreshes)."""
+    if not key_hashes:
+        return {}
+    with session_scope(db_url) as session:
+        rows = session.execute(
+            select(ApiKey.key_hash, ApiKey.id, ApiKey.scope, Tenant.id, Tenant.name)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.key_hash.in_(key_hashes), ApiKey.revoked_at.is_(None))
+        ).all()
+    return {r[0]: Principal(tenant_id=r[3], tenant=r[4], key_id=r[1], scope=r[2]) for r in rows}
+
+
 def _tenant_ids(session: Any, names: set[str]) -> dict[str, int]:
     if not names:
         return {}

@@ -14,6 +14,7 @@ after a call ends, so calls admitted together can overshoot the daily budget by 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -30,6 +31,8 @@ from concierge.gateway.errors import GatewayError
 from concierge.gateway.settings import GatewaySettings
 from concierge.models.deployment import DEFAULT_N_PARALLEL
 from concierge.models.hub import CallRecord
+
+log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_S = 60
 
@@ -136,6 +139,7 @@ class _TenantState:
     day: str = ""
     tokens: int = 0
     seeded: bool = False
+    refreshing: bool = False
 
 
 class Limits:
@@ -147,6 +151,7 @@ class Limits:
         self._queues: dict[str, _AliasQueue] = {}
         self._tenants: dict[str, _TenantState] = {}
         self._lock = threading.Lock()  # observe() runs in worker threads
+        self._refreshes: set[asyncio.Task[None]] = set()  # background budget reads (kept referenced)
 
     # -- alias queues ---------------------------------------------------------------------------
 
@@ -193,16 +198,33 @@ class Limits:
             return state
 
     async def _budget(self, tenant: str, state: _TenantState) -> tenancy.BudgetInfo | None:
-        if time.monotonic() - state.budget_at > self.settings.budget_cache_ttl_s:
-            db_url = self.settings.database_url
-            try:
-                state.budget = await anyio.to_thread.run_sync(
-                    lambda: tenancy.get_budget(tenant, db_url=db_url)
-                )
-            except tenancy.TenancyError:
-                state.budget = None
-            state.budget_at = time.monotonic()
+        if time.monotonic() - state.budget_at <= self.settings.budget_cache_ttl_s:
+            return state.budget
+        if state.budget_at == -math.inf or self.settings.budget_cache_ttl_s <= 0:
+            # Never read (or forgotten), or caching is off: wait for the database.
+            await self._read_budget(tenant, state)
+        elif not state.refreshing:
+            # Stale: this call goes on under the budget read last time while a background read
+            # refreshes it, so steady traffic never waits on the database for its budget.
+            state.refreshing = True
+            task = asyncio.get_running_loop().create_task(self._read_budget(tenant, state))
+            self._refreshes.add(task)
+            task.add_done_callback(self._refreshes.discard)
         return state.budget
+
+    async def _read_budget(self, tenant: str, state: _TenantState) -> None:
+        db_url = self.settings.database_url
+        try:
+            budget = await anyio.to_thread.run_sync(lambda: tenancy.get_budget(tenant, db_url=db_url))
+        except tenancy.TenancyError:
+            budget = None
+        except Exception:  # noqa: BLE001  (keep the last known budget; the next call tries again)
+            state.refreshing = False
+            if state.budget_at == -math.inf:
+                raise
+            log.warning("reading the budget of tenant %r failed", tenant, exc_info=True)
+            return
+        state.budget, state.budget_at, state.refreshing = budget, time.monotonic(), False
 
     async def check_budget(self, tenant: str | None) -> None:
         """Raise a 429 when ``tenant`` is over a budget; else count this request against it."""
