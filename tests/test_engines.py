@@ -202,6 +202,44 @@ def test_closing_a_stream_stops_generation(tiny_gguf: Path) -> None:
         eng.close()
 
 
+def test_pushed_stream_matches_pulled_stream(engine: LlamaCppEngine) -> None:
+    """A pushed stream, advanced only from the engine's on_ready calls, yields what a pulled one does."""
+    from concierge.models.engine import PENDING
+
+    request = {"messages": USER, "max_tokens": 12, "temperature": 0, "seed": 3, "ignore_eos": True}
+    pulled = [c for c in engine.stream_chat(request)]
+    got: list[dict[str, Any]] = []
+    pending = 0
+    finished = threading.Event()
+    lock = threading.Lock()
+    holder: list[Iterator[dict[str, Any]]] = []
+
+    def on_ready() -> None:
+        nonlocal pending
+        with lock:
+            if not holder or finished.is_set():
+                return
+            for chunk in holder[0]:
+                if chunk is PENDING:
+                    pending += 1
+                    return
+                got.append(chunk)
+            finished.set()
+
+    stream = engine.stream_chat(request, on_ready=on_ready)
+    with lock:
+        holder.append(stream)
+    on_ready()  # chunks that arrived before the stream was handed over
+    assert finished.wait(30), "the pushed stream never ended"
+
+    def shape(chunks: list[dict[str, Any]]) -> list[Any]:
+        return [(c.get("choices"), (c.get("usage") or {}).get("completion_tokens")) for c in chunks]
+
+    assert shape(got) == shape(pulled)
+    assert got[-1]["usage"]["completion_tokens"] == 12
+    assert pending >= 1  # it did wait for the engine rather than block
+
+
 def test_lora_adapter_is_applied(tiny_gguf: Path, tmp_path: Path) -> None:
     from concierge.models.tiny_gguf import build_tiny_lora_gguf
 

@@ -806,6 +806,29 @@ def test_real_hub_stream_with_usage(real_client: openai.OpenAI) -> None:
     assert any(c.choices and c.choices[0].delta.content for c in chunks)
 
 
+def test_real_hub_stream_is_pushed_and_a_dropped_stream_frees_the_slot(
+    real_live: LiveServer, real_client: openai.OpenAI
+) -> None:
+    """llama.cpp streams are advanced from the engine's thread (no pump thread); a client that goes
+    away mid-stream stops generation, so the one slot serves the next request."""
+    before = {t.name for t in threading.enumerate()}
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 600}
+    headers = {"Authorization": f"Bearer {real_client.api_key}"}
+    with httpx.stream(
+        "POST", real_live.url + "/v1/chat/completions", json={**body, "stream": True, "ignore_eos": True},
+        headers=headers, timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("data: {"))
+        assert "sse-pump" not in {t.name for t in threading.enumerate()} - before
+    # The only slot (n_parallel 1) is free again: a plain call completes.
+    result = real_client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4, timeout=20
+    )
+    assert result.usage.completion_tokens <= 4
+
+
 def test_real_hub_json_schema(real_client: openai.OpenAI) -> None:
     schema = {
         "type": "object",

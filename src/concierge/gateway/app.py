@@ -20,6 +20,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -51,7 +52,7 @@ from concierge.gateway.schemas import (
     parse,
 )
 from concierge.gateway.settings import GatewaySettings
-from concierge.models.engine import ContextLengthError
+from concierge.models.engine import PENDING, ContextLengthError
 from concierge.models.hub import CallRecord, ModelCard
 from concierge.tenancy import Principal, UsageRow, UsageWriter
 
@@ -225,6 +226,87 @@ class _StreamPump:
         self._done.wait(timeout)
 
 
+class _PushPump:
+    """Advances a pushed stream in the engine's own thread and hands chunks to the event loop.
+
+    The engine calls ``ready`` whenever a chunk has arrived; the stream is advanced there until it
+    yields ``PENDING``. Compared with ``_StreamPump`` this saves a thread and one thread hand-off
+    per token. One lock makes sure only one thread advances (or closes) the stream at a time.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._lock = threading.RLock()  # re-entered when a failed hand-off stops the stream
+        self._stream: Iterator[dict[str, Any]] | None = None
+        self._done = threading.Event()
+
+    def _put(self, item: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._inbox.put_nowait, item)
+        except RuntimeError:  # the loop has closed (server shutting down): nobody is listening
+            self.stop()
+
+    def attach(self, stream: Iterator[dict[str, Any]]) -> None:
+        """Start delivering ``stream`` (chunks that arrived before this are waiting in it)."""
+        with self._lock:
+            self._stream = stream
+        self.ready()
+
+    def ready(self) -> None:
+        if not self._lock.acquire(timeout=30):  # pragma: no cover - a consumer stuck for 30 s
+            log.error("a pushed stream stayed locked for 30 s")
+            return
+        try:
+            stream = self._stream
+            if stream is None or self._done.is_set():
+                return
+            while True:
+                try:
+                    chunk = next(stream)
+                except StopIteration:
+                    last: Any = _END
+                    break
+                except BaseException as exc:  # noqa: BLE001  (delivered to the event loop, raised there)
+                    last = exc
+                    break
+                if chunk is PENDING:
+                    return
+                self._put(chunk)
+            self._done.set()
+            _close_iterator(stream)
+        finally:
+            self._lock.release()
+        self._put(last)
+
+    async def next_batch(self) -> list[Any]:
+        """Every chunk that is ready (at least one; waits for it)."""
+        batch = [await self._inbox.get()]
+        while not self._inbox.empty():
+            batch.append(self._inbox.get_nowait())
+        return batch
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def attached(self) -> bool:
+        return self._stream is not None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close the stream (stops generation) unless it has ended; waits for a delivery in progress."""
+        if not self._lock.acquire(timeout=timeout):  # pragma: no cover
+            return
+        try:
+            if not self._done.is_set():
+                self._done.set()
+                if self._stream is not None:
+                    _close_iterator(self._stream)
+        finally:
+            self._lock.release()
+
+
 def _iterator(stream: Any) -> Iterator[dict[str, Any]]:
     return stream if hasattr(stream, "__next__") else iter(stream)
 
@@ -315,9 +397,11 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
             state["warm_up"] = "pending"
             warmer = threading.Thread(target=warm_up, name="concierge-warm-up", daemon=True)
             warmer.start()
+        refresher = asyncio.get_running_loop().create_task(authn.refresh_forever())
         try:
             yield
         finally:
+            refresher.cancel()
             if warmer is not None:
                 # Let a model load finish: closing the hub under a running llama.cpp call aborts.
                 await anyio.to_thread.run_sync(warmer.join, 60.0)
@@ -441,34 +525,53 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
         payload["stream"] = True
         # Always ask for usage (metering needs it); it is dropped below if the client did not ask.
         payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        # Open the stream in a worker thread (the engine may load on first use), then start the pump
+        # at once: its thread starts while the engine reads the prompt, not after the first token.
+        # The first chunk is awaited before answering, so errors found up front (context length,
+        # engine down) get their real HTTP status.
         opened: list[Iterator[dict[str, Any]]] = []
+        pushed = _PushPump() if hasattr(hub, "open_stream") else None
 
-        def open_and_fetch_first() -> Any:
-            # One worker-thread trip: open the stream and fetch its first chunk before answering, so
-            # errors found up front (context length, engine down) get their real HTTP status.
-            opened.append(_iterator(hub.stream_chat(call.model, payload, tenant=call.tenant)))
-            return next(opened[0], _END)
+        def open_stream() -> None:
+            if pushed is None:
+                opened.append(_iterator(hub.stream_chat(call.model, payload, tenant=call.tenant)))
+                return
+            stream, is_pushed = hub.open_stream(call.model, payload, tenant=call.tenant, on_ready=pushed.ready)
+            opened.append(_iterator(stream))
+            if is_pushed:
+                pushed.attach(opened[0])
 
         try:
-            first = await in_thread(open_and_fetch_first)
+            await in_thread(open_stream)
         except BaseException:
-            if opened:
+            if opened:  # cancelled after the engine started: free its slot
+                close = pushed.stop if pushed is not None and pushed.attached else partial(_close_iterator, opened[0])
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_close_iterator, opened[0])
+                    await anyio.to_thread.run_sync(close)
             raise
-        stream = opened[0]
+        # Engines that cannot push get a thread of their own that pulls their chunks.
+        pump: _PushPump | _StreamPump = (
+            pushed if pushed is not None and pushed.attached else _StreamPump(opened[0])
+        )
+        try:
+            pending = await pump.next_batch()
+            if pending and isinstance(pending[0], BaseException):
+                raise pending[0]
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(pump.stop)
+            raise
 
         async def events() -> AsyncIterator[str]:
             status = 499  # stays so if the client goes away before the end
             collected: list[dict[str, Any]] = []
-            pump = _StreamPump(stream) if first is not _END else None
-            pending: list[Any] = [first]
+            batch = pending
             try:
                 while True:
                     parts: list[str] = []
                     ended = False
                     failure: BaseException | None = None
-                    for chunk in pending:
+                    for chunk in batch:
                         if chunk is _END:
                             ended = True
                             break
@@ -487,9 +590,9 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
                         yield "".join(parts)
                     if failure is not None:
                         raise failure
-                    if ended or pump is None:
+                    if ended:
                         break
-                    pending = await pump.next_batch()
+                    batch = await pump.next_batch()
                 status = 200
             except Exception as exc:  # noqa: BLE001  (reported in-band: the 200 header is already sent)
                 status = from_exception(exc)[0]
@@ -498,12 +601,9 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
                 yield sse_error(exc)
                 yield "data: [DONE]\n\n"
             finally:
-                with anyio.CancelScope(shield=True):
-                    if pump is not None:
-                        if not pump.done:  # a finished pump has closed the stream already
-                            await anyio.to_thread.run_sync(pump.stop)
-                    else:
-                        await anyio.to_thread.run_sync(_close_iterator, stream)
+                if not pump.done:  # a finished pump has closed the stream already
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(pump.stop)
                 metrics.count_request(call.model, call.tenant, call.endpoint, status)
                 if settings.log_requests:
                     log_exchange(call, body, {"stream": _merge_stream(collected), "status": status})

@@ -57,6 +57,16 @@ class ModelFileMissingError(ModelError):
     code = "model_file_missing"
 
 
+class _Pending:
+    def __repr__(self) -> str:
+        return "PENDING"
+
+
+# Yielded by a pushed stream (see ``LlamaCppEngine.stream_chat(on_ready=...)``) when no chunk is
+# ready yet: the consumer stops advancing it until the engine calls ``on_ready`` again.
+PENDING: Any = _Pending()
+
+
 @dataclass
 class EngineInfo:
     """What an engine reports about itself (for /v1/models, metrics and the catalogue)."""

@@ -56,6 +56,7 @@ from concierge.models.deployment import (
     missing_gguf_message,
 )
 from concierge.models.engine import (
+    PENDING,
     BadRequestError,
     Engine,
     EngineUnavailableError,
@@ -469,13 +470,33 @@ class ModelHub:
         self, alias: str, request: dict[str, Any], tenant: str | None = None
     ) -> Iterator[dict[str, Any]]:
         """chat.completion.chunk dicts; the last carries ``usage``. Errors before the stream raise here."""
+        return self.open_stream(alias, request, tenant)[0]
+
+    def open_stream(
+        self,
+        alias: str,
+        request: dict[str, Any],
+        tenant: str | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> tuple[Iterator[dict[str, Any]], bool]:
+        """Like ``stream_chat``, and pushed where the engine can push (the bool says whether).
+
+        A pushed stream never blocks: it yields ``PENDING`` until the engine's thread calls
+        ``on_ready``, which is where a consumer advances it (engine.PENDING explains).
+        """
         record = CallRecord(alias=alias, endpoint="chat", tenant=tenant, stream=True)
         started = time.perf_counter()
+        pushed = False
         try:
             spec = self._checked(alias, "chat")
             engine = self._engine_for(spec)
             try:
-                chunks = engine.stream_chat({**request, "model": alias, "stream": True})
+                body = {**request, "model": alias, "stream": True}
+                if on_ready is not None and getattr(engine, "pushes_chunks", False):
+                    chunks = engine.stream_chat(body, on_ready=on_ready)  # type: ignore[call-arg]
+                    pushed = True
+                else:
+                    chunks = engine.stream_chat(body)
             except Exception as exc:
                 self._engine_failed(spec, engine, exc, record)
                 raise
@@ -485,7 +506,7 @@ class ModelHub:
                 raise
             raise error from exc
         fmt, mode = self._format(spec, request)
-        return self._stream(alias, spec, engine, chunks, fmt, mode, request, record, started)
+        return self._stream(alias, spec, engine, chunks, fmt, mode, request, record, started), pushed
 
     def _stream(
         self,
@@ -526,6 +547,9 @@ class ModelHub:
         last: dict[str, Any] = {}
         try:
             for chunk in self._watched(spec, engine, chunks, record):
+                if chunk is PENDING:  # a pushed stream with nothing ready: pass it on
+                    yield chunk
+                    continue
                 # A shallow copy: nothing below mutates a chunk's nested parts (deltas are copied
                 # before they are edited), and a deep copy per token costs ~12 us on the hot path.
                 chunk = {**chunk, "model": alias}

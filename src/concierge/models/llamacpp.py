@@ -22,17 +22,19 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import queue
 import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from concierge.models.engine import (
+    PENDING,
     BadRequestError,
     ContextLengthError,
     EngineInfo,
@@ -41,6 +43,8 @@ from concierge.models.engine import (
     ModelFileMissingError,
     ModelNotFoundError,
 )
+
+log = logging.getLogger(__name__)
 
 REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -413,17 +417,37 @@ class LlamaCppEngine:
                     message["content"] = content
         return result
 
-    def stream_chat(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Chunks as the model produces them; generation starts now, in a worker thread."""
+    # This engine can push: see ``stream_chat(on_ready=...)``.
+    pushes_chunks = True
+
+    def stream_chat(
+        self, request: dict[str, Any], on_ready: Callable[[], None] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Chunks as the model produces them; generation starts now, in a worker thread.
+
+        With ``on_ready`` the stream is pushed instead of pulled: the engine's thread calls
+        ``on_ready()`` whenever a chunk (or the end) has arrived, and advancing the stream never
+        blocks: it yields ``PENDING`` when nothing is ready. A consumer that advances it from
+        ``on_ready`` needs no thread of its own (one thread hand-off less per token).
+        """
         server = self._server_or_raise()
         body, forced = self._prepare(request, stream=True)
         items: queue.Queue[Any] = queue.Queue()
         cancel = threading.Event()
 
+        def notify() -> None:
+            if on_ready is None:
+                return
+            try:
+                on_ready()
+            except Exception:  # noqa: BLE001  (never raise into llama.cpp's callback)
+                log.exception("a stream consumer failed in on_ready")
+
         def on_chunk(chunk: Any) -> bool:
             if cancel.is_set():
                 return True  # tells llama-server to stop and free the slot
             items.put(chunk)
+            notify()
             return False
 
         def run() -> None:
@@ -433,22 +457,28 @@ class LlamaCppEngine:
                 items.put(exc)
             finally:
                 items.put(_END)
+                notify()
 
         # Not a daemon: a daemon thread inside llama.cpp's callback at interpreter exit aborts
         # the process ("exception not rethrown"); a cancelled generation ends within a token.
         threading.Thread(target=run, name="llamacpp-stream", daemon=False).start()
-        return ChunkStream(self._chunks(items, request, forced, cancel), cancel)
+        return ChunkStream(self._chunks(items, request, forced, cancel, on_ready is not None), cancel)
 
     def _chunks(
-        self, items: queue.Queue[Any], request: dict[str, Any], forced: bool, cancel: threading.Event
+        self,
+        items: queue.Queue[Any],
+        request: dict[str, Any],
+        forced: bool,
+        cancel: threading.Event,
+        pushed: bool,
     ) -> Iterator[dict[str, Any]]:
         try:
-            yield from self._translate(items, request, forced)
+            yield from self._translate(_take(items) if pushed else _wait(items), request, forced)
         finally:
             cancel.set()  # consumer gone or error raised: free the slot
 
     def _translate(
-        self, items: queue.Queue[Any], request: dict[str, Any], forced: bool
+        self, items: Iterator[Any], request: dict[str, Any], forced: bool
     ) -> Iterator[dict[str, Any]]:
         model = self._model_name(request)
         splitter = ThinkSplitter() if self.reasoning_format != "none" else None
@@ -457,8 +487,10 @@ class LlamaCppEngine:
         held_text: list[str] = []
         held_finish: dict[str, Any] | None = None
         n_deltas = 0
-        while True:
-            item = items.get()
+        for item in items:
+            if item is PENDING:
+                yield item
+                continue
             if item is _END:
                 break
             if isinstance(item, BaseException):
@@ -571,6 +603,21 @@ class LlamaCppEngine:
         """Free the model. In-flight calls hold their own reference and finish first."""
         with self._lock:
             self._server = None
+
+
+def _wait(items: queue.Queue[Any]) -> Iterator[Any]:
+    """Items as they arrive, waiting for each (a pulled stream's source)."""
+    while True:
+        yield items.get()
+
+
+def _take(items: queue.Queue[Any]) -> Iterator[Any]:
+    """Items without waiting: ``PENDING`` whenever the queue is empty (a pushed stream's source)."""
+    while True:
+        try:
+            yield items.get_nowait()
+        except queue.Empty:
+            yield PENDING
 
 
 def aggregate_chunks(chunks: Iterator[dict[str, Any]]) -> dict[str, Any]:
