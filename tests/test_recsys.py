@@ -259,8 +259,9 @@ def test_sasrec_masks_seen_items_but_not_the_target() -> None:
     real = targets > 0
     logits = torch.zeros(3, 8)
     SASRec._mask_seen(logits, inputs, targets, real)
-    hidden = [set(torch.nonzero(torch.isinf(row)).ravel().tolist()) for row in logits]
-    # position 1 has seen {3}; position 2 has seen {3, 5} but 3 is its target; position 3 has seen {3, 5}
+    hidden = [{c + 1 for c in torch.nonzero(torch.isinf(row)).ravel().tolist()} for row in logits]
+    # (logit column c is item id c + 1.) Position 1 has seen {3}; position 2 has seen {3, 5} but 3 is
+    # its target; position 3 has seen {3, 5}.
     assert hidden == [{3}, {5}, {3, 5}]
 
 
@@ -368,3 +369,34 @@ def test_blend_picks_its_weight_on_validation() -> None:
     assert blend.weight > 0.0
     assert got["NDCG@10"] > evaluate(_fitted(Popularity(), split), split)["NDCG@10"] + 0.2
     assert blend.params()["helper"]["name"] == "itemknn-seq"
+
+
+def test_ensemble_averages_standardised_member_scores() -> None:
+    from concierge.shop.recommend import Ensemble, make_model
+    from concierge.shop.recommend.blend import standardise
+
+    with pytest.raises(ValueError):
+        Ensemble([])
+    split = leave_last_out(sequential_interactions())
+    pop, knn = Popularity(), make_model("itemknn-seq")
+    ensemble = _fitted(Ensemble([pop, knn]), split)
+    hists = split.histories("test", split.eval_users("test")[:5])
+    expected = (
+        standardise(np.asarray(pop.score(hists), dtype=np.float64))
+        + standardise(np.asarray(knn.score(hists), dtype=np.float64))
+    ) / 2
+    np.testing.assert_allclose(ensemble.score(hists), expected, rtol=1e-6)
+    assert ensemble.name == "pop+itemknn-seq"
+    assert [m["name"] for m in ensemble.params()["members"]] == ["pop", "itemknn-seq"]
+
+
+@pytest.mark.train
+def test_sasrec_ensemble_members_use_consecutive_seeds() -> None:
+    if not torch_available():
+        pytest.skip("torch (training extra) not installed")
+    from concierge.shop.recommend import make_model
+
+    model = make_model("sasrec-x2+knn", epochs=3, seed=5)
+    assert model.name == "sasrec-x2+knn"
+    assert [m.seed for m in model.base.members] == [5, 6]
+    assert model.helper.name == "itemknn-seq"

@@ -1,4 +1,4 @@
-"""Recommenders for the shop: popularity, ItemKNN, implicit ALS (numpy/scipy) and SASRec (torch, optional).
+"""Recommenders for the shop: popularity, ItemKNN, implicit ALS (numpy/scipy), SASRec (torch, optional), blends.
 
 All follow ``concierge.evals.recsys.Recommender``: ``fit(split)`` then ``score(histories)``, where a
 history is a sequence of item indices. ``make_model`` builds one by name; ``recommend`` turns scores
@@ -13,11 +13,23 @@ import numpy as np
 
 from concierge.evals.recsys import Recommender, top_k
 from concierge.shop.recommend.baselines import ALS, ItemKNN, Popularity
-from concierge.shop.recommend.blend import Blend
+from concierge.shop.recommend.blend import Blend, Ensemble
 from concierge.shop.recommend.sasrec import SASRec, torch_available
 
-MODEL_NAMES = ("pop", "itemknn", "itemknn-seq", "als", "als-numpy", "als-implicit", "sasrec", "sasrec+knn")
-DEFAULT_MODELS = ("pop", "itemknn", "itemknn-seq", "als", "sasrec+knn")
+MODEL_NAMES = (
+    "pop",
+    "itemknn",
+    "itemknn-seq",
+    "als",
+    "als-numpy",
+    "als-implicit",
+    "sasrec",
+    "sasrec+knn",
+    "sasrec-x2",
+    "sasrec-x2+knn",
+)
+DEFAULT_MODELS = ("pop", "itemknn", "itemknn-seq", "als", "sasrec-x2+knn")
+ENSEMBLE_SIZE = 2  # SASRec seeds in "sasrec-x2"
 
 
 def make_model(name: str, *, epochs: int = 200, seed: int = 0) -> Recommender:
@@ -39,6 +51,11 @@ def make_model(name: str, *, epochs: int = 200, seed: int = 0) -> Recommender:
         return SASRec(epochs=epochs, seed=seed)
     if name == "sasrec+knn":
         return Blend(SASRec(epochs=epochs, seed=seed), make_model("itemknn-seq"), name="sasrec+knn")
+    if name == "sasrec-x2":
+        # Seeds seed, seed + 1, ...: the ensemble is as reproducible as one model.
+        return Ensemble([SASRec(epochs=epochs, seed=seed + k) for k in range(ENSEMBLE_SIZE)], name="sasrec-x2")
+    if name == "sasrec-x2+knn":
+        return Blend(make_model("sasrec-x2", epochs=epochs, seed=seed), make_model("itemknn-seq"), name=name)
     raise ValueError(f"unknown model {name!r} (choose from {', '.join(MODEL_NAMES)})")
 
 
@@ -53,6 +70,7 @@ __all__ = [
     "ALS",
     "Blend",
     "DEFAULT_MODELS",
+    "Ensemble",
     "MODEL_NAMES",
     "ItemKNN",
     "Popularity",

@@ -101,10 +101,10 @@ def _build_network(
             return self.norm(self.encoder(x, mask=mask))
 
         def logits(self, states: Any) -> Any:
-            out = states @ self.items.weight.T
+            """Scores of the real items (column j = item id j + 1; the padding row is left out)."""
+            out = states @ self.items.weight[1:].T
             if self.bias is not None:
-                out = out + self.bias
-            out[..., 0] = float("-inf")
+                out = out + self.bias[1:]
             return out
 
     return Net()
@@ -252,9 +252,8 @@ class SASRec:
             logits = net.logits(states[real])
             if self.mask_seen:
                 self._mask_seen(logits, inputs, targets, real)
-            # Column 0 is padding (always -inf): leave it out so label smoothing stays finite.
             loss = torch.nn.functional.cross_entropy(
-                logits[:, 1:], targets[real] - 1, label_smoothing=self.label_smoothing
+                logits, targets[real] - 1, label_smoothing=self.label_smoothing
             )
             optim.zero_grad(set_to_none=True)
             loss.backward()
@@ -287,7 +286,8 @@ class SASRec:
             & (inputs[:, None, :] != targets[:, :, None])  # a repeated item stays a valid target
         )
         b, t, j = seen.nonzero(as_tuple=True)
-        logits.index_put_((row_of[b, t], inputs[b, j]), torch.tensor(float("-inf"), device=logits.device))
+        # Item ids are shifted by one (0 = padding); logits columns are not.
+        logits.index_put_((row_of[b, t], inputs[b, j] - 1), torch.tensor(float("-inf"), device=logits.device))
 
     def _windows(self, seq: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
         """This epoch's training windows (max_len + 1 items each) of one user's sequence.
@@ -328,7 +328,7 @@ class SASRec:
                 seqs = [histories[i] for i in rows]
                 length = min(self.max_len, max(len(s) for s in seqs))
                 states = self.net(self._pad(seqs, length))[:, -1]
-                out[rows] = self.net.logits(states)[:, 1:].float().cpu().numpy()
+                out[rows] = self.net.logits(states).float().cpu().numpy()
         return out
 
     def params(self) -> dict[str, Any]:
