@@ -170,7 +170,36 @@ def _attach_observer(hub: Any, observer: Callable[[CallRecord], None]) -> Callab
     return lambda: setattr(hub, "observer", previous)
 
 
-class _StreamPump:
+class _ChunkInbox:
+    """Where a stream's chunks reach the event loop from another thread (the pumps below)."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._done = threading.Event()
+
+    def _put(self, item: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._inbox.put_nowait, item)
+        except RuntimeError:  # the loop has closed (server shutting down): nobody is listening
+            self._loop_closed()
+
+    def _loop_closed(self) -> None:
+        raise NotImplementedError
+
+    async def next_batch(self) -> list[Any]:
+        """Every chunk that is ready (at least one; waits for it)."""
+        batch = [await self._inbox.get()]
+        while not self._inbox.empty():
+            batch.append(self._inbox.get_nowait())
+        return batch
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+class _StreamPump(_ChunkInbox):
     """Drains an engine's chunk iterator in one thread and hands chunks to the event loop.
 
     One thread per stream instead of a thread hop per token: on two cores the per-token hop cost
@@ -179,18 +208,13 @@ class _StreamPump:
     """
 
     def __init__(self, stream: Iterator[dict[str, Any]]) -> None:
+        super().__init__()
         self._stream = stream
-        self._loop = asyncio.get_running_loop()
-        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
         self._stopping = threading.Event()
-        self._done = threading.Event()
         threading.Thread(target=self._run, name="sse-pump", daemon=True).start()
 
-    def _put(self, item: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._inbox.put_nowait, item)
-        except RuntimeError:  # the loop has closed (server shutting down): nobody is listening
-            self._stopping.set()
+    def _loop_closed(self) -> None:
+        self._stopping.set()
 
     def _run(self) -> None:
         last: Any = _END
@@ -209,24 +233,13 @@ class _StreamPump:
             self._done.set()
         self._put(last)
 
-    async def next_batch(self) -> list[Any]:
-        """Every chunk that is ready (at least one; waits for it)."""
-        batch = [await self._inbox.get()]
-        while not self._inbox.empty():
-            batch.append(self._inbox.get_nowait())
-        return batch
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the pump to stop after the chunk in flight and wait until it has closed the stream."""
         self._stopping.set()
         self._done.wait(timeout)
 
 
-class _PushPump:
+class _PushPump(_ChunkInbox):
     """Advances a pushed stream in the engine's own thread and hands chunks to the event loop.
 
     The engine calls ``ready`` whenever a chunk has arrived; the stream is advanced there until it
@@ -235,17 +248,12 @@ class _PushPump:
     """
 
     def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        super().__init__()
         self._lock = threading.RLock()  # re-entered when a failed hand-off stops the stream
         self._stream: Iterator[dict[str, Any]] | None = None
-        self._done = threading.Event()
 
-    def _put(self, item: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._inbox.put_nowait, item)
-        except RuntimeError:  # the loop has closed (server shutting down): nobody is listening
-            self.stop()
+    def _loop_closed(self) -> None:
+        self.stop()
 
     def attach(self, stream: Iterator[dict[str, Any]]) -> None:
         """Start delivering ``stream`` (chunks that arrived before this are waiting in it)."""
@@ -278,17 +286,6 @@ class _PushPump:
         finally:
             self._lock.release()
         self._put(last)
-
-    async def next_batch(self) -> list[Any]:
-        """Every chunk that is ready (at least one; waits for it)."""
-        batch = [await self._inbox.get()]
-        while not self._inbox.empty():
-            batch.append(self._inbox.get_nowait())
-        return batch
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
 
     @property
     def attached(self) -> bool:
