@@ -29,7 +29,6 @@ MODEL_NAMES = (
     "sasrec-x2+knn",
 )
 DEFAULT_MODELS = ("pop", "itemknn", "itemknn-seq", "als", "sasrec-x2+knn")
-ENSEMBLE_SIZE = 2  # SASRec seeds in "sasrec-x2"
 
 
 def make_model(name: str, *, epochs: int = 200, seed: int = 0) -> Recommender:
@@ -53,7 +52,7 @@ def make_model(name: str, *, epochs: int = 200, seed: int = 0) -> Recommender:
         return Blend(SASRec(epochs=epochs, seed=seed), make_model("itemknn-seq"), name="sasrec+knn")
     if name == "sasrec-x2":
         # Seeds seed, seed + 1, ...: the ensemble is as reproducible as one model.
-        return Ensemble([SASRec(epochs=epochs, seed=seed + k) for k in range(ENSEMBLE_SIZE)], name="sasrec-x2")
+        return Ensemble([SASRec(epochs=epochs, seed=seed + k) for k in range(2)], name=name)
     if name == "sasrec-x2+knn":
         return Blend(make_model("sasrec-x2", epochs=epochs, seed=seed), make_model("itemknn-seq"), name=name)
     raise ValueError(f"unknown model {name!r} (choose from {', '.join(MODEL_NAMES)})")

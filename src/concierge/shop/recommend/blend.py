@@ -29,6 +29,12 @@ def standardise(scores: np.ndarray) -> np.ndarray:
     return np.where(finite, out, -1e9).astype(np.float32)
 
 
+def describe(model: Recommender) -> dict[str, Any]:
+    """A member model's name and parameters, as reports print them."""
+    params = getattr(model, "params", None)
+    return {"name": model.name, **(params() if callable(params) else {})}
+
+
 class Blend:
     """``base + weight * helper`` on standardised scores; ``weight`` chosen on validation NDCG@10."""
 
@@ -63,14 +69,11 @@ class Blend:
         return base + self.weight * standardise(np.asarray(self.helper.score(histories), dtype=np.float64))
 
     def params(self) -> dict[str, Any]:
-        member = {}
-        for role, model in (("base", self.base), ("helper", self.helper)):
-            params = getattr(model, "params", None)
-            member[role] = {"name": model.name, **(params() if callable(params) else {})}
         return {
             "weight": self.weight,
             "valid_NDCG@10_by_weight": {str(w): round(v, 4) for w, v in self.valid_ndcg.items()},
-            **member,
+            "base": describe(self.base),
+            "helper": describe(self.helper),
         }
 
 
@@ -98,8 +101,4 @@ class Ensemble:
         return total / len(self.members)
 
     def params(self) -> dict[str, Any]:
-        out = []
-        for model in self.members:
-            params = getattr(model, "params", None)
-            out.append({"name": model.name, **(params() if callable(params) else {})})
-        return {"members": out}
+        return {"members": [describe(m) for m in self.members]}
