@@ -748,20 +748,13 @@ class Domain:
 # --------------------------------------------------------------------------- registry
 
 DomainLoader = Callable[..., Domain]
-_LOADERS: dict[str, str] = {
-    "retail": "concierge.support.tau2_retail:load",
-    "airline": "concierge.support.tau2_airline:load",
-    "homestay": "concierge.support.homestay:load",
-}
-
-
-def register_domain(name: str, loader: str) -> None:
-    """Register a domain loader as ``"package.module:function"`` (imported on first use)."""
-    _LOADERS[name] = loader
 
 
 def domain_names() -> list[str]:
-    return sorted(_LOADERS)
+    """Every registered domain (built-ins and plugins, through :mod:`concierge.plugins`)."""
+    from concierge import plugins
+
+    return plugins.names("domains")
 
 
 def load_domain(
@@ -771,13 +764,11 @@ def load_domain(
 
     ``data_dir`` may also be a parent folder with a ``<name>/`` subfolder (e.g. ``data/tau2``).
     """
-    target = _LOADERS.get(name)
-    if target is None:
-        raise ValueError(f"unknown domain {name!r}; known: {', '.join(domain_names())}")
-    module_name, _, attr = target.partition(":")
-    import importlib
+    from concierge import plugins
 
-    loader = getattr(importlib.import_module(module_name), attr)
+    loader = plugins.get("domains", name)
+    if loader is None:
+        raise ValueError(f"unknown domain {name!r}; known: {', '.join(domain_names())}")
     return loader(resolve_data_dir(name, data_dir), exclude_tools=exclude_tools)
 
 

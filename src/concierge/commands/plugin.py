@@ -1,0 +1,3 @@
+"""Built-in plugin (hooks filled in as their registries move to concierge.plugins)."""
+
+from __future__ import annotations

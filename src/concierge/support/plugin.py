@@ -1,0 +1,12 @@
+"""The built-in support domains, registered through the plugin door like any company's own."""
+
+from __future__ import annotations
+
+from concierge.plugins import Register, hookimpl
+
+
+@hookimpl
+def register_domains(register: Register) -> None:
+    register("retail", "concierge.support.tau2_retail:load")
+    register("airline", "concierge.support.tau2_airline:load")
+    register("homestay", "concierge.support.homestay:load")
