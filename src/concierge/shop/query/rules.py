@@ -1,0 +1,405 @@
+"""Rule parser: one shopper message -> a :class:`TurnDelta`, over the catalogue's own vocabulary."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from concierge.shop.query.structured import StructuredQuery
+from concierge.shop.query.vocabulary import (
+    GENDER_WORDS,
+    GENERIC_WORDS,
+    OCCASIONS,
+    ShopVocabulary,
+    _Mention,
+    normalise_text,
+    phrase_regex,
+)
+from concierge.shop.search import tokenize
+
+_NEGATION = re.compile(
+    r"(?<![a-z0-9])(?:not|no|without|except|excluding|avoid|anything but|nothing in|don'?t want|do not want|"
+    r"don'?t like|do not like|hate|allergic to|non|never)(?![a-z0-9])[\s-]*(?:made (?:of|from|with)\s+|"
+    r"in\s+|from\s+|any\s+|a\s+|an\s+)?"
+)
+_REPLACE_CUES = re.compile(
+    r"(?<![a-z0-9])(?:instead|what about|how about|rather|switch to|change to|show me some|same but|"
+    r"what do you have in|any in|those in|these in|them in|ones in)(?![a-z0-9])"
+)
+_CHEAPER = re.compile(
+    r"(?<![a-z0-9])(?:cheaper|less expensive|lower price[sd]?|more affordable|too expensive|too pricey|"
+    r"too much|over my budget|less pricey|lower cost)(?![a-z0-9])"
+)
+_PRICIER = re.compile(
+    r"(?<![a-z0-9])(?:more expensive|pricier|higher end|high end|higher quality|more premium|fancier|"
+    r"better quality|too cheap)(?![a-z0-9])"
+)
+_SORT_ASC = re.compile(
+    r"(?<![a-z0-9])(?:cheapest|lowest price[sd]?|least expensive|budget|affordable|cheap|inexpensive)(?![a-z0-9])"
+)
+_SORT_DESC = re.compile(
+    r"(?<![a-z0-9])(?:most expensive|priciest|luxury|luxurious|top of the range|highest price[sd]?)(?![a-z0-9])"
+)
+
+_NUM = r"(\d{1,6}(?:[.,]\d{1,2})?)"
+_CUR = r"(?:[$€£]\s*)"
+_CUR_AFTER = r"(?:\s*(?:dollars?|usd|bucks|euros?|eur|pounds?|gbp)(?![a-z0-9]))"
+# A number followed by a unit is a size or capacity, never a price.
+_UNIT_AFTER = r"(?!\s*(?:cm|mm|ml|l|w|in|inch|inches|h|hours?|person|people|pieces?|pcs|x|gb|mah|kg|g|c|years?|yrs?|months?|\+|%|-person)(?![a-z0-9]))"
+_PRICE_BETWEEN = re.compile(
+    rf"(?:between|from)\s+{_CUR}?{_NUM}{_CUR_AFTER}?\s*(?:and|to|-|–)\s*{_CUR}?{_NUM}{_CUR_AFTER}?{_UNIT_AFTER}"
+)
+_PRICE_RANGE = re.compile(rf"{_CUR}{_NUM}\s*(?:-|–|to)\s*{_CUR}?{_NUM}(?![\d])")
+_PRICE_MAX = re.compile(
+    rf"(?:under|below|less than|cheaper than|up to|no more than|not more than|max(?:imum)?(?: of)?|at most|"
+    rf"within|budget (?:of|is)|budget:?|for less than|<=?|tops)\s*{_CUR}?{_NUM}(?![\d]){_CUR_AFTER}?{_UNIT_AFTER}"
+)
+_PRICE_MAX_AFTER = re.compile(
+    rf"{_CUR}?{_NUM}{_CUR_AFTER}?\s*(?:or less|or under|or below|max(?:imum)?|tops|or cheaper)(?![a-z0-9])"
+)
+_PRICE_MIN = re.compile(
+    rf"(?:over|above|more than|at least|starting at|min(?:imum)?(?: of)?|>=?|upwards of)\s*{_CUR}?{_NUM}(?![\d])"
+    rf"{_CUR_AFTER}?{_UNIT_AFTER}"
+)
+_PRICE_MIN_AFTER = re.compile(rf"{_CUR}?{_NUM}{_CUR_AFTER}?\s*(?:or more|and up|and above|\+)(?![a-z0-9])")
+_PRICE_AROUND = re.compile(
+    rf"(?:around|about|roughly|approximately|approx\.?|~)\s*(?:{_CUR}{_NUM}|{_NUM}{_CUR_AFTER})(?![\d])"
+)
+_PRICE_BARE = re.compile(rf"(?:{_CUR}{_NUM}(?![\d])|(?<![a-z0-9.]){_NUM}{_CUR_AFTER})")
+
+_SIZE_WORDS = {"extra small": "xs", "small": "s", "medium": "m", "large": "l", "extra large": "xl"}
+
+
+def _num(raw: str) -> float:
+    return float(raw.replace(",", "."))
+
+
+@dataclass
+class TurnDelta:
+    """What one shopper message says on its own, before it is applied to the conversation's query."""
+
+    query: StructuredQuery = field(default_factory=StructuredQuery)
+    certain: set[str] = field(default_factory=set)  # fields the rules detected with certainty
+    gender: str | None = None
+    cheaper: bool = False
+    pricier: bool = False
+    replace_cue: bool = False
+    content: list[str] = field(default_factory=list)  # leftover catalogue words (keywords)
+    source: str = "rules"
+    n_words: int = 0
+
+    @property
+    def has_category(self) -> bool:
+        return bool(self.query.category)
+
+
+class _Text:
+    """Normalised text with a consumed-character mask, so no span is read twice."""
+
+    def __init__(self, text: str) -> None:
+        self.raw = text
+        self.low = normalise_text(text)
+        self.used = [False] * len(self.low)
+
+    def free(self, start: int, end: int) -> bool:
+        return not any(self.used[start:end])
+
+    def take(self, start: int, end: int) -> None:
+        for i in range(start, end):
+            self.used[i] = True
+
+    def finditer(self, pattern: re.Pattern[str]) -> Iterable[re.Match[str]]:
+        for m in pattern.finditer(self.low):
+            if m.end() > m.start() and self.free(m.start(), m.end()):
+                yield m
+
+    def remaining(self) -> str:
+        return "".join(" " if u else ch for ch, u in zip(self.low, self.used, strict=True))
+
+
+def _near(text: _Text, start: int, end: int, words: Iterable[str], window: int = 24) -> bool:
+    before = text.low[max(0, start - window) : start]
+    after = text.low[end : end + window]
+    return any(re.search(rf"(?<![a-z0-9]){re.escape(w)}(?![a-z0-9])", before + " | " + after) for w in words)
+
+
+def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str] = ()) -> TurnDelta:
+    """Read one shopper message with the catalogue's vocabulary (``context_paths``: the categories the
+    conversation is already in, used to read attribute values such as "floral" the right way)."""
+    t = _Text(message)
+    d = TurnDelta()
+    q = d.query
+
+    _parse_prices(t, d)
+    _parse_bool_attributes(t, d, vocab)
+    _parse_exclusions(t, d, vocab)
+    _parse_gender(t, d)
+    _parse_category(t, d, vocab)
+    paths = vocab.resolve_category(q.category) or list(context_paths)
+    _parse_attributes(t, d, vocab, paths)
+    _parse_brands(t, d, vocab)
+    for m in t.finditer(_CHEAPER):
+        d.cheaper = True
+        t.take(m.start(), m.end())
+    for m in t.finditer(_PRICIER):
+        d.pricier = True
+        t.take(m.start(), m.end())
+    for m in t.finditer(_SORT_DESC):
+        q.sort = "price_desc"
+        d.certain.add("sort")
+        t.take(m.start(), m.end())
+    for m in t.finditer(_SORT_ASC):
+        q.sort = "price_asc"
+        d.certain.add("sort")
+        t.take(m.start(), m.end())
+    d.replace_cue = bool(_REPLACE_CUES.search(t.low))
+    for occasion, words in OCCASIONS.items():
+        for word in words:
+            for m in t.finditer(phrase_regex(word, plural=True)):
+                q.occasion = q.occasion or occasion
+                t.take(m.start(), m.end())
+    d.content = d.content + vocab.content_tokens(t.remaining())
+    d.n_words = len(message.split())
+    q.keywords = " ".join(dict.fromkeys(d.content))
+    return d
+
+
+def _set_price(d: TurnDelta, lo: float | None, hi: float | None, certain: bool = True) -> None:
+    q = d.query
+    if lo is not None and hi is not None and lo > hi:
+        lo, hi = hi, lo
+    if lo is not None:
+        q.price_min = round(lo, 2)
+        if certain:
+            d.certain.add("price_min")
+    if hi is not None:
+        q.price_max = round(hi, 2)
+        if certain:
+            d.certain.add("price_max")
+
+
+def _parse_prices(t: _Text, d: TurnDelta) -> None:
+    for m in t.finditer(_PRICE_BETWEEN):
+        _set_price(d, _num(m.group(1)), _num(m.group(2)))
+        t.take(m.start(), m.end())
+    for m in t.finditer(_PRICE_RANGE):
+        _set_price(d, _num(m.group(1)), _num(m.group(2)))
+        t.take(m.start(), m.end())
+    for pattern in (_PRICE_MAX, _PRICE_MAX_AFTER):
+        for m in t.finditer(pattern):
+            _set_price(d, None, _num(m.group(1)))
+            t.take(m.start(), m.end())
+    for pattern in (_PRICE_MIN, _PRICE_MIN_AFTER):
+        for m in t.finditer(pattern):
+            _set_price(d, _num(m.group(1)), None)
+            t.take(m.start(), m.end())
+    for m in t.finditer(_PRICE_AROUND):
+        value = _num(m.group(1) or m.group(2))
+        _set_price(d, value * 0.8, value * 1.2)
+        t.take(m.start(), m.end())
+    # A bare "$60" reads as a budget, but only as a guess the model may correct.
+    for m in t.finditer(_PRICE_BARE):
+        if d.query.price_max is None:
+            _set_price(d, None, _num(m.group(1) or m.group(2)), certain=False)
+        t.take(m.start(), m.end())
+
+
+def _parse_bool_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
+    """Yes/no attributes by name: "waterproof" -> yes, "not waterproof" -> no."""
+    for key in sorted(vocab.bool_keys, key=len, reverse=True):
+        words = key.split()
+        patterns = [phrase_regex(key)]
+        if len(words) > 1 and len(words[0]) >= 6:
+            patterns.append(phrase_regex(words[0]))  # "induction" for "induction ready"
+        for pattern in patterns:
+            for m in t.finditer(pattern):
+                before = t.low[max(0, m.start() - 12) : m.start()]
+                neg = re.search(r"(?<![a-z])(?:not|no|non|without)[\s-]*$", before)
+                d.query.attributes[key] = ["no" if neg else "yes"]
+                d.certain.add("attributes")
+                start = m.start() - (len(before) - neg.start()) if neg else m.start()
+                t.take(start, m.end())
+
+
+def _longest_value_at(t: _Text, pos: int, vocab: ShopVocabulary) -> tuple[str, int] | None:
+    """The longest vocabulary phrase (attribute value, brand, category word) starting at ``pos``:
+    (its canonical form, its length in the text)."""
+    rest = t.low[pos:]
+    best: tuple[str, int] | None = None
+    for pattern, _, value in vocab._value_patterns:
+        m = pattern.match(rest)
+        if m and m.end() > 0 and (best is None or m.end() > best[1]):
+            best = (value, m.end())
+    for low, pattern in vocab._brand_patterns.items():
+        m = pattern.match(rest)
+        if m and m.end() > 0 and (best is None or m.end() > best[1]):
+            best = (vocab.brands[low], m.end())
+    for pattern, _, _, _ in vocab._category_phrases:
+        m = pattern.match(rest)
+        if m and m.end() > 0 and (best is None or m.end() > best[1]):
+            best = (m.group(0), m.end())
+    return best
+
+
+def _parse_exclusions(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
+    for m in list(t.finditer(_NEGATION)):
+        if not t.free(m.start(), m.end()):
+            continue
+        pos = m.end()
+        found = _longest_value_at(t, pos, vocab)
+        if found is not None:
+            term, length = found
+            end = pos + length
+        else:
+            word = re.match(r"([a-z0-9][a-z0-9'\-]*)", t.low[pos:])
+            if not word:
+                continue
+            tok = tokenize(word.group(1))
+            if not tok or tok[0] not in vocab.tokens or tok[0] in GENERIC_WORDS:
+                continue
+            term, end = word.group(1), pos + word.end()
+        if term.lower() not in [e.lower() for e in d.query.exclusions]:
+            d.query.exclusions.append(term)
+        d.certain.add("exclusions")
+        t.take(m.start(), end)
+        # "not leather or suede": the next alternatives are excluded as well.
+        while True:
+            more = re.match(r"\s*(?:,|or|nor|and|/)\s*", t.low[end:])
+            if not more:
+                break
+            nxt = _longest_value_at(t, end + more.end(), vocab)
+            if nxt is None:
+                break
+            if nxt[0].lower() not in [e.lower() for e in d.query.exclusions]:
+                d.query.exclusions.append(nxt[0])
+            t.take(end, end + more.end() + nxt[1])
+            end = end + more.end() + nxt[1]
+
+
+def _parse_gender(t: _Text, d: TurnDelta) -> None:
+    for gender, words in GENDER_WORDS.items():
+        for word in sorted(words, key=len, reverse=True):
+            for m in t.finditer(phrase_regex(word)):
+                d.gender = d.gender or gender
+                t.take(m.start(), m.end())
+
+
+_CONTEXT_SPLIT = re.compile(
+    r"(?<![a-z0-9])(?:for|with|to go with|to match|that goes with|goes with|to wear with|like my|instead of|"
+    r"matching|under|over|between)(?![a-z0-9])"
+)
+
+
+def _combine(a: frozenset[str], b: frozenset[str]) -> frozenset[str] | None:
+    """Where one mention refines the other ("travel" + "bag", "hiking" + "jacket"): the specific paths."""
+    out = set()
+    for x in a:
+        for y in b:
+            if y == x or y.startswith(x + " > "):
+                out.add(y)
+            elif x.startswith(y + " > "):
+                out.add(x)
+    return frozenset(out) or None
+
+
+def _parse_category(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
+    mentions: list[_Mention] = []
+    for pattern, paths, certain, _ in vocab._category_phrases:
+        for m in t.finditer(pattern):
+            mentions.append(_Mention(m.start(), m.end(), paths, certain))
+            t.take(m.start(), m.end())
+    everything = list(mentions)
+    if not mentions:
+        return  # a gender alone ("for men") narrows the conversation's category in update_query
+    # Certain mentions outrank title-word guesses.
+    if any(x.certain for x in mentions):
+        mentions = [x for x in mentions if x.certain]
+    mentions.sort(key=lambda x: x.start)
+    # The product sought is the head of the first clause: "hiking boots" -> boots,
+    # "shoes to go with my dress" -> shoes (what follows "for"/"with" is context).
+    bounds = [m.start() for m in _CONTEXT_SPLIT.finditer(t.low)] + [len(t.low) + 1]
+    first_clause = next(b for b in bounds if any(x.start < b for x in mentions))
+    clause = [x for x in mentions if x.start < first_clause]
+    chosen = clause[-1].paths
+    for other in clause[:-1]:
+        combined = _combine(other.paths, chosen)
+        if combined:
+            chosen = combined
+    # The words of every mention still rank products: "espresso machine" within appliances,
+    # "hiking" boots.
+    d.content.extend(tok for x in everything for tok in vocab.content_tokens(t.low[x.start : x.end]))
+    paths = sorted(chosen)
+    if d.gender:
+        gendered = [p for p in paths if p.split(" > ")[0].lower() == d.gender]
+        paths = gendered or paths
+    d.query.category = vocab.canonical_category(paths)
+    if all(x.certain for x in clause):
+        d.certain.add("category")
+
+
+def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequence[str]) -> None:
+    scope = vocab.attributes_for(paths)
+    found: dict[str, list[str]] = {}
+
+    def add(key: str, value: str) -> None:
+        values = found.setdefault(key, [])
+        if value not in values:
+            values.append(value)
+
+    # "size M", "size 40", "size medium": explicit size phrases first.
+    size_keys = [k for k in ("size", "capacity", "volume", "model") if k in scope] or [
+        k for k in vocab.option_keys if k != vocab.color_key and k in scope
+    ]
+    for m in t.finditer(
+        re.compile(
+            r"(?<![a-z0-9])(?:size|sized|in a|in an)\s+((?:extra\s+)?[a-z0-9+]+(?:\s*(?:cm|in|ml|l))?)(?![a-z0-9])|(?<![a-z0-9])((?:extra\s+)?(?:small|medium|large|x{0,2}[sl]|m))\s+size(?![a-z0-9])"
+        )
+    ):
+        raw = (m.group(1) or m.group(2)).strip()
+        for candidate in (raw, _SIZE_WORDS.get(raw, "")):
+            key = next((k for k in size_keys if candidate and candidate in scope.get(k, ())), None)
+            if key:
+                add(key, candidate)
+                t.take(m.start(), m.end())
+                break
+    # Every other vocabulary value, longest first; each phrase read once, for one key.
+    matched: dict[tuple[int, int], list[tuple[str, str]]] = {}
+    for pattern, key, value in vocab._value_patterns:
+        for m in pattern.finditer(t.low):
+            if not t.free(m.start(), m.end()):
+                continue
+            matched.setdefault((m.start(), m.end()), []).append((key, value))
+    for (start, end), options in sorted(matched.items(), key=lambda kv: (-(kv[0][1] - kv[0][0]), kv[0][0])):
+        if not t.free(start, end):
+            continue
+        options = [(k, v) for k, v in options if v in scope.get(k, ())] or (options if not paths else [])
+        usable = []
+        for key, value in options:
+            if (key, value) in vocab._context_values and not _near(t, start, end, key.split() + ["size"]):
+                continue
+            usable.append((key, value))
+        if not usable:
+            continue
+        # One phrase, several keys ("cream" colour / finish): colour first, then the most common use.
+        usable.sort(key=lambda kv: (kv[0] != vocab.color_key, -vocab.attr_counts[kv[0]][kv[1]]))
+        key, value = usable[0]
+        add(key, value)
+        t.take(start, end)
+    for key, values in found.items():
+        d.query.attributes[key] = values
+        d.certain.add("attributes")
+
+
+def _parse_brands(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
+    """Brands as written (case-sensitive: "Stride" the brand, not "stride" the word)."""
+    for low, brand in sorted(vocab.brands.items(), key=lambda kv: -len(kv[0])):
+        cased = re.search(rf"(?<![A-Za-z0-9]){re.escape(brand)}(?![A-Za-z0-9])", t.raw)
+        if cased is None:
+            continue
+        for m in t.finditer(vocab._brand_patterns[low]):
+            d.query.attributes.setdefault("brand", [])
+            if brand not in d.query.attributes["brand"]:
+                d.query.attributes["brand"].append(brand)
+            d.certain.add("attributes")
+            t.take(m.start(), m.end())

@@ -1,0 +1,384 @@
+"""The vocabulary of one catalogue: category paths, synonyms, attribute values, brands and occasions."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from concierge.shop.catalog import Catalog
+from concierge.shop.search import STOPWORDS, tokenize
+
+# Generic retail words -> a category segment name; used only where the catalogue has that segment.
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "sneakers": ("trainer", "kicks", "running shoe", "tennis shoe", "sneaker"),
+    "boots": ("boot", "bootie"),
+    "sandals": ("sandal", "flip flop", "slide", "espadrille"),
+    "shoes": ("footwear", "shoe"),
+    "dresses": ("dress", "gown", "frock"),
+    "tops": ("top", "blouse", "tee", "t-shirt", "tshirt", "sweater", "cardigan", "jumper", "tunic"),
+    "trousers": ("pant", "jean", "chino", "slack", "jogger", "culotte", "trouser"),
+    "shirts": ("shirt", "polo", "henley", "t-shirt", "tshirt", "tee"),
+    "jackets": ("jacket", "coat", "parka", "blazer", "outerwear", "anorak"),
+    "clothing": ("clothes", "apparel", "outfit"),
+    "handbags": ("handbag", "purse", "tote", "clutch", "crossbody"),
+    "backpacks": ("backpack", "rucksack", "daypack", "knapsack"),
+    "travel": ("luggage", "suitcase", "duffel", "carry-on", "weekender"),
+    "bags": ("bag",),
+    "bedding": ("sheet", "duvet", "quilt", "bed linen", "pillowcase"),
+    "lighting": ("lamp", "sconce", "pendant light", "floor light"),
+    "cushions & throws": ("cushion", "pillow", "throw", "blanket"),
+    "storage": ("organizer", "organiser", "basket", "hamper"),
+    "cookware": ("pan", "pot", "skillet", "wok", "dutch oven", "saucepan", "cookware"),
+    "tableware": ("plate", "mug", "bowl", "dish", "dinnerware", "tumbler", "platter"),
+    "appliances": ("kettle", "blender", "toaster", "espresso machine", "coffee machine", "mixer", "grinder"),
+    "headphones": ("earbud", "earphone", "headset", "headphone"),
+    "phone cases": ("phone case", "iphone case", "phone cover"),
+    "chargers & cables": ("charger", "cable", "power bank", "charging pad"),
+    "laptop sleeves": ("laptop sleeve", "laptop case", "laptop stand", "tablet sleeve"),
+    "skincare": ("skin care", "moisturiser", "moisturizer", "serum", "cleanser", "sunscreen", "face cream"),
+    "fragrance": ("perfume", "cologne", "scent", "fragrance"),
+    "makeup": ("make-up", "make up", "lipstick", "mascara", "foundation", "cosmetic", "eyeliner"),
+    "tents": ("tent",),
+    "sleeping bags": ("sleeping bag", "sleeping pad"),
+    "gear": ("trekking pole", "headlamp", "water filter", "camp stove"),
+    "building sets": ("lego", "building block", "construction set", "magnetic tile", "marble run"),
+    "plush": ("teddy", "teddy bear", "stuffed animal", "soft toy", "plushie", "plush toy"),
+    "games & puzzles": ("puzzle", "board game", "jigsaw", "card game"),
+    "toys": ("toy",),
+    "electronics": ("gadget", "tech"),
+    "decor": ("decoration", "home decor"),
+    "outdoor": ("outdoors",),
+}
+
+COLOUR_SYNONYMS = {
+    "gray": "grey", "navy blue": "navy", "off-white": "cream", "ivory": "cream", "tan": "beige",
+    "camel": "beige", "maroon": "burgundy", "wine": "burgundy", "khaki": "beige", "charcoal": "grey",
+    "golden": "gold", "multicoloured": "multicolor", "multicolored": "multicolor", "rainbow": "multicolor",
+}  # fmt: skip
+
+GENDER_WORDS = {
+    "women": ("women", "womens", "women's", "woman", "ladies", "lady", "female", "for her", "girls"),
+    "men": ("men", "mens", "men's", "man", "gents", "male", "for him", "guys", "boys"),
+}
+
+OCCASIONS: dict[str, tuple[str, ...]] = {
+    "gift": ("gift", "present", "birthday", "christmas", "xmas", "anniversary", "housewarming",
+             "valentine", "mother's day", "father's day", "stocking stuffer"),
+    "wedding": ("wedding", "bridesmaid", "bride", "groom"),
+    "hiking": ("hiking", "hike", "trekking", "trek"),
+    "camping": ("camping", "campsite"),
+    "running": ("running", "jogging", "marathon"),
+    "travel": ("travel", "trip", "vacation", "holiday", "travelling", "traveling"),
+    "work": ("office", "work", "business"),
+    "party": ("party", "night out", "date night"),
+    "beach": ("beach", "pool"),
+    "gym": ("gym", "workout", "fitness"),
+    "winter": ("winter", "snow", "cold weather"),
+    "summer": ("summer", "hot weather"),
+}  # fmt: skip
+
+# Words that carry no product meaning in a shopping request.
+GENERIC_WORDS = frozenset(
+    """need want wanted looking look find show get buy buying purchase something anything stuff thing things
+    item items product products some any good nice great best new please help recommend recommendation
+    suggest suggestion like love would could can should might maybe just also really very one ones
+    pair pairs kind sort type cool perfect idea ideas options option choice choices what which who
+    how about instead rather else other another more less me my mine her his their them him us our
+    i'm im i'd id ive i've it's hi hello hey thanks thank you there here today tomorrow now
+    cheap cheaper cheapest expensive pricier priciest affordable budget price prices priced cost costs
+    dollar dollars usd bucks under below over above between around less than least most much color colour
+    size sized same similar different exactly only still well yes no ok okay sure store shop shopping
+    wear wearing use using go going got give giving gift present do does did doing have has had having
+    is are was were be been being not don't dont see seen tell let lets know got gotten will shall may
+    must too so such this that these those there then than into onto up down out off""".split()
+)
+
+
+# Values that are ordinary words: they count only next to their attribute name ("size m", "slim fit").
+_COMMON_VALUES = frozenset(
+    """yes no none all regular small medium large natural solid full twin flat fresh clear dry oily
+    sensitive combination adult block s m l x fit""".split()
+)
+
+
+def _word_pattern(word: str, plural: bool) -> str:
+    w = re.escape(word)
+    if not plural or not word[-1:].isalpha():
+        return w
+    if word.endswith("y") and len(word) > 3:
+        return re.escape(word[:-1]) + r"(?:y|ies)"
+    if word.endswith(("s", "x", "ch", "sh")):
+        return w + r"(?:es)?"
+    return w + r"(?:s|es)?"
+
+
+def phrase_regex(phrase: str, plural: bool = False) -> re.Pattern[str]:
+    """Whole-word, case-folded match of a phrase; spaces and hyphens are interchangeable."""
+    words = re.findall(r"[a-z0-9]+|[^\sa-z0-9\-]", phrase.lower())
+    if plural and words and words[-1].isalpha():
+        stem = tokenize(words[-1])
+        words[-1] = stem[0] if stem else words[-1]
+    parts = [re.escape(w) for w in words[:-1]] + [_word_pattern(words[-1], plural)] if words else []
+    body = r"[\s\-/]*".join(parts)
+    return re.compile(rf"(?<![a-z0-9]){body}(?![a-z0-9])")
+
+
+def normalise_text(text: str) -> str:
+    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u2013", "-").replace("\u2014", " ")
+    return " ".join(text.lower().split())
+
+
+@dataclass
+class _Mention:
+    start: int
+    end: int
+    paths: frozenset[str]
+    certain: bool
+
+
+class ShopVocabulary:
+    """Everything the parsers know about one catalogue: categories, attribute values, brands, words."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.categories: dict[str, int] = catalog.categories()  # path (and prefixes) -> product count
+        self.leaves = sorted({p.category for p in catalog.products if p.category})
+        self._lower_paths = {c.lower(): c for c in self.categories}
+        # segment name (lower) -> the path prefixes ending at that segment
+        self.segment_paths: dict[str, set[str]] = {}
+        for path in self.categories:
+            segs = path.split(" > ")
+            self.segment_paths.setdefault(segs[-1].lower(), set()).add(path)
+        self.top_level = sorted({c for c in self.categories if " > " not in c})
+
+        # Attributes: key -> value -> product count; per leaf: key -> values.
+        self.attr_counts: dict[str, Counter[str]] = {}
+        self.attr_by_leaf: dict[str, dict[str, set[str]]] = {}
+        self.option_keys: set[str] = set()
+        tokens: set[str] = set()
+        for p in catalog.products:
+            leaf = self.attr_by_leaf.setdefault(p.category, {})
+            seen: dict[str, set[str]] = {}
+            for key, value in p.attributes.items():
+                for v in value if isinstance(value, list) else [value]:
+                    seen.setdefault(key.lower(), set()).add(str(v).lower())
+            for var in p.variants:
+                for key, value in var.options.items():
+                    self.option_keys.add(key.lower())
+                    seen.setdefault(key.lower(), set()).add(value.lower())
+            for key, values in seen.items():
+                self.attr_counts.setdefault(key, Counter()).update(values)
+                leaf.setdefault(key, set()).update(values)
+            tokens.update(tokenize(f"{p.title} {p.category} {p.brand} {p.description}"))
+            for values in seen.values():
+                for v in values:
+                    tokens.update(tokenize(v))
+        self.tokens = tokens
+        self.color_key = next((k for k in ("color", "colour") if k in self.attr_counts), None)
+        self.gender_key = "gender" if "gender" in self.attr_counts else None
+        self.bool_keys = {k for k, c in self.attr_counts.items() if set(c) <= {"yes", "no"} and k != "brand"}
+        self.brands = {p.brand.lower(): p.brand for p in catalog.products if p.brand}
+        self.prices = sorted(v.price for v in catalog.variants())
+        self._context_values = self._find_context_values()
+        self._category_phrases = self._build_category_phrases()
+        self._value_patterns = self._build_value_patterns()
+        self._brand_patterns = {low: phrase_regex(low) for low in self.brands}
+        self._prompt_cache: dict[tuple[int, int], str] = {}
+        self._schema: dict[str, Any] | None = None
+
+    # -- construction helpers -----------------------------------------------------------------
+
+    def _find_context_values(self) -> set[tuple[str, str]]:
+        """Values that need their attribute name nearby: common words, bare numbers, and values that
+        titles use loosely (a "Relaxed" adjective on products whose fit is not relaxed)."""
+        out: set[tuple[str, str]] = set()
+        # Title words minus the brand ("Linen Loft" is a brand, not a material claim).
+        title_tokens = [set(tokenize(p.title)) - set(tokenize(p.brand)) for p in self.catalog.products]
+        for key, counts in self.attr_counts.items():
+            for value in counts:
+                toks = tokenize(value)
+                if re.fullmatch(r"x{1,3}[sl]", value):
+                    continue  # XS, XL, XXL: unmistakable as written
+                if (
+                    value in _COMMON_VALUES
+                    or len(value) < 3
+                    or not any(ch.isalpha() for ch in value)
+                    or not toks
+                    or (value.endswith("+") and value[:-1].isdigit())
+                ):
+                    out.add((key, value))
+                    continue
+                if len(toks) != 1:
+                    continue
+                tok = toks[0]
+                with_token = [i for i, t in enumerate(title_tokens) if tok in t]
+                if len(with_token) < 3:
+                    continue
+                consistent = 0
+                for i in with_token:
+                    p = self.catalog.products[i]
+                    values = _product_values(p, key)
+                    consistent += any(value in v for v in values)
+                if consistent / len(with_token) < 0.8:
+                    out.add((key, value))
+        return out
+
+    def _build_category_phrases(self) -> list[tuple[re.Pattern[str], frozenset[str], bool, int]]:
+        """(pattern, category paths, certain, specificity) for segment names, synonyms and title words."""
+        phrases: dict[str, tuple[set[str], bool]] = {}
+
+        def add(phrase: str, paths: Iterable[str], certain: bool) -> None:
+            phrase = phrase.strip().lower()
+            if not phrase or phrase in STOPWORDS:
+                return
+            entry = phrases.setdefault(phrase, (set(), certain))
+            entry[0].update(paths)
+
+        gender_tops = {"women", "men"}
+        for seg, paths in self.segment_paths.items():
+            if seg in gender_tops:
+                continue  # handled as gender
+            for part in re.split(r"\s*(?:&|,|\band\b)\s*", seg):
+                if part:
+                    add(part, paths, True)
+            if "&" in seg or " and " in seg:
+                add(seg, paths, True)
+        for seg, words in SYNONYMS.items():
+            paths = self.segment_paths.get(seg)
+            if paths:
+                for word in words:
+                    add(word, paths, True)
+        # Title words found only in one to three leaves ("chelsea", "espresso") as weak evidence.
+        brand_tokens = {t for b in self.brands for t in tokenize(b)}
+        value_tokens = {t for counts in self.attr_counts.values() for v in counts for t in tokenize(v)}
+        leaves_of: dict[str, Counter[str]] = {}
+        for p in self.catalog.products:
+            for tok in set(tokenize(p.title)):
+                leaves_of.setdefault(tok, Counter())[p.category] += 1
+        for tok, leaves in leaves_of.items():
+            if (
+                sum(leaves.values()) >= 3
+                and len(leaves) <= 3
+                and len(tok) >= 3
+                and not tok.isdigit()
+                and tok not in brand_tokens
+                and tok not in value_tokens
+                and tok not in GENERIC_WORDS
+                and tok not in phrases
+            ):
+                add(tok, leaves, False)
+        out = []
+        for phrase, (paths, certain) in phrases.items():
+            out.append((phrase_regex(phrase, plural=True), frozenset(paths), certain, len(phrase)))
+        out.sort(key=lambda x: -x[3])
+        return out
+
+    def _build_value_patterns(self) -> list[tuple[re.Pattern[str], str, str]]:
+        """(pattern, key, value), longest values first, for every attribute value and colour synonym."""
+        out: list[tuple[re.Pattern[str], str, str]] = []
+        for key, counts in self.attr_counts.items():
+            if key in self.bool_keys or key == self.gender_key:
+                continue
+            for value in counts:
+                out.append((phrase_regex(value), key, value))
+        if self.color_key:
+            colours = self.attr_counts[self.color_key]
+            for word, target in COLOUR_SYNONYMS.items():
+                if target in colours:
+                    out.append((phrase_regex(word), self.color_key, target))
+        out.sort(key=lambda x: -len(x[2]))
+        return out
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    def resolve_category(self, category: str | None) -> list[str]:
+        """The catalogue path prefixes a category string stands for (empty: unknown or none)."""
+        if not category:
+            return []
+        out: list[str] = []
+        for alt in category.split("|"):
+            want = [s.strip().lower() for s in alt.split(">") if s.strip()]
+            if not want:
+                continue
+            for path in self.categories:
+                segs = [s.lower() for s in path.split(" > ")]
+                m = len(want)
+                if len(segs) >= m and segs[-m:] == want and path not in out:
+                    out.append(path)
+        # Keep the most general matches only ("Boots" -> both boot leaves, not their children).
+        return [p for p in out if not any(p != q and p.startswith(q + " > ") for q in out)]
+
+    def canonical_category(self, paths: Sequence[str]) -> str | None:
+        """A compact category string for a set of paths: one path, a shared segment name, or alternatives."""
+        paths = sorted(set(paths))
+        if not paths:
+            return None
+        if len(paths) == 1:
+            return paths[0]
+        last = {p.split(" > ")[-1] for p in paths}
+        if len(last) == 1:
+            name = last.pop()
+            if set(self.resolve_category(name)) == set(paths):
+                return name
+        return " | ".join(paths)
+
+    def leaves_under(self, paths: Sequence[str]) -> list[str]:
+        if not paths:
+            return list(self.leaves)
+        return [leaf for leaf in self.leaves if any(leaf == p or leaf.startswith(p + " > ") for p in paths)]
+
+    def attributes_for(self, paths: Sequence[str]) -> dict[str, set[str]]:
+        """Attribute key -> values present under the given categories (all of them when none)."""
+        if not paths:
+            return {k: set(c) for k, c in self.attr_counts.items()}
+        out: dict[str, set[str]] = {}
+        for leaf in self.leaves_under(paths):
+            for key, values in self.attr_by_leaf.get(leaf, {}).items():
+                out.setdefault(key, set()).update(values)
+        return out
+
+    def is_colour(self, value: str) -> bool:
+        return bool(self.color_key) and value.lower() in self.attr_counts[self.color_key]
+
+    def is_brand(self, value: str) -> bool:
+        return value.lower() in self.brands
+
+    def content_tokens(self, text: str) -> list[str]:
+        """Words of ``text`` that occur in the catalogue and mean something (not generic shop talk)."""
+        out = []
+        for tok in tokenize(text):
+            if tok in self.tokens and tok not in GENERIC_WORDS and not tok.isdigit() and len(tok) > 1:
+                out.append(tok)
+        return out
+
+    def prompt_vocabulary(self, max_keys: int = 24, max_values: int = 14) -> str:
+        """Categories and attribute vocabulary for the model's prompt (bounded in size, built once)."""
+        key = (max_keys, max_values)
+        cached = self._prompt_cache.get(key)
+        if cached is None:
+            cached = self._prompt_cache[key] = self._prompt_vocabulary(max_keys, max_values)
+        return cached
+
+    def _prompt_vocabulary(self, max_keys: int, max_values: int) -> str:
+        lines = ["Categories:"]
+        lines += [f"- {leaf}" for leaf in self.leaves[:80]]
+        lines.append("Attributes (name: values):")
+        keys = sorted(self.attr_counts, key=lambda k: -sum(self.attr_counts[k].values()))[:max_keys]
+        for key in keys:
+            values = [v for v, _ in self.attr_counts[key].most_common(max_values)]
+            lines.append(f"- {key}: {', '.join(values)}")
+        return "\n".join(lines)
+
+
+def _product_values(product: Any, key: str) -> list[str]:
+    values: list[str] = []
+    value = product.attributes.get(key)
+    if value is not None:
+        values += [v.lower() for v in (value if isinstance(value, list) else [value])]
+    for var in product.variants:
+        if key in var.options:
+            values.append(var.options[key].lower())
+    return values
