@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from concierge.shop import search as search_mod
 from concierge.shop.catalog import Catalog, Product, Variant
 from concierge.shop.demo_store import generate_products
 from concierge.shop.search import (
@@ -21,6 +20,7 @@ from concierge.shop.search import (
     index_folder,
     tokenize,
 )
+from concierge.shop.search import dense as search_mod
 from concierge.store import db
 
 
