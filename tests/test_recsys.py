@@ -14,16 +14,10 @@ import typer
 from typer.testing import CliRunner
 
 from concierge.commands.eval_recsys import eval_recsys
-from concierge.evals.recsys import (
-    Interactions,
-    Split,
-    evaluate,
-    leave_last_out,
-    load_ratings_csv,
-    rank_targets,
-    top_k,
-)
+from concierge.evals.recsys import Interactions, leave_last_out, load_ratings_csv
 from concierge.shop.recommend import ALS, ItemKNN, Popularity, make_model, recommend, torch_available
+from concierge.shop.recommend.base import Split, top_k
+from concierge.shop.recommend.metrics import evaluate, rank_targets
 
 
 class FixedScores:

@@ -25,20 +25,30 @@ import csv
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-from scipy import sparse
 
-PROTOCOL = (
-    "implicit interactions (first occurrence of each user-item pair); per user sorted by (timestamp, item id); "
-    "leave-last-out: last = test, second-to-last = validation, rest = train; users with < 3 interactions "
-    "train-only; full ranking over all items, no sampled negatives; excluded from ranking: the user's history "
-    "(train at validation, train + validation item at test); rank ties broken by item index against the "
-    "target; HR@10, NDCG@10, MRR (full rank), coverage = share of catalogue in any top-10"
-)
+from concierge.shop.recommend.base import PROTOCOL, Recommender, Split, top_k
+from concierge.shop.recommend.metrics import evaluate, metrics_from_ranks, rank_targets
+
+__all__ = [
+    "PROTOCOL",
+    "Interactions",
+    "Recommender",
+    "Split",
+    "evaluate",
+    "leave_last_out",
+    "load_ratings_csv",
+    "metrics_from_ranks",
+    "ndcg_at",
+    "rank_targets",
+    "run_benchmark",
+    "split_summary",
+    "top_k",
+]
 
 
 @dataclass(frozen=True)
@@ -103,63 +113,6 @@ def load_ratings_csv(path: Path) -> Interactions:
     )
 
 
-@dataclass
-class Split:
-    """Leave-last-out split with users and items re-indexed to 0..n-1 (sorted by raw id)."""
-
-    user_index: np.ndarray  # position -> raw user id
-    item_index: np.ndarray  # position -> raw item id
-    train: list[np.ndarray]  # per user: training item indices in time order
-    valid: np.ndarray  # per user: validation item index, -1 if none
-    test: np.ndarray  # per user: test item index, -1 if none
-    protocol: str = field(default=PROTOCOL)
-
-    @property
-    def n_users(self) -> int:
-        return len(self.user_index)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.item_index)
-
-    @property
-    def n_train_interactions(self) -> int:
-        return int(sum(len(seq) for seq in self.train))
-
-    def train_matrix(self) -> sparse.csr_matrix:
-        """Binary users x items CSR matrix of the training interactions."""
-        rows = np.repeat(np.arange(self.n_users), [len(s) for s in self.train])
-        cols = np.concatenate(self.train) if self.train else np.array([], dtype=np.int64)
-        data = np.ones(len(cols), dtype=np.float32)
-        return sparse.csr_matrix((data, (rows, cols)), shape=(self.n_users, self.n_items))
-
-    def eval_users(self, stage: str) -> np.ndarray:
-        targets = self._targets(stage)
-        return np.flatnonzero(targets >= 0)
-
-    def targets(self, stage: str, users: np.ndarray) -> np.ndarray:
-        return self._targets(stage)[users]
-
-    def histories(self, stage: str, users: Iterable[int]) -> list[np.ndarray]:
-        """The sequence a model sees (and that is excluded from ranking) when predicting ``stage``."""
-        if stage == "valid":
-            return [self.train[u] for u in users]
-        if stage == "test":
-            out = []
-            for u in users:
-                v = self.valid[u]
-                out.append(np.append(self.train[u], v) if v >= 0 else self.train[u])
-            return out
-        raise ValueError(f"unknown stage {stage!r} (valid or test)")
-
-    def _targets(self, stage: str) -> np.ndarray:
-        if stage == "valid":
-            return self.valid
-        if stage == "test":
-            return self.test
-        raise ValueError(f"unknown stage {stage!r} (valid or test)")
-
-
 def leave_last_out(data: Interactions) -> Split:
     """Split per user by time (ties by item id): last -> test, second-to-last -> validation."""
     if len(data) == 0:
@@ -187,87 +140,6 @@ def leave_last_out(data: Interactions) -> Split:
         else:
             train.append(seq)
     return Split(user_index, item_index, train, valid, test)
-
-
-class Recommender(Protocol):
-    """What the evaluator needs: fit on a split's training data, score the catalogue from a history."""
-
-    name: str
-
-    def fit(self, split: Split, progress: Any | None = None) -> None: ...
-
-    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        """Scores (len(histories) x n_items); higher is better. History items are masked by the caller."""
-        ...
-
-
-def rank_targets(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray) -> np.ndarray:
-    """1-based full rank of each target among non-history items (ties against the target by item index).
-
-    ``scores`` is modified in place: history items are set to -inf.
-    """
-    for row, hist in enumerate(histories):
-        scores[row, hist] = -np.inf
-    rows = np.arange(len(targets))
-    t = scores[rows, targets][:, None]
-    higher = (scores > t).sum(axis=1)
-    tie_before = ((scores == t) & (np.arange(scores.shape[1])[None, :] < targets[:, None])).sum(axis=1)
-    return 1 + higher + tie_before
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Top-k item indices per row, ordered by score then item index (same order as ``rank_targets``)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    # argpartition does not order ties by index; redo exactly with a lexsort on the candidate set
-    # widened to every item tied with the k-th score.
-    out = np.empty((scores.shape[0], k), dtype=np.int64)
-    for row in range(scores.shape[0]):
-        kth = scores[row, part[row]].min()
-        cand = np.flatnonzero(scores[row] >= kth)
-        order = np.lexsort((cand, -scores[row, cand]))
-        out[row] = cand[order[:k]]
-    return out
-
-
-def metrics_from_ranks(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
-    ranks = np.asarray(ranks, dtype=np.float64)
-    if len(ranks) == 0:
-        return {f"HR@{k}": 0.0, f"NDCG@{k}": 0.0, "MRR": 0.0}
-    hit = ranks <= k
-    ndcg = np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0)
-    return {f"HR@{k}": float(hit.mean()), f"NDCG@{k}": float(ndcg.mean()), "MRR": float((1.0 / ranks).mean())}
-
-
-def evaluate(
-    model: Recommender,
-    split: Split,
-    stage: str = "test",
-    k: int = 10,
-    batch_size: int = 256,
-    coverage: bool = True,
-) -> dict[str, float]:
-    """HR@k, NDCG@k, MRR and (unless ``coverage`` is False) coverage of ``model`` on ``stage`` targets."""
-    users = split.eval_users(stage)
-    ranks: list[np.ndarray] = []
-    shown = np.zeros(split.n_items, dtype=bool)
-    for start in range(0, len(users), batch_size):
-        batch = users[start : start + batch_size]
-        hists = split.histories(stage, batch)
-        scores = np.array(model.score(hists), dtype=np.float64, copy=True)
-        if scores.shape != (len(batch), split.n_items):
-            raise ValueError(
-                f"{model.name}: score shape {scores.shape}, expected {(len(batch), split.n_items)}"
-            )
-        scores[np.isnan(scores)] = -np.inf
-        ranks.append(rank_targets(scores, hists, split.targets(stage, batch)))
-        if coverage:
-            shown[top_k(scores, k).ravel()] = True
-    out = metrics_from_ranks(np.concatenate(ranks) if ranks else np.array([]), k)
-    if coverage:
-        out["coverage"] = float(shown.mean()) if split.n_items else 0.0
-    out["users"] = int(len(users))
-    return out
 
 
 def split_summary(split: Split) -> dict[str, Any]:

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from concierge.evals.recsys import Recommender, Split
 from concierge.shop.catalog import Catalog, Interaction
 from concierge.shop.query import ShopperNotFoundError
+from concierge.shop.recommend.base import Recommender, Split
 from concierge.shop.recommend.baselines import ItemKNN
 
 BOUGHT = ("cart", "purchase")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from concierge.evals.recsys import Recommender, top_k
+from concierge.shop.recommend.base import Recommender, top_k
 from concierge.shop.recommend.baselines import ALS, ItemKNN, Popularity
 from concierge.shop.recommend.blend import Blend, Ensemble
 from concierge.shop.recommend.sasrec import SASRec, torch_available

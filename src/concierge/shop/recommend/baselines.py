@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from concierge.evals.recsys import Split
+from concierge.shop.recommend.base import Split
 
 
 def _task(progress: Any | None, description: str, total: int) -> Any | None:

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from concierge.evals.recsys import Recommender, Split, evaluate
+from concierge.shop.recommend.base import Recommender, Split
+from concierge.shop.recommend.metrics import evaluate
 
 DEFAULT_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.5)
 

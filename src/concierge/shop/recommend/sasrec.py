@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from concierge.evals.recsys import Split, evaluate
+from concierge.shop.recommend.base import Split
+from concierge.shop.recommend.metrics import evaluate
 
 TORCH_MISSING = "SASRec needs torch, which is in the training extra: pip install 'concierge[train]'"
 
