@@ -104,7 +104,9 @@ class Entry:
             for part in filter(None, attr.split(".")):
                 obj = getattr(obj, part)
         except (ImportError, AttributeError) as exc:
-            raise PluginError(f"plugin {self.plugin}: cannot load {self.name!r} from {self.target}: {exc}") from exc
+            raise PluginError(
+                f"plugin {self.plugin}: cannot load {self.name!r} from {self.target}: {exc}"
+            ) from exc
         return obj
 
 
@@ -171,7 +173,9 @@ def manager() -> pluggy.PluginManager:
             try:
                 pm.check_pending()  # a @hookimpl whose name is no hook (a typo) is an error, not ignored
             except pluggy.PluginValidationError as exc:
-                raise PluginError(f"plugin {_name_of(pm, exc.plugin)!r}: {exc} (hooks: {_hook_names()})") from exc
+                raise PluginError(
+                    f"plugin {_name_of(pm, exc.plugin)!r}: {exc} (hooks: {_hook_names()})"
+                ) from exc
             _manager = pm
         return _manager
 
