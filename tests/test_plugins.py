@@ -601,3 +601,12 @@ def test_catalogue_and_formats_import_without_a_circle() -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_an_engine_that_cannot_be_imported_is_a_503_naming_it(with_plugin) -> None:
+    with_plugin("gone-test", register_engines=lambda register: register("gone", "acme_sdk_not_here.engine:Engine"))
+    hub = ModelHub(parse_deployment({"models": {"g": {"engine": "gone"}}}))
+    with pytest.raises(EngineUnavailableError, match=r"alias 'g': plugin gone-test: cannot load 'gone'") as info:
+        hub.chat("g", {"messages": [{"role": "user", "content": "hi"}]})
+    assert info.value.status_code == 503
+    hub.close()

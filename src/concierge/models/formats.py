@@ -33,6 +33,10 @@ a ``</think>`` with no opening tag is dropped by :class:`StreamParser`, while
 :func:`parse_message`, which sees the whole text, treats everything before it as
 reasoning (the DeepSeek-R1 habit). That is the one case where the two disagree; catalogue
 entries whose templates open the block are marked ``think-prefilled`` so both agree.
+
+Family names (``qwen3``, ``deepseek-r1``, ...) map to formats through the plugin registry
+(``register_chat_formats``): the built-in families are in :mod:`concierge.models.plugin`, and a
+plugin can add its own. :class:`ChatFormat` itself lives in :mod:`concierge.models.chat_format`.
 """
 
 from __future__ import annotations

@@ -120,7 +120,10 @@ def build_engine(spec: AliasSpec) -> Engine:
     Each factory imports its runtime lazily.
     """
     name = spec.engine_kind
-    factory = plugins.get("engines", name)
+    try:
+        factory = plugins.get("engines", name)
+    except plugins.PluginError as exc:  # e.g. the plugin's engine module needs an SDK that is missing
+        raise EngineUnavailableError(f"alias {spec.alias!r}: {exc}") from exc
     if factory is None:
         known = ", ".join(plugins.names("engines"))
         raise EngineUnavailableError(f"alias {spec.alias!r}: no engine {name!r} is registered (known: {known})")
