@@ -70,7 +70,9 @@ class Hooks:
     @hookspec
     def register_engines(self, register: Register) -> None:
         """``register(name, factory)``: ``factory(spec, options)`` builds an engine for a deployment
-        alias whose source is ``engine: name`` (``options`` is the alias's ``options:`` mapping)."""
+        alias whose source is ``engine: name`` (``options`` is the alias's ``options:`` mapping).
+        The built-ins (``llama.cpp``, ``openai-upstream``, ``onnx-embedding``) serve the ``gguf:``,
+        ``url:`` and ``embedded:`` sources; see ``docs/plugins.md``."""
 
     @hookspec
     def register_domains(self, register: Register) -> None:
