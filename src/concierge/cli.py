@@ -1,39 +1,45 @@
-"""The `concierge` command: a thin typer shell over the core packages."""
+"""The `concierge` command: a thin typer shell over the core packages.
+
+Every command, the built-in ones included, comes from a plugin's ``register_commands`` hook
+(the built-ins are in :mod:`concierge.commands.plugin`); see :mod:`concierge.plugins`. A plugin
+that fails to load is reported as one line on stderr (exit status 2), not a traceback.
+"""
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import typer
 
-from concierge.commands import budget, gateway, train
-from concierge.commands.demo import demo
-from concierge.commands.eval_recsys import eval_recsys
-from concierge.commands.eval_support import eval_support
-from concierge.commands.models import app as models_app
-from concierge.commands.report import report
-from concierge.commands.shop import app as shop_app
-from concierge.commands.shop_chat import shop_chat
+from concierge import plugins
 
-app = typer.Typer(
+
+class _App(typer.Typer):
+    """The typer app, reporting a broken plugin as one line instead of a traceback."""
+
+    plugin_error: str | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.plugin_error is not None:
+            print(f"error: {self.plugin_error}", file=sys.stderr)
+            raise SystemExit(2)
+        try:
+            return super().__call__(*args, **kwargs)
+        except plugins.PluginError as exc:  # a plugin that broke while a command was using it
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+
+app = _App(
     help="concierge: self-hosted open models, a shopping assistant and a support agent.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.command()(demo)
-app.command()(gateway.serve)
-app.command()(gateway.usage)
-app.command("budget")(budget.budget)
-app.add_typer(gateway.keys_app, name="keys", help="Create, list and revoke API keys.")
-app.add_typer(models_app, name="models", help="The model catalogue.")
-shop_app.command("chat")(shop_chat)
-app.add_typer(shop_app, name="shop", help="Catalogues and the shopping assistant.")
-
-app.add_typer(train.app, name="train", help="Fine-tune in-house models (needs the training extra).")
-
-eval_app = typer.Typer(help="Evaluations: support agent, recommenders.", no_args_is_help=True)
-eval_app.command("support")(eval_support)
-eval_app.command("recsys")(eval_recsys)
-app.add_typer(eval_app, name="eval")
-app.command("report")(report)
+try:
+    plugins.add_commands(app)
+except plugins.PluginError as exc:
+    app.plugin_error = str(exc)
 
 if __name__ == "__main__":
     app()

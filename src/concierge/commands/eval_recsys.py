@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from concierge.evals.recsys import leave_last_out, load_ratings_csv, run_benchmark
-from concierge.shop.recommend import DEFAULT_MODELS, MODEL_NAMES, make_model, torch_available
+from concierge.shop.recommend import DEFAULT_MODELS, make_model, model_names, torch_available
 from concierge.shop.recommend.sasrec import TORCH_MISSING
 
 
@@ -27,7 +27,7 @@ def eval_recsys(
     ),
     json_out: Path = typer.Option(..., "--json", help="Where to write the results as JSON."),
     models: str = typer.Option(
-        ",".join(DEFAULT_MODELS), "--models", help=f"Comma list of {', '.join(MODEL_NAMES)}."
+        ",".join(DEFAULT_MODELS), "--models", help=f"Comma list of {', '.join(model_names())}."
     ),
     epochs: int = typer.Option(
         200, "--epochs", help="SASRec's maximum epochs (early stopping on validation)."
@@ -36,10 +36,11 @@ def eval_recsys(
 ) -> None:
     """Evaluate recommenders on ratings.csv: leave-last-out split, full ranking, HR@10/NDCG@10/MRR/coverage."""
     names = [n.strip() for n in models.split(",") if n.strip()]
-    unknown = [n for n in names if n not in MODEL_NAMES]
+    known = model_names()
+    unknown = [n for n in names if n not in known]
     if not names or unknown:
         _fail(
-            f"error: unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODEL_NAMES)}"
+            f"error: unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}"
         )
     if epochs < 1:
         _fail("error: --epochs must be at least 1")

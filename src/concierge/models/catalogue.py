@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from concierge.models.formats import ChatFormat, FormatError
+from concierge.models.chat_format import ChatFormat, FormatError
 
 CATALOGUE_PATH = Path(__file__).with_name("catalogue.yaml")
 ENGINES = ("llama.cpp", "vllm", "sglang", "onnx")

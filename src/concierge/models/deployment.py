@@ -11,9 +11,14 @@ A YAML (or TOML, by extension) file::
 
 Each alias has exactly one source: ``gguf`` (a local file; ``~`` and ``$VARS`` expanded,
 relative paths from the config file's folder), ``url`` (an OpenAI-compatible base URL: the
-only outbound connections concierge makes) or ``embedded`` (``smollm2`` | ``minilm``, files
-that ship as Python packages). Nothing is downloaded at run time: a missing GGUF is reported
-with the command that would fetch it.
+only outbound connections concierge makes), ``embedded`` (``smollm2`` | ``minilm``, files
+that ship as Python packages) or ``engine`` (the name of an engine a plugin registered, see
+``docs/plugins.md``), whose own settings go in an ``options:`` mapping handed to its factory::
+
+      orders-bot: {model: qwen3-4b, engine: acme-echo, options: {greeting: "Hello"}}
+
+Nothing is downloaded at run time: a missing GGUF is reported with the command that would
+fetch it.
 
 ``model`` names a catalogue entry. An unknown id is a *warning*, not an error: companies
 serve models the catalogue does not list, and such an alias works, it just gets no
@@ -53,7 +58,7 @@ EMBEDDED = {
     "smollm2": ("chat", "smollm2-135m-instruct"),
     "minilm": ("embeddings", "all-minilm-l6-v2"),
 }
-SOURCES = ("gguf", "url", "embedded")
+SOURCES = ("gguf", "url", "embedded", "engine")
 REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
 DEFAULT_N_CTX = 4096  # LlamaCppEngine defaults; n_ctx is split evenly over n_parallel slots
 DEFAULT_N_PARALLEL = 2
@@ -65,6 +70,8 @@ _KEYS = {
     "gguf",
     "url",
     "embedded",
+    "engine",
+    "options",
     "kind",
     "served_name",
     "api_key_env",
@@ -98,12 +105,14 @@ class AliasSpec:
     """One served alias: a catalogue model plus the source that serves it."""
 
     alias: str
-    source: str  # "gguf" | "url" | "embedded"
+    source: str  # "gguf" | "url" | "embedded" | "engine"
     kind: str = "chat"  # "chat" | "embeddings"
     model: str | None = None  # catalogue id as written
     gguf: Path | None = None
     url: str | None = None
     embedded: str | None = None
+    engine: str | None = None  # a registered engine's name (source "engine")
+    options: Mapping[str, Any] = field(default_factory=dict)  # that engine's own settings
     served_name: str | None = None
     api_key_env: str | None = None
     timeout: float | None = None
@@ -126,7 +135,10 @@ class AliasSpec:
 
     @property
     def engine_kind(self) -> str:
-        """What ModelCard.engine reports: "llama.cpp" | "openai-upstream" | "onnx-embedding"."""
+        """The registered engine that serves the alias (what ModelCard.engine reports):
+        "llama.cpp" | "openai-upstream" | "onnx-embedding", or a plugin engine's name."""
+        if self.source == "engine":
+            return str(self.engine)
         if self.source == "url":
             return "openai-upstream"
         if self.source == "embedded" and self.embedded == "minilm":
@@ -140,12 +152,17 @@ class AliasSpec:
             return str(self.gguf)
         if self.source == "url":
             return str(self.url)
+        if self.source == "engine":
+            return f"engine:{self.engine}"
         return f"embedded:{self.embedded}"
 
     def engine_key(self) -> tuple[Any, ...]:
         """Aliases with equal keys share one engine (same file or URL and the same settings)."""
         if self.source == "url":
             return ("url", self.url, self.served_name, self.api_key_env, self.timeout, self.context_length)
+        if self.source == "engine":
+            options = json.dumps(self.options, sort_keys=True, default=str)
+            return ("engine", self.engine, self.kind, self.model, self.context_length, options)
         where = str(self.gguf) if self.source == "gguf" else f"embedded:{self.embedded}"
         if self.engine_kind == "onnx-embedding":
             return ("onnx", where, self.threads)
@@ -223,8 +240,13 @@ def parse_alias(
     sources = [s for s in SOURCES if raw.get(s) not in (None, "")]
     if len(sources) != 1:
         found = f"found {' and '.join(sources)}" if sources else "found none"
-        raise fail(f"needs exactly one source: gguf (a file), url (an upstream) or embedded; {found}")
+        raise fail(
+            "needs exactly one source: gguf (a file), url (an upstream), embedded "
+            f"or engine (a plugin's engine); {found}"
+        )
     source = sources[0]
+    if raw.get("options") is not None and source != "engine":
+        raise fail("options only applies to engine: sources (a plugin engine's own settings)")
 
     def text(key: str) -> str | None:
         value = raw.get(key)
@@ -261,6 +283,13 @@ def parse_alias(
         if not url.startswith(("http://", "https://")):
             raise fail(f"url must start with http:// or https://, got {url!r}")
         values["url"] = url.rstrip("/")
+    elif source == "engine":
+        values["engine"] = _registered_engine(text("engine"), fail)
+        options = raw.get("options")
+        if options is not None:
+            if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+                raise fail(f"options must be a mapping of the engine's settings, got {type(options).__name__}")
+            values["options"] = dict(options)
     else:
         name = text("embedded")
         assert name is not None
@@ -297,9 +326,16 @@ def parse_alias(
         value = text(key)
         if value is not None:
             values[key] = value
+    if source == "engine":
+        for key in ("n_ctx", "n_parallel", "threads", "lora", "reasoning_format", "chat_template"):
+            if raw.get(key) is not None:
+                raise fail(
+                    f"{key} only applies to gguf and embedded sources; "
+                    f"give engine {values['engine']!r} its settings under options:"
+                )
     if source != "url":
         for key in ("served_name", "api_key_env", "timeout", "context_length"):
-            if raw.get(key) is not None:
+            if raw.get(key) is not None and not (key == "context_length" and source == "engine"):
                 raise fail(f"{key} only applies to url sources")
     else:
         for key in ("n_ctx", "n_parallel", "lora", "reasoning_format", "chat_template"):
@@ -363,6 +399,27 @@ def parse_alias(
             raise fail("provenance must be a mapping")
         values["provenance"] = dict(provenance)
     return AliasSpec(**values)
+
+
+def _registered_engine(name: str | None, fail: Any) -> str:
+    """``name`` if a plugin registered an engine by it; else a one-line error listing those that did."""
+    from concierge import plugins
+    from concierge.models.plugin import BUILTIN_ENGINES
+
+    assert name is not None
+    if name in BUILTIN_ENGINES:
+        where = {"llama.cpp": "gguf: or embedded: smollm2", "openai-upstream": "url:"}
+        raise fail(f"engine {name!r} is built in: use {where.get(name, 'embedded: minilm')} instead of engine:")
+    try:
+        known = [n for n in plugins.names("engines") if n not in BUILTIN_ENGINES]
+    except plugins.PluginError as exc:
+        raise fail(f"engine {name!r}: {exc}") from exc
+    if name not in known:
+        hint = difflib.get_close_matches(name, known, n=1)
+        suggestion = f"did you mean {hint[0]!r}? " if hint else ""
+        listed = f"known: {', '.join(known)}" if known else "no plugin has registered one; see docs/plugins.md"
+        raise fail(f"engine {name!r} is not registered ({suggestion}{listed})")
+    return name
 
 
 def _warn(warnings: list[str] | None, message: str) -> None:

@@ -33,6 +33,10 @@ a ``</think>`` with no opening tag is dropped by :class:`StreamParser`, while
 :func:`parse_message`, which sees the whole text, treats everything before it as
 reasoning (the DeepSeek-R1 habit). That is the one case where the two disagree; catalogue
 entries whose templates open the block are marked ``think-prefilled`` so both agree.
+
+Family names (``qwen3``, ``deepseek-r1``, ...) map to formats through the plugin registry
+(``register_chat_formats``): the built-in families are in :mod:`concierge.models.plugin`, and a
+plugin can add its own. :class:`ChatFormat` itself lives in :mod:`concierge.models.chat_format`.
 """
 
 from __future__ import annotations
@@ -41,22 +45,18 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-REASONING_MODES = ("none", "think-tags", "think-prefilled", "harmony")
-TOOL_FORMATS = (
-    "none",
-    "hermes",
-    "qwen3-coder",
-    "glm",
-    "deepseek",
-    "kimi",
-    "minimax",
-    "minimax-m2",
-    "llama3-json",
-    "harmony",
-)
+from concierge import plugins
+from concierge.models.catalogue import find_entry
+
+# ChatFormat and its vocabulary live in chat_format.py (the catalogue imports them from there);
+# re-exported here, where callers have always found them.
+from concierge.models.chat_format import BLOCK_TOOL_FORMATS as BLOCK_TOOL_FORMATS
+from concierge.models.chat_format import REASONING_MODES as REASONING_MODES
+from concierge.models.chat_format import TOOL_FORMATS as TOOL_FORMATS
+from concierge.models.chat_format import ChatFormat as ChatFormat
+from concierge.models.chat_format import FormatError as FormatError
 
 THINK_START = "<think>"
 THINK_END = "</think>"
@@ -94,55 +94,24 @@ _STRAY: dict[str, list[str]] = {
 }
 
 
-class FormatError(ValueError):
-    """An unknown family or format name."""
+def family_formats() -> dict[str, ChatFormat]:
+    """Family name -> :class:`ChatFormat`, as registered (the built-ins in :mod:`concierge.models.plugin`)."""
+    return {name: _registered(name) for name in plugins.entries("chat_formats")}
 
 
-@dataclass(frozen=True)
-class ChatFormat:
-    """How a model family writes reasoning and tool calls in its raw output."""
-
-    reasoning: str = "none"
-    tool_calls: str = "none"
-    notes: str = ""
-
-    def __post_init__(self) -> None:
-        if self.reasoning not in REASONING_MODES:
-            raise FormatError(
-                f"unknown reasoning mode {self.reasoning!r} (one of {', '.join(REASONING_MODES)})"
-            )
-        if self.tool_calls not in TOOL_FORMATS:
-            raise FormatError(
-                f"unknown tool-call format {self.tool_calls!r} (one of {', '.join(TOOL_FORMATS)})"
-            )
-
-    @property
-    def parseable(self) -> bool:
-        """Whether this module has anything to extract for the format."""
-        return (
-            self.reasoning in ("think-tags", "think-prefilled")
-            or self.tool_calls in _BLOCKS
-            or (self.tool_calls == "llama3-json")
-        )
+def _registered(family: str) -> ChatFormat | None:
+    """The registered format of ``family`` (lower case), or None; a plugin's non-format is an error."""
+    fmt = plugins.get("chat_formats", family)
+    if fmt is None or isinstance(fmt, ChatFormat):
+        return fmt
+    plugin = plugins.entries("chat_formats")[family].plugin
+    raise FormatError(f"chat format {family!r} from plugin {plugin} is a {type(fmt).__name__}, not a ChatFormat")
 
 
-# Catalogue families -> formats, so callers can say parse_message(text, "qwen3").
-FAMILY_FORMATS: dict[str, ChatFormat] = {
-    "qwen3": ChatFormat("think-tags", "hermes"),
-    "qwen3.5": ChatFormat("think-tags", "qwen3-coder"),
-    "qwen2.5": ChatFormat("none", "hermes"),
-    "deepseek-r1": ChatFormat("think-prefilled", "deepseek"),
-    "deepseek-r1-distill": ChatFormat("think-prefilled", "none"),
-    "deepseek-v3": ChatFormat("think-tags", "deepseek"),
-    "kimi-k2": ChatFormat("think-tags", "kimi"),
-    "glm": ChatFormat("think-tags", "glm"),
-    "minimax-m1": ChatFormat("think-tags", "minimax"),
-    "minimax-m2": ChatFormat("think-prefilled", "minimax-m2"),
-    "gpt-oss": ChatFormat("harmony", "harmony"),
-    "llama3": ChatFormat("none", "llama3-json"),
-    "gemma3": ChatFormat("none", "none"),
-    "smollm2": ChatFormat("none", "hermes"),
-}
+def __getattr__(name: str) -> Any:
+    if name == "FAMILY_FORMATS":  # the old constant, now a view of the registry
+        return family_formats()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_format(family: str | ChatFormat) -> ChatFormat:
@@ -150,22 +119,21 @@ def resolve_format(family: str | ChatFormat) -> ChatFormat:
     if isinstance(family, ChatFormat):
         return family
     key = family.strip().lower()
-    if key in FAMILY_FORMATS:
-        return FAMILY_FORMATS[key]
+    registered = _registered(key)
+    if registered is not None:
+        return registered
     if key in _BLOCKS or key == "llama3-json":
         return ChatFormat("think-tags", key)
     if key in ("none", "harmony"):
         return ChatFormat(key, key)
-    try:  # a catalogue entry id (imported lazily: the catalogue imports this module)
-        from concierge.models.catalogue import load_catalogue
-
-        entry = load_catalogue().get(key)
+    try:
+        entry = find_entry(key)
     except Exception:  # noqa: BLE001 - a broken catalogue must not break parsing by family name
         entry = None
     if entry is not None:
         return entry.chat_format
     raise FormatError(
-        f"unknown model family or format {family!r} (families: {', '.join(sorted(FAMILY_FORMATS))})"
+        f"unknown model family or format {family!r} (families: {', '.join(plugins.names('chat_formats'))})"
     )
 
 

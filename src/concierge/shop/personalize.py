@@ -1,7 +1,7 @@
 """Personalisation from the shop's own interactions: re-ranking for a known shopper, co-purchases.
 
 :class:`Personalizer` fits an item-to-item recommender (ItemKNN co-occurrence by default; any
-``concierge.evals.recsys.Recommender`` works) on every shopper's product sequence, then
+``concierge.shop.recommend.base.Recommender`` works) on every shopper's product sequence, then
 
 * :meth:`Personalizer.rerank` blends each search hit's rank with the shopper's recommender score
   (a cold shopper, or one whose history touches none of the candidates, keeps the search order);

@@ -223,12 +223,12 @@ class ReportConfig:
             raise ReportConfigError("cost.marginal_usd_per_hour must be >= 0 and cost.hours_per_month > 0")
         if c.mode is not None and c.mode not in s.modes:
             raise ReportConfigError(f"cost.mode {c.mode!r} is not one of support.modes")
-        from concierge.shop.recommend import MODEL_NAMES
+        from concierge.shop.recommend import model_names
 
         r = self.recsys
         for name in (*r.off_the_shelf, *r.in_house, r.baseline):
-            if name not in MODEL_NAMES:
-                raise ReportConfigError(f"recsys: unknown recommender {name!r} ({', '.join(MODEL_NAMES)})")
+            if name not in model_names():
+                raise ReportConfigError(f"recsys: unknown recommender {name!r} ({', '.join(model_names())})")
         if r.baseline not in r.off_the_shelf:
             raise ReportConfigError(f"recsys.baseline {r.baseline!r} must be one of recsys.off_the_shelf")
         if not r.in_house:

@@ -1,8 +1,9 @@
 """Recommenders for the shop: popularity, ItemKNN, implicit ALS (numpy/scipy), SASRec (torch, optional), blends.
 
-All follow ``concierge.evals.recsys.Recommender``: ``fit(split)`` then ``score(histories)``, where a
-history is a sequence of item indices. ``make_model`` builds one by name; ``recommend`` turns scores
-into a top-k list that leaves out what the shopper already has.
+All follow ``concierge.shop.recommend.base.Recommender``: ``fit(split)`` then ``score(histories)``, where a
+history is a sequence of item indices. ``make_model`` builds one by name, from the factories
+registered through :mod:`concierge.plugins` (the built-ins in ``plugin.py``, plus any installed
+plugin's); ``recommend`` turns scores into a top-k list that leaves out what the shopper already has.
 """
 
 from __future__ import annotations
@@ -11,51 +12,32 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from concierge import plugins
 from concierge.shop.recommend.base import Recommender, top_k
 from concierge.shop.recommend.baselines import ALS, ItemKNN, Popularity
 from concierge.shop.recommend.blend import Blend, Ensemble
 from concierge.shop.recommend.sasrec import SASRec, torch_available
 
-MODEL_NAMES = (
-    "pop",
-    "itemknn",
-    "itemknn-seq",
-    "als",
-    "als-numpy",
-    "als-implicit",
-    "sasrec",
-    "sasrec+knn",
-    "sasrec-x2",
-    "sasrec-x2+knn",
-)
 DEFAULT_MODELS = ("pop", "itemknn", "itemknn-seq", "als", "sasrec-x2+knn")
+
+
+def model_names() -> list[str]:
+    """Every registered recommender, built-ins first (see ``shop/recommend/plugin.py``), then plugins'."""
+    return list(plugins.entries("recommenders"))
 
 
 def make_model(name: str, *, epochs: int = 200, seed: int = 0) -> Recommender:
     """A fresh, unfitted model; ``epochs`` is SASRec's maximum (early stopping decides), ``seed`` any RNG."""
-    if name == "pop":
-        return Popularity()
-    if name == "itemknn":
-        return ItemKNN()
-    if name == "itemknn-seq":
-        model = ItemKNN(half_life=5.0)
-        model.name = "itemknn-seq"
-        return model
-    if name in ("als", "als-numpy", "als-implicit"):
-        backend = {"als": "auto", "als-numpy": "numpy", "als-implicit": "implicit"}[name]
-        model = ALS(backend=backend, seed=seed)
-        model.name = name
-        return model
-    if name == "sasrec":
-        return SASRec(epochs=epochs, seed=seed)
-    if name == "sasrec+knn":
-        return Blend(SASRec(epochs=epochs, seed=seed), make_model("itemknn-seq"), name="sasrec+knn")
-    if name == "sasrec-x2":
-        # Seeds seed, seed + 1, ...: the ensemble is as reproducible as one model.
-        return Ensemble([SASRec(epochs=epochs, seed=seed + k) for k in range(2)], name=name)
-    if name == "sasrec-x2+knn":
-        return Blend(make_model("sasrec-x2", epochs=epochs, seed=seed), make_model("itemknn-seq"), name=name)
-    raise ValueError(f"unknown model {name!r} (choose from {', '.join(MODEL_NAMES)})")
+    factory = plugins.get("recommenders", name) if isinstance(name, str) else None
+    if factory is None:
+        raise ValueError(f"unknown model {name!r} (choose from {', '.join(model_names())})")
+    return factory(epochs=epochs, seed=seed)
+
+
+def __getattr__(name: str) -> object:
+    if name == "MODEL_NAMES":  # the old constant, now a view of the registry
+        return tuple(model_names())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def recommend(model: Recommender, history: Sequence[int], k: int = 10) -> list[int]:
@@ -70,11 +52,11 @@ __all__ = [
     "Blend",
     "DEFAULT_MODELS",
     "Ensemble",
-    "MODEL_NAMES",
     "ItemKNN",
     "Popularity",
     "SASRec",
     "make_model",
+    "model_names",
     "recommend",
     "torch_available",
 ]

@@ -1,6 +1,6 @@
 """Baseline recommenders on numpy/scipy: popularity, item-to-item cosine (ItemKNN), implicit ALS.
 
-Every model follows ``concierge.evals.recsys.Recommender``: ``fit(split)`` learns from the training
+Every model follows ``concierge.shop.recommend.base.Recommender``: ``fit(split)`` learns from the training
 sequences only, ``score(histories)`` returns one row of catalogue scores per history. Scoring from a
 history (not a user id) means a new shopper, or a shopper whose history grew since training, is scored
 without refitting.
