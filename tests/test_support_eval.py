@@ -167,6 +167,42 @@ def test_evaluate_homestay_guided_with_scripted_user(tmp_path) -> None:
     assert len(transcripts) == 20 and "cancel_flexible_full_trial0.json" in transcripts
     record = json.loads((transcripts_dir_for(out) / "cancel_flexible_full_trial0.json").read_text())
     assert record["turns"][0]["user"].startswith("Hi! I want to cancel my Lisbon stay")
+    # τ² scoring: homestay tasks have no reward_basis, so τ-bench's default DB+COMMUNICATE applies.
+    assert saved["pass_labels"] == {"pass^1": "pass^1 (DB+COMMUNICATE)", "pass^2": "pass^2 (DB+COMMUNICATE)"}
+    assert saved["not_scored_components"] == [] and saved["judge"] is None
+    row = rows[("cancel_flexible_full", 0)]
+    assert row["reward"] == 1.0 and row["reward_breakdown"] == {"DB": 1.0, "COMMUNICATE": 1.0}
+    assert row["writes"] == 1 and row["db_changed"] and row["gold_changed"] and row["termination"] == "stop"
+    metrics = saved["metrics"]
+    assert set(metrics) >= {
+        "write_precision",
+        "harmful_write_rate",
+        "missed_writes",
+        "handoffs",
+        "questions_per_conversation",
+    }
+    assert metrics["write_precision"] is not None and 0 <= metrics["harmful_write_rate"] <= 1
+    assert metrics["questions_per_conversation"] > 0
+
+
+def test_evaluate_homestay_with_the_cautious_customer() -> None:
+    from concierge.support.homestay import TASKS_PATH
+
+    result = evaluate("homestay", None, TASKS_PATH, "guided", "cautious", None, None)
+    assert result["user"] == "cautious" and result["n_tasks"] == 10
+    assert 0.0 <= result["pass^1"] <= 1.0 and "metrics" in result
+
+
+def test_nl_assertions_are_reported_not_scored_without_a_judge() -> None:
+    from concierge.support.homestay import TASKS_PATH
+    from concierge.support.tasks import load_tasks
+
+    task = load_tasks(TASKS_PATH)[0]
+    task.reward_basis = ["DB", "NL_ASSERTION"]
+    task.nl_assertions = ["The agent states the refund amount."]
+    result = evaluate("homestay", None, [task], "guided", "scripted", None, None)
+    assert result["pass_labels"]["pass^1"] == "pass^1 (DB; NL_ASSERTION not scored)"
+    assert result["tasks"][0]["not_scored"] == ["NL_ASSERTION"]
 
 
 def test_run_conversation_survives_an_agent_crash() -> None:
@@ -195,3 +231,12 @@ def test_cli_eval_support_guided_and_bad_input(tmp_path) -> None:
     assert (tmp_path / "cli_transcripts").is_dir()
     bad = runner.invoke(app, ["eval", "support", "--domain", "homestay", "--mode", "bogus"])
     assert bad.exit_code == 2 and "--mode must be agent or guided" in bad.output
+    cautious = runner.invoke(
+        app,
+        ["eval", "support", "--domain", "homestay", "--mode", "guided", "--user", "cautious", "--limit", "3"],
+    )
+    assert cautious.exit_code == 0, cautious.output
+    assert "pass^1 (DB+COMMUNICATE)=" in cautious.output and "harmful-write rate" in cautious.output
+    assert "questions per conversation" in cautious.output and "user cautious" in cautious.output
+    wrong = runner.invoke(app, ["eval", "support", "--domain", "homestay", "--mode", "guided", "--user", "x"])
+    assert wrong.exit_code == 2 and "scripted, cautious or llm" in wrong.output
