@@ -236,7 +236,8 @@ def test_cli_eval_support_guided_and_bad_input(tmp_path) -> None:
         ["eval", "support", "--domain", "homestay", "--mode", "guided", "--user", "cautious", "--limit", "3"],
     )
     assert cautious.exit_code == 0, cautious.output
-    assert "pass^1 (DB+COMMUNICATE)=" in cautious.output and "harmful-write rate" in cautious.output
-    assert "questions per conversation" in cautious.output and "user cautious" in cautious.output
+    said = " ".join(cautious.output.split())  # the console wraps long lines
+    assert "pass^1 (DB+COMMUNICATE)=" in said and "harmful-write rate" in said
+    assert "questions per conversation" in said and "user cautious" in said
     wrong = runner.invoke(app, ["eval", "support", "--domain", "homestay", "--mode", "guided", "--user", "x"])
     assert wrong.exit_code == 2 and "scripted, cautious or llm" in wrong.output
