@@ -280,8 +280,8 @@ class CautiousUser(ScriptedUser):
                 continue
             if not words <= self.known_words:
                 strange.append(name.strip())
-        for key, value in _OPTION.findall(agent_message):
-            if len(key.split()) > 3 or key.lower() in ("reason", "note", "total", "price", "refund"):
+        for key, value in self._options(agent_message):
+            if len(key.split()) > 3:
                 continue
             value_words = _words(value) - _STOPWORDS
             if not value_words or re.fullmatch(r"[\d\s.$#,-]+", value):
@@ -289,6 +289,18 @@ class CautiousUser(ScriptedUser):
             if not value_words <= self.known_words:
                 strange.append(f"{key.strip()}: {value.strip()}")
         return strange
+
+    @staticmethod
+    def _options(agent_message: str) -> list[tuple[str, str]]:
+        """Option settings of the named items: "Mechanical Keyboard (switch type: clicky, size: full)"
+        (the parentheses right after a Title Case name) and quoted pairs ("'color': 'red'")."""
+        pairs = []
+        for m in re.finditer(r"[A-Z][\w-]*(?:\s+[A-Z][\w-]*){0,3}\s*\(([^()]*)\)", agent_message):
+            pairs.extend(_OPTION.findall(m.group(1)))
+        pairs.extend(
+            re.findall(r"['\"]([a-z][a-z ]{0,20})['\"]\s*:\s*['\"]([^'\"]+)['\"]", agent_message, re.I)
+        )
+        return pairs
 
     def _answer_from_knowledge(self, question: str) -> str:
         """The sentence of the instructions that best answers ``question``, or "I don't know"."""
