@@ -248,7 +248,7 @@ _NOT_ITEMS = {"order", "reservation", "flight", "refund", "payment", "total", "p
 
 def _words(text: str) -> set[str]:
     """Lower-case words, with a plural's singular too ("keyboards" → "keyboard")."""
-    words = set(re.findall(r"[a-z0-9]+", text.lower()))
+    words = set(re.findall(r"[a-z0-9]+", re.sub(r"(?<=[a-z])-(?=[a-z])", "", text.lower())))
     return words | {w[:-1] for w in words if len(w) > 3 and w.endswith("s")}
 
 
@@ -256,7 +256,8 @@ class CautiousUser(ScriptedUser):
     """A deterministic customer who says yes only to what its instructions ask for.
 
     Like :class:`ScriptedUser` it reads only the task's instructions. It declines a proposed change
-    that names a product or item its instructions do not, or sets an option value they never
+    that names a product its instructions do not (by its head noun: "Hiking Boots" is named by
+    "the boots"; "all items" names every one), or sets an option value they never
     mention, and it answers the agent's other questions only from what it knows, saying so when it
     does not know. ``scripted`` (always yes) stays the worst case for the agent's guardrails.
     """
@@ -269,6 +270,12 @@ class CautiousUser(ScriptedUser):
         self.knowledge = " ".join(parts[k] for k in ("reason_for_call", "known_info", "task_instructions"))
         self.known_words = _words(self.knowledge)
         self.declined: list[str] = []
+        # "return all things ordered", "cancel all pending orders": any item of theirs is asked for.
+        self.any_item = bool(
+            re.search(
+                r"\b(all (the |my |your )?(things|items|orders|pending)|everything)\b", self.knowledge, re.I
+            )
+        )
 
     def unknown_in_proposal(self, agent_message: str) -> list[str]:
         """Items and option values the proposal names that the instructions never mention."""
@@ -276,9 +283,11 @@ class CautiousUser(ScriptedUser):
         for m in _NAMED_ITEM.finditer(agent_message):
             name = next(g for g in m.groups() if g)
             words = _words(name) - _STOPWORDS
-            if not words or words & _NOT_ITEMS or re.search(r"\d", name):
+            if not words or words & _NOT_ITEMS or re.search(r"\d", name) or self.any_item:
                 continue
-            if not words <= self.known_words:
+            # The product's head noun ("Hiking Boots" → boots) must be one the instructions use.
+            head = re.findall(r"[a-z0-9]+", re.sub(r"(?<=[a-z])-(?=[a-z])", "", name.lower()))[-1]
+            if not _words(head) & self.known_words:
                 strange.append(name.strip())
         for key, value in self._options(agent_message):
             if len(key.split()) > 3:
