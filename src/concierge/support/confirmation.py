@@ -6,7 +6,8 @@ it", "the order", "thanks", record ids) and nothing else. Anything that hedges (
 "maybe"), sets a condition ("yes if it's under $50"), retracts ("yes, no wait", "actually no"),
 asks ("how much is it?") or brings something new ("ok, and also ...", "yes, but use my gift card
 instead") is ``unclear``, and so is a reply mixing yes and no ("ok no") or one with words the
-reader does not know. A reply with no words but no words ("no", "please don't") is ``no``.
+reader does not know. A reply of no words and the same filler ("no", "please don't cancel it") is
+``no``; a no word inside something else ("I don't remember my email") is no answer: ``unclear``.
 
 The rule is built to fail closed: a real yes read as ``unclear`` costs one more question; a
 hedge read as ``yes`` changes a customer's order.
@@ -162,7 +163,7 @@ good great perfect sounds looks works work me sure definitely absolutely certain
 ones just make happen on up in as described discussed planned listed above stated said mentioned there here
 asked agree agreed approve approved authorize authorise accept accepted details set totally fine nice cool
 awesome excellent wonderful lovely brilliant alright really yes yeah yep yup indeed dear sir madam help your much
-much appreciated appreciate kindly go-ahead an is was go because anymore""".split()
+much appreciated appreciate kindly go-ahead an is was go because anymore anything""".split()
 )
 # Firm noes that contain a hedge word ("think so"): read as a plain no before hedges are looked for.
 _FIRM_NO = re.compile(r"\b(i (really )?don'?t think so|i'?d rather not|i would rather not)\b", re.I)
@@ -207,9 +208,7 @@ def read_confirmation(text: str | None, proposal: str | None = None) -> Reading:
     yes_hits = _YES.findall(rest)
     if no_hits and yes_hits:
         return "unclear"  # "ok no", "no, go ahead": mixed answers are no answer
-    if no_hits:
-        return "no"
-    if not yes_hits:
+    if not no_hits and not yes_hits:
         return "unclear"
     rest = _YES.sub(" ", rest)
     for word in _WORD.findall(rest):
@@ -219,5 +218,6 @@ def read_confirmation(text: str | None, proposal: str | None = None) -> Reading:
             if proposal is not None and word.lstrip("#") not in proposal.lower():
                 return "unclear"
             continue
-        return "unclear"  # something the reader does not know: not an unhedged yes
-    return "yes"
+        # Something the reader does not know: not a plain answer ("I don't remember my email" is no no).
+        return "unclear"
+    return "no" if no_hits else "yes"
