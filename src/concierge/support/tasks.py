@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 DEFAULT_REWARD_BASIS = ("DB", "COMMUNICATE")
 
 
