@@ -158,3 +158,9 @@ def test_run_metrics_on_hand_built_outcomes() -> None:
     assert m["questions_per_conversation"] == pytest.approx(8 / 5)
     empty = run_metrics([_row(0, False, False, True)])
     assert empty["write_precision"] is None and empty["missed_write_rate"] is None
+
+
+def test_pass_label_counts_partly_scored_components() -> None:
+    label = pass_label(1, ["DB", "NL_ASSERTION"], {"NL_ASSERTION": 29}, 74)
+    assert label == "pass^1 (DB; NL_ASSERTION not scored in 29/74)"
+    assert pass_label(1, ["DB"], {"NL_ASSERTION": 5}, 5) == "pass^1 (DB; NL_ASSERTION not scored)"

@@ -234,7 +234,7 @@ def evaluate(
     successes: list[int] = []
     floor_hits = 0
     covered: set[str] = set()
-    unscored: set[str] = set()
+    unscored: dict[str, int] = {}
     total = len(task_list) * trials
     done = 0
     for task in task_list:
@@ -257,7 +257,8 @@ def evaluate(
             success = score["success"]
             wins += success
             covered.update(score["covered"])
-            unscored.update(score["not_scored"])
+            for kind in score["not_scored"]:
+                unscored[kind] = unscored.get(kind, 0) + 1
             agent_diff = domain.diff(start_db)
             row = {
                 "task_id": task.id,
@@ -327,9 +328,12 @@ def evaluate(
     }
     summary.update(
         {
-            "pass_labels": {f"pass^{k}": pass_label(k, covered, unscored) for k in range(1, trials + 1)},
-            "scored_components": sorted(covered),
+            "pass_labels": {
+                f"pass^{k}": pass_label(k, covered, unscored, len(rows)) for k in range(1, trials + 1)
+            },
+            "scored_components": sorted(covered - set(unscored)),
             "not_scored_components": sorted(unscored),
+            "not_scored_conversations": unscored,
             "judge": judge,
             "floor": round(floor_hits / len(task_list), 4),
             "model": model_alias,

@@ -9,7 +9,7 @@ be scored is left out of the product and named in ``not_scored``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from concierge.evals.rewards.base import KINDS, Component
@@ -46,11 +46,22 @@ def combine(
     }
 
 
-def pass_label(k: int, covered: Iterable[str], not_scored: Iterable[str]) -> str:
-    """``pass^1 (DB+COMMUNICATE; NL_ASSERTION not scored)``."""
-    cov = [b for b in KINDS if b in set(covered)]
-    miss = [b for b in KINDS if b in set(not_scored)]
+def pass_label(
+    k: int, covered: Iterable[str], not_scored: Iterable[str] | Mapping[str, int], n: int | None = None
+) -> str:
+    """``pass^1 (DB+COMMUNICATE; NL_ASSERTION not scored)``.
+
+    ``not_scored`` may map a component to the number of conversations it was not scored in; with
+    ``n`` (all conversations) a partial count is shown: ``NL_ASSERTION not scored in 29/74``.
+    """
+    counts = dict(not_scored) if isinstance(not_scored, Mapping) else {b: None for b in not_scored}
+    cov = [b for b in KINDS if b in set(covered) and b not in counts]
+    parts = []
+    for b in KINDS:
+        if b in counts:
+            c = counts[b]
+            parts.append(f"{b} not scored" + (f" in {c}/{n}" if c is not None and n and c < n else ""))
     inner = "+".join(cov) or "nothing scored"
-    if miss:
-        inner += f"; {'+'.join(miss)} not scored"
+    if parts:
+        inner += "; " + ", ".join(parts)
     return f"pass^{k} ({inner})"
