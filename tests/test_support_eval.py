@@ -241,3 +241,19 @@ def test_cli_eval_support_guided_and_bad_input(tmp_path) -> None:
     assert "questions per conversation" in said and "user cautious" in said
     wrong = runner.invoke(app, ["eval", "support", "--domain", "homestay", "--mode", "guided", "--user", "x"])
     assert wrong.exit_code == 2 and "scripted, cautious or llm" in wrong.output
+
+
+def test_a_judge_scores_nl_assertions_through_the_hub() -> None:
+    from concierge.support.homestay import TASKS_PATH
+    from concierge.support.tasks import load_tasks
+
+    task = load_tasks(TASKS_PATH)[0]
+    task.reward_basis = ["DB", "NL_ASSERTION"]
+    task.nl_assertions = ["The agent states the refund amount."]
+    verdict = '{"results": [{"expectedOutcome": "The agent states the refund amount.", "reasoning": "it does", "metExpectation": true}]}'
+    hub = EchoHub([verdict])
+    result = evaluate("homestay", None, [task], "guided", "scripted", hub, None, judge="judge")
+    assert result["pass_labels"]["pass^1"] == "pass^1 (DB+NL_ASSERTION)" and result["judge"] == "judge"
+    row = result["tasks"][0]
+    assert row["reward_breakdown"] == {"DB": 1.0, "NL_ASSERTION": 1.0} and row["judge_tokens"] == 10
+    assert "assistant: " in hub.requests[0]["messages"][1]["content"]
