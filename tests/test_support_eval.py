@@ -167,6 +167,42 @@ def test_evaluate_homestay_guided_with_scripted_user(tmp_path) -> None:
     assert len(transcripts) == 20 and "cancel_flexible_full_trial0.json" in transcripts
     record = json.loads((transcripts_dir_for(out) / "cancel_flexible_full_trial0.json").read_text())
     assert record["turns"][0]["user"].startswith("Hi! I want to cancel my Lisbon stay")
+    # τ² scoring: homestay tasks have no reward_basis, so τ-bench's default DB+COMMUNICATE applies.
+    assert saved["pass_labels"] == {"pass^1": "pass^1 (DB+COMMUNICATE)", "pass^2": "pass^2 (DB+COMMUNICATE)"}
+    assert saved["not_scored_components"] == [] and saved["judge"] is None
+    row = rows[("cancel_flexible_full", 0)]
+    assert row["reward"] == 1.0 and row["reward_breakdown"] == {"DB": 1.0, "COMMUNICATE": 1.0}
+    assert row["writes"] == 1 and row["db_changed"] and row["gold_changed"] and row["termination"] == "stop"
+    metrics = saved["metrics"]
+    assert set(metrics) >= {
+        "write_precision",
+        "harmful_write_rate",
+        "missed_writes",
+        "handoffs",
+        "questions_per_conversation",
+    }
+    assert metrics["write_precision"] is not None and 0 <= metrics["harmful_write_rate"] <= 1
+    assert metrics["questions_per_conversation"] > 0
+
+
+def test_evaluate_homestay_with_the_cautious_customer() -> None:
+    from concierge.support.homestay import TASKS_PATH
+
+    result = evaluate("homestay", None, TASKS_PATH, "guided", "cautious", None, None)
+    assert result["user"] == "cautious" and result["n_tasks"] == 10
+    assert 0.0 <= result["pass^1"] <= 1.0 and "metrics" in result
+
+
+def test_nl_assertions_are_reported_not_scored_without_a_judge() -> None:
+    from concierge.support.homestay import TASKS_PATH
+    from concierge.support.tasks import load_tasks
+
+    task = load_tasks(TASKS_PATH)[0]
+    task.reward_basis = ["DB", "NL_ASSERTION"]
+    task.nl_assertions = ["The agent states the refund amount."]
+    result = evaluate("homestay", None, [task], "guided", "scripted", None, None)
+    assert result["pass_labels"]["pass^1"] == "pass^1 (DB; NL_ASSERTION not scored)"
+    assert result["tasks"][0]["not_scored"] == ["NL_ASSERTION"]
 
 
 def test_run_conversation_survives_an_agent_crash() -> None:
@@ -195,3 +231,29 @@ def test_cli_eval_support_guided_and_bad_input(tmp_path) -> None:
     assert (tmp_path / "cli_transcripts").is_dir()
     bad = runner.invoke(app, ["eval", "support", "--domain", "homestay", "--mode", "bogus"])
     assert bad.exit_code == 2 and "--mode must be agent or guided" in bad.output
+    cautious = runner.invoke(
+        app,
+        ["eval", "support", "--domain", "homestay", "--mode", "guided", "--user", "cautious", "--limit", "3"],
+    )
+    assert cautious.exit_code == 0, cautious.output
+    said = " ".join(cautious.output.split())  # the console wraps long lines
+    assert "pass^1 (DB+COMMUNICATE)=" in said and "harmful-write rate" in said
+    assert "questions per conversation" in said and "user cautious" in said
+    wrong = runner.invoke(app, ["eval", "support", "--domain", "homestay", "--mode", "guided", "--user", "x"])
+    assert wrong.exit_code == 2 and "scripted, cautious or llm" in wrong.output
+
+
+def test_a_judge_scores_nl_assertions_through_the_hub() -> None:
+    from concierge.support.homestay import TASKS_PATH
+    from concierge.support.tasks import load_tasks
+
+    task = load_tasks(TASKS_PATH)[0]
+    task.reward_basis = ["DB", "NL_ASSERTION"]
+    task.nl_assertions = ["The agent states the refund amount."]
+    verdict = '{"results": [{"expectedOutcome": "The agent states the refund amount.", "reasoning": "it does", "metExpectation": true}]}'
+    hub = EchoHub([verdict])
+    result = evaluate("homestay", None, [task], "guided", "scripted", hub, None, judge="judge")
+    assert result["pass_labels"]["pass^1"] == "pass^1 (DB+NL_ASSERTION)" and result["judge"] == "judge"
+    row = result["tasks"][0]
+    assert row["reward_breakdown"] == {"DB": 1.0, "NL_ASSERTION": 1.0} and row["judge_tokens"] == 10
+    assert "assistant: " in hub.requests[0]["messages"][1]["content"]

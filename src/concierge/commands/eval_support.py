@@ -1,4 +1,4 @@
-"""``concierge eval support``: replay a support domain's gold actions (agent runs come later)."""
+"""``concierge eval support``: replay a support domain's gold actions, or run the agent and score it as τ² does."""
 
 from __future__ import annotations
 
@@ -60,7 +60,12 @@ def eval_support(
         str | None, typer.Option("--mode", help="agent (tool calling) or guided (flows); default agent")
     ] = None,
     user: Annotated[
-        str | None, typer.Option("--user", help="customer simulator: scripted or llm; default scripted")
+        str | None,
+        typer.Option(
+            "--user",
+            help="customer simulator: scripted (always yes), cautious (declines what its task does not "
+            "name) or llm; default scripted",
+        ),
     ] = None,
     model: Annotated[
         str | None,
@@ -75,11 +80,15 @@ def eval_support(
         typer.Option("--user-model", help="alias playing the customer for --user llm (default: --model)"),
     ] = None,
     max_turns: Annotated[int, typer.Option("--max-turns", help="customer messages per conversation")] = 20,
+    judge: Annotated[
+        str | None,
+        typer.Option("--judge", help="model alias grading τ²'s NL assertions (without it: not scored)"),
+    ] = None,
 ) -> None:
     """Evaluate a support domain on tasks. With --replay-gold: check the gold actions' outcomes."""
     if not replay_gold:
         _evaluate_agent(
-            domain, data_dir, tasks, mode, user, model, trials, json_out, limit, user_model, max_turns
+            domain, data_dir, tasks, mode, user, model, trials, json_out, limit, user_model, max_turns, judge
         )
         return
 
@@ -202,6 +211,7 @@ def _evaluate_agent(
     limit: int | None,
     user_model: str | None,
     max_turns: int,
+    judge: str | None = None,
 ) -> None:
     """Run the support agent (agent or guided mode) against simulated customers; τ² scoring."""
     from concierge.evals.support_eval import evaluate
@@ -212,8 +222,8 @@ def _evaluate_agent(
     user = user or "scripted"
     if mode not in ("agent", "guided"):
         raise _fail(f"error: --mode must be agent or guided, not {mode!r}")
-    if user not in ("scripted", "llm"):
-        raise _fail(f"error: --user must be scripted or llm, not {user!r}")
+    if user not in ("scripted", "cautious", "llm"):
+        raise _fail(f"error: --user must be scripted, cautious or llm, not {user!r}")
     if trials < 1:
         raise _fail("error: --trials must be at least 1")
     if limit is not None and limit < 1:
@@ -233,16 +243,19 @@ def _evaluate_agent(
         raise _fail(f"error: {exc}") from None
     hub = None
     alias = model
-    needs_model = mode == "agent" or user == "llm" or model is not None
+    needs_model = mode == "agent" or user == "llm" or model is not None or judge is not None
     if needs_model:
         from concierge import config
         from concierge.models.engine import ModelError
         from concierge.models.hub import ModelHub
 
-        alias = model or "support-agent"
+        alias = model or ("support-agent" if mode == "agent" or user == "llm" else None)
         try:
             hub = ModelHub.from_config(config.deployment_path())
-            hub.card(alias)
+            if alias:
+                hub.card(alias)
+            if judge:
+                hub.card(judge)
             if user == "llm":
                 hub.card(user_model or alias)
         except (ModelError, ValueError, OSError) as exc:
@@ -273,6 +286,7 @@ def _evaluate_agent(
                 limit=limit,
                 out=json_out,
                 progress=lambda done, total: progress.update(bar, completed=done),
+                judge=judge,
             )
     except (ValueError, OSError) as exc:
         raise _fail(f"error: {exc}") from None
@@ -280,11 +294,20 @@ def _evaluate_agent(
         if hub is not None:
             hub.close()
     out = Console()
-    ks = ", ".join(f"pass^{k}={result[f'pass^{k}']:.3f}" for k in range(1, trials + 1))
+    ks = ", ".join(
+        f"{result['pass_labels'][f'pass^{k}']}={result[f'pass^{k}']:.3f}" for k in range(1, trials + 1)
+    )
     out.print(
         f"{domain} {mode} mode, user {result['user']}, model {alias or '(rules only)'}: {ks} over "
         f"{result['n_tasks']} tasks x {trials}; do-nothing floor {result['floor']:.3f}; "
         f"{result['tokens_per_conversation']:.0f} tokens and {result['seconds_per_conversation']:.1f}s per conversation"
+    )
+    m = result["metrics"]
+    precision = "n/a" if m["write_precision"] is None else f"{m['write_precision']:.3f}"
+    out.print(
+        f"writes: precision {precision} ({m['conversations_with_write']} conversations wrote), "
+        f"harmful-write rate {m['harmful_write_rate']:.3f}, missed writes {m['missed_writes']}; "
+        f"handoffs {m['handoffs']}; {m['questions_per_conversation']:.2f} questions per conversation"
     )
     if json_out is not None:
         out.print(f"wrote {json_out} (transcripts in {result.get('transcripts')})")

@@ -1,10 +1,14 @@
 """Support evaluator: run the agent against simulated customers and score it as τ²-bench does.
 
-A conversation succeeds when the final database equals the one obtained by replaying the
-task's gold actions on a fresh database, and every ``communicate_info`` string appears in the
-agent's messages. Each task runs ``trials`` times; pass^k is the mean over tasks of
-C(successes, k) / C(trials, k). The do-nothing floor is the share of tasks whose gold database
-equals the initial one (an agent that changes nothing passes their database check).
+Each conversation gets τ²'s reward (:mod:`concierge.evals.rewards`): the product of the
+components its task's ``reward_basis`` lists: DB (final database equals the one from replaying
+the gold actions), COMMUNICATE, ACTION, NL_ASSERTION (a judge model; not scored without one),
+ENV_ASSERTION; 0 when the conversation ended on an error or the turn limit. A conversation
+succeeds when its reward is 1. Each task runs ``trials`` times; pass^k is the mean over tasks of
+C(successes, k) / C(trials, k), labelled with the components it covers. The do-nothing floor is
+the share of tasks whose gold database equals the initial one (an agent that changes nothing
+passes their database check). Beside them, :func:`run_metrics`: write precision, harmful-write
+rate, missed writes, handoffs and questions per conversation.
 """
 
 from __future__ import annotations
@@ -17,8 +21,20 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
+from concierge.evals.rewards import (
+    action_reward,
+    combine,
+    communicate_reward,
+    communicated,
+    db_reward,
+    env_assertion_reward,
+    nl_assertions_reward,
+    pass_label,
+)
 from concierge.support.tasks import Task, load_tasks
 from concierge.support.users import make_user
+
+__all__ = ["communicated", "evaluate", "pass_hat_k", "run_conversation", "run_metrics", "score_conversation"]
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -32,10 +48,80 @@ def pass_hat_k(successes: Sequence[int], trials: int, k: int) -> float:
     return sum(comb(c, k) / comb(trials, k) for c in successes) / len(successes)
 
 
-def communicated(info: str, agent_messages: Sequence[str]) -> bool:
-    """τ²'s check: the string appears in an agent message (case-insensitive, commas ignored)."""
-    needle = info.lower()
-    return any(needle in m.lower().replace(",", "") for m in agent_messages)
+def score_conversation(
+    task: Task,
+    convo: dict[str, Any],
+    final_hash: str,
+    gold_hash: str,
+    *,
+    hub: Any = None,
+    judge: str | None = None,
+) -> dict[str, Any]:
+    """τ²'s reward for one conversation (``convo`` as :func:`run_conversation` returns it)."""
+    turns = convo.get("turns") or []
+    agent_messages = [t["agent"] for t in turns if t.get("agent")]
+    tool_calls = [a for t in turns for a in t.get("actions") or []]
+    basis = set(task.reward_basis)
+    components = [
+        db_reward(final_hash, gold_hash, no_db_criteria=task.no_db_criteria),
+        env_assertion_reward(task.env_assertions),
+        action_reward(task.actions, tool_calls),
+        communicate_reward(task.communicate_info, agent_messages),
+    ]
+    judge_usage = {"prompt_tokens": 0, "completion_tokens": 0, "model_calls": 0}
+    if "NL_ASSERTION" in basis:  # τ² runs the judge only when the basis lists it
+        nl, judge_usage = nl_assertions_reward(task.nl_assertions, turns, hub, judge)
+        components.append(nl)
+    premature = None
+    if convo.get("error"):
+        premature = f"error ({convo['error']})"
+    elif convo.get("termination") == "max_turns":
+        premature = "max_turns"
+    combined = combine(task.reward_basis, components, premature=premature)
+    return {
+        **combined,
+        "components": {c.kind: c.to_dict() for c in components},
+        "communicate_missing": [c["info"] for c in components[3].checks if not c["met"]],
+        "judge_usage": judge_usage,
+    }
+
+
+def _questions(turns: Sequence[dict[str, Any]]) -> int:
+    return sum(1 for t in turns if (t.get("agent") or "").rstrip().endswith("?"))
+
+
+def _writes(turns: Sequence[dict[str, Any]]) -> int:
+    return sum(1 for t in turns for a in t.get("actions") or [] if a.get("ok") and a.get("kind") == "write")
+
+
+def run_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per-run trust metrics from rows with ``writes``, ``db_changed``, ``gold_changed``, ``db_match``,
+    ``handoff`` and ``questions``:
+
+    * write_precision: conversations with a (successful) write whose final database equals the gold
+      one, over conversations with a write (None when none wrote);
+    * harmful_write_rate: conversations whose database changed and differs from the gold one, over all;
+    * missed_writes: conversations where the gold changes the database and the agent wrote nothing
+      (and missed_write_rate over the conversations whose gold changes it);
+    * handoffs (count and rate); questions_per_conversation: agent messages ending in '?'.
+    """
+    n = len(rows)
+    wrote = [r for r in rows if r["writes"] > 0]
+    gold_writes = [r for r in rows if r["gold_changed"]]
+    missed = sum(1 for r in gold_writes if r["writes"] == 0)
+    handoffs = sum(1 for r in rows if r["handoff"])
+    return {
+        "write_precision": round(sum(1 for r in wrote if r["db_match"]) / len(wrote), 4) if wrote else None,
+        "conversations_with_write": len(wrote),
+        "harmful_write_rate": round(sum(1 for r in rows if r["db_changed"] and not r["db_match"]) / n, 4)
+        if n
+        else 0.0,
+        "missed_writes": missed,
+        "missed_write_rate": round(missed / len(gold_writes), 4) if gold_writes else None,
+        "handoffs": handoffs,
+        "handoff_rate": round(handoffs / n, 4) if n else 0.0,
+        "questions_per_conversation": round(sum(r["questions"] for r in rows) / n, 2) if n else 0.0,
+    }
 
 
 def transcripts_dir_for(out: Path) -> Path:
@@ -79,7 +165,16 @@ def run_conversation(agent: Any, user: Any, max_turns: int = 20) -> dict[str, An
         if status != "open":
             break
         text = user.respond(result.message)
+    if error:
+        termination = "error"
+    elif status == "handoff":
+        termination = "handoff"
+    elif text is not None and status == "open":
+        termination = "max_turns"  # the customer had more to say: τ²'s max-steps termination
+    else:
+        termination = "stop"
     return {
+        "termination": termination,
         "turns": turns,
         "state": state,
         "status": status,
@@ -106,10 +201,12 @@ def evaluate(
     out: str | Path | None = None,
     progress: Progress | None = None,
     use_model: bool = True,
+    judge: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``mode`` ("agent" | "guided") with a ``user`` simulator ("scripted" | "llm").
+    """Evaluate ``mode`` ("agent" | "guided") with a ``user`` simulator ("scripted" | "cautious" | "llm").
 
     ``user_alias`` is the model playing the customer for ``user="llm"`` (default: ``model_alias``).
+    ``judge`` is the hub alias grading NL assertions; without it NL_ASSERTION is not scored.
     With ``out`` the summary is written there and one transcript per conversation goes to
     ``<out stem>_transcripts/``.
     """
@@ -136,6 +233,8 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     successes: list[int] = []
     floor_hits = 0
+    covered: set[str] = set()
+    unscored: dict[str, int] = {}
     total = len(task_list) * trials
     done = 0
     for task in task_list:
@@ -154,17 +253,33 @@ def evaluate(
             convo = run_conversation(agent, simulator, max_turns=max_turns)
             final_hash = domain.db_hash()
             db_ok = final_hash == gold["db_hash"]
-            agent_messages = [t["agent"] for t in convo["turns"] if t.get("agent")]
-            missing = [info for info in task.communicate_info if not communicated(info, agent_messages)]
-            success = db_ok and not missing and convo["error"] is None
+            score = score_conversation(task, convo, final_hash, gold["db_hash"], hub=hub, judge=judge)
+            success = score["success"]
             wins += success
+            covered.update(score["covered"])
+            for kind in score["not_scored"]:
+                unscored[kind] = unscored.get(kind, 0) + 1
             agent_diff = domain.diff(start_db)
             row = {
                 "task_id": task.id,
                 "trial": trial,
                 "success": success,
+                "reward": score["reward"],
+                "reward_basis": score["reward_basis"],
+                "reward_breakdown": score["breakdown"],
+                "not_scored": score["not_scored"],
+                "reward_note": score["note"],
+                "components": score["components"],
                 "db_match": db_ok,
-                "communicate_missing": missing,
+                "communicate_missing": score["communicate_missing"],
+                "writes": _writes(convo["turns"]),
+                "db_changed": bool(agent_diff),
+                "gold_changed": bool(gold["db_diff"]),
+                "handoff": convo["status"] == "handoff",
+                "questions": _questions(convo["turns"]),
+                "termination": convo["termination"],
+                "judge_tokens": score["judge_usage"]["prompt_tokens"]
+                + score["judge_usage"]["completion_tokens"],
                 "db_diff": {
                     "agent": {t: sorted(keys) for t, keys in agent_diff.items()},
                     "gold": {t: sorted(keys) for t, keys in gold["db_diff"].items()},
@@ -213,6 +328,13 @@ def evaluate(
     }
     summary.update(
         {
+            "pass_labels": {
+                f"pass^{k}": pass_label(k, covered, unscored, len(rows)) for k in range(1, trials + 1)
+            },
+            "scored_components": sorted(covered - set(unscored)),
+            "not_scored_components": sorted(unscored),
+            "not_scored_conversations": unscored,
+            "judge": judge,
             "floor": round(floor_hits / len(task_list), 4),
             "model": model_alias,
             "mode": mode,
@@ -224,6 +346,7 @@ def evaluate(
             "tokens_per_conversation": round(sum(r["tokens"] for r in rows) / n_rows, 1),
             "seconds_per_conversation": round(sum(r["seconds"] for r in rows) / n_rows, 3),
             "turns_per_conversation": round(sum(r["turns"] for r in rows) / n_rows, 2),
+            "metrics": run_metrics(rows),
             "tasks": rows,
         }
     )

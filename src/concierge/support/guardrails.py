@@ -7,7 +7,9 @@ Whatever the model asks for, a tool call passes :meth:`Guard.call`, which enforc
   records (orders, reservations, profile); identification tools run only with values the
   customer wrote themselves, and only once (text injected into a tool result or a document
   cannot identify the chat as somebody else);
-* an explicit yes before any WRITE tool: the customer's latest message must be affirmative
+* an explicit yes before any WRITE tool: the customer's latest message must read as ``yes``
+  (:func:`concierge.support.confirmation.read_confirmation`: hedges, conditions, questions,
+  retractions and new requests are ``unclear``)
   and must answer an agent message that presented the action, naming the record it changes
   (order, reservation); one yes pays for one write;
 * an override attempt ("ignore the policy ...") is never a yes;
@@ -24,12 +26,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_YES = re.compile(
-    r"^\s*(yes|yeah|yep|yup|sure|ok(ay)?|confirm(ed)?|correct|right|go ahead|please (do|proceed)|proceed|"
-    r"do it|that'?s (right|correct|fine)|absolutely|of course|affirmative|y)\b",
-    re.I,
-)
-_NO = re.compile(r"^\s*(no|nope|nah|don'?t|do not|wait|stop|hold on|not yet|never ?mind|cancel that)\b", re.I)
+from concierge.support.confirmation import read_confirmation
+
 _OVERRIDE = re.compile(
     r"\b(ignore|disregard|forget|bypass|override|skip|break)\b[^.?!]{0,40}\b(polic(y|ies)|rules?|instructions?|"
     r"guidelines?|restrictions?|system prompt)\b|\bmake an exception\b|\bjust this once\b|"
@@ -41,15 +39,16 @@ _CONFIRM_CUE = re.compile(
 )
 
 
-def is_affirmative(text: str | None) -> bool:
-    """An explicit yes, without a no or an attempt to set the policy aside in the same message."""
-    if not text:
+def is_affirmative(text: str | None, proposal: str | None = None) -> bool:
+    """An explicit, unhedged yes (see :mod:`concierge.support.confirmation`), and no attempt to set
+    the policy aside in the same message. Only this lets a write through."""
+    if not text or is_override_attempt(text):
         return False
-    return bool(_YES.search(text)) and not _NO.search(text) and not is_override_attempt(text)
+    return read_confirmation(text, proposal) == "yes"
 
 
 def is_negative(text: str | None) -> bool:
-    return bool(text) and bool(_NO.search(text or ""))
+    return bool(text) and read_confirmation(text) == "no"
 
 
 def is_override_attempt(text: str | None) -> bool:

@@ -1,7 +1,7 @@
 """Support tasks: τ²-bench tasks and τ-bench v1 tasks, read into one ``Task`` type.
 
 τ² schema: ``{id, user_scenario.instructions{...}, initial_state, evaluation_criteria{actions:
-[{action_id, name, arguments}], communicate_info, nl_assertions}}``.
+[{action_id, name, arguments}], communicate_info, nl_assertions, reward_basis}}``.
 v1 schema: ``{user_id, instruction, actions: [{name, kwargs}], outputs}``; v1 tasks have no id, so a
 task is named ``<split>-<index in its file>`` (split from the file name: ``tasks_dev.json`` → dev),
 and its actions ``<split>_<index>_<n>`` as in the shared gold files.
@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+DEFAULT_REWARD_BASIS = ("DB", "COMMUNICATE")
+
 
 @dataclass(frozen=True)
 class Action:
@@ -22,6 +24,7 @@ class Action:
     name: str
     arguments: dict[str, Any]
     action_id: str = ""
+    compare_args: tuple[str, ...] | None = None  # τ²: only these arguments are compared (None: all)
 
 
 @dataclass
@@ -35,6 +38,12 @@ class Task:
     initial_state: dict[str, Any] | None = None
     communicate_info: list[str] = field(default_factory=list)
     nl_assertions: list[str] = field(default_factory=list)
+    # τ²'s reward components (DB, ENV_ASSERTION, COMMUNICATE, ACTION, NL_ASSERTION); the default is
+    # τ-bench's [DB, COMMUNICATE], which also applies to v1 tasks.
+    reward_basis: list[str] = field(default_factory=lambda: list(DEFAULT_REWARD_BASIS))
+    # τ² gives a DB reward of 1 when a task has neither ``actions`` nor ``env_assertions`` (both null).
+    no_db_criteria: bool = False
+    env_assertions: list[dict[str, Any]] = field(default_factory=list)
     user_id: str | None = None
     split: str | None = None
     source_format: str = "tau2"
@@ -76,10 +85,16 @@ def task_from_tau2(raw: dict[str, Any]) -> Task:
     criteria = raw.get("evaluation_criteria") or {}
     task_id = str(raw["id"])
     actions = [
-        Action(a["name"], dict(a.get("arguments") or {}), str(a.get("action_id") or f"{task_id}_{i}"))
+        Action(
+            a["name"],
+            dict(a.get("arguments") or {}),
+            str(a.get("action_id") or f"{task_id}_{i}"),
+            tuple(a["compare_args"]) if a.get("compare_args") is not None else None,
+        )
         for i, a in enumerate(criteria.get("actions") or [])
     ]
     scenario = raw.get("user_scenario") or {}
+    basis = criteria.get("reward_basis")
     return Task(
         id=task_id,
         actions=actions,
@@ -88,6 +103,9 @@ def task_from_tau2(raw: dict[str, Any]) -> Task:
         initial_state=raw.get("initial_state"),
         communicate_info=[str(x) for x in criteria.get("communicate_info") or []],
         nl_assertions=[str(x) for x in criteria.get("nl_assertions") or []],
+        reward_basis=[str(b).upper() for b in basis] if basis is not None else list(DEFAULT_REWARD_BASIS),
+        no_db_criteria=criteria.get("actions") is None and criteria.get("env_assertions") is None,
+        env_assertions=list(criteria.get("env_assertions") or []),
         source_format="tau2",
         raw=raw,
     )

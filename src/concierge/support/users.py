@@ -4,6 +4,8 @@
 and what it knows (from ``user_scenario.instructions``), answers identity questions (email,
 name, zip, user id, order or reservation ids) from that text, says yes to confirmations, and
 stops when the agent transfers, asks whether there is anything else, or after ``max_turns``.
+``CautiousUser`` is the same customer, but it declines a proposed change naming an item or option
+value its instructions do not mention, and answers questions only from what it knows.
 ``LLMUser`` plays the customer with any hub alias, the task instructions as its system prompt.
 """
 
@@ -227,6 +229,129 @@ class ScriptedUser:
         return " ".join(self.request) if self.fallbacks == 1 else "Thank you. Is that everything you can do?"
 
 
+_STOPWORDS = set(
+    """a an the and or of to for in on at by with from your you my me i is are was be it this that these those
+what which who whom when where why how do does did can could would will shall should may might please
+have has had any some there here their them they our we us so if not no yes also about into than then
+just only very more most like want need know tell give let confirm provide share order item items
+one ones new current""".split()
+)
+_PROPOSAL = re.compile(
+    r"\b(proceed|confirm|go ahead|shall i|should i|would you like me to|do you want me to)\b", re.I
+)
+# A product named in a proposal: Title Case words before "(" (its options) or a quoted/bold name.
+_NAMED_ITEM = re.compile(r"([A-Z][\w-]*(?:\s+[A-Z][\w-]*){0,3})\s*\(|\*\*([^*]{3,60})\*\*|" r'"([^"]{3,60})"')
+# An option set in a proposal: "color: blue", "size: M" (inside parentheses or lists).
+_OPTION = re.compile(r"\b([a-z][a-z ]{0,20}[a-z])\s*:\s*([^,;()\n]+?)\s*(?=[,;)\n]|$)", re.I)
+_NOT_ITEMS = {"order", "reservation", "flight", "refund", "payment", "total", "price", "note", "summary"}
+
+
+def _words(text: str) -> set[str]:
+    """Lower-case words, with a plural's singular too ("keyboards" → "keyboard")."""
+    words = set(re.findall(r"[a-z0-9]+", re.sub(r"(?<=[a-z])-(?=[a-z])", "", text.lower())))
+    return words | {w[:-1] for w in words if len(w) > 3 and w.endswith("s")}
+
+
+class CautiousUser(ScriptedUser):
+    """A deterministic customer who says yes only to what its instructions ask for.
+
+    Like :class:`ScriptedUser` it reads only the task's instructions. It declines a proposed change
+    that names a product its instructions do not (by its head noun: "Hiking Boots" is named by
+    "the boots"; "all items" names every one), or sets an option value they never
+    mention, and it answers the agent's other questions only from what it knows, saying so when it
+    does not know. ``scripted`` (always yes) stays the worst case for the agent's guardrails.
+    """
+
+    name = "cautious"
+
+    def __init__(self, task: Task, max_turns: int = 12) -> None:
+        super().__init__(task, max_turns=max_turns)
+        parts = scenario_parts(task)
+        self.knowledge = " ".join(parts[k] for k in ("reason_for_call", "known_info", "task_instructions"))
+        self.known_words = _words(self.knowledge)
+        self.declined: list[str] = []
+        # "return all things ordered", "cancel all pending orders": any item of theirs is asked for.
+        self.any_item = bool(
+            re.search(
+                r"\b(all (the |my |your )?(things|items|orders|pending)|everything)\b", self.knowledge, re.I
+            )
+        )
+
+    def unknown_in_proposal(self, agent_message: str) -> list[str]:
+        """Items and option values the proposal names that the instructions never mention."""
+        strange = []
+        for m in _NAMED_ITEM.finditer(agent_message):
+            name = next(g for g in m.groups() if g)
+            words = _words(name) - _STOPWORDS
+            if not words or words & _NOT_ITEMS or re.search(r"\d", name) or self.any_item:
+                continue
+            # The product's head noun ("Hiking Boots" → boots) must be one the instructions use.
+            head = re.findall(r"[a-z0-9]+", re.sub(r"(?<=[a-z])-(?=[a-z])", "", name.lower()))[-1]
+            if not _words(head) & self.known_words:
+                strange.append(name.strip())
+        for key, value in self._options(agent_message):
+            if len(key.split()) > 3:
+                continue
+            value_words = _words(value) - _STOPWORDS
+            if not value_words or re.fullmatch(r"[\d\s.$#,-]+", value):
+                continue  # prices, ids and amounts are the agent's figures, not options
+            if not value_words <= self.known_words:
+                strange.append(f"{key.strip()}: {value.strip()}")
+        return strange
+
+    @staticmethod
+    def _options(agent_message: str) -> list[tuple[str, str]]:
+        """Option settings of the named items: "Mechanical Keyboard (switch type: clicky, size: full)"
+        (the parentheses right after a Title Case name) and quoted pairs ("'color': 'red'")."""
+        pairs = []
+        for m in re.finditer(r"[A-Z][\w-]*(?:\s+[A-Z][\w-]*){0,3}\s*\(([^()]*)\)", agent_message):
+            pairs.extend(_OPTION.findall(m.group(1)))
+        pairs.extend(
+            re.findall(r"['\"]([a-z][a-z ]{0,20})['\"]\s*:\s*['\"]([^'\"]+)['\"]", agent_message, re.I)
+        )
+        return pairs
+
+    def _answer_from_knowledge(self, question: str) -> str:
+        """The sentence of the instructions that best answers ``question``, or "I don't know"."""
+        asked = _words(question) - _STOPWORDS
+        if asked & (_words(self.unknown) - _STOPWORDS - {"remember", "recall", "know"}):
+            return "I'm sorry, I don't know that."
+        best, score = None, 0
+        for sentence in _sentences(self.knowledge):
+            if _META.search(sentence):
+                continue
+            hits = len(asked & (_words(sentence) - _STOPWORDS))
+            if hits > score:
+                best, score = sentence, hits
+        if best is None:
+            return "I'm sorry, I don't know that."
+        return to_first_person(best)
+
+    def respond(self, agent_message: str) -> str | None:
+        if self.done or self.turns >= self.max_turns:
+            return None
+        text = agent_message.lower()
+        if ("transfer" in text and ("human" in text or "hold on" in text)) or "anything else" in text:
+            return None
+        if asks_confirmation(agent_message) and _PROPOSAL.search(text):
+            self.turns += 1
+            strange = self.unknown_in_proposal(agent_message)
+            if strange:
+                self.declined.extend(strange)
+                return f"No, please don't. I did not ask for {', '.join(strange)}."
+            return "Yes, please proceed."
+        identity = re.search(
+            r"email|zip|\bname\b|user id|order (id|number)|which order|"
+            r"(reservation|booking|confirmation) (id|number|code)|which reservation",
+            text,
+        )
+        if "?" in agent_message and not identity and not _offered_options(agent_message):
+            self.turns += 1
+            question = " ".join(s for s in _sentences(agent_message) if "?" in s) or agent_message
+            return self._answer_from_knowledge(question)
+        return super().respond(agent_message)
+
+
 def _offered_options(message: str) -> list[str]:
     """Choices the agent offers: quoted ('no longer needed' or 'ordered by mistake'), or listed
     after a colon in a question ("why: change of plans, travel restrictions, or booked by mistake?").
@@ -323,11 +448,13 @@ def make_user(
     max_turns: int = 12,
     tenant: str | None = None,
 ) -> UserSimulator:
-    """``scripted`` or ``llm`` (the latter needs a hub and a model alias)."""
+    """``scripted``, ``cautious`` or ``llm`` (the latter needs a hub and a model alias)."""
     if kind == "scripted":
         return ScriptedUser(task, max_turns=max_turns)
+    if kind == "cautious":
+        return CautiousUser(task, max_turns=max_turns)
     if kind == "llm":
         if hub is None or not alias:
             raise ValueError("the llm user needs a hub and a model alias")
         return LLMUser(task, hub, alias, max_turns=max_turns, tenant=tenant)
-    raise ValueError(f"unknown user simulator {kind!r} (scripted or llm)")
+    raise ValueError(f"unknown user simulator {kind!r} (scripted, cautious or llm)")
