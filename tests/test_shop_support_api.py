@@ -118,8 +118,7 @@ class FakeHub:
 def build_app(hub: FakeHub, **web: Any) -> tuple[FastAPI, Any]:
     """The gateway app with the shop/support routers and the web app, as ``concierge serve`` wires them."""
     from concierge.gateway.app import create_app
-    from concierge.web.routes import mount_all
-    from concierge.web.services import build_demo_services
+    from concierge.server import build_demo_services, mount_all
 
     services = build_demo_services(hub, n_products=N_PRODUCTS, n_shoppers=N_SHOPPERS, use_model=False, warm=False)
     for name, value in web.items():
@@ -211,7 +210,7 @@ def test_malformed_requests_are_400(api, path: str, raw: bytes, param: str | Non
 # Shop
 # ---------------------------------------------------------------------------------------------
 def test_shop_chat_answers_with_products_and_continues_by_id(api) -> None:
-    from concierge.web.store import ShopConversations
+    from concierge.store.conversations import ShopConversations
 
     client, headers, *_ = api
     first = client.post("/v1/shop/chat", json={"message": "I need running shoes"}, headers=headers)
@@ -300,7 +299,7 @@ def test_shop_chat_streams_deltas_then_the_answer(api) -> None:
 
 def test_shop_answers_503_while_its_index_is_being_built(api, monkeypatch: pytest.MonkeyPatch) -> None:
     client, headers, _, services = api
-    factory = services.shop_assistant
+    factory = services.shop.assistants
     building, release = threading.Event(), threading.Event()
     real_build = factory._build
 
@@ -375,7 +374,7 @@ def test_support_chat_hands_off_and_unknown_ids(api) -> None:
 def test_shop_and_support_turns_queue_on_their_model_and_answer_429_when_full(home: Path) -> None:
     from concierge.gateway.app import create_app
     from concierge.gateway.settings import GatewaySettings
-    from concierge.web.routes import mount_all
+    from concierge.server import mount_all
 
     _, services = build_app(FakeHub())
     app = create_app(services.hub, GatewaySettings(max_concurrent=1, max_queued=0))

@@ -205,9 +205,29 @@ class ShopAnswer:
     constraints: dict[str, Any] = field(default_factory=dict)
     grounding: dict[str, Any] = field(default_factory=dict)
     trace: dict[str, Any] = field(default_factory=dict)  # mode, query source, timings, model usage
+    conversation_id: str | None = None  # set once the turn is saved (concierge.shop.session)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_public(self) -> dict[str, Any]:
+        """The answer as the API sends it (``/v1/shop/chat``, the SSE ``answer`` event): the state stays here."""
+        return _json_ready({
+            "object": "shop.answer",
+            "conversation_id": self.conversation_id,
+            "message": str(self.message or ""),
+            "query": self.query,
+            "products": list(self.products or []),
+            "clarifying": bool(self.clarifying),
+        })
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    return value
 
 
 @dataclass
