@@ -393,3 +393,29 @@ def test_shop_and_support_turns_queue_on_their_model_and_answer_429_when_full(ho
             client.portal.call(slot.release)
         assert client.post("/v1/shop/chat", headers=headers, json={"message": "running shoes"}).status_code == 200
         assert client.post("/v1/support/chat", headers=headers, json={"message": "hello"}).status_code == 200
+
+
+def test_serve_without_the_web_app_still_serves_every_tenants_shop_and_support(home: Path) -> None:
+    """``concierge serve --no-web``: the shop and support APIs are there, on the tenants' own data."""
+    from concierge.server import build_app as build_server_app
+    from concierge.shop.catalog import ingest_catalog
+    from concierge.shop.demo_store import generate_demo_store
+
+    products, _ = generate_demo_store(seed=5, n_products=40, n_shoppers=0)
+    with db.session_scope() as session:
+        assert ingest_catalog(session, "nowebco", "spring", products).ok
+    app = build_server_app(FakeHub(), web=False)
+    headers = {"Authorization": f"Bearer {tenancy.create_key('nowebco').key}"}
+    with TestClient(app) as client:
+        shop = client.post("/v1/shop/chat", headers=headers, json={"message": "a jacket", "catalog": "spring"})
+        assert shop.status_code == 200, shop.text
+        assert shop.json()["object"] == "shop.answer"
+        assert {p["product_id"] for p in shop.json()["products"]} <= {p["id"] for p in products}
+        similar = client.post("/v1/shop/similar", headers=headers,
+                              json={"product_id": products[0]["id"], "catalog": "spring"})
+        assert similar.status_code == 200, similar.text
+        support = client.post("/v1/support/chat", headers=headers, json={"message": "hello", "domain": "homestay"})
+        assert support.status_code == 200, support.text
+        assert support.json()["object"] == "support.turn"
+        assert client.get("/").status_code == 404  # no web app
+        assert client.get("/console").status_code == 404
