@@ -398,13 +398,42 @@ def test_shop_and_support_turns_queue_on_their_model_and_answer_429_when_full(ho
 def test_serve_without_the_web_app_still_serves_every_tenants_shop_and_support(home: Path) -> None:
     """``concierge serve --no-web``: the shop and support APIs are there, on the tenants' own data."""
     from concierge.server import build_app as build_server_app
-    from concierge.shop.catalog import ingest_catalog
+
+    products = _spring_catalog()
+    app = build_server_app(FakeHub(), web=False)
+    _check_without_web(app, products)
+
+
+def test_serve_no_web_command_mounts_the_shop_and_support_apis(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``concierge serve --no-web`` command itself (model loading and uvicorn stubbed out)."""
+    import uvicorn
+
+    from concierge.commands.gateway import serve
+    from concierge.models.hub import ModelHub
+
+    products = _spring_catalog()
+    served: list[Any] = []
+    monkeypatch.delenv("CONCIERGE_CONFIG", raising=False)
+    monkeypatch.setattr(ModelHub, "from_config", classmethod(lambda cls, config=None: FakeHub()))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(app))
+    serve(port=8123, config=None, warm_up=False, web=False)
+    (app,) = served
+    _check_without_web(app, products)
+
+
+def _spring_catalog() -> list[dict[str, Any]]:
+    """Tenant ``nowebco``'s own catalogue ``spring`` (ingested once per module)."""
+    from concierge.shop.catalog import ingest_catalog, list_catalogs
     from concierge.shop.demo_store import generate_demo_store
 
     products, _ = generate_demo_store(seed=5, n_products=40, n_shoppers=0)
     with db.session_scope() as session:
-        assert ingest_catalog(session, "nowebco", "spring", products).ok
-    app = build_server_app(FakeHub(), web=False)
+        if not any(c.name == "spring" for c in list_catalogs(session, "nowebco")):
+            assert ingest_catalog(session, "nowebco", "spring", products).ok
+    return products
+
+
+def _check_without_web(app: Any, products: list[dict[str, Any]]) -> None:
     headers = {"Authorization": f"Bearer {tenancy.create_key('nowebco').key}"}
     with TestClient(app) as client:
         shop = client.post("/v1/shop/chat", headers=headers, json={"message": "a jacket", "catalog": "spring"})
