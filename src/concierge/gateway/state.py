@@ -20,12 +20,13 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 
 from concierge.gateway.auth import KeyAuthenticator
+from concierge.gateway.errors import GatewayError
 from concierge.gateway.http import Call
 from concierge.gateway.limits import Limits
 from concierge.gateway.metrics import GatewayMetrics
 from concierge.gateway.redact import redact_json
 from concierge.gateway.settings import GatewaySettings
-from concierge.models.hub import CallRecord
+from concierge.models.hub import CallRecord, ModelCard
 from concierge.tenancy import UsageRow, UsageWriter
 
 log = logging.getLogger("concierge.gateway")
@@ -45,6 +46,19 @@ class Gateway:
         self.writer: UsageWriter | None = None
         self.warm_up_status = "off"
         self._warming = threading.local()  # marks warm-up calls so they are not metered as tenant usage
+
+    def card_for(self, alias: str, kind: str, call: Call) -> ModelCard:
+        """The card for ``alias`` (404 unknown, 400 when it serves another kind); noted on ``call``."""
+        card = self.hub.card(alias)  # ModelNotFoundError -> 404
+        call.model = card.alias
+        if card.kind != kind:
+            raise GatewayError(
+                400,
+                f"Model {alias!r} serves {card.kind}, not {kind}.",
+                param="model",
+                code="model_not_supported",
+            )
+        return card
 
     # ---- metering --------------------------------------------------------------------------
 

@@ -35,7 +35,6 @@ from concierge.gateway.http import (
     read_json,
 )
 from concierge.gateway.limits import Slot
-from concierge.gateway.models.handler import card_for
 from concierge.gateway.state import Gateway, gateway
 from concierge.models.engine import ContextLengthError
 
@@ -48,7 +47,7 @@ async def chat_completions(request: Request) -> Response:
         body = await read_json(request)
         req: ChatCompletionRequest = parse(ChatCompletionRequest, body)
         check_chat(req)
-        card = card_for(gw.hub, req.model, "chat", call)
+        card = gw.card_for(req.model, "chat", call)
         payload = dict(body)
         payload["model"] = card.alias
         if req.max_tokens is None and req.max_completion_tokens is not None:

@@ -16,7 +16,6 @@ from concierge.gateway.embeddings.protocol import (
 )
 from concierge.gateway.errors import GatewayError
 from concierge.gateway.http import Call, authenticate, count, failure, in_thread, parse, read_json
-from concierge.gateway.models.handler import card_for
 from concierge.gateway.state import gateway
 
 
@@ -28,7 +27,7 @@ async def embeddings(request: Request) -> Response:
         body = await read_json(request)
         req: EmbeddingRequest = parse(EmbeddingRequest, body)
         texts = embedding_inputs(req)
-        card = card_for(gw.hub, req.model, "embeddings", call)
+        card = gw.card_for(req.model, "embeddings", call)
         slot = await gw.limits.admit(call.tenant, card.alias)
         try:
             vectors, tokens = await in_thread(

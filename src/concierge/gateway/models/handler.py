@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from concierge.gateway.errors import GatewayError
 from concierge.gateway.http import Call, authenticate, count, failure
 from concierge.gateway.models.protocol import ModelList, ModelObject
 from concierge.gateway.state import gateway
@@ -34,20 +33,6 @@ def model_object(card: ModelCard, created: int, *, operator: bool) -> ModelObjec
 
 def _dump(model: ModelObject) -> dict[str, Any]:
     return model.model_dump(exclude_unset=True)
-
-
-def card_for(hub: Any, alias: str, kind: str, call: Call) -> ModelCard:
-    """The card for ``alias`` (404 unknown, 400 when it serves another kind); noted on ``call``."""
-    card = hub.card(alias)  # ModelNotFoundError -> 404
-    call.model = card.alias
-    if card.kind != kind:
-        raise GatewayError(
-            400,
-            f"Model {alias!r} serves {card.kind}, not {kind}.",
-            param="model",
-            code="model_not_supported",
-        )
-    return card
 
 
 async def list_models(request: Request) -> Response:
