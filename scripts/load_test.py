@@ -364,8 +364,7 @@ class InProcessGateway:
         from concierge.gateway.app import create_app
         from concierge.gateway.settings import GatewaySettings
         from concierge.models.hub import ModelHub
-        from concierge.web.routes import mount_all
-        from concierge.web.services import build_demo_services
+        from concierge.server import build_demo_services, mount_all
 
         print(f"starting the gateway ({self.args.hub} models, demo store) ...", flush=True)
         self.hub = InstantHub() if self.args.hub == "instant" else ModelHub.from_config(None)
@@ -373,8 +372,8 @@ class InProcessGateway:
         services = build_demo_services(self.hub, n_products=self.args.products, n_shoppers=max(20, self.args.products // 10),
                                        warm=False)
         # Build the shop's search index now, so the run measures serving, not the first index build.
-        services.shop_assistant(services.tenant, services.catalog)
-        services.support_session().domain(services.support_domain)
+        services.shop.assistant(services.tenant, services.catalog)
+        services.support.domain(services.support_domain)
         mount_all(self.app, services)
         self.args.key = tenancy.create_key(services.tenant).key
         self.args.chat_key = tenancy.create_key("load-chat").key

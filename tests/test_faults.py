@@ -147,21 +147,12 @@ def support(hub: ModelHub) -> SupportSession:
     return SupportSession(hub, alias="crashy", default_mode="agent")
 
 
-def _no_shop(tenant: str, catalog: str) -> Any:
-    raise LookupError("this gateway serves no shop")
-
-
 @pytest.fixture(scope="module")
 def gateway(hub: ModelHub, support: SupportSession, down_url: str, key: str) -> Iterator[tuple[LiveServer, str]]:
-    from concierge.gateway.routes_support import support_router
-    from concierge.web.services import WebServices
+    from concierge.gateway.support.routes import support_router
 
-    services = WebServices(
-        hub=hub, shop_assistant=_no_shop, support_session=lambda: support, support_domain="homestay",
-        support_mode="agent",
-    )
     app = create_app(hub, GatewaySettings())
-    app.include_router(support_router(services, model_alias="crashy"))
+    app.include_router(support_router(support, model_alias="crashy"))
     with LiveServer(app) as server:
         yield server, down_url
 
@@ -414,8 +405,8 @@ def test_read_only_database(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
 
 
 def test_read_only_database_support_api_answers_a_clean_error(tmp_path: Path) -> None:
-    from concierge.gateway.routes_support import support_router
-    from concierge.web.services import build_demo_services
+    from concierge.gateway.support.routes import support_router
+    from concierge.server import build_demo_services
     from test_shop_support_api import FakeHub as ShopHub  # the hub those API tests use
 
     with pytest.MonkeyPatch.context() as mp:
@@ -428,7 +419,7 @@ def test_read_only_database_support_api_answers_a_clean_error(tmp_path: Path) ->
         services = build_demo_services(hub, n_products=20, n_shoppers=3, use_model=False, warm=False)
         api_key = tenancy.create_key("demo").key
         app = create_app(hub)
-        app.include_router(support_router(services))
+        app.include_router(support_router(services.support))
         headers = {"Authorization": f"Bearer {api_key}"}
         path = tmp_path / "concierge.db"
         with LiveServer(app) as server:
@@ -464,8 +455,8 @@ def test_full_disk_gives_a_clean_error_and_nothing_half_written(tmp_path: Path) 
     """SQLite's ``max_page_count`` makes the database full: the same SQLITE_FULL error a full disk gives."""
     from sqlalchemy import event
 
-    from concierge.gateway.routes_support import support_router
-    from concierge.web.services import build_demo_services
+    from concierge.gateway.support.routes import support_router
+    from concierge.server import build_demo_services
     from test_shop_support_api import FakeHub as ShopHub
 
     with pytest.MonkeyPatch.context() as mp:
@@ -478,7 +469,7 @@ def test_full_disk_gives_a_clean_error_and_nothing_half_written(tmp_path: Path) 
         services = build_demo_services(hub, n_products=20, n_shoppers=3, use_model=False, warm=False)
         api_key = tenancy.create_key("demo").key
         app = create_app(hub)
-        app.include_router(support_router(services))
+        app.include_router(support_router(services.support))
         headers = {"Authorization": f"Bearer {api_key}"}
         path = tmp_path / "concierge.db"
         with LiveServer(app) as server:

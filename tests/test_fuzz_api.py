@@ -2,7 +2,7 @@
 
 The app's own OpenAPI document lists the routes but not their bodies (the handlers read the raw
 request so they can answer OpenAI-style errors), so the request models from
-``concierge.gateway.schemas`` are added as request bodies before fuzzing. Cases run against a live
+``concierge.gateway.{chat,embeddings}.protocol`` are added as request bodies before fuzzing. Cases run against a live
 server on loopback over the fake hub of test_gateway, reduced to the aliases that answer normally
 (its ``boom``/``down``/``flaky`` aliases fail on purpose). Needs ``schemathesis`` (skipped without it).
 """
@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from concierge import tenancy  # noqa: E402
 from concierge.gateway.app import create_app  # noqa: E402
-from concierge.gateway.schemas import ChatCompletionRequest, EmbeddingRequest  # noqa: E402
+from concierge.gateway.chat.protocol import ChatCompletionRequest  # noqa: E402
+from concierge.gateway.embeddings.protocol import EmbeddingRequest  # noqa: E402
 from concierge.gateway.settings import GatewaySettings  # noqa: E402
 from concierge.store import db  # noqa: E402
 from test_gateway import FakeHub, LiveServer  # noqa: E402  (tests/ is on sys.path under pytest)

@@ -909,3 +909,26 @@ def test_real_hub_usage_and_metrics(
     text = httpx.get(real_live.url + "/metrics", headers={"Authorization": f"Bearer {keys['ops']}"}).text
     assert 'concierge_tokens_total{direction="out",model="tiny",tenant="initech"}' in text
     assert 'concierge_time_to_first_token_seconds_count{model="tiny",tenant="initech"}' in text
+
+
+def test_layers_gateway_and_web_do_not_import_each_other_and_the_core_has_no_web_framework() -> None:
+    """The gateway and the web app meet only in concierge.server; shop, support, store and models stay framework-free."""
+    import re
+    from pathlib import Path
+
+    import concierge
+
+    root = Path(concierge.__file__).parent
+
+    def offenders(package: str, pattern: str) -> list[str]:
+        found = []
+        for path in sorted((root / package).rglob("*.py")):
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if re.search(pattern, line) and re.match(r"\s*(from|import)\s", line):
+                    found.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+        return found
+
+    assert offenders("gateway", r"concierge\.web\b") == []
+    assert offenders("web", r"concierge\.gateway\b") == []
+    for core in ("shop", "support", "store", "models"):
+        assert offenders(core, r"\b(fastapi|starlette|typer)\b") == [], core

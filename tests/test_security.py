@@ -187,8 +187,10 @@ def support(env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> Any:
     from concierge.support.session import SupportSession
 
     session = SupportSession(env.hub, alias="support-agent", default_mode="guided", use_model=True)
-    monkeypatch.setattr(env.services, "support_session", lambda: session)
-    return session
+    serving = env.services.support  # the routers hold this object: give it the fresh session's insides
+    for name, value in vars(session).items():
+        monkeypatch.setattr(serving, name, value)
+    return serving
 
 
 def _post(env: SimpleNamespace, path: str, who: str, body: dict[str, Any]) -> Any:
@@ -242,7 +244,7 @@ def test_another_tenants_support_conversation_is_not_found_and_unchanged(env, su
 
 
 def test_another_tenants_shop_conversation_is_not_found(env) -> None:
-    from concierge.web.store import ShopConversations
+    from concierge.store.conversations import ShopConversations
 
     mine = _post(env, "/v1/shop/chat", "globex", {"message": "a jacket", "catalog": GLOBEX_CATALOG})
     assert mine.status_code == 200, mine.text
@@ -289,7 +291,7 @@ def test_ingest_writes_only_the_callers_catalogue(env) -> None:
         assert ingest_catalog(session, "demo", GLOBEX_CATALOG, products).ok
     assert {p.id: p.title for p in load_catalog(None, "globex", GLOBEX_CATALOG).products} == before
     assert {p.id for p in load_catalog(None, "demo", GLOBEX_CATALOG).products} == {p["id"] for p in products}
-    env.services.shop_assistant.forget("demo", GLOBEX_CATALOG)
+    env.services.shop.assistants.forget("demo", GLOBEX_CATALOG)
     answer = _post(env, "/v1/shop/chat", "demo", {"message": "a jacket", "catalog": GLOBEX_CATALOG})
     assert answer.status_code == 200
     assert not {p["product_id"] for p in answer.json()["products"]} & env.globex_ids

@@ -118,8 +118,7 @@ class FakeHub:
 def build_app(hub: FakeHub, **web: Any) -> tuple[FastAPI, Any]:
     """The gateway app with the shop/support routers and the web app, as ``concierge serve`` wires them."""
     from concierge.gateway.app import create_app
-    from concierge.web.routes import mount_all
-    from concierge.web.services import build_demo_services
+    from concierge.server import build_demo_services, mount_all
 
     services = build_demo_services(hub, n_products=N_PRODUCTS, n_shoppers=N_SHOPPERS, use_model=False, warm=False)
     for name, value in web.items():
@@ -211,7 +210,7 @@ def test_malformed_requests_are_400(api, path: str, raw: bytes, param: str | Non
 # Shop
 # ---------------------------------------------------------------------------------------------
 def test_shop_chat_answers_with_products_and_continues_by_id(api) -> None:
-    from concierge.web.store import ShopConversations
+    from concierge.store.conversations import ShopConversations
 
     client, headers, *_ = api
     first = client.post("/v1/shop/chat", json={"message": "I need running shoes"}, headers=headers)
@@ -300,7 +299,7 @@ def test_shop_chat_streams_deltas_then_the_answer(api) -> None:
 
 def test_shop_answers_503_while_its_index_is_being_built(api, monkeypatch: pytest.MonkeyPatch) -> None:
     client, headers, _, services = api
-    factory = services.shop_assistant
+    factory = services.shop.assistants
     building, release = threading.Event(), threading.Event()
     real_build = factory._build
 
@@ -375,7 +374,7 @@ def test_support_chat_hands_off_and_unknown_ids(api) -> None:
 def test_shop_and_support_turns_queue_on_their_model_and_answer_429_when_full(home: Path) -> None:
     from concierge.gateway.app import create_app
     from concierge.gateway.settings import GatewaySettings
-    from concierge.web.routes import mount_all
+    from concierge.server import mount_all
 
     _, services = build_app(FakeHub())
     app = create_app(services.hub, GatewaySettings(max_concurrent=1, max_queued=0))
@@ -394,3 +393,58 @@ def test_shop_and_support_turns_queue_on_their_model_and_answer_429_when_full(ho
             client.portal.call(slot.release)
         assert client.post("/v1/shop/chat", headers=headers, json={"message": "running shoes"}).status_code == 200
         assert client.post("/v1/support/chat", headers=headers, json={"message": "hello"}).status_code == 200
+
+
+def test_serve_without_the_web_app_still_serves_every_tenants_shop_and_support(home: Path) -> None:
+    """``concierge serve --no-web``: the shop and support APIs are there, on the tenants' own data."""
+    from concierge.server import build_app as build_server_app
+
+    products = _spring_catalog()
+    app = build_server_app(FakeHub(), web=False)
+    _check_without_web(app, products)
+
+
+def test_serve_no_web_command_mounts_the_shop_and_support_apis(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``concierge serve --no-web`` command itself (model loading and uvicorn stubbed out)."""
+    import uvicorn
+
+    from concierge.commands.gateway import serve
+    from concierge.models.hub import ModelHub
+
+    products = _spring_catalog()
+    served: list[Any] = []
+    monkeypatch.delenv("CONCIERGE_CONFIG", raising=False)
+    monkeypatch.setattr(ModelHub, "from_config", classmethod(lambda cls, config=None: FakeHub()))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(app))
+    serve(port=8123, config=None, warm_up=False, web=False)
+    (app,) = served
+    _check_without_web(app, products)
+
+
+def _spring_catalog() -> list[dict[str, Any]]:
+    """Tenant ``nowebco``'s own catalogue ``spring`` (ingested once per module)."""
+    from concierge.shop.catalog import ingest_catalog, list_catalogs
+    from concierge.shop.demo_store import generate_demo_store
+
+    products, _ = generate_demo_store(seed=5, n_products=40, n_shoppers=0)
+    with db.session_scope() as session:
+        if not any(c.name == "spring" for c in list_catalogs(session, "nowebco")):
+            assert ingest_catalog(session, "nowebco", "spring", products).ok
+    return products
+
+
+def _check_without_web(app: Any, products: list[dict[str, Any]]) -> None:
+    headers = {"Authorization": f"Bearer {tenancy.create_key('nowebco').key}"}
+    with TestClient(app) as client:
+        shop = client.post("/v1/shop/chat", headers=headers, json={"message": "a jacket", "catalog": "spring"})
+        assert shop.status_code == 200, shop.text
+        assert shop.json()["object"] == "shop.answer"
+        assert {p["product_id"] for p in shop.json()["products"]} <= {p["id"] for p in products}
+        similar = client.post("/v1/shop/similar", headers=headers,
+                              json={"product_id": products[0]["id"], "catalog": "spring"})
+        assert similar.status_code == 200, similar.text
+        support = client.post("/v1/support/chat", headers=headers, json={"message": "hello", "domain": "homestay"})
+        assert support.status_code == 200, support.text
+        assert support.json()["object"] == "support.turn"
+        assert client.get("/").status_code == 404  # no web app
+        assert client.get("/console").status_code == 404

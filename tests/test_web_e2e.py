@@ -213,7 +213,7 @@ def test_handoff_takeover_and_reply_over_http(live: Live) -> None:
         handoff = customer.post("/ui/support/handoff", data={"after": "0"}, headers=hx)
         assert "passing you to a person" in handoff.text
         after = re.search(r'id="after" name="after" value="(\d+)"', handoff.text).group(1)
-        conversation_id = live.services.support_session().handoffs()[-1]["conversation_id"]
+        conversation_id = live.services.support.handoffs()[-1]["conversation_id"]
 
         operator.post("/console/login", data={"api_key": live.operator_key})
         queue = operator.get("/console/fragments/queue", headers=hx).text
@@ -234,7 +234,7 @@ def test_handoff_takeover_and_reply_over_http(live: Live) -> None:
         held = customer.post("/ui/support/chat", data={"message": "thanks", "after": newest}, headers=hx)
         assert "passed to our team" in held.text
         operator.post(f"/console/conversations/{conversation_id}/hand-back", headers=hx)
-        assert live.services.support_session().state(conversation_id)["status"] == "open"
+        assert live.services.support.state(conversation_id)["status"] == "open"
         back = customer.post("/ui/support/chat", data={"message": "what are my reservations?", "after": "0"},
                              headers=hx)
         assert "HS10010" in back.text

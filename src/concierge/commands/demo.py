@@ -41,11 +41,10 @@ def demo(
     import uvicorn
 
     from concierge import tenancy
-    from concierge.gateway.app import create_app
     from concierge.gateway.settings import GatewaySettings
     from concierge.models.engine import ModelError
     from concierge.models.hub import ModelHub
-    from concierge.web.routes import build_demo_services, mount_all
+    from concierge.server import build_app
 
     try:
         hub = ModelHub.from_config(config)
@@ -70,9 +69,8 @@ def demo(
             console.print(f"[red]error:[/red] {exc.message}")
             raise typer.Exit(2) from None
     port = port or _free_port()
-    app = create_app(hub, GatewaySettings())
     with console.status("Preparing the demo store (generated on first start) ..."):
-        mount_all(app, build_demo_services(hub))
+        app = build_app(hub, GatewaySettings(), web=True)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -1,6 +1,6 @@
 """CLI for the gateway: ``serve``, API keys (``keys create|list|revoke``) and ``usage``.
 
-Thin shells over :mod:`concierge.tenancy` and :func:`concierge.gateway.app.create_app`.
+Thin shells over :mod:`concierge.tenancy` and :func:`concierge.server.build_app`.
 """
 
 from __future__ import annotations
@@ -42,17 +42,17 @@ def serve(
     ] = False,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted, in MiB.")] = 1.0,
     web: Annotated[
-        bool, typer.Option(help="Also serve the web app, the shop and support APIs on the demo store.")
+        bool, typer.Option(help="Also serve the web app (on the demo store); the shop and support APIs are served either way.")
     ] = True,
 ) -> None:
     """Serve the OpenAI-compatible gateway (/v1/...) and the web app (/, /support, /console)."""
     import uvicorn
 
     from concierge import config as cfg
-    from concierge.gateway.app import create_app
     from concierge.gateway.settings import GatewaySettings
     from concierge.models.engine import ModelError
     from concierge.models.hub import ModelHub
+    from concierge.server import build_app
 
     if not 0 < port < 65536:
         raise _bad(f"port must be 1-65535, not {port}")
@@ -71,11 +71,7 @@ def serve(
         warm_up=warm_up,
         metrics_public=metrics_public,
     )
-    app = create_app(hub, settings)
-    if web:
-        from concierge.web.routes import build_demo_services, mount_all
-
-        mount_all(app, build_demo_services(hub))
+    app = build_app(hub, settings, web=web)
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
     _out.print(f"concierge gateway on [bold]http://{shown}:{port}/v1[/bold]")
     for card in hub.models():

@@ -1,4 +1,8 @@
-"""OpenAI-style error bodies: ``{"error": {"message", "type", "param", "code"}}`` (as vLLM sends)."""
+"""The one exception translation: any error into an OpenAI-style body (as vLLM sends).
+
+``{"error": {"message", "type", "param", "code"}}``. Errors of the core carry their own status and
+code (:class:`concierge.errors.ConciergeError`), so no route keeps a mapping table of its own.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,11 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from concierge.models.engine import ModelError
+from concierge.errors import ConciergeError
 
 
-class GatewayError(Exception):
-    """An error the gateway answers itself (auth, body, validation)."""
+class GatewayError(ConciergeError):
+    """An error the gateway answers itself (auth, body, validation), its status given per instance."""
 
     def __init__(
         self,
@@ -24,13 +28,30 @@ class GatewayError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
+        super().__init__(message, param=param)
+        self.status = status_code
         self.error_type = error_type
-        self.param = param
         self.code = code
-        self.headers = headers
+        self._headers = headers
+
+    @property
+    def status_code(self) -> int:
+        return self.status
+
+    @property
+    def headers(self) -> dict[str, str] | None:  # type: ignore[override]
+        return self._headers
+
+
+def _carries_status(exc: BaseException) -> bool:
+    """Errors of the core that carry their HTTP status the older way (``status_code``, ``code``).
+
+    ``ModelError`` and the shop's ``ShopError`` do; a bare 500 without a code is an engine crash.
+    """
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and isinstance(getattr(exc, "message", None), str) and (
+        status < 500 or getattr(exc, "code", None) is not None
+    )
 
 
 def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
@@ -43,9 +64,9 @@ def is_expected(exc: BaseException) -> bool:
     A bare 500 ``ModelError`` wraps an engine crash ("engine failed: ..."): treated as unexpected,
     so its text is logged as a type only and the caller gets the generic message.
     """
-    if isinstance(exc, GatewayError) or storage_unavailable(exc):
+    if isinstance(exc, ConciergeError) or storage_unavailable(exc):
         return True
-    return isinstance(exc, ModelError) and (exc.status_code < 500 or exc.code is not None)
+    return _carries_status(exc)
 
 
 # SQLite's and PostgreSQL's ways of saying the store cannot take writes (full disk, read-only file
@@ -84,10 +105,11 @@ def from_exception(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, s
             code="storage_unavailable",
         )
         return 503, body, {"Retry-After": "30"}
-    if isinstance(exc, GatewayError):
-        return exc.status_code, error_body(exc.message, exc.error_type, exc.param, exc.code), exc.headers
-    if isinstance(exc, ModelError) and is_expected(exc):
-        return exc.status_code, error_body(exc.message, exc.error_type, exc.param, exc.code), None
+    if isinstance(exc, ConciergeError):
+        return exc.status, error_body(exc.public_message, exc.error_type, exc.param, exc.code), exc.headers
+    if _carries_status(exc):  # ModelError, ShopError
+        body = error_body(exc.message, exc.error_type, exc.param, exc.code)  # type: ignore[attr-defined]
+        return exc.status_code, body, None  # type: ignore[attr-defined]
     # Never echo an unexpected exception's text: it may hold prompt text or internal paths.
     return 500, error_body("The server had an error while processing your request.", "server_error"), None
 

@@ -38,6 +38,9 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from concierge.errors import ConciergeError
+from concierge.store.conversations import ConversationConflict, ConversationNotFound
+from concierge.store.conversations import plain as _plain
 from concierge.store.db import session_scope
 from concierge.store.tables import Conversation, DomainRecord, Handoff, Message, Tenant, utcnow
 from concierge.support.agent import ToolAgent, TurnResult
@@ -47,13 +50,32 @@ from concierge.support.guided import FLOWS_DIR, GuidedAgent, load_flows
 
 MODES = ("agent", "guided")
 
+__all__ = [
+    "MODES",
+    "ConversationConflict",
+    "ConversationNotFound",
+    "DomainConflict",
+    "DomainNotFound",
+    "DomainUnavailable",
+    "SupportSession",
+    "SupportTurn",
+    "awaiting_confirmation",
+    "build_agent",
+    "guard_rules",
+    "reset_domain_writes",
+]
 
-class ConversationNotFound(LookupError):
-    """No support conversation with that id (for this tenant)."""
+
+class DomainUnavailable(ConciergeError, FileNotFoundError):
+    """A τ² domain whose data folder was not configured (``CONCIERGE_SUPPORT_DATA``)."""
+
+    param = "domain"
+    code = "domain_unavailable"
 
 
-class ConversationConflict(RuntimeError):
-    """Another process answered the same conversation at the same time; retry the message."""
+class DomainNotFound(ConciergeError, ValueError):
+    param = "domain"
+    code = "domain_not_found"
 
 
 class DomainConflict(ConversationConflict):
@@ -136,6 +158,7 @@ class SupportSession:
         alias: str = "support-agent",
         db_url: str | None = None,
         default_mode: str = "agent",
+        default_domain: str = "homestay",
         use_model: bool = True,
         domains: dict[str, Any] | None = None,
         max_steps: int = 12,
@@ -147,6 +170,7 @@ class SupportSession:
         self.alias = alias
         self.db_url = db_url
         self.default_mode = default_mode
+        self.default_domain = default_domain
         self.use_model = use_model
         self.max_steps = max_steps
         # Given or loaded domains; each one is also the no-tenant copy (so a caller's object sees writes).
@@ -161,7 +185,12 @@ class SupportSession:
     def _template(self, name: str) -> Any:
         with self._lock:
             if name not in self._domains:
-                self._domains[name] = load_domain(name, self.data_dir)
+                try:
+                    self._domains[name] = load_domain(name, self.data_dir)
+                except FileNotFoundError as exc:
+                    if isinstance(exc, DomainUnavailable):
+                        raise
+                    raise DomainUnavailable("That support domain has no data on this server.") from exc
             return self._domains[name]
 
     def _copy_for(self, name: str, scope: str) -> _Live:
@@ -257,6 +286,12 @@ class SupportSession:
         ConversationConflict (or DomainConflict) when another process got there first; then
         nothing of this turn was saved, in the database or in memory.
         """
+        return self._reply(conversation_id, user_text, tenant)[0]
+
+    def _reply(
+        self, conversation_id: str, user_text: str, tenant: int | str | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The turn's answer and the conversation state it saved."""
         with self._conversation_lock(conversation_id):
             with session_scope(self.db_url) as db:
                 conv = db.get(Conversation, conversation_id)
@@ -272,7 +307,7 @@ class SupportSession:
                     "Your conversation has been passed to our team; a person will reply here.", status=status
                 )
                 self._save(conversation_id, version, state, user_text, result, run_agent=False)
-                return {"conversation_id": conversation_id, **result.to_dict()}
+                return {"conversation_id": conversation_id, **result.to_dict()}, state
             name, scope = state["domain"], str(state.get("tenant") or "")
             fork, live, base_rev = self._fork(name, scope)
             agent = build_agent(
@@ -296,7 +331,7 @@ class SupportSession:
                         _apply(live.domain.db, changes)
                         if revision == live.rev + 1:
                             live.rev = revision
-            return {"conversation_id": conversation_id, **result.to_dict()}
+            return {"conversation_id": conversation_id, **result.to_dict()}, state
 
     def chat(
         self,
@@ -315,6 +350,47 @@ class SupportSession:
                 raise ValueError("give a domain to start a conversation")
             conversation_id = self.start(domain, mode, tenant)
         return self.reply(conversation_id, message, tenant=tenant)
+
+    @staticmethod
+    def check(message: str, *, conversation_id: str | None = None, domain: str | None = None) -> None:
+        """The request checks of :meth:`turn` (no database, no model): call before queueing for the model."""
+        if not message or not message.strip():
+            raise ConciergeError("message: must not be blank", param="message")
+        if conversation_id is None and domain is not None:
+            from concierge.support.domain import domain_names
+
+            if domain not in domain_names():
+                raise DomainNotFound(f"unknown domain {domain!r}; known: {', '.join(domain_names())}")
+
+    def turn(
+        self,
+        message: str,
+        *,
+        conversation_id: str | None = None,
+        domain: str | None = None,
+        mode: str | None = None,
+        tenant: int | str | None = None,
+    ) -> SupportTurn:
+        """One customer message, for the API and the web page: a new conversation (on this desk's
+        default domain and mode unless given) or the next turn of one; says whether the agent now
+        waits for a yes/no.
+
+        Raises DomainNotFound for an unknown domain (when opening), ConversationNotFound for an id
+        this tenant does not own, ValueError for an empty message or an unknown mode.
+        """
+        self.check(message, conversation_id=conversation_id, domain=domain)
+        if conversation_id is None:
+            domain = domain or self.default_domain
+            conversation_id = self.start(domain, mode, tenant)
+        result, state = self._reply(conversation_id, message, tenant)
+        text = str(result.get("message") or "")
+        return SupportTurn(
+            conversation_id=conversation_id,
+            message=text,
+            actions=list(result.get("actions") or []),
+            status=str(result.get("status") or "open"),
+            confirm=awaiting_confirmation(state, text),  # from the state this turn saved: no second read
+        )
 
     def _save(
         self,
@@ -416,6 +492,37 @@ class SupportSession:
                 }
                 for h in db.scalars(query).all()
             ]
+
+
+@dataclass
+class SupportTurn:
+    """One answered customer message: what the API returns and the web page shows."""
+
+    conversation_id: str
+    message: str
+    actions: list[dict[str, Any]]
+    status: str  # open | handoff (queued for a person) | human | closed
+    confirm: bool  # the agent waits for a yes/no before changing a booking
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain({"conversation_id": self.conversation_id, "message": self.message, "actions": self.actions,
+                       "status": self.status, "confirm": self.confirm})
+
+
+def awaiting_confirmation(state: dict[str, Any], message: str) -> bool:
+    """Whether the agent's last turn asks the customer to approve a change (the page shows Yes / No).
+
+    Guided mode says so exactly (its flow waits on a ``confirm`` step); in agent mode the model's
+    wording is all there is, read with the same cue the guardrails use.
+    """
+    if state.get("status") not in (None, "open"):
+        return False
+    if state.get("mode") == "guided":
+        active = (state.get("flow") or {}).get("active") or {}
+        return active.get("awaiting") == "confirm"
+    from concierge.support.guardrails import asks_confirmation
+
+    return asks_confirmation(message)
 
 
 def _tenant(db: Any, tenant: int | str | None) -> tuple[int | None, str | None]:

@@ -32,20 +32,17 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from concierge import tenancy
+from concierge.shop.assistant import ShopProducts
 from concierge.shop.query import ShopError
+from concierge.shop.session import ShopWarming
+from concierge.store import conversations as convs
+from concierge.store.conversations import ConversationConflict
 from concierge.store.db import session_scope
 from concierge.store.tables import ApiKey
-from concierge.support.session import ConversationConflict
+from concierge.support import handoffs
+from concierge.support.session import awaiting_confirmation
 from concierge.web import security
-from concierge.web import store as web_store
-from concierge.web.services import (
-    ShopChat,
-    ShopWarming,
-    WebServices,
-    awaiting_confirmation,
-    build_demo_services,
-    support_turn,
-)
+from concierge.web.context import WebServices
 
 log = logging.getLogger("concierge.web")
 
@@ -68,7 +65,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
-__all__ = ["WebServices", "build_demo_services", "mount_all", "mount_web"]
+__all__ = ["WebServices", "mount_web"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -117,21 +114,11 @@ def _templates() -> Jinja2Templates:
 # The app
 
 
-def mount_all(app: FastAPI, services: WebServices) -> None:
-    """The shop and support JSON API (``/v1/shop/*``, ``/v1/support/chat``) plus the web app."""
-    from concierge.gateway.routes_shop import shop_router
-    from concierge.gateway.routes_support import support_router
-
-    app.include_router(shop_router(services))
-    app.include_router(support_router(services))
-    mount_web(app, services)
-
-
 def mount_web(app: FastAPI, services: WebServices) -> None:
-    """Add the pages, their browser endpoints and ``/static`` to ``app`` (the gateway app)."""
+    """Add the pages, their browser endpoints and ``/static`` to ``app`` (any FastAPI app; the server passes the gateway's)."""
     templates = _templates()
     secret = services.secret or security.load_secret()
-    shop = ShopChat(services)
+    shop = services.shop
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     # ---- plumbing ------------------------------------------------------------------------------
@@ -197,7 +184,7 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
         conversation_id = visitor(request).get("shop")
         if conversation_id:
             try:
-                history = await in_thread(lambda: web_store.messages(conversation_id, db_url=services.db_url))
+                history = await in_thread(lambda: convs.messages(conversation_id, db_url=services.db_url))
             except Exception:  # noqa: BLE001  (an unreadable history only costs the visitor their old chat)
                 history = []
         return page(request, "shop.html", {"history": history, "catalog": services.catalog, "active": "shop"})
@@ -212,10 +199,10 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
         def start() -> tuple[Any, Any]:
             try:
                 turn = shop.prepare(services.tenant, text, conversation_id=data.get("shop"))
-            except web_store.ConversationNotFound:
+            except convs.ConversationNotFound:
                 # The conversation is gone (a reset database): start a new one rather than fail.
                 turn = shop.prepare(services.tenant, text)
-            return turn, shop.start_stream(turn)
+            return turn, shop.stream(turn)
 
         try:
             turn, source = await in_thread(start)
@@ -233,16 +220,15 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
                     item = await in_thread(next, source, _END)
                     if item is _END:
                         break
-                    kind, value = item
-                    if kind == "delta":
-                        yield json.dumps({"type": "delta", "text": value}) + "\n"
-                    elif kind == "products":
+                    if isinstance(item, str):
+                        yield json.dumps({"type": "delta", "text": item}) + "\n"
+                    elif isinstance(item, ShopProducts):
                         # Cards first: the shopper sees products while the answer is still being written.
-                        yield json.dumps({"type": "products", "html": cards.render(products=value)}) + "\n"
+                        yield json.dumps({"type": "products", "html": cards.render(products=item.products)}) + "\n"
                     else:
-                        yield json.dumps({"type": "answer", "message": value["message"],
-                                          "html": cards.render(products=value["products"]),
-                                          "clarifying": value["clarifying"]}) + "\n"
+                        yield json.dumps({"type": "answer", "message": item.message,
+                                          "html": cards.render(products=item.products),
+                                          "clarifying": bool(item.clarifying)}) + "\n"
             except Exception as exc:  # noqa: BLE001  (reported in-band: the stream has started)
                 yield json.dumps({"type": "error", "message": oops(exc, "shop stream")}) + "\n"
             finally:
@@ -288,9 +274,9 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
         """New messages after ``after`` and what the page shows around them (status, Yes/No)."""
         if not conversation_id:
             return {"messages": [], "after": after, "status": None, "confirm": False}
-        conv = web_store.conversation(conversation_id, db_url=services.db_url)
-        rows = web_store.messages(conversation_id, after, db_url=services.db_url)
-        shown = [m for m in rows if m["role"] in ("user", "assistant", web_store.STAFF_ROLE, "system")]
+        conv = convs.conversation(conversation_id, db_url=services.db_url)
+        rows = convs.messages(conversation_id, after, db_url=services.db_url)
+        shown = [m for m in rows if m["role"] in ("user", "assistant", handoffs.STAFF_ROLE, "system")]
         last = rows[-1]["id"] if rows else after
         confirm = False
         if shown and shown[-1]["role"] == "assistant":
@@ -302,8 +288,8 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
         if not conversation_id:
             return None
         try:
-            conv = web_store.conversation(conversation_id, db_url=services.db_url)
-        except web_store.ConversationNotFound:
+            conv = convs.conversation(conversation_id, db_url=services.db_url)
+        except convs.ConversationNotFound:
             return None
         return conversation_id if conv["kind"] == "support" else None
 
@@ -346,9 +332,9 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
         else:
             try:
                 result = await in_thread(
-                    lambda: support_turn(services, services.tenant, text, conversation_id=conversation_id)
+                    lambda: services.support.turn(text, conversation_id=conversation_id, tenant=services.tenant)
                 )
-                conversation_id = result["conversation_id"]
+                conversation_id = result.conversation_id
             except ConversationConflict:
                 error = "Your message crossed with another reply. Please send it again."
             except Exception as exc:  # noqa: BLE001
@@ -364,12 +350,12 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
         error = None
         try:
             if conversation_id is None:
-                session = services.support_session()
+                session = services.support
                 conversation_id = await in_thread(
                     session.start, services.support_domain, services.support_mode, services.tenant
                 )
             await in_thread(
-                lambda: web_store.request_handoff(
+                lambda: handoffs.request_handoff(
                     conversation_id, "The customer pressed 'Talk to a person'.", services.tenant,
                     db_url=services.db_url,
                 )
@@ -466,8 +452,8 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
             "who": who, "active": "console", "models": models(),
             "usage": await in_thread(lambda: tenancy.usage_summary(db_url=services.db_url)),
             "reports": await in_thread(reports),
-            "queue": await in_thread(lambda: web_store.handoff_queue(db_url=services.db_url)),
-            "conversations": await in_thread(lambda: web_store.list_conversations(db_url=services.db_url)),
+            "queue": await in_thread(lambda: handoffs.handoff_queue(db_url=services.db_url)),
+            "conversations": await in_thread(lambda: convs.list_conversations(db_url=services.db_url)),
         }
         return page(request, "console.html", context)
 
@@ -475,26 +461,26 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
     async def queue_fragment(request: Request) -> Response:
         if await in_thread(operator, request) is None:
             return htmx_login(request)
-        queue = await in_thread(lambda: web_store.handoff_queue(db_url=services.db_url))
+        queue = await in_thread(lambda: handoffs.handoff_queue(db_url=services.db_url))
         return fragment(request, "_queue.html", {"queue": queue})
 
     @app.get("/console/fragments/conversations", response_class=HTMLResponse, include_in_schema=False)
     async def conversations_fragment(request: Request) -> Response:
         if await in_thread(operator, request) is None:
             return htmx_login(request)
-        rows = await in_thread(lambda: web_store.list_conversations(db_url=services.db_url))
+        rows = await in_thread(lambda: convs.list_conversations(db_url=services.db_url))
         return fragment(request, "_conversations.html", {"conversations": rows})
 
     def transcript_context(conversation_id: str, notice: str | None = None) -> dict[str, Any]:
-        conv = web_store.conversation(conversation_id, db_url=services.db_url)
-        rows = web_store.messages(conversation_id, db_url=services.db_url)
+        conv = convs.conversation(conversation_id, db_url=services.db_url)
+        rows = convs.messages(conversation_id, db_url=services.db_url)
         return {"conv": conv, "messages": rows, "notice": notice}
 
     async def transcript_response(request: Request, conversation_id: str, name: str,
                                   notice: str | None = None) -> Response:
         try:
             context = await in_thread(transcript_context, conversation_id, notice)
-        except web_store.ConversationNotFound:
+        except convs.ConversationNotFound:
             return HTMLResponse("<p role='alert'>No such conversation.</p>", status_code=404,
                                 headers=SECURITY_HEADERS)
         return fragment(request, name, context)
@@ -522,13 +508,13 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
         notice = None
         try:
             if action == "take-over":
-                await in_thread(lambda: web_store.take_over(conversation_id, label, db_url=services.db_url))
+                await in_thread(lambda: handoffs.take_over(conversation_id, label, db_url=services.db_url))
             elif action == "hand-back":
-                await in_thread(lambda: web_store.hand_back(conversation_id, label, db_url=services.db_url))
+                await in_thread(lambda: handoffs.hand_back(conversation_id, label, db_url=services.db_url))
             else:
                 text = await form_text(request, "message")
-                await in_thread(lambda: web_store.staff_reply(conversation_id, text, label, db_url=services.db_url))
-        except web_store.ConversationNotFound:
+                await in_thread(lambda: handoffs.staff_reply(conversation_id, text, label, db_url=services.db_url))
+        except convs.ConversationNotFound:
             notice = "Only support conversations can be handed over."
         except ValueError as exc:
             notice = str(exc).capitalize() + "."

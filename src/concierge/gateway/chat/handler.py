@@ -1,0 +1,238 @@
+"""``/v1/chat/completions``: a JSON answer or an SSE stream of chunks (as vLLM's OpenAI server sends).
+
+Hub calls block (llama.cpp runs in C), so they run in worker threads and the event loop stays
+free. A stream's first chunk is awaited before answering, so errors found up front (context
+length, engine down) get their real HTTP status; later ones are reported in-band.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import jsonschema
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from concierge.gateway.chat.protocol import ChatCompletionRequest, NamedToolChoice
+from concierge.gateway.chat.streaming import END, PushPump, StreamPump, as_iterator, close_iterator
+from concierge.gateway.errors import GatewayError, from_exception, is_expected, sse_error
+from concierge.gateway.http import (
+    SSE_DONE,
+    SSE_HEADERS,
+    Call,
+    ClosingStream,
+    authenticate,
+    count,
+    failure,
+    in_thread,
+    log_unexpected,
+    parse,
+    read_json,
+)
+from concierge.gateway.limits import Slot
+from concierge.gateway.state import Gateway, gateway
+from concierge.models.engine import ContextLengthError
+
+
+async def chat_completions(request: Request) -> Response:
+    gw = gateway(request)
+    call = Call("chat")
+    try:
+        await authenticate(request, call)
+        body = await read_json(request)
+        req: ChatCompletionRequest = parse(ChatCompletionRequest, body)
+        check_chat(req)
+        card = gw.card_for(req.model, "chat", call)
+        payload = dict(body)
+        payload["model"] = card.alias
+        if req.max_tokens is None and req.max_completion_tokens is not None:
+            payload["max_tokens"] = req.max_completion_tokens
+        slot = await gw.limits.admit(call.tenant, card.alias)
+        try:
+            if req.stream:
+                return await _stream_chat(request, gw, call, body, payload, req, slot)
+            payload["stream"] = False
+            result = await in_thread(
+                lambda: gw.hub.chat(card.alias, payload, tenant=call.tenant), limiter=gw.limiter
+            )
+        finally:
+            slot.release_unless_handed_over()
+        count(request, call, 200)
+        gw.log_exchange(call, body, result)
+        return JSONResponse(result)
+    except Exception as exc:  # noqa: BLE001  (every failure becomes an OpenAI error body)
+        if isinstance(exc, ContextLengthError):
+            exc = _with_limit(exc, gw.hub, call.model)
+        return failure(request, exc, call)
+
+
+async def _stream_chat(
+    request: Request, gw: Gateway, call: Call, body: dict[str, Any], payload: dict[str, Any],
+    req: ChatCompletionRequest, slot: Slot,
+) -> Response:
+    hub = gw.hub
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    payload["stream"] = True
+    # Always ask for usage (metering needs it); it is dropped below if the client did not ask.
+    payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    # Open the stream in a worker thread (the engine may load on first use), then start the pump
+    # at once: its thread starts while the engine reads the prompt, not after the first token.
+    opened: list[Iterator[dict[str, Any]]] = []
+    pushed = PushPump() if hasattr(hub, "open_stream") else None
+
+    def open_stream() -> None:
+        if pushed is None:
+            opened.append(as_iterator(hub.stream_chat(call.model, payload, tenant=call.tenant)))
+            return
+        stream, is_pushed = hub.open_stream(call.model, payload, tenant=call.tenant, on_ready=pushed.ready)
+        opened.append(as_iterator(stream))
+        if is_pushed:
+            pushed.attach(opened[0])
+
+    try:
+        await in_thread(open_stream, limiter=gw.limiter)
+    except BaseException:
+        if opened:  # cancelled after the engine started: free its slot
+            close = pushed.stop if pushed is not None and pushed.attached else partial(close_iterator, opened[0])
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(close)
+        raise
+    # Engines that cannot push get a thread of their own that pulls their chunks.
+    pump: PushPump | StreamPump = pushed if pushed is not None and pushed.attached else StreamPump(opened[0])
+    try:
+        pending = await pump.next_batch()
+        if pending and isinstance(pending[0], BaseException):
+            raise pending[0]
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(pump.stop)
+        raise
+    log_requests = gw.settings.log_requests
+
+    async def events() -> AsyncIterator[str]:
+        status = 499  # stays so if the client goes away before the end
+        collected: list[dict[str, Any]] = []
+        batch = pending
+        try:
+            while True:
+                parts: list[str] = []
+                ended = False
+                failed: BaseException | None = None
+                for chunk in batch:
+                    if chunk is END:
+                        ended = True
+                        break
+                    if isinstance(chunk, BaseException):
+                        failed = chunk
+                        break
+                    out = _client_chunk(chunk, include_usage)
+                    if out is not None:
+                        if log_requests:
+                            collected.append(out)
+                        parts.append(f"data: {json.dumps(out, ensure_ascii=False)}\n\n")
+                if ended:
+                    parts.append(SSE_DONE)
+                if parts:
+                    # Chunks that arrived together go out in one write (fewer syscalls per token).
+                    yield "".join(parts)
+                if failed is not None:
+                    raise failed
+                if ended:
+                    break
+                batch = await pump.next_batch()
+            status = 200
+        except Exception as exc:  # noqa: BLE001  (reported in-band: the 200 header is already sent)
+            status = from_exception(exc)[0]
+            if not is_expected(exc):
+                log_unexpected(exc, call.endpoint)
+            yield sse_error(exc)
+            yield SSE_DONE
+        finally:
+            if not pump.done:  # a finished pump has closed the stream already
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(pump.stop)
+            count(request, call, status)
+            if log_requests:
+                gw.log_exchange(call, body, {"stream": _merge_stream(collected), "status": status})
+
+    response = ClosingStream(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+    response.on_close = slot.hand_over()  # the slot is held until the stream closes
+    return response
+
+
+def _with_limit(exc: ContextLengthError, hub: Any, alias: str) -> ContextLengthError:
+    """Make sure the 400 names the context limit, whatever the engine's wording."""
+    try:
+        limit = hub.card(alias).context_length
+    except Exception:  # noqa: BLE001
+        limit = None
+    if limit is None or str(limit) in exc.message:
+        return exc
+    return ContextLengthError(
+        f"{exc.message} (model {alias!r} has a context of {limit} tokens)", param=exc.param
+    )
+
+
+def _client_chunk(chunk: dict[str, Any], include_usage: bool) -> dict[str, Any] | None:
+    """The chunk as the client asked for it: without usage unless ``include_usage``."""
+    if include_usage:
+        return chunk
+    if not chunk.get("choices") and chunk.get("usage") is not None:
+        return None  # the trailing usage-only chunk
+    if "usage" in chunk:
+        return {k: v for k, v in chunk.items() if k != "usage"}
+    return chunk
+
+
+def _merge_stream(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Content, tool calls and usage of a stream, for the request log."""
+    text: list[str] = []
+    tools: list[Any] = []
+    usage = None
+    for chunk in chunks:
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                text.append(delta["content"])
+            if delta.get("tool_calls"):
+                tools.extend(delta["tool_calls"])
+    return {"content": "".join(text), "tool_calls": tools, "usage": usage}
+
+
+# ---- checks beyond field types -------------------------------------------------------------------
+
+
+def _check_schema(schema: dict[str, Any], param: str) -> None:
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path) or "(root)"
+        raise GatewayError(400, f"Invalid JSON schema at {where}: {exc.message}", param=param) from None
+
+
+def check_chat(req: ChatCompletionRequest) -> None:
+    """The checks beyond field types: one choice, valid schemas, a named tool that exists."""
+    if req.n not in (None, 1):
+        raise GatewayError(400, "Only n=1 is supported.", param="n")
+    if req.response_format is not None and req.response_format.type == "json_schema":
+        assert req.response_format.json_schema is not None  # guaranteed by the model validator
+        _check_schema(req.response_format.json_schema.schema_ or {}, "response_format.json_schema.schema")
+    names = []
+    for i, tool in enumerate(req.tools or []):
+        names.append(tool.function.name)
+        if tool.function.parameters is not None:
+            _check_schema(tool.function.parameters, f"tools.{i}.function.parameters")
+    if isinstance(req.tool_choice, NamedToolChoice) and req.tool_choice.function.name not in names:
+        raise GatewayError(
+            400,
+            f"tool_choice names function {req.tool_choice.function.name!r}, which is not in tools.",
+            param="tool_choice",
+        )
+    if req.tool_choice == "required" and not names:
+        raise GatewayError(400, "tool_choice 'required' needs tools.", param="tool_choice")

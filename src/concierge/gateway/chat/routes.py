@@ -1,0 +1,15 @@
+"""Route of the chat completions family."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from concierge.gateway.chat import handler
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    return await handler.chat_completions(request)

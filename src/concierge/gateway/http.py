@@ -1,0 +1,215 @@
+"""HTTP helpers every endpoint family shares: the caller's key, its place in the model's queue, the
+JSON body, worker threads, error responses and metrics, SSE writing.
+
+Handlers find the gateway's parts on ``request.app.state`` (set by :func:`concierge.gateway.app.create_app`);
+routers mounted on an app without them (a bare FastAPI app in a test) still work: no queue, no metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from concierge.gateway.errors import GatewayError, error_body, error_response, is_expected
+from concierge.gateway.limits import Slot
+from concierge.tenancy import Principal
+
+log = logging.getLogger("concierge.gateway")
+
+NO_LABEL = "-"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_DONE = "data: [DONE]\n\n"
+_TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "function-after", "NamedToolChoice"}
+
+
+@dataclass
+class Call:
+    """What one request has established so far (for metrics and error handling)."""
+
+    endpoint: str
+    model: str = NO_LABEL
+    tenant: str | None = None
+    tenant_id: int | None = None
+
+
+# ---- request ---------------------------------------------------------------------------------
+
+
+async def authenticate(request: Request, call: Call | None = None, *, scope: str = "api") -> Principal:
+    """The caller's tenant, by the gateway's authenticator (401 without a valid key); noted on ``call``."""
+    principal = await request.app.state.authenticator.require(request, scope=scope)
+    if call is not None:
+        call.tenant = principal.tenant
+        call.tenant_id = principal.tenant_id
+    return principal
+
+
+async def read_json(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        raise GatewayError(400, "The request body is empty; send a JSON object.")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "body is not UTF-8"
+        raise GatewayError(400, f"Malformed JSON body: {detail}.") from None
+
+
+def parse(model: type[BaseModel], data: Any) -> Any:
+    """Validate ``data``; the first problem becomes a 400 naming the field (``param``)."""
+    if not isinstance(data, dict):
+        raise GatewayError(400, "The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        # Drop pydantic's union branch names ("str", "list[...]") so param is the JSON path.
+        loc = [str(p) for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in _TYPE_NAMES))]
+        param = ".".join(loc) or None
+        message = first["msg"].removeprefix("Value error, ")
+        raise GatewayError(400, f"{param}: {message}" if param else message, param=param) from None
+
+
+async def admit(request: Request, tenant: str | None, alias: str) -> Slot:
+    """A place in ``alias``'s queue from the gateway's limits (a no-op slot where none are mounted)."""
+    limits = getattr(request.app.state, "limits", None)
+    return await limits.admit(tenant, alias) if limits is not None else Slot(None)
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any, limiter: anyio.CapacityLimiter | None = None) -> Any:
+    """Run blocking work (model calls, database) in a worker thread; the event loop stays free."""
+    return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+
+# ---- response --------------------------------------------------------------------------------
+
+
+def count(request: Request, call: Call, status: int) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.count_request(call.model, call.tenant, call.endpoint, status)
+
+
+def log_unexpected(exc: BaseException, endpoint: str) -> str:
+    """Log an unexpected error by type and code location (never its text); returns the ref shown to the caller."""
+    ref = secrets.token_hex(4)
+    # Locations only, no source lines or locals: the message may quote prompts (keys never reach here).
+    log.error(
+        "unexpected %s in %s (ref %s)\n%s",
+        type(exc).__name__,
+        endpoint,
+        ref,
+        "\n".join(f"  {f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__)),
+    )
+    return ref
+
+
+def failure(request: Request, exc: BaseException, call: Call) -> JSONResponse:
+    """The OpenAI-style error response for any exception (counted in the metrics)."""
+    if is_expected(exc):  # errors that carry their status: ours, the core's, models' with a known cause
+        response = error_response(exc)
+    else:
+        ref = log_unexpected(exc, call.endpoint)
+        response = JSONResponse(
+            error_body(f"The server had an error while processing your request (ref {ref}).", "server_error"),
+            status_code=500,
+        )
+    count(request, call, response.status_code)
+    return response
+
+
+def sse(event: Any) -> str:
+    """One server-sent event carrying ``event`` as JSON."""
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+
+
+class ClosingStream(StreamingResponse):
+    """A StreamingResponse that always closes its body iterator (client gone or not)."""
+
+    on_close: Callable[[], None] | None = None  # e.g. frees the model slot the stream holds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+            if self.on_close is not None:
+                self.on_close()
+
+
+class BodyLimit:
+    """Refuse bodies over ``max_bytes`` with 413, by Content-Length and by counting what arrives.
+
+    The (small) body is buffered here and replayed to the app, so the limit holds for chunked
+    uploads too. An oversized body is drained (up to a cap) before answering, so the client reads
+    a clean 413 instead of a reset connection.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, on_reject: Callable[[str], None]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.on_reject = on_reject
+        self.drain_cap = max(8 * 1024 * 1024, 4 * max_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_big = declared is not None and declared.isdigit() and int(declared) > self.max_bytes
+        chunks: list[bytes] = []
+        total = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            total += len(body)
+            more = message.get("more_body", False)
+            if total > self.max_bytes:
+                too_big = True
+            if too_big:
+                if total > self.drain_cap:
+                    break
+                continue
+            chunks.append(body)
+        if too_big:
+            self.on_reject(scope.get("path", ""))
+            response = JSONResponse(
+                error_body(
+                    f"Request body too large: the limit is {self.max_bytes} bytes.",
+                    "invalid_request_error",
+                    code="request_too_large",
+                ),
+                status_code=413,
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
+        payload = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": payload, "more_body": False}
+            return await receive()  # later calls wait for http.disconnect, as streaming needs
+
+        await self.app(scope, replay, send)

@@ -1,0 +1,45 @@
+"""Request and response bodies of the shop API (``/v1/shop/chat``, ``/similar``, ``/complete-the-look``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+class _Strict(BaseModel):
+    # Unknown fields are refused: a typo such as "conversation" must not silently start a new chat.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ShopChatRequest(_Strict):
+    message: str = Field(min_length=1, max_length=4000)
+    conversation_id: str | None = Field(default=None, min_length=1, max_length=64)
+    catalog: str | None = Field(default=None, pattern=NAME_PATTERN)
+    shopper_id: str | None = Field(default=None, min_length=1, max_length=200)
+    stream: bool = False
+
+
+class ShopItemRequest(_Strict):
+    product_id: str = Field(min_length=1, max_length=200)
+    catalog: str | None = Field(default=None, pattern=NAME_PATTERN)
+    k: int = Field(default=6, ge=1, le=50)
+
+
+class ShopAnswerBody(BaseModel):
+    """``/v1/shop/chat``'s answer (``ShopAnswer.to_public()``), also the SSE ``answer`` event's fields."""
+
+    object: Literal["shop.answer"] = "shop.answer"
+    conversation_id: str
+    message: str
+    query: dict[str, Any] | None
+    products: list[dict[str, Any]]
+    clarifying: bool
+
+
+class ShopItems(BaseModel):
+    object: Literal["list"] = "list"
+    product_id: str
+    data: list[dict[str, Any]]

@@ -1,0 +1,139 @@
+"""Assembles the concierge app: the gateway's model routers, the shop and support routers, and the
+web app when asked. ``concierge serve`` (``commands/gateway.py``) and ``concierge demo`` both use it.
+
+The entry-point layer (beside ``cli.py``): the only module that knows both the gateway and the web
+app. The shop and support APIs (``/v1/shop/*``, ``/v1/support/*``) serve every tenant's catalogues
+and support domains, with or without the web UI.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from fastapi import FastAPI
+
+from concierge.gateway.app import create_app
+from concierge.gateway.settings import GatewaySettings
+from concierge.gateway.shop.routes import shop_router
+from concierge.gateway.support.routes import support_router
+from concierge.shop.session import AssistantFactory, ShopSession, role_alias
+from concierge.store.db import session_scope
+from concierge.support.session import SupportSession
+from concierge.web.context import WebServices
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WebServices", "build_app", "build_demo_services", "build_services", "ensure_demo_store", "mount_all"]
+
+
+def ensure_demo_store(
+    tenant: str = "demo", catalog: str = "demo", *, n_products: int = 3000, n_shoppers: int = 500, seed: int = 7,
+    db_url: str | None = None,
+) -> bool:
+    """Generate and ingest the demo store unless ``tenant/catalog`` exists; True when it was written."""
+    from concierge.shop.catalog import CatalogError, ingest_catalog, ingest_interactions, list_catalogs
+    from concierge.shop.demo_store import generate_demo_store
+
+    with session_scope(db_url) as db:
+        if any(c.name == catalog for c in list_catalogs(db, tenant)):
+            return False
+    products, events = generate_demo_store(seed=seed, n_products=n_products, n_shoppers=n_shoppers)
+    label = f"demo(seed={seed}, products={n_products}, shoppers={n_shoppers})"
+    with session_scope(db_url) as db:
+        report = ingest_catalog(db, tenant, catalog, products, source_label=label)
+        if not report.ok:
+            raise CatalogError(f"demo store rejected: {report.summary()}")
+        if events:
+            events_report = ingest_interactions(db, tenant, catalog, events, source_label=label)
+            if not events_report.ok:
+                raise CatalogError(f"demo interactions rejected: {events_report.summary()}")
+    return True
+
+
+def build_services(
+    hub: Any,
+    *,
+    tenant: str = "demo",
+    catalog: str = "demo",
+    support_domain: str = "homestay",
+    support_mode: str = "guided",
+    use_model: bool = True,
+    db_url: str | None = None,
+) -> WebServices:
+    """The shop and support sessions over ``hub`` (every tenant's catalogues and domains).
+
+    ``tenant``, ``catalog``, ``support_domain`` and ``support_mode`` are the defaults: what the web
+    pages serve, and what an API request that names no catalogue or domain gets.
+    """
+    shop = ShopSession(AssistantFactory(hub), catalog=catalog, db_url=db_url)
+    support = SupportSession(
+        hub, alias=role_alias(hub, "support", "support-agent"), default_mode=support_mode,
+        default_domain=support_domain, use_model=use_model, db_url=db_url,
+    )
+    return WebServices(hub=hub, shop=shop, support=support, tenant=tenant, db_url=db_url)
+
+
+def build_demo_services(
+    hub: Any,
+    *,
+    tenant: str = "demo",
+    catalog: str = "demo",
+    n_products: int = 3000,
+    n_shoppers: int = 500,
+    support_mode: str = "guided",
+    use_model: bool = True,
+    warm: bool = True,
+    db_url: str | None = None,
+) -> WebServices:
+    """Services on the demo store and the homestay support desk (what ``concierge serve`` shows).
+
+    The demo store is generated and ingested on first start only. With ``warm`` the shop assistant
+    (catalogue, search index: built once with the hub's embedding model, then reused from disk) is
+    prepared in a background thread so the first shopper does not wait for it.
+    """
+    from concierge import tenancy
+
+    tenancy.create_tenant(tenant, db_url=db_url)
+    ensure_demo_store(tenant, catalog, n_products=n_products, n_shoppers=n_shoppers, db_url=db_url)
+    services = build_services(hub, tenant=tenant, catalog=catalog, support_mode=support_mode, use_model=use_model,
+                              db_url=db_url)
+    if warm:
+
+        def prepare() -> None:
+            try:
+                services.shop.assistant(tenant, catalog)
+                services.support.domain(services.support_domain)
+            except Exception:  # noqa: BLE001  (the first request will report the error to its caller)
+                log.exception("preparing the demo shop and support failed")
+
+        thread = threading.Thread(target=prepare, name="concierge-web-warm", daemon=True)
+        thread.start()
+        services.warmers.append(thread)
+    return services
+
+
+def mount_all(app: FastAPI, services: WebServices, *, web: bool = True) -> None:
+    """The shop and support JSON API (``/v1/shop/*``, ``/v1/support/chat``), plus the web app with ``web``."""
+    app.include_router(shop_router(services.shop))
+    app.include_router(support_router(services.support))
+    if web:
+        from concierge.web.routes import mount_web
+
+        mount_web(app, services)
+
+
+def build_app(
+    hub: Any, settings: GatewaySettings | None = None, *, web: bool = True, services: WebServices | None = None,
+) -> FastAPI:
+    """The whole app over ``hub``: gateway, shop and support APIs, and (with ``web``) the web app.
+
+    Without ``services``: with ``web`` the demo store is prepared (:func:`build_demo_services`);
+    without, the shop and support APIs serve the tenants' own catalogues and domains as they are.
+    """
+    app = create_app(hub, settings)
+    if services is None:
+        services = build_demo_services(hub) if web else build_services(hub)
+    mount_all(app, services, web=web)
+    return app
