@@ -27,6 +27,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check src tests scripts
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info

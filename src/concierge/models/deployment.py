@@ -60,6 +60,8 @@ EMBEDDED = {
 }
 SOURCES = ("gguf", "url", "embedded", "engine")
 REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
+# The engines concierge registers itself (models/plugin.py); a deployment names them through gguf:/url:/embedded:.
+BUILTIN_ENGINES = ("llama.cpp", "openai-upstream", "onnx-embedding")
 DEFAULT_N_CTX = 4096  # LlamaCppEngine defaults; n_ctx is split evenly over n_parallel slots
 DEFAULT_N_PARALLEL = 2
 
@@ -404,7 +406,6 @@ def parse_alias(
 def _registered_engine(name: str | None, fail: Any) -> str:
     """``name`` if a plugin registered an engine by it; else a one-line error listing those that did."""
     from concierge import plugins
-    from concierge.models.plugin import BUILTIN_ENGINES
 
     assert name is not None
     if name in BUILTIN_ENGINES:

@@ -17,14 +17,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from concierge.models.chat_format import ChatFormat
+from concierge.models.deployment import BUILTIN_ENGINES
 from concierge.plugins import Register, hookimpl
 
 if TYPE_CHECKING:
     from concierge.models.deployment import AliasSpec
     from concierge.models.engine import Engine
 
-# Engines whose settings are the alias's own fields (gguf/url/embedded), not ``engine:`` + ``options:``.
-BUILTIN_ENGINES = ("llama.cpp", "openai-upstream", "onnx-embedding")
+__all__ = ["BUILTIN_ENGINES", "FAMILY_FORMATS"]
 
 FAMILY_FORMATS: dict[str, ChatFormat] = {
     "qwen3": ChatFormat("think-tags", "hermes"),

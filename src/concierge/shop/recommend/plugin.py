@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from concierge.plugins import Register, hookimpl
 
 if TYPE_CHECKING:
-    from concierge.evals.recsys import Recommender
+    from concierge.shop.recommend.base import Recommender
 
 
 @hookimpl
