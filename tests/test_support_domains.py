@@ -10,21 +10,21 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from concierge.support.domain import (
+from concierge.support.domains import load_domain
+from concierge.support.domains.homestay import TASKS_PATH, generate
+from concierge.support.replay import compare_with_gold, replay_gold
+from concierge.support.tasks import load_tasks
+from concierge.support.toolkit import (
     DbSource,
     Domain,
     ToolError,
     calculate,
     canonical_json,
-    load_domain,
     parse_docstring,
     read,
     sha256_text,
     write,
 )
-from concierge.support.homestay import TASKS_PATH, generate
-from concierge.support.replay import compare_with_gold, replay_gold
-from concierge.support.tasks import load_tasks
 
 
 @pytest.fixture
@@ -374,7 +374,7 @@ def test_openai_tools_schema(homestay: Domain) -> None:
 
 
 def test_airline_schema_and_validation_without_data() -> None:
-    from concierge.support import tau2_airline
+    from concierge.support.domains import airline as tau2_airline
 
     domain = Domain.build(
         "airline", "", tau2_airline.TOOLS, db={"users": {}, "flights": {}, "reservations": {}}

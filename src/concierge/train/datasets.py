@@ -36,6 +36,7 @@ from typing import Any
 
 import jsonschema
 
+from concierge.support.guided.command import NO_INTENT, PROMPT_VERSION, command_messages
 from concierge.support.tasks import Task
 
 # --------------------------------------------------------------------------- schemas
@@ -243,7 +244,7 @@ def dataset_hash(path: Path | str) -> str:
 
 # --------------------------------------------------------------------------- guided commands
 
-# Gold actions -> guided intents (names from flows/retail.yaml). ONE table: align it here when the
+# Gold actions -> guided intents (names from support/domains/retail/flows.yaml). ONE table: align it here when the
 # flows file renames an intent; build_guided checks every name against the flows it is given.
 ACTION_INTENTS: dict[str, str] = {
     "cancel_pending_order": "cancel_order",
@@ -258,53 +259,10 @@ ACTION_INTENTS: dict[str, str] = {
 # Slots a gold command may carry (flows slot names), each only when the customer's message states it.
 COMMAND_SLOTS = ("email", "first_name", "last_name", "zip", "order_id", "reason", "address", "item_ids")
 IDENTIFY_INTENT = "identify"
-NO_INTENT = "none"
-PROMPT_VERSION = "concierge-command-v1"
 
 _ORDER_RE = re.compile(r"(?<![\w#])#?(W\d{7})\b")
 _ITEM_RE = re.compile(r"\b(\d{10})\b")
 _EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_MAX_USER_CHARS = 600
-_MAX_AGENT_CHARS = 160
-
-
-def command_messages(flows: Any, transcript: Sequence[dict[str, str]]) -> list[dict[str, str]]:
-    """The compact command-extraction prompt (system + transcript) in-house models are trained on.
-
-    Kept short on purpose (training cost grows with length): the intent names, no descriptions;
-    the JSON schema of :func:`concierge.support.guided.command_schema` constrains the output.
-    """
-    intents = ", ".join(flows.intents)
-    system = (
-        "Output the customer's latest message as JSON: its intent and the slot values it states "
-        f'(intent "{NO_INTENT}" if it starts no new request). Intents: {intents}.'
-    )
-    lines = []
-    for m in list(transcript)[-3:]:
-        text = " ".join(str(m["content"]).split())
-        if m["role"] == "user":
-            text = text[:_MAX_USER_CHARS]
-        elif len(text) > _MAX_AGENT_CHARS:  # the agent's question is at the end of its message
-            text = "..." + text[-_MAX_AGENT_CHARS:]
-        lines.append(f"{m['role']}: {text}")
-    return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}]
-
-
-def command_request(
-    flows: Any, transcript: Sequence[dict[str, str]], max_tokens: int = 128
-) -> dict[str, Any]:
-    """The chat request (compact prompt + the guided command JSON schema) for a transcript."""
-    from concierge.support.guided import command_schema
-
-    return {
-        "messages": command_messages(flows, transcript),
-        "response_format": {
-            "type": "json_schema",
-            "json_schema": {"name": "command", "schema": command_schema(flows), "strict": True},
-        },
-        "temperature": 0,
-        "max_tokens": max_tokens,
-    }
 
 
 def command_json(command: dict[str, Any], flows: Any) -> str:
@@ -604,7 +562,7 @@ def _stated_slots(text: str, script: _Script, request: _Request | None, flows: A
     if request is not None and request.address and request.address.lower() in lowered:
         slots["address"] = request.address
     elif request is not None and request.intent in ("modify_order_address", "update_user_address"):
-        from concierge.support.guided import _ADDRESS
+        from concierge.support.guided.slots import _ADDRESS
 
         m = _ADDRESS.search(text)
         if m:
@@ -1008,7 +966,7 @@ def build_dataset(
         records = guided_examples(tasks, flows, seed=seed)
         source["prompt"] = PROMPT_VERSION
     else:
-        from concierge.support.domain import load_domain
+        from concierge.support.domains import load_domain
 
         load_domain(domain, data_dir)  # fails here, clearly, if the domain needs a --data-dir
         records = agent_examples(tasks, lambda: load_domain(domain, data_dir), seed=seed)
