@@ -374,10 +374,10 @@ def test_openai_tools_schema(homestay: Domain) -> None:
 
 
 def test_airline_schema_and_validation_without_data() -> None:
-    from concierge.support.domains import airline as tau2_airline
+    from concierge.support.domains import airline
 
     domain = Domain.build(
-        "airline", "", tau2_airline.TOOLS, db={"users": {}, "flights": {}, "reservations": {}}
+        "airline", "", airline.TOOLS, db={"users": {}, "flights": {}, "reservations": {}}
     )
     book = next(t for t in domain.openai_tools() if t["function"]["name"] == "book_reservation")["function"]
     flights = book["parameters"]["properties"]["flights"]
@@ -519,3 +519,33 @@ def test_cli_refuses_bad_input(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2 and "task file not found" in result.output
     assert "Traceback" not in result.output
+
+
+def test_builtin_domains_are_folders_with_their_flows() -> None:
+    from concierge import plugins
+    from concierge.support.domains import DOMAINS_DIR, flows_path
+    from concierge.support.guided import load_flows
+
+    entries = plugins.entries("domains")
+    for name in ("retail", "airline", "homestay"):
+        assert entries[name].target == f"concierge.support.domains.{name}:load"
+        assert (DOMAINS_DIR / name / "tools.py").is_file()
+        assert flows_path(name).is_file() and load_flows(name).domain == name
+
+
+def test_support_never_imports_train() -> None:
+    import ast
+
+    import concierge.support
+
+    root = Path(concierge.support.__file__).parent
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            assert not any(n.startswith("concierge.train") for n in names), path

@@ -8,6 +8,6 @@ delete it once they import from the new places.
 from __future__ import annotations
 
 from concierge.support.domains import domain_names, load_domain, resolve_data_dir
-from concierge.support.toolkit import DbSource, Domain, ToolError
+from concierge.support.toolkit import DbSource
 
-__all__ = ["DbSource", "Domain", "ToolError", "domain_names", "load_domain", "resolve_data_dir"]
+__all__ = ["DbSource", "domain_names", "load_domain", "resolve_data_dir"]
