@@ -85,7 +85,7 @@ class Run:
 # ---------------------------------------------------------------------------------------------
 def homestay_guests() -> list[tuple[str, list[str]]]:
     """(email, confirmed reservation ids) of the homestay demo guests (the deterministic generator)."""
-    from concierge.support.domain import load_domain
+    from concierge.support.domains import load_domain
 
     db = load_domain("homestay", None).db
     out = []

@@ -382,7 +382,7 @@ def test_report_from_a_small_evaluation(tmp_path: Path, tiny_hub: Any) -> None:
         )
     # Per-task vectors back every figure: same tasks, same order, for both models.
     guided = summary["per_task"]["support.guided.pass^1"]
-    from concierge.support.homestay import TASKS_PATH
+    from concierge.support.domains.homestay import TASKS_PATH
 
     assert guided["ids"] == [t["id"] for t in json.loads(TASKS_PATH.read_text())[:2]]
     assert set(guided["by_model"]) == {"tiny-base", "tiny-inhouse"}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from concierge.support.agent import TRANSFER_MESSAGE, ToolAgent
-from concierge.support.domain import load_domain
+from concierge.support.domains import load_domain
 from concierge.support.guardrails import (
     GuardRules,
     is_affirmative,

@@ -10,21 +10,21 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from concierge.support.domain import (
+from concierge.support.domains import load_domain
+from concierge.support.domains.homestay import TASKS_PATH, generate
+from concierge.support.replay import compare_with_gold, replay_gold
+from concierge.support.tasks import load_tasks
+from concierge.support.toolkit import (
     DbSource,
     Domain,
     ToolError,
     calculate,
     canonical_json,
-    load_domain,
     parse_docstring,
     read,
     sha256_text,
     write,
 )
-from concierge.support.homestay import TASKS_PATH, generate
-from concierge.support.replay import compare_with_gold, replay_gold
-from concierge.support.tasks import load_tasks
 
 
 @pytest.fixture
@@ -374,10 +374,10 @@ def test_openai_tools_schema(homestay: Domain) -> None:
 
 
 def test_airline_schema_and_validation_without_data() -> None:
-    from concierge.support import tau2_airline
+    from concierge.support.domains import airline
 
     domain = Domain.build(
-        "airline", "", tau2_airline.TOOLS, db={"users": {}, "flights": {}, "reservations": {}}
+        "airline", "", airline.TOOLS, db={"users": {}, "flights": {}, "reservations": {}}
     )
     book = next(t for t in domain.openai_tools() if t["function"]["name"] == "book_reservation")["function"]
     flights = book["parameters"]["properties"]["flights"]
@@ -519,3 +519,33 @@ def test_cli_refuses_bad_input(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2 and "task file not found" in result.output
     assert "Traceback" not in result.output
+
+
+def test_builtin_domains_are_folders_with_their_flows() -> None:
+    from concierge import plugins
+    from concierge.support.domains import DOMAINS_DIR, flows_path
+    from concierge.support.guided import load_flows
+
+    entries = plugins.entries("domains")
+    for name in ("retail", "airline", "homestay"):
+        assert entries[name].target == f"concierge.support.domains.{name}:load"
+        assert (DOMAINS_DIR / name / "tools.py").is_file()
+        assert flows_path(name).is_file() and load_flows(name).domain == name
+
+
+def test_support_never_imports_train() -> None:
+    import ast
+
+    import concierge.support
+
+    root = Path(concierge.support.__file__).parent
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            assert not any(n.startswith("concierge.train") for n in names), path

@@ -134,7 +134,7 @@ def test_llm_user_plays_the_customer_through_the_hub() -> None:
 
 
 def test_evaluate_homestay_guided_with_scripted_user(tmp_path) -> None:
-    from concierge.support.homestay import TASKS_PATH
+    from concierge.support.domains.homestay import TASKS_PATH
 
     out = tmp_path / "homestay.json"
     ticks: list[tuple[int, int]] = []

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from concierge.support.domain import load_domain
-from concierge.support.expr import ExprError, best_variant, evaluate, mentions, pick_items, render
+from concierge.support.domains import load_domain
 from concierge.support.guided import GuidedAgent, RuleExtractor, command_schema, extract_slot, load_flows
+from concierge.support.guided.expr import ExprError, best_variant, evaluate, mentions, pick_items, render
 
 EMAIL = "maya.okafor@example.com"
 
@@ -264,7 +264,7 @@ class SpecHub(JsonHub):
 
 def test_alias_trained_on_the_compact_prompt_gets_it_at_inference(homestay) -> None:
     from concierge.models.deployment import AliasSpec
-    from concierge.train.datasets import PROMPT_VERSION, command_messages
+    from concierge.support.guided.command import PROMPT_VERSION, command_messages
 
     specs = {
         "inhouse": AliasSpec(

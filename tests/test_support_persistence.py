@@ -57,7 +57,7 @@ def new_session() -> SupportSession:
 def restart(mp: pytest.MonkeyPatch) -> SupportSession:
     """What a new process starts from: no cached engines, a freshly generated demo db, a new session."""
     db.reset_engines()
-    mp.setattr(importlib.import_module("concierge.support.homestay"), "_GENERATED", None)
+    mp.setattr(importlib.import_module("concierge.support.domains.homestay"), "_GENERATED", None)
     return new_session()
 
 
@@ -202,7 +202,7 @@ def test_concurrent_writes_to_the_same_record_conflict_instead_of_overwriting(ho
 
 
 def test_two_replicas_racing_for_the_same_bookings_cancel_each_once(home: Path) -> None:
-    from concierge.support.homestay.generate import TODAY
+    from concierge.support.domains.homestay.generate import TODAY
 
     replicas = [new_session(), new_session()]  # two gateway replicas sharing the database
     source = replicas[0].domain("homestay", "beta").db  # nobody writes for beta: the source data
@@ -256,7 +256,7 @@ def test_two_replicas_racing_for_the_same_bookings_cancel_each_once(home: Path) 
 
 _WRITER = """
 import sys
-from concierge.support.homestay.generate import TODAY
+from concierge.support.domains.homestay.generate import TODAY
 from concierge.support.session import SupportSession
 
 tenant = sys.argv[1]

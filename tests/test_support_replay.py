@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from concierge.support.domain import ToolError, canonical_json, load_domain, sha256_text
+from concierge.support.domains import load_domain
+from concierge.support.domains.retail import REFERENCE_MISSING_TOOLS
 from concierge.support.replay import compare_with_gold, load_gold, replay_gold
 from concierge.support.tasks import Task, load_tasks
-from concierge.support.tau2_retail import REFERENCE_MISSING_TOOLS
+from concierge.support.toolkit import ToolError, canonical_json, sha256_text
 
 pytestmark = pytest.mark.shared_data
 

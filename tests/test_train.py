@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from concierge.support.guided import load_flows
+from concierge.support.guided.command import command_messages
 from concierge.support.tasks import task_from_tau2, task_from_v1
 from concierge.train import datasets as ds
 
@@ -84,7 +85,7 @@ def test_guided_examples_from_v1_tasks(flows: Any) -> None:
         # The target is the command as JSON, keys in the schema's order (llama.cpp's grammar fixes it).
         assert r["messages"][-1]["content"] == ds.command_json(r["command"], flows)
         assert list(r["command"]["slots"]) == [k for k in flows.slots if k in r["command"]["slots"]]
-        assert r["messages"][:-1] == ds.command_messages(flows, r["transcript"])
+        assert r["messages"][:-1] == command_messages(flows, r["transcript"])
     for task_id, rows in by_task.items():
         index = int(task_id.split("-")[1]) % 2
         requests = [r for r in rows if r["command"]["intent"] not in ("none", "identify")]
@@ -201,8 +202,8 @@ def test_alignment_check_names_what_is_missing(flows: Any) -> None:
 
 
 def test_agent_trajectories_from_gold_actions() -> None:
-    from concierge.support.domain import load_domain
-    from concierge.support.homestay import TASKS_PATH
+    from concierge.support.domains import load_domain
+    from concierge.support.domains.homestay import TASKS_PATH
     from concierge.support.tasks import load_tasks
 
     tasks = load_tasks(TASKS_PATH)[:3]

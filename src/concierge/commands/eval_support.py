@@ -20,11 +20,11 @@ def _fail(message: str) -> typer.Exit:
 
 def _default_tasks(domain: str, data_dir: Path | None) -> Path | None:
     if domain == "homestay" and data_dir is None:
-        from concierge.support.homestay import TASKS_PATH
+        from concierge.support.domains.homestay import TASKS_PATH
 
         return TASKS_PATH
     if data_dir is not None:
-        from concierge.support.domain import resolve_data_dir
+        from concierge.support.domains import resolve_data_dir
 
         folder = resolve_data_dir(domain, data_dir)
         if folder is not None and (folder / "tasks_train.json").is_file():
@@ -92,10 +92,11 @@ def eval_support(
         )
         return
 
-    from concierge.support.domain import ToolError, load_domain
+    from concierge.support.domains import load_domain
     from concierge.support.replay import compare_with_gold, load_gold
     from concierge.support.replay import replay_gold as replay
     from concierge.support.tasks import load_tasks
+    from concierge.support.toolkit import ToolError
 
     excluded = tuple(exclude_tool or ())
     try:
@@ -215,7 +216,7 @@ def _evaluate_agent(
 ) -> None:
     """Run the support agent (agent or guided mode) against simulated customers; τ² scoring."""
     from concierge.evals.support_eval import evaluate
-    from concierge.support.domain import load_domain
+    from concierge.support.domains import load_domain
     from concierge.support.tasks import load_tasks
 
     mode = mode or "agent"

@@ -210,7 +210,7 @@ def evaluate(
     With ``out`` the summary is written there and one transcript per conversation goes to
     ``<out stem>_transcripts/``.
     """
-    from concierge.support.domain import load_domain
+    from concierge.support.domains import load_domain
     from concierge.support.replay import replay_gold
     from concierge.support.session import build_agent
 

@@ -120,7 +120,7 @@ def tool_kind(domain: Any, name: str) -> str:
 
 
 def tool_error_type() -> type[Exception]:
-    from concierge.support.domain import ToolError
+    from concierge.support.toolkit import ToolError
 
     return ToolError
 

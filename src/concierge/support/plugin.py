@@ -7,6 +7,6 @@ from concierge.plugins import Register, hookimpl
 
 @hookimpl
 def register_domains(register: Register) -> None:
-    register("retail", "concierge.support.tau2_retail:load")
-    register("airline", "concierge.support.tau2_airline:load")
-    register("homestay", "concierge.support.homestay:load")
+    register("retail", "concierge.support.domains.retail:load")
+    register("airline", "concierge.support.domains.airline:load")
+    register("homestay", "concierge.support.domains.homestay:load")

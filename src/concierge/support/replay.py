@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from concierge.support.domain import Domain, ToolError
 from concierge.support.tasks import Task
+from concierge.support.toolkit import Domain, ToolError
 
 DomainFactory = Callable[[], Domain]
 

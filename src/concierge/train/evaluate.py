@@ -1,6 +1,6 @@
 """Command accuracy of a model on guided-mode examples: exact intent and slot F1, through the hub.
 
-Two prompts: ``compact`` (the training prompt, :func:`concierge.train.datasets.command_request`,
+Two prompts: ``compact`` (the training prompt, :func:`concierge.support.guided.command.command_request`,
 the model's raw JSON is scored) and ``guided`` (the production path:
 :meth:`concierge.support.guided.GuidedAgent.model_command`, whose own prompt it uses and whose
 slot checks drop values that do not fit the slot or do not appear in the message). Both decode
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
-from concierge.train.datasets import NO_INTENT, command_request
+from concierge.support.guided.command import NO_INTENT, command_request
 
 PROMPTS = ("compact", "guided")
 

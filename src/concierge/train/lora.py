@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from concierge.train.datasets import DatasetError, content_hash, read_dataset
+from concierge.train.records import DatasetError, content_hash, read_dataset
 
 # HF model_type -> llama.cpp architecture name (what general.architecture of a GGUF says).
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}

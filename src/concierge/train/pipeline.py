@@ -13,9 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from concierge.train.datasets import PROMPT_VERSION, content_hash, meta_path, read_dataset
+from concierge.support.guided.command import PROMPT_VERSION
 from concierge.train.export import check_export, export_gguf_lora
 from concierge.train.lora import TrainConfig, TrainError, train_lora
+from concierge.train.records import content_hash, meta_path, read_dataset
 from concierge.train.registry import file_sha256, register
 from concierge.train.registry import publish as publish_alias
 

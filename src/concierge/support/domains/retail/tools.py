@@ -15,19 +15,14 @@ final database, including its quirks, which the gold databases depend on:
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-from concierge.support.domain import (
+from concierge.support.toolkit import (
     Db,
-    Domain,
     ToolError,
     calculate,
-    db_source,
     fold_text,
     read,
-    read_policy,
-    require_db,
     transfer_to_human_agents,
     write,
 )
@@ -539,12 +534,3 @@ TOOLS = [
     return_delivered_order_items,
     transfer_to_human_agents,
 ]
-
-
-def load(data_dir: Path | None, *, exclude_tools: tuple[str, ...] | list[str] = ()) -> Domain:
-    """The retail domain over a fresh copy of ``data_dir/db.json``."""
-    path = require_db("retail", data_dir)
-    assert data_dir is not None
-    return Domain.build(
-        "retail", read_policy(data_dir), TOOLS, source=db_source(path), exclude_tools=exclude_tools
-    )

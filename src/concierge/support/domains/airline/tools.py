@@ -9,19 +9,14 @@ Ids are matched exactly first, then ignoring case, accents and surrounding space
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
 
-from concierge.support.domain import (
+from concierge.support.toolkit import (
     Db,
-    Domain,
     ToolError,
     calculate,
-    db_source,
     fold_text,
     read,
-    read_policy,
-    require_db,
     transfer_to_human_agents,
     write,
 )
@@ -578,12 +573,3 @@ TOOLS = [
     update_reservation_passengers,
     get_flight_status,
 ]
-
-
-def load(data_dir: Path | None, *, exclude_tools: tuple[str, ...] | list[str] = ()) -> Domain:
-    """The airline domain over a fresh copy of ``data_dir/db.json``."""
-    path = require_db("airline", data_dir)
-    assert data_dir is not None
-    return Domain.build(
-        "airline", read_policy(data_dir), TOOLS, source=db_source(path), exclude_tools=exclude_tools
-    )

@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any, Literal
 
-from concierge.support.domain import Db, ToolError, fold_text, read, write
-from concierge.support.homestay.generate import TODAY
+from concierge.support.domains.homestay.generate import TODAY
+from concierge.support.toolkit import Db, ToolError, fold_text, read, write
 
 CancelReason = Literal[
     "change of plans", "found other accommodation", "travel restrictions", "booked by mistake"

@@ -2,22 +2,23 @@
 
 Guests, listings and reservations come from a seeded generator (``generate.py``), or from a
 ``db.json`` in a folder the user gives. Cancellation refunds follow flexible / moderate / strict
-tiers by days before check-in (``policy.md``); ``tasks.json`` holds demo tasks in τ²'s schema.
+tiers by days before check-in (``policy.md``); ``tasks.json`` holds demo tasks in τ²'s schema;
+``flows.yaml`` the guided-mode flows.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from concierge.support.domain import (
+from concierge.support.domains.homestay import tools as _tools
+from concierge.support.domains.homestay.generate import TODAY, generate, write_db
+from concierge.support.toolkit import (
     DbSource,
     Domain,
     calculate,
     db_source,
     transfer_to_human_agents,
 )
-from concierge.support.homestay import tools as _tools
-from concierge.support.homestay.generate import TODAY, generate, write_db
 
 HERE = Path(__file__).resolve().parent
 POLICY_PATH = HERE / "policy.md"

@@ -1,0 +1,87 @@
+"""Flows files: a domain's intents, slots, steps, messages and guardrails, declared in ONE YAML file.
+
+A built-in domain keeps its flows beside its tools (``support/domains/<domain>/flows.yaml``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from concierge.support.agent import TRANSFER_MESSAGE
+from concierge.support.domains import DOMAINS_DIR, FLOWS_FILE, flows_path
+from concierge.support.guardrails import GuardRules
+
+
+class _FlowsFiles:
+    """``FLOWS_DIR / "<domain>.yaml"``: the flows file of a built-in domain.
+
+    For callers written when every flows file sat in one ``flows/`` folder (``support/session.py``);
+    new code calls :func:`concierge.support.domains.flows_path`.
+    """
+
+    def __truediv__(self, name: str) -> Path:
+        return flows_path(Path(name).stem)
+
+    def __fspath__(self) -> str:
+        return str(DOMAINS_DIR)
+
+    def __repr__(self) -> str:
+        return f"FLOWS_DIR({DOMAINS_DIR}/<domain>/{FLOWS_FILE})"
+
+
+FLOWS_DIR = _FlowsFiles()
+
+# --------------------------------------------------------------------------- flows files
+
+
+@dataclass
+class Flows:
+    """A parsed flows file."""
+
+    domain: str
+    intents: dict[str, dict[str, Any]]
+    slots: dict[str, dict[str, Any]]
+    identify: dict[str, Any]
+    messages: dict[str, str]
+    guardrails: GuardRules
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def message(self, key: str, default: str = "") -> str:
+        return self.messages.get(key, default)
+
+
+def load_flows(domain: str | None = None, path: str | Path | None = None) -> Flows:
+    """The flows file of a domain (``domains/<domain>/flows.yaml``), or one at ``path``."""
+    file = Path(path) if path else flows_path(str(domain))
+    if not file.is_file():
+        raise FileNotFoundError(f"no flows file for domain {domain!r}: {file}")
+    raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    intents = raw.get("intents") or {}
+    slots = raw.get("slots") or {}
+    for name, intent in intents.items():
+        for slot in intent.get("slots") or []:
+            if slot not in slots:
+                raise ValueError(f"{file.name}: intent {name} uses undeclared slot {slot}")
+    messages = {
+        "greeting": "Hello! How can I help you today?",
+        "anything_else": "Is there anything else I can help you with?",
+        "not_understood": "Sorry, I did not understand. What can I help you with?",
+        "declined": "Understood, I will not make that change.",
+        "handoff": TRANSFER_MESSAGE,
+        "error": "I could not complete that: {error}",
+        **(raw.get("messages") or {}),
+    }
+    return Flows(
+        domain=str(raw.get("domain") or domain or file.stem),
+        intents=intents,
+        slots=slots,
+        identify=raw.get("identify") or {},
+        messages=messages,
+        guardrails=GuardRules.from_dict(raw.get("guardrails")),
+        raw=raw,
+    )
+
