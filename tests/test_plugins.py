@@ -113,7 +113,8 @@ def test_engine_domain_recommender_and_format_of_the_outside_plugin(acme_site: P
         from concierge.models.formats import parse_message
         from concierge.models.hub import ModelHub
         from concierge.shop.recommend import make_model, model_names, recommend
-        from concierge.support.domain import ToolError, load_domain
+        from concierge.support.domains import load_domain
+        from concierge.support.toolkit import ToolError
 
         out = {}
         hub = ModelHub.from_config(sys.argv[1], include_registry=False)
@@ -349,7 +350,7 @@ def test_an_engine_factory_that_returns_no_engine_is_named(with_plugin) -> None:
 
 
 def test_a_hook_that_raises_is_a_plugin_error_naming_it(with_plugin) -> None:
-    from concierge.support.domain import load_domain
+    from concierge.support.domains import load_domain
 
     def boom(register: Any) -> None:
         raise RuntimeError("boom")

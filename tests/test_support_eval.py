@@ -186,7 +186,7 @@ def test_evaluate_homestay_guided_with_scripted_user(tmp_path) -> None:
 
 
 def test_evaluate_homestay_with_the_cautious_customer() -> None:
-    from concierge.support.homestay import TASKS_PATH
+    from concierge.support.domains.homestay import TASKS_PATH
 
     result = evaluate("homestay", None, TASKS_PATH, "guided", "cautious", None, None)
     assert result["user"] == "cautious" and result["n_tasks"] == 10
@@ -194,7 +194,7 @@ def test_evaluate_homestay_with_the_cautious_customer() -> None:
 
 
 def test_nl_assertions_are_reported_not_scored_without_a_judge() -> None:
-    from concierge.support.homestay import TASKS_PATH
+    from concierge.support.domains.homestay import TASKS_PATH
     from concierge.support.tasks import load_tasks
 
     task = load_tasks(TASKS_PATH)[0]
@@ -244,7 +244,7 @@ def test_cli_eval_support_guided_and_bad_input(tmp_path) -> None:
 
 
 def test_a_judge_scores_nl_assertions_through_the_hub() -> None:
-    from concierge.support.homestay import TASKS_PATH
+    from concierge.support.domains.homestay import TASKS_PATH
     from concierge.support.tasks import load_tasks
 
     task = load_tasks(TASKS_PATH)[0]

@@ -183,7 +183,7 @@ def report(
         cfg.validate()
         if cfg.support.enabled:
             from concierge.evals.report import resolve_support_inputs
-            from concierge.support.domain import load_domain
+            from concierge.support.domains import load_domain
 
             folder, _ = resolve_support_inputs(cfg.support)
             load_domain(cfg.support.domain, folder)

@@ -44,9 +44,10 @@ from concierge.store.conversations import plain as _plain
 from concierge.store.db import session_scope
 from concierge.store.tables import Conversation, DomainRecord, Handoff, Message, Tenant, utcnow
 from concierge.support.agent import ToolAgent, TurnResult
-from concierge.support.domain import DbSource, load_domain
+from concierge.support.domains import flows_path, load_domain
 from concierge.support.guardrails import GuardRules, result_text
-from concierge.support.guided import FLOWS_DIR, GuidedAgent, load_flows
+from concierge.support.guided import GuidedAgent, load_flows
+from concierge.support.toolkit import DbSource
 
 MODES = ("agent", "guided")
 
@@ -84,7 +85,7 @@ class DomainConflict(ConversationConflict):
 
 def guard_rules(domain_name: str) -> GuardRules:
     """The domain's guardrails from its flows file (identity and confirmation rules), if it has one."""
-    if (FLOWS_DIR / f"{domain_name}.yaml").is_file():
+    if flows_path(domain_name).is_file():
         return load_flows(domain_name).guardrails
     return GuardRules.from_dict(None)
 
@@ -105,7 +106,7 @@ def build_agent(
             raise ValueError("agent mode needs a model hub and an alias")
         handoff = (
             load_flows(domain.name).message("handoff")
-            if (FLOWS_DIR / f"{domain.name}.yaml").is_file()
+            if flows_path(domain.name).is_file()
             else None
         )
         kwargs = {"handoff_message": handoff} if handoff else {}
@@ -357,7 +358,7 @@ class SupportSession:
         if not message or not message.strip():
             raise ConciergeError("message: must not be blank", param="message")
         if conversation_id is None and domain is not None:
-            from concierge.support.domain import domain_names
+            from concierge.support.domains import domain_names
 
             if domain not in domain_names():
                 raise DomainNotFound(f"unknown domain {domain!r}; known: {', '.join(domain_names())}")

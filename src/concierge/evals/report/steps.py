@@ -66,13 +66,13 @@ class ReportRun:
 
 def resolve_support_inputs(cfg: SupportConfig) -> tuple[Path | None, Path]:
     """(data dir for load_domain, task file); ValueError with the reason when they are missing."""
-    from concierge.support.domain import resolve_data_dir
+    from concierge.support.domains import resolve_data_dir
 
     data_dir = resolve_data_dir(cfg.domain, cfg.data_dir) if cfg.data_dir else None
     tasks = cfg.tasks
     if tasks is None:
         if cfg.domain == "homestay" and data_dir is None:
-            from concierge.support.homestay import TASKS_PATH
+            from concierge.support.domains.homestay import TASKS_PATH
 
             tasks = TASKS_PATH
         elif data_dir is not None and (data_dir / "tasks_train.json").is_file():
@@ -96,7 +96,7 @@ def plan_support(run: ReportRun) -> list[Any]:
     support_limit = s.limit or config.limit
     if s.enabled:
         try:
-            from concierge.support.domain import load_domain
+            from concierge.support.domains import load_domain
             from concierge.support.tasks import load_tasks
 
             data_dir, task_file = resolve_support_inputs(s)

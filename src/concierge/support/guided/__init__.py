@@ -19,11 +19,10 @@ from concierge.support.guided.command import (
     command_schema,
 )
 from concierge.support.guided.engine import GuidedAgent
-from concierge.support.guided.flows import FLOWS_DIR, Flows, load_flows
+from concierge.support.guided.flows import Flows, load_flows
 from concierge.support.guided.slots import RuleExtractor, extract_slot, model_slot_value
 
 __all__ = [
-    "FLOWS_DIR",
     "NO_INTENT",
     "PROMPT_VERSION",
     "Command",

@@ -12,28 +12,8 @@ from typing import Any
 import yaml
 
 from concierge.support.agent import TRANSFER_MESSAGE
-from concierge.support.domains import DOMAINS_DIR, FLOWS_FILE, flows_path
+from concierge.support.domains import flows_path
 from concierge.support.guardrails import GuardRules
-
-
-class _FlowsFiles:
-    """``FLOWS_DIR / "<domain>.yaml"``: the flows file of a built-in domain.
-
-    For callers written when every flows file sat in one ``flows/`` folder (``support/session.py``);
-    new code calls :func:`concierge.support.domains.flows_path`.
-    """
-
-    def __truediv__(self, name: str) -> Path:
-        return flows_path(Path(name).stem)
-
-    def __fspath__(self) -> str:
-        return str(DOMAINS_DIR)
-
-    def __repr__(self) -> str:
-        return f"FLOWS_DIR({DOMAINS_DIR}/<domain>/{FLOWS_FILE})"
-
-
-FLOWS_DIR = _FlowsFiles()
 
 # --------------------------------------------------------------------------- flows files
 
