@@ -389,3 +389,20 @@ def test_guided_retail_order_status_answers() -> None:
     task = next(t for t in tasks_of("retail") if t.id == "rt_injection_order_note")
     result = run_case("retail", task, "guided", "scripted")
     assert result["flow_errors"] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="evals/support_eval.py, evaluate: row['gold_changed'] = bool(gold['db_diff']), but replay_gold's "
+    "db_diff is against the database as loaded, so a task whose initial_state overlays data (the injection "
+    "tasks) counts as a gold write and run_metrics reports it as a missed write; use "
+    "gold['db_hash'] != initial_hash",
+)
+def test_overlay_tasks_are_not_missed_writes() -> None:
+    from concierge.evals.support_eval import evaluate
+
+    tasks = [t for t in tasks_of("homestay") if t.initial_state]
+    assert tasks
+    result = evaluate("homestay", None, tasks, "guided", "scripted", None, None, use_model=False)
+    assert result["floor"] == 1.0  # the do-nothing floor already compares against the initial state
+    assert result["metrics"]["missed_writes"] == 0
