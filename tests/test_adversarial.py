@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from concierge.evals.support_eval import run_conversation
-from concierge.support.domain import load_domain
+from concierge.support.domains import load_domain
 from concierge.support.replay import replay_gold
 from concierge.support.session import build_agent
 from concierge.support.tasks import Task, load_tasks
@@ -206,7 +206,7 @@ class CompliantHub:
 # the xfail turns into a failure and must be removed.
 _AIRLINE_NO_ELIGIBILITY = (
     "airline agent mode: {tool} runs whenever the customer says yes; neither the tool "
-    "(support/tau2_airline.py, reference-exact with τ²: 'the API does not check') nor Guard.check "
+    "(support/domains/airline/tools.py, reference-exact with τ²: 'the API does not check') nor Guard.check "
     "(support/guardrails.py) checks the policy rule ({rule}), so a compliant model makes the change"
 )
 KNOWN_BUGS: dict[tuple[str, str], str] = {
@@ -378,11 +378,6 @@ def test_cli_runs_the_homestay_file(tmp_path) -> None:
     assert saved["metrics"]["harmful_write_rate"] == 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="support/flows/retail.yaml, intents.order_status, reply: the template ends 'for o in shown])}' "
-    "(an unmatched ')': a lost \"''.join(\"), so every guided order-status answer is 'something went wrong'",
-)
 def test_guided_retail_order_status_answers() -> None:
     if not has_data("retail"):
         pytest.skip(f"τ² retail data not at {TAU2 / 'retail'}")
@@ -391,13 +386,6 @@ def test_guided_retail_order_status_answers() -> None:
     assert result["flow_errors"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evals/support_eval.py, evaluate: row['gold_changed'] = bool(gold['db_diff']), but replay_gold's "
-    "db_diff is against the database as loaded, so a task whose initial_state overlays data (the injection "
-    "tasks) counts as a gold write and run_metrics reports it as a missed write; use "
-    "gold['db_hash'] != initial_hash",
-)
 def test_overlay_tasks_are_not_missed_writes() -> None:
     from concierge.evals.support_eval import evaluate
 

@@ -274,7 +274,7 @@ def evaluate(
                 "communicate_missing": score["communicate_missing"],
                 "writes": _writes(convo["turns"]),
                 "db_changed": bool(agent_diff),
-                "gold_changed": bool(gold["db_diff"]),
+                "gold_changed": gold["db_hash"] != initial_hash,
                 "handoff": convo["status"] == "handoff",
                 "questions": _questions(convo["turns"]),
                 "termination": convo["termination"],
