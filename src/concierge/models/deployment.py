@@ -447,6 +447,10 @@ class Deployment:
         """The alias serving a role (``support``, ``shop``, ``embed``, ``chat``); the role itself if unset."""
         return self.defaults.get(role, role)
 
+    def role(self, role: str, fallback: str | None = None) -> str | None:
+        """The alias the ``defaults:`` section names for ``role``, else ``fallback``."""
+        return self.defaults.get(role, fallback)
+
     def with_alias(
         self, alias: str, spec: AliasSpec | Mapping[str, Any], *, base_dir: Path | None = None
     ) -> Deployment:
