@@ -108,6 +108,7 @@ def llamacpp_engine(spec: AliasSpec, options: Mapping[str, Any]) -> Engine:
         "n_threads": spec.threads,
         "lora": [(lo.path, lo.scale) for lo in spec.lora] or None,
         "chat_template": spec.chat_template,
+        "json_whitespace": spec.json_whitespace,
     }
     if spec.n_parallel:
         kwargs["n_parallel"] = spec.n_parallel
