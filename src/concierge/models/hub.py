@@ -71,7 +71,7 @@ from concierge.models.engine import (
     Roles,
     ServingHub,
 )
-from concierge.models.formats import ChatFormat, StreamParser, has_raw_tags, parse_message
+from concierge.models.formats import ChatFormat, StreamParser, has_raw_tags, parse_message, request_prefilled
 
 log = logging.getLogger(__name__)
 
@@ -406,7 +406,7 @@ class ModelHub:
             text = message.get("content")
             if not isinstance(text, str) or not text or (mode == "tags" and not has_raw_tags(text, fmt)):
                 continue
-            parsed = parse_message(text, fmt, tools=request.get("tools"))
+            parsed = parse_message(text, fmt, tools=request.get("tools"), prefilled=request_prefilled(request))
             message["content"] = parsed["content"]
             if parsed.get("reasoning_content"):
                 message["reasoning_content"] = (message.get("reasoning_content") or "") + parsed[
@@ -512,8 +512,9 @@ class ModelHub:
             if index not in parsers:
                 # "tags" mode: the upstream may already have split reasoning off, so never
                 # assume output starts inside a reasoning block.
+                # A request that switches thinking off had its think block closed by the template.
                 parsers[index] = StreamParser(
-                    fmt, tools=request.get("tools"), prefilled=None if mode == "always" else False
+                    fmt, tools=request.get("tools"), prefilled=request_prefilled(request) if mode == "always" else False
                 )
             return parsers[index]
 

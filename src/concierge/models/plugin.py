@@ -108,8 +108,9 @@ def llamacpp_engine(spec: AliasSpec, options: Mapping[str, Any]) -> Engine:
         "n_threads": spec.threads,
         "lora": [(lo.path, lo.scale) for lo in spec.lora] or None,
         "chat_template": spec.chat_template,
-        "json_whitespace": spec.json_whitespace,
     }
+    if spec.json_whitespace:
+        kwargs["json_whitespace"] = True
     if spec.n_parallel:
         kwargs["n_parallel"] = spec.n_parallel
     if spec.reasoning_format:
