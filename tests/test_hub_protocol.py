@@ -204,3 +204,11 @@ def test_adapter_uses_the_inner_hubs_own_methods() -> None:
     assert [r.alias for r in records] == ["chatty"]
     hub.remove_observer(records.append)
     hub.close()
+
+
+def test_adapter_copies_without_recursion() -> None:
+    import copy
+
+    hub = as_hub(_Serving())
+    clone = copy.copy(hub)
+    assert clone.models() == hub.models()

@@ -657,6 +657,8 @@ class HubAdapter:
         self._chained = False
 
     def __getattr__(self, name: str) -> Any:  # only called for names not found on the adapter
+        if name == "inner":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     # ServingHub: straight through
