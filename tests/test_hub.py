@@ -568,3 +568,30 @@ def test_default_deployment_with_real_engines():
         assert cards["support-agent"].source.endswith(".gguf")
     assert [r.status for r in records] == [200, 200, 200]
     assert records[0].completion_tokens > 0 and records[1].ttft_s is not None
+
+
+# --------------------------------------------------------------------------- json_whitespace
+
+
+def test_json_whitespace_is_a_local_model_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    d = parse_deployment(
+        {"models": {"compact": {"gguf": str(gguf)}, "spaced": {"gguf": str(gguf), "json_whitespace": True}}}
+    )
+    assert d.get("compact").json_whitespace is False and d.get("spaced").json_whitespace is True
+    assert d.get("compact").engine_key() != d.get("spaced").engine_key()
+    for bad, match in [
+        ({"gguf": str(gguf), "json_whitespace": "yes"}, "json_whitespace must be true or false"),
+        ({"url": "http://h/v1", "served_name": "m", "json_whitespace": True}, "only applies to local models"),
+    ]:
+        with pytest.raises(DeploymentError, match=match):
+            parse_deployment({"models": {"x": bad}})
+
+    import concierge.models.llamacpp as llamacpp
+    from concierge.models.plugin import llamacpp_engine
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(llamacpp, "LlamaCppEngine", lambda path, **kw: seen.update(kw) or "engine")
+    llamacpp_engine(d.get("spaced"), {})
+    assert seen["json_whitespace"] is True

@@ -8,6 +8,7 @@ numbers so that a random model still has to finish inside ``max_tokens``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -324,3 +325,149 @@ def test_chat_engine_refuses_embeddings(engine: LlamaCppEngine) -> None:
 
     with pytest.raises(BadRequestError, match="embedding=True"):
         engine.embed(["hi"])
+
+
+# -- compact JSON ----------------------------------------------------------------------------
+
+TICKET = {
+    "type": "object",
+    "properties": {
+        "intent": {"type": "string", "enum": ["refund", "exchange", "track"]},
+        "order_id": {"type": "integer", "minimum": 1, "maximum": 9999},
+        "urgent": {"type": "boolean"},
+    },
+    "required": ["intent", "order_id", "urgent"],
+    "additionalProperties": False,
+}
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?$)')  # a cut string runs to the end
+
+
+def _outside_strings(text: str) -> str:
+    """The JSON text with every string (a cut-off last one too) emptied."""
+    return _STRINGS.sub('""', text)
+
+
+def _ticket_request(max_tokens: int, seed: int) -> dict[str, Any]:
+    return {
+        "messages": [{"role": "user", "content": "I want my money back for order 12"}],
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "ticket", "schema": TICKET}},
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_json_schema_is_compact_within_64_tokens(engine: LlamaCppEngine, seed: int) -> None:
+    choice = engine.chat(_ticket_request(64, seed))["choices"][0]
+    content = choice["message"]["content"]
+    assert choice["finish_reason"] == "stop", content
+    jsonschema.validate(json.loads(content), TICKET)
+    assert not re.search(r"\s", _outside_strings(content)), content
+    streamed = "".join(
+        ch["delta"].get("content") or "" for c in engine.stream_chat(_ticket_request(64, seed)) for ch in c["choices"]
+    )
+    assert streamed == content
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_json_object_is_compact(engine: LlamaCppEngine, seed: int) -> None:
+    request = {"messages": USER, "max_tokens": 48, "seed": seed, "response_format": {"type": "json_object"}}
+    choice = engine.chat(request)["choices"][0]
+    content = choice["message"]["content"]
+    assert content.startswith("{") and not re.search(r"\s", _outside_strings(content)), content
+    if choice["finish_reason"] == "stop":
+        assert isinstance(json.loads(content), dict)
+    else:
+        assert choice["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_forced_tool_call_json_is_compact(engine: LlamaCppEngine, seed: int) -> None:
+    request = {"messages": USER, "tools": [WEATHER, ORDER], "tool_choice": "required", "max_tokens": 64, "seed": seed}
+    choice = engine.chat(request)["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    (call,) = choice["message"]["tool_calls"]
+    _tool_args(call, WEATHER if call["function"]["name"] == "get_weather" else ORDER)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cut_json_reports_length(engine: LlamaCppEngine, stream: bool) -> None:
+    request = _ticket_request(4, 0)
+    if stream:
+        chunks = list(engine.stream_chat(request))
+        content = "".join(ch["delta"].get("content") or "" for c in chunks for ch in c["choices"])
+        finishes = [ch["finish_reason"] for c in chunks for ch in c["choices"] if ch.get("finish_reason")]
+    else:
+        choice = engine.chat(request)["choices"][0]
+        content, finishes = choice["message"]["content"], [choice["finish_reason"]]
+    assert finishes == ["length"]
+    assert content.startswith("{") and not content.endswith("}")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(content)
+
+
+def test_json_whitespace_option_keeps_llama_cpp_grammar(tiny_gguf: Path) -> None:
+    eng = LlamaCppEngine(tiny_gguf, n_ctx=1024, n_parallel=1, n_threads=1, json_whitespace=True)
+    try:
+        assert eng.info.extra["json_whitespace"] is True
+        body, _ = eng._prepare(_ticket_request(64, 0), stream=False)
+        assert "grammar" not in body and body["response_format"]["type"] == "json_schema"
+        spaced = [eng.chat(_ticket_request(64, seed))["choices"][0]["message"]["content"] for seed in range(3)]
+    finally:
+        eng.close()
+    # The random model fills llama.cpp's free whitespace (which is what compact JSON prevents).
+    assert any(re.search(r"\s", _outside_strings(text)) for text in spaced), spaced
+
+
+@pytest.mark.slow
+def test_smollm2_json_schema_is_compact() -> None:
+    from concierge.models import locate
+    from concierge.models.engine import ModelFileMissingError
+
+    try:
+        path = locate.smollm2_gguf()
+    except ModelFileMissingError as exc:
+        pytest.skip(str(exc))
+    eng = LlamaCppEngine(path, n_ctx=1024, n_parallel=1, n_threads=2)
+    schema = {
+        "type": "object",
+        "properties": {"intent": {"type": "string", "enum": ["refund", "exchange", "track"]}, "note": {"type": "string"}},
+        "required": ["intent", "note"],
+        "additionalProperties": False,
+    }
+    request = {
+        "messages": [{"role": "user", "content": "I want a refund for order 12"}],
+        "max_tokens": 64,
+        "seed": 0,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "intent", "schema": schema}},
+    }
+    try:
+        choice = eng.chat(request)["choices"][0]
+        cut = eng.chat({**request, "max_tokens": 5})["choices"][0]
+    finally:
+        eng.close()
+    content = choice["message"]["content"]
+    assert choice["finish_reason"] == "stop", content
+    jsonschema.validate(json.loads(content), schema)
+    assert not re.search(r"\s", _outside_strings(content)), content
+    assert cut["finish_reason"] == "length" and not cut["message"]["content"].endswith("}")
+
+
+def test_json_grammar_compacts_llguidance_and_gbnf(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xllamacpp
+
+    from concierge.models.engine import BadRequestError
+    from concierge.models.llamacpp import json_grammar
+
+    compact = json_grammar(TICKET)
+    if compact.startswith("%llguidance"):
+        options = json.loads(compact.split("%json", 1)[1])["x-guidance"]
+        assert options == {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+        assert "x-guidance" not in json_grammar(TICKET, whitespace=True)
+    # A llama.cpp built without llguidance writes GBNF, whose ``space`` rule is the free whitespace.
+    gbnf = 'root ::= "{" space "}" space\nspace ::= | " " | "\\n"{1,2} [ \\t]{0,20}\n'
+    monkeypatch.setattr(xllamacpp, "json_schema_to_grammar", lambda schema: gbnf)
+    assert json_grammar(TICKET) == 'root ::= "{" space "}" space\nspace ::= ""\n'
+    assert json_grammar(TICKET, whitespace=True) == gbnf
+    with pytest.raises(BadRequestError):
+        json_grammar(["not", "a", "schema"])

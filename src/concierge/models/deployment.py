@@ -17,6 +17,13 @@ that ship as Python packages) or ``engine`` (the name of an engine a plugin regi
 
       orders-bot: {model: qwen3-4b, engine: acme-echo, options: {greeting: "Hello"}}
 
+JSON outputs (``response_format`` ``json_object``/``json_schema``, forced tool calls) of local
+llama.cpp models are compact: the grammar allows no whitespace outside strings, so a small model
+cannot spend its ``max_tokens`` on spaces and newlines. ``json_whitespace: true`` on an alias
+restores llama.cpp's grammar, which allows free whitespace between JSON tokens::
+
+      pretty-bot: {model: qwen3-4b, gguf: /models/Qwen3-4B-Q4_K_M.gguf, json_whitespace: true}
+
 Nothing is downloaded at run time: a missing GGUF is reported with the command that would
 fetch it.
 
@@ -85,6 +92,7 @@ _KEYS = {
     "lora",
     "reasoning_format",
     "chat_template",
+    "json_whitespace",
     "parse",
     "in_house",
     "provenance",
@@ -125,6 +133,7 @@ class AliasSpec:
     lora: tuple[LoraSpec, ...] = ()
     reasoning_format: str | None = None
     chat_template: str | None = None
+    json_whitespace: bool = False  # llama.cpp: JSON outputs may hold free whitespace (default: compact)
     parse: bool | None = None  # None: auto
     in_house: bool = False
     provenance: Mapping[str, Any] = field(default_factory=dict)
@@ -178,6 +187,7 @@ class AliasSpec:
             tuple((str(lo.path), lo.scale) for lo in self.lora),
             self.reasoning_format,
             self.chat_template,
+            self.json_whitespace,
         )
 
     def missing_files(self) -> list[str]:
@@ -329,7 +339,7 @@ def parse_alias(
         if value is not None:
             values[key] = value
     if source == "engine":
-        for key in ("n_ctx", "n_parallel", "threads", "lora", "reasoning_format", "chat_template"):
+        for key in ("n_ctx", "n_parallel", "threads", "lora", "reasoning_format", "chat_template", "json_whitespace"):
             if raw.get(key) is not None:
                 raise fail(
                     f"{key} only applies to gguf and embedded sources; "
@@ -340,7 +350,7 @@ def parse_alias(
             if raw.get(key) is not None and not (key == "context_length" and source == "engine"):
                 raise fail(f"{key} only applies to url sources")
     else:
-        for key in ("n_ctx", "n_parallel", "lora", "reasoning_format", "chat_template"):
+        for key in ("n_ctx", "n_parallel", "lora", "reasoning_format", "chat_template", "json_whitespace"):
             if raw.get(key) is not None:
                 raise fail(f"{key} only applies to local models (gguf or embedded), not url")
         if "served_name" not in values:
@@ -383,6 +393,12 @@ def parse_alias(
                 raise fail(f"unknown lora setting {sorted(extra)[0]!r}")
             specs.append(LoraSpec(_expand_path(item["path"], base_dir), float(scale)))
         values["lora"] = tuple(specs)
+
+    json_whitespace = raw.get("json_whitespace")
+    if json_whitespace is not None:
+        if not isinstance(json_whitespace, bool):
+            raise fail(f"json_whitespace must be true or false, got {json_whitespace!r}")
+        values["json_whitespace"] = json_whitespace
 
     parse = raw.get("parse")
     if parse is not None:
@@ -447,6 +463,10 @@ class Deployment:
     def default(self, role: str) -> str:
         """The alias serving a role (``support``, ``shop``, ``embed``, ``chat``); the role itself if unset."""
         return self.defaults.get(role, role)
+
+    def role(self, role: str, fallback: str | None = None) -> str | None:
+        """The alias the ``defaults:`` section names for ``role``, else ``fallback``."""
+        return self.defaults.get(role, fallback)
 
     def with_alias(
         self, alias: str, spec: AliasSpec | Mapping[str, Any], *, base_dir: Path | None = None

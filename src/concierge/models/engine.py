@@ -8,9 +8,13 @@ block in C); async callers run them in a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # the protocols below only name these in annotations
+    from concierge.models.deployment import AliasSpec
+    from concierge.models.hub import CallRecord, ModelCard
 
 
 class ModelError(Exception):
@@ -95,3 +99,96 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# -- the hub side ------------------------------------------------------------------------------
+#
+# Three layers, so a caller asks for exactly what it uses and a test fake implements only that:
+#
+#   ChatHub     chat(alias, request, tenant)                  support agent, guided mode, knowledge
+#                                                             answers, simulated users, distillation,
+#                                                             command accuracy
+#   ServingHub  + stream_chat, embed, models(), card(), close()   what a gateway or shop fake serves
+#   Hub         + deployment (Roles), spec, register, open_stream,  the real ModelHub: the gateway,
+#                 warm_up, loaded, add_observer, remove_observer    the web services, the report
+#
+# ``concierge.models.hub.as_hub`` turns any ServingHub into a Hub (defaults for the rest), so code
+# that takes a Hub never probes with hasattr/getattr.
+
+
+@runtime_checkable
+class Roles(Protocol):
+    """Role -> alias lookup (``support``, ``shop``, ``embed``, ``chat``): a Deployment satisfies it."""
+
+    def default(self, role: str) -> str:
+        """The alias configured for ``role``; the role's own name when none is configured."""
+        ...
+
+    def role(self, role: str, fallback: str | None = None) -> str | None:
+        """The alias configured for ``role``, else ``fallback`` (None: not configured)."""
+        ...
+
+
+@runtime_checkable
+class ChatHub(Protocol):
+    """The least a model hub offers: one chat completion per call (OpenAI-shaped dicts)."""
+
+    def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ServingHub(ChatHub, Protocol):
+    """A hub that can serve the OpenAI API: chat, streamed chat, embeddings and its model cards."""
+
+    def stream_chat(
+        self, alias: str, request: dict[str, Any], tenant: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """chat.completion.chunk dicts; the last carries ``usage``. A bad alias raises here."""
+        ...
+
+    def embed(
+        self, alias: str, texts: list[str], tenant: str | None = None
+    ) -> tuple[list[list[float]], int]: ...
+
+    def models(self) -> list[ModelCard]: ...
+
+    def card(self, alias: str) -> ModelCard:
+        """The alias's card; :class:`ModelNotFoundError` if unknown."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Hub(ServingHub, Protocol):
+    """Everything :class:`~concierge.models.hub.ModelHub` offers its callers."""
+
+    deployment: Roles
+
+    def spec(self, alias: str) -> AliasSpec:
+        """The alias's deployment spec; :class:`ModelNotFoundError` if unknown."""
+        ...
+
+    def register(self, alias: str, spec: Any) -> ModelCard:
+        """Serve a new (or replaced) alias from now on (``spec``: an AliasSpec or its mapping)."""
+        ...
+
+    def open_stream(
+        self,
+        alias: str,
+        request: dict[str, Any],
+        tenant: str | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> tuple[Iterator[dict[str, Any]], bool]:
+        """Like ``stream_chat``; the bool says whether the stream is pushed (yields PENDING)."""
+        ...
+
+    def warm_up(self, alias: str) -> None: ...
+
+    def loaded(self) -> list[str]:
+        """Aliases whose engine is already built."""
+        ...
+
+    def add_observer(self, observer: Callable[[CallRecord], None]) -> None: ...
+
+    def remove_observer(self, observer: Callable[[CallRecord], None]) -> None: ...

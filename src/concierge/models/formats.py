@@ -611,16 +611,56 @@ def merge_deltas(deltas: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return message
 
 
+def prompt_prefilled(prompt: str | None) -> bool | None:
+    """Whether a rendered prompt leaves the model inside a reasoning block (None: it does not say).
+
+    A chat template that ends the assistant opener with ``<think>`` (Qwen3 Thinking-2507,
+    DeepSeek-R1) makes output start inside the block, with only ``</think>`` in it; one that ends
+    with an empty ``<think>\n\n</think>`` (thinking switched off by ``enable_thinking: false``,
+    a ``reasoning_effort``, a ``/no_think``-style tag: vLLM #53284) means the output is all answer,
+    whatever the family usually does. Only the prompt's end counts, not think blocks in history.
+    """
+    if not prompt:
+        return None
+    tail = prompt.rstrip()
+    if tail.endswith(THINK_START):
+        return True
+    if tail.endswith(THINK_END):
+        return False
+    return None
+
+
+def request_prefilled(request: Mapping[str, Any] | None) -> bool | None:
+    """False when the request switches thinking off through the chat template; else None (unknown).
+
+    ``chat_template_kwargs`` ``enable_thinking: false`` (Qwen3), ``thinking: false`` (DeepSeek V3.1)
+    or ``reasoning_effort: none`` make templates close the think block in the prompt themselves.
+    """
+    kwargs = (request or {}).get("chat_template_kwargs")
+    if not isinstance(kwargs, Mapping):
+        return None
+    if kwargs.get("enable_thinking") is False or kwargs.get("thinking") is False:
+        return False
+    if kwargs.get("reasoning_effort") == "none":
+        return False
+    return None
+
+
 def parse_message(
     text: str,
     family: str | ChatFormat,
     *,
     tools: Iterable[Mapping[str, Any]] | None = None,
+    prefilled: bool | None = None,
 ) -> dict[str, Any]:
-    """An OpenAI assistant message (``content``, maybe ``reasoning_content`` and ``tool_calls``) from raw text."""
+    """An OpenAI assistant message (``content``, maybe ``reasoning_content`` and ``tool_calls``) from raw text.
+
+    ``prefilled``: whether the prompt left the model inside a reasoning block (see
+    :func:`prompt_prefilled`); None: the family's default, and for ``think-tags`` families a
+    ``</think>`` with no opening tag before it means the template opened the block.
+    """
     fmt = resolve_format(family)
-    prefilled: bool | None = None
-    if fmt.reasoning == "think-tags":
+    if prefilled is None and fmt.reasoning == "think-tags":
         end = text.find(THINK_END)
         if end >= 0 and THINK_START not in text[:end]:
             prefilled = True  # DeepSeek-R1 style: the template opened the block, only the end is in the text

@@ -17,6 +17,11 @@ INTERFACE CONTRACT (other packages code against exactly this):
     hub.close()
     ModelHub.from_config(path_or_None) -> ModelHub    # None: the embedded default deployment
 
+That contract is the :class:`~concierge.models.engine.Hub` protocol (with its smaller layers
+``ChatHub`` and ``ServingHub``); :func:`as_hub` makes a full Hub of any ServingHub (a test fake,
+a wrapper), so code taking a Hub calls ``hub.open_stream``, ``hub.deployment.role(...)`` and
+``hub.add_observer`` without probing.
+
 Engines are built lazily, once per distinct source (aliases with the same file or URL and
 the same settings share one engine), under a per-source lock so concurrent first calls
 load a model once. ``stream_chat`` checks the alias and starts the engine before it
@@ -59,11 +64,14 @@ from concierge.models.engine import (
     BadRequestError,
     Engine,
     EngineUnavailableError,
+    Hub,
     ModelError,
     ModelFileMissingError,
     ModelNotFoundError,
+    Roles,
+    ServingHub,
 )
-from concierge.models.formats import ChatFormat, StreamParser, has_raw_tags, parse_message
+from concierge.models.formats import ChatFormat, StreamParser, has_raw_tags, parse_message, request_prefilled
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +406,7 @@ class ModelHub:
             text = message.get("content")
             if not isinstance(text, str) or not text or (mode == "tags" and not has_raw_tags(text, fmt)):
                 continue
-            parsed = parse_message(text, fmt, tools=request.get("tools"))
+            parsed = parse_message(text, fmt, tools=request.get("tools"), prefilled=request_prefilled(request))
             message["content"] = parsed["content"]
             if parsed.get("reasoning_content"):
                 message["reasoning_content"] = (message.get("reasoning_content") or "") + parsed[
@@ -504,8 +512,9 @@ class ModelHub:
             if index not in parsers:
                 # "tags" mode: the upstream may already have split reasoning off, so never
                 # assume output starts inside a reasoning block.
+                # A request that switches thinking off had its think block closed by the template.
                 parsers[index] = StreamParser(
-                    fmt, tools=request.get("tools"), prefilled=None if mode == "always" else False
+                    fmt, tools=request.get("tools"), prefilled=request_prefilled(request) if mode == "always" else False
                 )
             return parsers[index]
 
@@ -608,3 +617,143 @@ class ModelHub:
         record.prompt_tokens = int(tokens)
         self._record(record)
         return vectors, tokens
+
+
+# -- any serving hub as a full Hub -------------------------------------------------------------
+
+
+class _RolesOf:
+    """Roles from a bare ``default(role)`` callable (or none: every role unset)."""
+
+    def __init__(self, default: Callable[[str], str] | None = None) -> None:
+        self._default = default
+
+    def default(self, role: str) -> str:
+        return str(self._default(role)) if self._default is not None else role
+
+    def role(self, role: str, fallback: str | None = None) -> str | None:
+        return fallback if self._default is None else self.default(role)
+
+
+class HubAdapter:
+    """A :class:`ServingHub` with the rest of :class:`Hub` filled in (see :func:`as_hub`).
+
+    The inner hub's own ``spec``/``register``/``open_stream``/``warm_up``/``loaded``/observer
+    methods are used where it has them; otherwise: unknown specs, no registering, streams that are
+    never pushed, warm-up by a one-token call, nothing reported loaded, and observers chained onto
+    the inner hub's ``observer`` attribute. This is the one place that looks at a hub's shape.
+    Any other attribute reads through to the inner hub.
+    """
+
+    def __init__(self, inner: ServingHub) -> None:
+        self.inner = inner
+        deployment = getattr(inner, "deployment", None)
+        if isinstance(deployment, Roles):
+            self.deployment: Roles = deployment
+        else:
+            self.deployment = _RolesOf(getattr(deployment, "default", None))
+        self._observers: list[Observer] = []
+        self._previous: Any = None
+        self._chained = False
+
+    def __getattr__(self, name: str) -> Any:  # only called for names not found on the adapter
+        if name == "inner":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    # ServingHub: straight through
+    def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
+        return self.inner.chat(alias, request, tenant=tenant)
+
+    def stream_chat(
+        self, alias: str, request: dict[str, Any], tenant: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        return self.inner.stream_chat(alias, request, tenant=tenant)
+
+    def embed(self, alias: str, texts: list[str], tenant: str | None = None) -> tuple[list[list[float]], int]:
+        return self.inner.embed(alias, texts, tenant=tenant)
+
+    def models(self) -> list[ModelCard]:
+        return list(self.inner.models())
+
+    def card(self, alias: str) -> ModelCard:
+        return self.inner.card(alias)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    # the rest of Hub
+    def spec(self, alias: str) -> AliasSpec:
+        spec_of = getattr(self.inner, "spec", None)
+        if callable(spec_of):
+            return spec_of(alias)
+        raise ModelNotFoundError(f"no deployment spec for {alias!r} on this hub", param="model")
+
+    def register(self, alias: str, spec: AliasSpec | dict[str, Any]) -> ModelCard:
+        register = getattr(self.inner, "register", None)
+        if callable(register):
+            return register(alias, spec)
+        raise BadRequestError(f"this hub cannot register aliases ({alias!r})", param="model")
+
+    def open_stream(
+        self,
+        alias: str,
+        request: dict[str, Any],
+        tenant: str | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> tuple[Iterator[dict[str, Any]], bool]:
+        opener = getattr(self.inner, "open_stream", None)
+        if callable(opener):
+            return opener(alias, request, tenant, on_ready)
+        return iter(self.inner.stream_chat(alias, request, tenant=tenant)), False
+
+    def warm_up(self, alias: str) -> None:
+        warm = getattr(self.inner, "warm_up", None)
+        if callable(warm):
+            warm(alias)
+        elif self.inner.card(alias).kind == "embeddings":
+            self.inner.embed(alias, ["warm up"])
+        else:
+            self.inner.chat(alias, {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})
+
+    def loaded(self) -> list[str]:
+        loaded = getattr(self.inner, "loaded", None)
+        return list(loaded()) if callable(loaded) else []
+
+    def add_observer(self, observer: Observer) -> None:
+        add = getattr(self.inner, "add_observer", None)
+        if callable(add):
+            add(observer)
+            return
+        self._observers = [*self._observers, observer]
+        if not self._chained:  # chain onto the inner hub's one ``observer`` slot, keeping what was there
+            self._previous, self._chained = getattr(self.inner, "observer", None), True
+            self.inner.observer = self._notify  # type: ignore[attr-defined]
+
+    def remove_observer(self, observer: Observer) -> None:
+        remove = getattr(self.inner, "remove_observer", None)
+        if callable(remove):
+            remove(observer)
+            return
+        self._observers = [o for o in self._observers if o != observer]
+        if not self._observers and self._chained:
+            self.inner.observer, self._chained = self._previous, False  # type: ignore[attr-defined]
+
+    def _notify(self, record: CallRecord) -> None:
+        for observer in [self._previous, *self._observers]:
+            if observer is None:
+                continue
+            try:
+                observer(record)
+            except Exception:  # noqa: BLE001 - metering must never fail a model call
+                log.exception("model call observer failed")
+
+
+def as_hub(hub: ServingHub) -> Hub:
+    """``hub`` itself when it is a full :class:`Hub` (a ModelHub), else a :class:`HubAdapter` over it."""
+    if isinstance(hub, Hub):
+        return hub
+    if not isinstance(hub, ServingHub):
+        missing = [m for m in ("chat", "stream_chat", "embed", "models", "card", "close") if not hasattr(hub, m)]
+        raise TypeError(f"{type(hub).__name__} is not a model hub: it lacks {', '.join(missing)}")
+    return HubAdapter(hub)

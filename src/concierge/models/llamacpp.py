@@ -15,7 +15,12 @@ What this module adds on top:
 * streaming is a real iterator fed from a worker thread; closing it (or dropping it)
   cancels the generation in its slot; the stream always ends with a usage chunk;
 * ``<think>`` blocks are split into ``reasoning_content`` even for chat templates that do
-  not declare reasoning (llama.cpp only splits them for templates it knows think).
+  not declare reasoning (llama.cpp only splits them for templates it knows think);
+* JSON is compact: ``response_format`` ``json_object``/``json_schema`` and forced tool calls
+  decode under a grammar with no free whitespace between tokens (:func:`json_grammar`), since
+  llama.cpp's own JSON grammars allow up to ~20 spaces/newlines at every separator and a small
+  model fills them until ``max_tokens`` cuts the object short. An alias's ``json_whitespace:
+  true`` (``LlamaCppEngine(json_whitespace=True)``) restores llama.cpp's grammar.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import json
 import logging
 import os
 import queue
+import re
 import secrets
 import threading
 import time
@@ -164,10 +170,59 @@ def _tool_call_schema(functions: list[dict[str, Any]]) -> dict[str, Any]:
                 "arguments": f.get("parameters") or {"type": "object"},
             },
             "required": ["name", "arguments"],
+            "additionalProperties": False,  # the call and nothing after it
         }
         for f in functions
     ]
     return variants[0] if len(variants) == 1 else {"anyOf": variants}
+
+
+# llguidance's JSON options (https://github.com/guidance-ai/llguidance, "x-guidance"): no optional
+# whitespace at all, and the tightest separators.
+_COMPACT_JSON = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+_GBNF_SPACE = re.compile(r"^space ::= .*$", re.M)
+
+
+def json_grammar(schema: Any, *, whitespace: bool = False) -> str:
+    """A llama.cpp grammar for JSON matching ``schema`` (a JSON-schema dict), compact by default.
+
+    llama.cpp builds its grammar with llguidance (``%json`` with the schema's ``x-guidance``
+    options) or, in builds without it, as GBNF whose ``space`` rule is the only free whitespace;
+    either way the compact grammar allows whitespace only inside strings. A schema that sets its
+    own ``x-guidance`` keeps it. ``whitespace=True``: llama.cpp's grammar unchanged.
+    """
+    import xllamacpp
+
+    if not isinstance(schema, dict):
+        raise BadRequestError("the JSON schema must be an object", param="response_format")
+    if not whitespace:
+        schema = {**schema, "x-guidance": {**_COMPACT_JSON, **(schema.get("x-guidance") or {})}}
+    try:
+        grammar = xllamacpp.json_schema_to_grammar(json.dumps(schema))
+    except Exception as exc:  # noqa: BLE001 - llama.cpp rejects schemas it cannot compile
+        raise BadRequestError(f"unsupported JSON schema: {exc}", param="response_format") from exc
+    if not whitespace and not grammar.lstrip().startswith("%llguidance"):
+        grammar = _GBNF_SPACE.sub('space ::= ""', grammar)
+    return grammar
+
+
+def _response_schema(response_format: Any) -> dict[str, Any] | None:
+    """The JSON schema a ``response_format`` asks for (json_object: any object), else None."""
+    if not isinstance(response_format, dict):
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        schema = response_format.get("schema")
+        return schema if isinstance(schema, dict) and schema else {"type": "object"}
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if schema is None:
+            return {"type": "object"}
+        if not isinstance(schema, dict):
+            raise BadRequestError("response_format.json_schema.schema must be an object", param="response_format")
+        return schema
+    return None
 
 
 def _parse_forced_call(text: str) -> dict[str, Any] | None:
@@ -204,6 +259,7 @@ class LlamaCppEngine:
         chat_template: str | None = None,
         pooling: str | None = "mean",
         verbosity: int = 1,
+        json_whitespace: bool = False,
     ) -> None:
         """Load ``path``. ``n_ctx`` is split evenly over ``n_parallel`` request slots.
 
@@ -211,6 +267,7 @@ class LlamaCppEngine:
         GGUF's template (Jinja text, a file holding it, or a llama.cpp built-in name).
         ``pooling`` applies with ``embedding=True`` (None: the model's own). ``verbosity`` 1
         keeps llama.cpp's errors and silences the rest. ``lora``: GGUF adapters and scales.
+        ``json_whitespace``: JSON outputs may hold free whitespace (llama.cpp's own grammar).
         """
         import xllamacpp
 
@@ -226,6 +283,7 @@ class LlamaCppEngine:
         self.n_threads = n_threads or default_threads()
         self.embedding = embedding
         self.reasoning_format = reasoning_format
+        self.json_whitespace = json_whitespace
         self._http_key = secrets.token_urlsafe(24)
 
         params = xllamacpp.CommonParams()
@@ -292,6 +350,7 @@ class LlamaCppEngine:
                 "n_threads": self.n_threads,
                 "lora": [(str(p), float(s)) for p, s in lora or []],
                 "reasoning_format": reasoning_format,
+                "json_whitespace": json_whitespace,
                 "supports_tools": bool(caps.get("supports_tools")),
                 "load_seconds": round(self.load_seconds, 3),
             },
@@ -378,6 +437,15 @@ class LlamaCppEngine:
                 "type": "json_schema",
                 "json_schema": {"name": "tool_call", "schema": _tool_call_schema(forced)},
             }
+        if not self.json_whitespace and body.get("grammar") is None:
+            schema = _response_schema(body.get("response_format"))
+            if schema is not None:  # our compact grammar in place of llama.cpp's spacious one
+                body.pop("response_format")
+                body["grammar"] = json_grammar(schema)
+                if body.get("tools"):
+                    # llama-server refuses a grammar beside tools it may call; "none" still
+                    # renders them into the prompt, and the grammar writes the call.
+                    body["tool_choice"] = "none"
         body["stream"] = stream
         if stream:
             body["stream_options"] = {"include_usage": True}
@@ -391,7 +459,7 @@ class LlamaCppEngine:
     def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         server = self._server_or_raise()
         body, forced = self._prepare(request, stream=False)
-        if forced or body.get("response_format"):
+        if forced or body.get("response_format") or body.get("grammar"):
             # llama-server's non-streaming path fails outright ("does not match the expected
             # format") when max_tokens cuts a constrained JSON short; the streaming path returns
             # the partial text with finish_reason "length", as OpenAI does. Use that one.

@@ -109,6 +109,8 @@ def llamacpp_engine(spec: AliasSpec, options: Mapping[str, Any]) -> Engine:
         "lora": [(lo.path, lo.scale) for lo in spec.lora] or None,
         "chat_template": spec.chat_template,
     }
+    if spec.json_whitespace:
+        kwargs["json_whitespace"] = True
     if spec.n_parallel:
         kwargs["n_parallel"] = spec.n_parallel
     if spec.reasoning_format:

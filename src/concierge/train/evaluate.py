@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
+from concierge.models.engine import ChatHub
 from concierge.support.guided.command import NO_INTENT, command_request
 
 PROMPTS = ("compact", "guided")
@@ -50,7 +51,7 @@ def _parse(content: str) -> dict[str, Any] | None:
 
 
 def command_accuracy(
-    hub: Any,
+    hub: ChatHub,
     alias: str,
     records: Sequence[dict[str, Any]],
     flows: Any,

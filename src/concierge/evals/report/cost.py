@@ -6,11 +6,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from concierge.evals.report.config import HOURS_PER_MONTH, PRICES_PATH, ReportConfig, ReportConfigError
+
+if TYPE_CHECKING:
+    from concierge.models.engine import Hub
+    from concierge.models.hub import CallRecord
 
 
 def load_prices(path: str | Path | None = None) -> dict[str, Any]:
@@ -149,15 +153,15 @@ class Meter:
         self.phase = "setup"
         self.totals: dict[tuple[str, str], dict[str, float]] = {}
 
-    def __call__(self, record: Any) -> None:
-        if getattr(record, "endpoint", "chat") != "chat":
+    def __call__(self, record: CallRecord) -> None:
+        if record.endpoint != "chat":
             return
         row = self.totals.setdefault(
             (self.phase, record.alias),
             {"calls": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0},
         )
         row["calls"] += 1
-        row["errors"] += int(bool(getattr(record, "error", None)))
+        row["errors"] += int(bool(record.error))
         row["prompt_tokens"] += int(record.prompt_tokens or 0)
         row["completion_tokens"] += int(record.completion_tokens or 0)
         row["seconds"] += float(record.latency_s or 0.0)
@@ -186,7 +190,7 @@ def _support_usage(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
 
 def cost_section(
     config: ReportConfig,
-    hub: Any,
+    hub: Hub,
     names: list[str],
     candidate: str | None,
     support_rows: dict[tuple[str, str], list[dict[str, Any]]],

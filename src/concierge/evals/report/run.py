@@ -24,6 +24,7 @@ from concierge.evals.report.steps import (
     plan_shop,
     plan_support,
 )
+from concierge.models.engine import Hub, ModelError
 
 
 def _progress_for(progress: Progress | None, step: int, steps: int, label: str) -> Callable[[int, int], None]:
@@ -34,14 +35,14 @@ def _progress_for(progress: Progress | None, step: int, steps: int, label: str) 
     return tick
 
 
-def _is_self_hosted(hub: Any, name: str) -> bool:
+def _is_self_hosted(hub: Hub, name: str) -> bool:
     try:
         return hub.card(name).engine != "openai-upstream"
-    except Exception:  # noqa: BLE001 - a hub without cards: treat as self-hosted
+    except ModelError:  # not served by the hub: treat as self-hosted
         return True
 
 
-def _choose_candidate(config: ReportConfig, hub: Any) -> str | None:
+def _choose_candidate(config: ReportConfig, hub: Hub) -> str | None:
     if config.candidate:
         return config.candidate
     others = [n for n in config.model_names if n != config.baseline_name()]
@@ -49,12 +50,12 @@ def _choose_candidate(config: ReportConfig, hub: Any) -> str | None:
         try:
             if hub.card(name).in_house:
                 return name
-        except Exception:  # noqa: BLE001
+        except ModelError:
             continue
     return others[0] if others else None
 
 
-def _register_models(config: ReportConfig, hub: Any) -> list[str]:
+def _register_models(config: ReportConfig, hub: Hub) -> list[str]:
     """Register the config's endpoints on the hub and check every model name (before any evaluation)."""
     for endpoint in config.endpoints:
         if endpoint.api_key_env and not os.environ.get(endpoint.api_key_env):
@@ -110,7 +111,7 @@ def _relative_improvements(
     return relative, relative_all
 
 
-def run_report(config: ReportConfig, hub: Any, progress: Progress | None = None) -> dict[str, Any]:
+def run_report(config: ReportConfig, hub: Hub, progress: Progress | None = None) -> dict[str, Any]:
     """Run every configured evaluation on every model and return the JSON summary (package docstring).
 
     ``hub`` is a :class:`~concierge.models.hub.ModelHub` (endpoints in ``config.models`` are
@@ -122,17 +123,16 @@ def run_report(config: ReportConfig, hub: Any, progress: Progress | None = None)
     baseline = config.baseline_name()
     candidate = _choose_candidate(config, hub)
     meter = Meter()
-    if hasattr(hub, "add_observer"):
-        hub.add_observer(meter)
-    prices = load_prices(config.cost.prices)
-
-    run = ReportRun(config, hub, names)
-    support_tasks = plan_support(run)
-    plan_commands(run, support_tasks)
-    plan_shop(run)
-    plan_recommender(run)
-    _execute(run, meter, progress)
-    if hasattr(hub, "remove_observer"):
+    hub.add_observer(meter)
+    try:
+        prices = load_prices(config.cost.prices)
+        run = ReportRun(config, hub, names)
+        support_tasks = plan_support(run)
+        plan_commands(run, support_tasks)
+        plan_shop(run)
+        plan_recommender(run)
+        _execute(run, meter, progress)
+    finally:
         hub.remove_observer(meter)
 
     relative, relative_all = _relative_improvements(run, baseline, candidate)
@@ -164,7 +164,7 @@ def run_report(config: ReportConfig, hub: Any, progress: Progress | None = None)
 
 def _meta(
     config: ReportConfig,
-    hub: Any,
+    hub: Hub,
     names: list[str],
     prices: dict[str, Any],
     timings: dict[str, float],
@@ -188,7 +188,7 @@ def _meta(
                 "source": card.source,
                 "in_house": card.in_house,
             }
-        except Exception:  # noqa: BLE001
+        except ModelError:
             cards[name] = {}
     return {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

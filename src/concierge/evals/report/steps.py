@@ -19,6 +19,7 @@ import yaml
 from concierge.evals.report.config import RecsysConfig, ReportConfig, SupportConfig
 from concierge.evals.report.shop_checks import check_shop_answer, constraint_problems
 from concierge.evals.report.statistics import bootstrap_ci, paired_bootstrap, pass_k_per_task, stat_value
+from concierge.models.engine import Hub
 
 Tick = Callable[[int, int], None]
 
@@ -35,7 +36,7 @@ class ReportRun:
     """One report run: the hub and its models, and what the evaluation steps fill in."""
 
     config: ReportConfig
-    hub: Any
+    hub: Hub
     names: list[str]
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     model_ci: dict[str, dict[str, list[float] | None]] = field(default_factory=dict)
