@@ -6,7 +6,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from concierge.shop.query.structured import StructuredQuery
+from concierge.shop.query.numbers import UNIT_WORDS, normalise_numbers
+from concierge.shop.query.ranges import parse_range_spans, resolve_ranges
+from concierge.shop.query.structured import OptionRange, StructuredQuery
 from concierge.shop.query.vocabulary import (
     GENDER_WORDS,
     GENERIC_WORDS,
@@ -46,7 +48,12 @@ _NUM = r"(\d{1,6}(?:[.,]\d{1,2})?)"
 _CUR = r"(?:[$€£]\s*)"
 _CUR_AFTER = r"(?:\s*(?:dollars?|usd|bucks|euros?|eur|pounds?|gbp)(?![a-z0-9]))"
 # A number followed by a unit is a size or capacity, never a price.
-_UNIT_AFTER = r"(?!\s*(?:cm|mm|ml|l|w|in|inch|inches|h|hours?|person|people|pieces?|pcs|x|gb|mah|kg|g|c|years?|yrs?|months?|\+|%|-person)(?![a-z0-9]))"
+_UNIT_AFTER = (
+    r"(?!\s*-?\s*(?:cm|mm|ml|l|w|in|inch|inches|h|hours?|person|people|pieces?|pcs|x|gb|mah|kg|g|c|years?|yrs?|"
+    r"months?|\+|%|-person|"
+    + "|".join(re.escape(u) for u in UNIT_WORDS if u != "pounds" and u != "pound")
+    + r")(?![a-z0-9]))"
+)
 _PRICE_BETWEEN = re.compile(
     rf"(?:between|from)\s+{_CUR}?{_NUM}{_CUR_AFTER}?\s*(?:and|to|-|–)\s*{_CUR}?{_NUM}{_CUR_AFTER}?{_UNIT_AFTER}"
 )
@@ -88,6 +95,7 @@ class TurnDelta:
     content: list[str] = field(default_factory=list)  # leftover catalogue words (keywords)
     source: str = "rules"
     n_words: int = 0
+    ranges: dict[str, OptionRange] = field(default_factory=dict)  # numeric bounds read, per option key
 
     @property
     def has_category(self) -> bool:
@@ -97,10 +105,17 @@ class TurnDelta:
 class _Text:
     """Normalised text with a consumed-character mask, so no span is read twice."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, vocab: ShopVocabulary | None = None) -> None:
         self.raw = text
-        self.low = normalise_text(text)
+        low = normalise_text(text)
+        if vocab is not None:
+            low = normalise_numbers(vocab.fix_typos(low))
+        self.low = low
         self.used = [False] * len(self.low)
+
+    def untake(self, start: int, end: int) -> None:
+        for i in range(start, end):
+            self.used[i] = False
 
     def free(self, start: int, end: int) -> bool:
         return not any(self.used[start:end])
@@ -127,16 +142,19 @@ def _near(text: _Text, start: int, end: int, words: Iterable[str], window: int =
 def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str] = ()) -> TurnDelta:
     """Read one shopper message with the catalogue's vocabulary (``context_paths``: the categories the
     conversation is already in, used to read attribute values such as "floral" the right way)."""
-    t = _Text(message)
+    t = _Text(message, vocab)
     d = TurnDelta()
     q = d.query
 
+    spans = parse_range_spans(t)  # "at least 6 hours", "1.5 liters or more": before prices read numbers
     _parse_prices(t, d)
     _parse_bool_attributes(t, d, vocab)
+    _parse_not_just(t, d, vocab)
     _parse_exclusions(t, d, vocab)
     _parse_gender(t, d)
     _parse_category(t, d, vocab)
     paths = vocab.resolve_category(q.category) or list(context_paths)
+    resolve_ranges(t, d, vocab, paths, spans)
     _parse_attributes(t, d, vocab, paths)
     _parse_brands(t, d, vocab)
     for m in t.finditer(_CHEAPER):
@@ -240,6 +258,29 @@ def _longest_value_at(t: _Text, pos: int, vocab: ShopVocabulary) -> tuple[str, i
         if m and m.end() > 0 and (best is None or m.end() > best[1]):
             best = (m.group(0), m.end())
     return best
+
+
+_NOT_JUST = re.compile(r"(?<![a-z0-9])not (?:just|only|merely)\s+")
+
+
+def _parse_not_just(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
+    """ "Not just wifi": a value that offers more than the one named ("Wi-Fi + Cellular")."""
+    for m in list(t.finditer(_NOT_JUST)):
+        found = _longest_value_at(t, m.end(), vocab)
+        if found is None:
+            continue
+        term, length = found
+        low = term.lower()
+        words = set(tokenize(low))
+        for key, counts in vocab.attr_counts.items():
+            if low not in counts:
+                continue
+            more = [v for v in counts if v != low and words and words < set(tokenize(v))]
+            if more:
+                d.query.attributes[key] = sorted(more)
+                d.certain.add("attributes")
+                t.take(m.start(), m.end() + length)
+                break
 
 
 def _parse_exclusions(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
@@ -387,7 +428,12 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
         add(key, value)
         t.take(start, end)
     for key, values in found.items():
-        d.query.attributes[key] = values
+        expanded: list[str] = list(d.query.attributes.get(key, []))
+        for value in values:
+            for same in vocab.equivalents(key, value):
+                if same not in expanded:
+                    expanded.append(same)
+        d.query.attributes[key] = expanded
         d.certain.add("attributes")
 
 
