@@ -30,8 +30,16 @@ _MAX_PRE = (
 _STRICT = {"more than", "over", "above", "bigger than", "larger than", "longer than", "greater than",
            "higher than", "upwards of", ">", "under", "below", "less than", "smaller than", "shorter than",
            "lighter than", "<"}  # fmt: skip
-_MIN_POST = r"or more|or longer|or bigger|or larger|or higher|or above|or greater|and up|and above|plus|minimum|min|at least|\+"
-_MAX_POST = r"or less|or under|or smaller|or shorter|or lighter|or below|or fewer|max(?:imum)?|tops|at most"
+_MIN_POST = (
+    r"or more|or longer|or bigger|or larger|or higher|or above|or greater|or taller|or brighter|or better|"
+    r"or thicker|or heavier|or wider|and up|and above|plus|minimum|min|at least|\+"
+)
+_MAX_POST = (
+    r"or less|or under|or smaller|or shorter|or lighter|or below|or fewer|or thinner|or narrower|"
+    r"max(?:imum)?|tops|at most"
+)
+# "60w equivalent or brighter", "5x zoom or more": one word may sit between the quantity and the bound.
+_GAP = r"(?:\s+[a-z]+)?\s*"
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     (
@@ -42,8 +50,8 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("min_plus", re.compile(rf"(?<![a-z0-9.]){_N}\+\s*({_UNIT_ALT})(?![a-z0-9])")),
     ("min_pre", re.compile(rf"(?<![a-z0-9])({_MIN_PRE})\s*{_Q}")),
     ("max_pre", re.compile(rf"(?<![a-z0-9])({_MAX_PRE})\s*{_Q}")),
-    ("min_post", re.compile(rf"(?<![a-z0-9.]){_Q}\s*(?:{_MIN_POST})(?![a-z0-9])")),
-    ("max_post", re.compile(rf"(?<![a-z0-9.]){_Q}\s*(?:{_MAX_POST})(?![a-z0-9])")),
+    ("min_post", re.compile(rf"(?<![a-z0-9.]){_Q}{_GAP}(?:{_MIN_POST})(?![a-z0-9])")),
+    ("max_post", re.compile(rf"(?<![a-z0-9.]){_Q}{_GAP}(?:{_MAX_POST})(?![a-z0-9])")),
     ("exact", re.compile(rf"(?<![a-z0-9.]){_Q}")),
 ]
 # Units too ambiguous to read without a comparator ("13 in black", "a 2 man job").

@@ -283,6 +283,11 @@ def _parse_not_just(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
                 break
 
 
+def _keys_of(term: str, vocab: ShopVocabulary) -> set[str]:
+    low = term.lower()
+    return {k for k, counts in vocab.attr_counts.items() if low in counts}
+
+
 def _parse_exclusions(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
     for m in list(t.finditer(_NEGATION)):
         if not t.free(m.start(), m.end()):
@@ -304,13 +309,17 @@ def _parse_exclusions(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
             d.query.exclusions.append(term)
         d.certain.add("exclusions")
         t.take(m.start(), end)
-        # "not leather or suede": the next alternatives are excluded as well.
+        # "not leather or suede": the next alternatives are excluded as well; after a bare comma only a
+        # value of the same option ("not red, pink or orange", but not "no leather, block heel").
+        first_keys = _keys_of(term, vocab)
         while True:
-            more = re.match(r"\s*(?:,|or|nor|and|/)\s*", t.low[end:])
+            more = re.match(r"\s*(?:,\s*(?:or|nor)?|or|nor|and|/)\s*", t.low[end:])
             if not more:
                 break
             nxt = _longest_value_at(t, end + more.end(), vocab)
             if nxt is None:
+                break
+            if more.group(0).strip() == "," and not (first_keys & _keys_of(nxt[0], vocab)):
                 break
             if nxt[0].lower() not in [e.lower() for e in d.query.exclusions]:
                 d.query.exclusions.append(nxt[0])
@@ -418,7 +427,12 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
         usable = []
         for key, value in options:
             if (key, value) in vocab._context_values and not _near(t, start, end, key.split() + ["size"]):
-                continue
+                # "in cream", "colour cream": a colour named as one.
+                before = t.low[max(0, start - 12) : start]
+                if not (
+                    key == vocab.color_key and re.search(r"(?<![a-z])(?:in|colou?r|colou?red)\s+$", before)
+                ):
+                    continue
             usable.append((key, value))
         if not usable:
             continue

@@ -277,6 +277,8 @@ class ShopVocabulary:
                 toks = tokenize(value)
                 if re.fullmatch(r"x{1,3}[sl]", value):
                     continue  # XS, XL, XXL: unmistakable as written
+                if re.fullmatch(r"[a-z]{1,3}\d{1,3}|\d{1,2}[a-z]", value) and value not in _COMMON_VALUES:
+                    continue  # codes: A5, E27, i7, 4K: unmistakable as written
                 if (
                     value in _COMMON_VALUES
                     or len(value) < 3
@@ -364,6 +366,7 @@ class ShopVocabulary:
             for word, target in COLOUR_SYNONYMS.items():
                 if target in colours:
                     out.append((phrase_regex(word), self.color_key, target))
+        out += self._partial_value_patterns()
         for target, words in VALUE_SYNONYMS.items():
             for key, counts in self.attr_counts.items():
                 if target in counts and key not in self.bool_keys and key != self.gender_key:
@@ -371,6 +374,41 @@ class ShopVocabulary:
                         if word not in counts:
                             out.append((phrase_regex(word), key, target))
         out.sort(key=lambda x: -len(x[2]))
+        return out
+
+    def _partial_value_patterns(self) -> list[tuple[re.Pattern[str], str, str]]:
+        """The distinctive word of a several-word value stands for it ("braided" -> braided nylon,
+        "merino" -> merino wool, "nonstick" -> nonstick aluminium): a word of five letters or more that is
+        no value itself, no colour, and names one value only of that option; and "50 x 50" for "50 x 50 cm"."""
+        all_values = {v for counts in self.attr_counts.values() for v in counts}
+        words_of_values = Counter(
+            w for counts in self.attr_counts.values() for v in counts for w in set(re.findall(r"[a-z]+", v))
+        )
+        out: list[tuple[re.Pattern[str], str, str]] = []
+        for key, counts in self.attr_counts.items():
+            if key in self.bool_keys or key in (self.color_key, self.gender_key, "brand") or "color" in key:
+                continue
+            per_word: dict[str, set[str]] = {}
+            for value in counts:
+                m = re.fullmatch(r"(\d+ ?x ?\d+) ?(?:cm|mm|in)", value)
+                if m:
+                    out.append((phrase_regex(m.group(1)), key, value))
+                words = re.findall(r"[a-z]+", value)
+                if len(words) < 2:
+                    continue
+                for w in words:
+                    per_word.setdefault(w, set()).add(value)
+            for w, values in per_word.items():
+                if (
+                    len(values) == 1
+                    and len(w) >= 5
+                    and w not in all_values
+                    and w not in GENERIC_WORDS
+                    and w not in STOPWORDS
+                    and words_of_values[w] == 1
+                    and not self.is_colour(w)
+                ):
+                    out.append((phrase_regex(w), key, next(iter(values))))
         return out
 
     def _build_quantities(self) -> dict[str, dict[str, Quantity]]:
