@@ -24,13 +24,17 @@ import yaml
 from concierge.shop.assistant import ShopAssistant
 from concierge.shop.catalog import Catalog
 from concierge.shop.demo_store import generate_demo_store
+from concierge.shop.grounding import HardConstraints
 from concierge.shop.query import (
+    StructuredQuery,
     classify_hits,
     constraints_for,
     near_alternatives,
     normalise_numbers,
     parse_rules,
+    present_matches,
     search_text,
+    unverified_terms,
     update_query,
 )
 from concierge.shop.query.fuzzy import osa_distance
@@ -123,21 +127,35 @@ def tau2_catalog_from(shared: Path) -> Catalog:
     return tau2_catalog(shared / "tau2" / "retail" / "db.json")
 
 
+def present(store: SimpleNamespace, text: str) -> list[dict[str, Any]]:
+    """The assistant's cards for one request, marked exact/near by the one call the assistant is to make
+    (:func:`present_matches`, with near alternatives when nothing is exact)."""
+    answer = store.assistant.answer([{"role": "user", "content": text}])
+    if answer.clarifying:
+        return []
+    query = StructuredQuery.model_validate(answer.query)
+    constraints = HardConstraints.from_dict(answer.constraints)
+    return present_matches(
+        answer.products, store.catalog, store.index, text, query, constraints, store.vocab, k=5
+    )
+
+
 def evaluate(store: SimpleNamespace, requests: list[dict[str, Any]]) -> dict[str, Any]:
     """(a) and (b) over ``requests`` on one catalogue, with the failing ids."""
-    answerable = covered = cards = 0
+    answerable = covered = cards = near = 0
     misses: list[str] = []
     violations: list[str] = []
     for r in requests:
         expect = r["expect"]
         exists = bool(matching_variants(store.catalog, expect))
-        answer = store.assistant.answer([{"role": "user", "content": r["text"]}])
+        shown = present(store, r["text"])
         good = 0
-        for card in answer.products:
+        for card in shown:
             variant = store.catalog.get_variant(card["id"])
             product = store.catalog.product(variant.product_id)
             cards += 1
-            if card.get("match", "exact") != "exact":
+            if card["match"] != "exact":
+                near += 1
                 continue  # near alternatives are shown as such, never as matches
             found = problems(product, variant, expect)
             if found:
@@ -156,6 +174,7 @@ def evaluate(store: SimpleNamespace, requests: list[dict[str, Any]]) -> dict[str
         "covered": covered,
         "coverage": covered / answerable if answerable else 1.0,
         "cards": cards,
+        "near": near,
         "violations": violations,
         "misses": misses,
     }
@@ -381,3 +400,33 @@ def test_tau2_phrase_kinds(tau2: SimpleNamespace) -> None:
     assert c.categories == ["Sports > Fitness > Dumbbell Set"]
     _, c = read(tau2, "polarised sunglasses")
     assert c.attributes["lens type"] == ["polarized"]
+
+
+def test_words_the_rules_could_not_read_keep_a_card_from_being_exact(demo: SimpleNamespace) -> None:
+    vocab = demo.vocab
+    text = "a floor lamp, brass, e27 bulb"  # brass: a colour and a material of lamps
+    q, c = read(demo, text)
+    assert "material=brass" in unverified_terms(text, q, vocab)
+    cards = present(demo, text)
+    assert cards
+    for card in cards:
+        variant = demo.catalog.get_variant(card["id"])
+        product = demo.catalog.product(variant.product_id)
+        if card["match"] == "exact":
+            assert product.attributes.get("material") == "brass"
+        else:
+            assert card["unmet"]
+
+
+def test_present_matches_says_near_when_nothing_is_exact(demo: SimpleNamespace) -> None:
+    cards = present(demo, "noise cancelling headphones, at least 40 hours battery, under $20")
+    assert cards and all(c["match"] == "near" and c["unmet"] for c in cards)
+    cards = present(demo, "blue or navy sneakers for women, size 38, under $80")
+    assert cards and cards[0]["match"] == "exact" and cards[0]["unmet"] == []
+
+
+def test_age_and_listed_values(demo: SimpleNamespace) -> None:
+    _, c = read(demo, "a building set for a 6 year old")
+    assert sorted(c.attributes["age"]) == ["3+", "4+", "6+"]
+    _, c = read(demo, "teddy bear, large, cream or brown")
+    assert c.attributes["size"] == ["large"] and sorted(c.attributes["color"]) == ["brown", "cream"]

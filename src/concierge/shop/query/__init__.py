@@ -29,7 +29,15 @@ from concierge.shop.query.errors import (
     ShopperNotFoundError,
     ShopRequestError,
 )
-from concierge.shop.query.matching import MatchedHit, classify_hits, near_alternatives, unmet_constraints
+from concierge.shop.query.matching import (
+    MatchedHit,
+    classify_hits,
+    mark,
+    near_alternatives,
+    present_matches,
+    unmet_constraints,
+    unverified_terms,
+)
 from concierge.shop.query.model import (
     QUERY_SYSTEM_PROMPT,
     merge_deltas,
@@ -89,13 +97,16 @@ __all__ = [
     "model_request",
     "model_schema",
     "near_alternatives",
+    "mark",
     "normalise_numbers",
+    "present_matches",
     "normalise_text",
     "parse_rules",
     "phrase_regex",
     "sanitize_model_output",
     "search_text",
     "unmet_constraints",
+    "unverified_terms",
     "update_query",
     "validate_query_dict",
 ]

@@ -6,22 +6,27 @@ request has no exact match, :func:`near_alternatives` relaxes one constraint gro
 and returns the closest variants, each marked ``match="near"`` with what it misses -- never presented
 as a match.
 
-The shop assistant shows them with one call (see :func:`near_alternatives`)::
+A card is exact only when the rules read everything the request asks: words that name an option value
+of the categories in scope but were read into no constraint (:func:`unverified_terms`) must be among the
+card's own values, or the card is near ("not checked: quiet").
 
-    if not cards:
-        near = near_alternatives(self.index, search_text(query, self.vocab), constraints, k=self.max_products)
-        cards = [self._card(m.product.id, m.variant.id) | m.card_fields() for m in near]
+The shop assistant shows all this with one call, after ``validate_products`` in ``_plan``::
+
+    cards = present_matches(cards, self.catalog, self.index, text, query, constraints, self.vocab,
+                            k=self.max_products)
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from concierge.shop.catalog import Product, Variant
 from concierge.shop.grounding import HardConstraints
-from concierge.shop.search import product_text, tokenize, variant_text
+from concierge.shop.query.vocabulary import GENERIC_WORDS
+from concierge.shop.search import STOPWORDS, product_text, tokenize, variant_text
 
 Match = Literal["exact", "near"]
 
@@ -157,3 +162,131 @@ def near_alternatives(
         collect(replace(constraints, categories=[]))
     found.sort(key=lambda x: (x[0], x[1]))
     return [m for _, _, m in found[:k]]
+
+
+# --------------------------------------------------------------------------------------------------
+# What the rules could not read
+
+
+def unverified_terms(text: str, query: Any, vocab: Any, context_paths: Sequence[str] = ()) -> list[str]:
+    """Words of the request that name an option value of the categories in scope but that no rule read
+    into a hard constraint ("quiet", "9 or 10" without "size"), and values of options the chosen
+    categories do not have ("waterproof" for a speaker, whose option is "water resistance"). A card is
+    an exact match only if each of these words is among its own option/attribute values."""
+    from concierge.shop.query.rules import parse_rules  # noqa: PLC0415 - rules imports this package
+
+    paths = vocab.resolve_category(query.category) or list(context_paths)
+    scope = vocab.attributes_for(paths)
+    delta = parse_rules(text, vocab, paths)
+    value_words: set[str] = set()
+    for key, values in scope.items():
+        if key in (vocab.gender_key, "brand"):
+            continue
+        for value in values:
+            if key in vocab.bool_keys:
+                continue
+            value_words.update(re.findall(r"[a-z0-9]+", value.lower()))
+    category_words = {w for seg in vocab.segment_paths for w in re.findall(r"[a-z0-9]+", seg)}
+    out: list[str] = []
+    for word in re.findall(r"[a-z0-9]+", delta.leftover):
+        if (
+            word in value_words
+            and word not in GENERIC_WORDS
+            and word not in STOPWORDS
+            and word not in category_words
+            and word not in out
+        ):
+            out.append(word)
+    # A word read for one option that names a value of another too ("brass": colour or material).
+    for key, value in delta.ambiguous:
+        if key in scope and f"{key}={value}" not in out:
+            out.append(f"{key}={value}")
+    # Values of options that the chosen categories lack: read, then dropped as soft by constraints_for.
+    for key, values in query.attributes.items():
+        if key != "brand" and paths and key not in scope:
+            for value in values:
+                word = key if value in ("yes", "no") else value
+                if word not in out:
+                    out.append(word)
+    return out
+
+
+def _has_term(product: Product, variant: Variant, term: str) -> bool:
+    if "=" in term:
+        key, value = term.split("=", 1)
+        return value.lower() in _values(product, variant, key)
+    values: list[str] = [str(v).lower() for v in variant.options.values()]
+    for value in product.attributes.values():
+        values += [str(v).lower() for v in (value if isinstance(value, list) else [value])]
+    words = {w for v in values for w in re.findall(r"[a-z0-9]+", v)}
+    return all(w in words for w in re.findall(r"[a-z0-9]+", term.lower()))
+
+
+def mark(
+    product: Product, variant: Variant, constraints: HardConstraints, unverified: Sequence[str] = ()
+) -> MatchedHit:
+    """One variant as an exact or near match of the constraints plus the words the rules left unread."""
+    unmet = unmet_constraints(product, variant, constraints)
+    unmet += [
+        f"not checked: {term.replace('=', ' ')}"
+        for term in unverified
+        if not _has_term(product, variant, term)
+    ]
+    return MatchedHit(product, variant, "near" if unmet else "exact", unmet)
+
+
+def present_matches(
+    cards: Sequence[dict[str, Any]],
+    catalog: Any,
+    index: Any,
+    text: str,
+    query: Any,
+    constraints: HardConstraints,
+    vocab: Any,
+    k: int = 5,
+) -> list[dict[str, Any]]:
+    """The cards to show for a request: each card gets ``match`` ("exact" | "near") and ``unmet`` (the
+    constraints it misses, in words); exact matches first. When none is exact, near alternatives from
+    :func:`near_alternatives` follow, marked as such -- the answer then says there is no exact match.
+    New cards are built from the catalogue with the same fields as the assistant's own cards."""
+    unverified = unverified_terms(text, query, vocab)
+    out: list[dict[str, Any]] = []
+    for card in cards:
+        variant = catalog.get_variant(card["id"])
+        product = catalog.get_product(card["product_id"]) if variant is not None else None
+        if variant is None or product is None:
+            continue
+        m = mark(product, variant, constraints, unverified)
+        out.append({**card, **m.card_fields()})
+    out.sort(key=lambda c: c["match"] != "exact")
+    if any(c["match"] == "exact" for c in out):
+        return out[:k]
+    shown = {c["id"] for c in out} | {c["product_id"] for c in out}
+    words = [term.split("=", 1)[-1] for term in unverified]
+    search = " ".join(x for x in (_search_text(query, vocab), " ".join(words)) if x)
+    for m in near_alternatives(index, search, constraints, k=k, exclude_ids=sorted(shown)):
+        m = mark(m.product, m.variant, constraints, unverified)
+        out.append({**_card(m.product, m.variant), **m.card_fields()})
+    out.sort(key=lambda c: len(c["unmet"]))
+    return out[:k]
+
+
+def _search_text(query: Any, vocab: Any) -> str:
+    from concierge.shop.query.update import search_text  # noqa: PLC0415
+
+    return search_text(query, vocab)
+
+
+def _card(product: Product, variant: Variant) -> dict[str, Any]:
+    return {
+        "id": variant.id,
+        "product_id": product.id,
+        "title": product.title,
+        "price": variant.price,
+        "currency": product.currency,
+        "options": dict(variant.options),
+        "category": product.category,
+        "brand": product.brand,
+        "image_url": product.image_url,
+        "reason": "",
+    }

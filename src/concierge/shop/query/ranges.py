@@ -131,6 +131,26 @@ def _near_words(text: str, start: int, end: int, words: Sequence[str], window: i
     return any(re.search(rf"(?<![a-z0-9]){re.escape(w)}(?![a-z0-9])", around) for w in words)
 
 
+_AGE = re.compile(
+    r"(?<![a-z0-9])(?:for )?(?:an? )?(\d{1,2})[\s-]*(?:years?|yrs?|yo)(?:[\s-]*old)?(?![a-z0-9])"
+)
+
+
+def resolve_age(t: Any, d: Any, vocab: Any, paths: Sequence[str]) -> None:
+    """ "for a 6 year old": the age options ("3+", "6+") a child of that age is old enough for."""
+    scope = vocab.attributes_for(paths)
+    values = scope.get("age")
+    if not values:
+        return
+    for m in t.finditer(_AGE):
+        age = int(m.group(1))
+        allowed = sorted(v for v in values if re.fullmatch(r"\d+\+", v) and int(v[:-1]) <= age)
+        if allowed:
+            d.query.attributes["age"] = allowed
+            d.certain.add("attributes")
+            t.take(m.start(), m.end())
+
+
 def resolve_ranges(t: Any, d: Any, vocab: Any, paths: Sequence[str], spans: list[RangeSpan]) -> None:
     """Each reserved quantity phrase -> ``ranges[key]`` and ``attributes[key]`` (the catalogue values in
     range); a phrase no option of the categories in scope can carry is released for the other rules."""

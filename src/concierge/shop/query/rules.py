@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from concierge.shop.query.numbers import UNIT_WORDS, normalise_numbers
-from concierge.shop.query.ranges import parse_range_spans, resolve_ranges
+from concierge.shop.query.ranges import parse_range_spans, resolve_age, resolve_ranges
 from concierge.shop.query.structured import OptionRange, StructuredQuery
 from concierge.shop.query.vocabulary import (
     GENDER_WORDS,
@@ -96,6 +96,8 @@ class TurnDelta:
     source: str = "rules"
     n_words: int = 0
     ranges: dict[str, OptionRange] = field(default_factory=dict)  # numeric bounds read, per option key
+    leftover: str = ""  # the (normalised) text no rule read: what :func:`unverified_terms` looks at
+    ambiguous: list[tuple[str, str]] = field(default_factory=list)  # (key, value) readings not chosen
 
     @property
     def has_category(self) -> bool:
@@ -155,6 +157,7 @@ def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str
     _parse_category(t, d, vocab)
     paths = vocab.resolve_category(q.category) or list(context_paths)
     resolve_ranges(t, d, vocab, paths, spans)
+    resolve_age(t, d, vocab, paths)
     _parse_attributes(t, d, vocab, paths)
     _parse_brands(t, d, vocab)
     for m in t.finditer(_CHEAPER):
@@ -177,6 +180,7 @@ def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str
             for m in t.finditer(phrase_regex(word, plural=True)):
                 q.occasion = q.occasion or occasion
                 t.take(m.start(), m.end())
+    d.leftover = " ".join(t.remaining().split())
     d.content = d.content + vocab.content_tokens(t.remaining())
     d.n_words = len(message.split())
     q.keywords = " ".join(dict.fromkeys(d.content))
@@ -420,27 +424,57 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
             if not t.free(m.start(), m.end()):
                 continue
             matched.setdefault((m.start(), m.end()), []).append((key, value))
+    held: list[tuple[int, int, list[tuple[str, str]]]] = []  # context values not read yet
+    read_spans: list[tuple[int, int, str]] = []
     for (start, end), options in sorted(matched.items(), key=lambda kv: (-(kv[0][1] - kv[0][0]), kv[0][0])):
         if not t.free(start, end):
             continue
         options = [(k, v) for k, v in options if v in scope.get(k, ())] or (options if not paths else [])
         usable = []
+        waiting = []
         for key, value in options:
             if (key, value) in vocab._context_values and not _near(t, start, end, key.split() + ["size"]):
-                # "in cream", "colour cream": a colour named as one.
+                # "in cream", "colour cream": a colour named as one; ", large,": a value listed on its own.
                 before = t.low[max(0, start - 12) : start]
-                if not (
-                    key == vocab.color_key and re.search(r"(?<![a-z])(?:in|colou?r|colou?red)\s+$", before)
-                ):
+                named_colour = key == vocab.color_key and re.search(
+                    r"(?<![a-z])(?:in|colou?r|colou?red)\s+$", before
+                )
+                if not (named_colour or (paths and _listed_alone(t.low, start, end))):
+                    waiting.append((key, value))
                     continue
             usable.append((key, value))
         if not usable:
+            if waiting:
+                held.append((start, end, waiting))
             continue
         # One phrase, several keys ("cream" colour / finish): colour first, then the most common use.
         usable.sort(key=lambda kv: (kv[0] != vocab.color_key, -vocab.attr_counts[kv[0]][kv[1]]))
         key, value = usable[0]
+        named = [kv for kv in usable if _near(t, start, end, kv[0].split())]
+        if len(usable) > 1 and len(named) == 1:
+            key, value = named[0]
+        elif len(usable) > 1:
+            d.ambiguous += [(k, v) for k, v in usable[1:]]  # "brass": colour read, material unchecked
         add(key, value)
+        read_spans.append((start, end, key))
         t.take(start, end)
+    # "cream or brown": a context value joined by "or"/"and"/"," to a value read for the same option.
+    for start, end, waiting in held:
+        if not t.free(start, end):
+            continue
+        for key, value in waiting:
+            if any(
+                k == key
+                and (
+                    re.fullmatch(r"\s*(?:,|or|and|/|, or)\s*", t.low[end:s0])
+                    if s0 >= end
+                    else re.fullmatch(r"\s*(?:,|or|and|/|, or)\s*", t.low[e0:start])
+                )
+                for s0, e0, k in read_spans
+            ):
+                add(key, value)
+                t.take(start, end)
+                break
     for key, values in found.items():
         expanded: list[str] = list(d.query.attributes.get(key, []))
         for value in values:
@@ -449,6 +483,13 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
                     expanded.append(same)
         d.query.attributes[key] = expanded
         d.certain.add("attributes")
+
+
+def _listed_alone(low: str, start: int, end: int) -> bool:
+    """The phrase is a whole item of a comma list: "teddy bear, large, cream or brown"."""
+    before = low[:start].rstrip()
+    after = low[end:].lstrip()
+    return before.endswith(",") and (not after or after[0] in ",.")
 
 
 def _parse_brands(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
