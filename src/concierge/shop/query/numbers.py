@@ -217,7 +217,7 @@ def _replace_word_numbers(text: str) -> str:
     return "".join(out)
 
 
-_THOUSANDS = re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+)(?![\d,])")
+_THOUSANDS = re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+)(?!\d|,\d)")
 _GRAND = re.compile(rf"(?<![a-z0-9.])([$€£]\s*)?({NUMBER})\s*(?:grand|k)(?![a-z0-9])")
 _A_GRAND = re.compile(r"(?<![a-z0-9])a\s+grand(?![a-z0-9])")
 _PRICE_CUE = re.compile(

@@ -53,6 +53,8 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("min_post", re.compile(rf"(?<![a-z0-9.]){_Q}{_GAP}(?:{_MIN_POST})(?![a-z0-9])")),
     ("max_post", re.compile(rf"(?<![a-z0-9.]){_Q}{_GAP}(?:{_MAX_POST})(?![a-z0-9])")),
     ("exact", re.compile(rf"(?<![a-z0-9.]){_Q}")),
+    # "a tent for 2", "sleeps 4": a head count, kept only where an option counts persons.
+    ("persons", re.compile(r"(?<![a-z0-9])(?:for|sleeps|fits)\s+(\d{1,2})(?![\d.,]|\s*(?:[a-z$€£]|-))")),
 ]
 # Units too ambiguous to read without a comparator ("13 in black", "a 2 man job").
 _EXACT_AMBIGUOUS = {"in", "man", "x", "pc", "h", "l", '"'}
@@ -99,6 +101,9 @@ def parse_range_spans(t: Any) -> list[RangeSpan]:
             elif kind in ("min_post", "max_post"):
                 num, unit = float(g[0]), g[1]
                 r = _range(unit, num, None) if kind == "min_post" else _range(unit, None, num)
+            elif kind == "persons":
+                num = float(g[0])
+                r = _range("person", num, num)
             else:
                 num, unit = float(g[0]), g[1]
                 if unit in _EXACT_AMBIGUOUS:

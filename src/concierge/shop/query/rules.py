@@ -10,6 +10,7 @@ from concierge.shop.query.numbers import UNIT_WORDS, normalise_numbers
 from concierge.shop.query.ranges import parse_range_spans, resolve_age, resolve_ranges
 from concierge.shop.query.structured import OptionRange, StructuredQuery
 from concierge.shop.query.vocabulary import (
+    BOOL_SYNONYMS,
     GENDER_WORDS,
     GENERIC_WORDS,
     OCCASIONS,
@@ -22,8 +23,9 @@ from concierge.shop.search import tokenize
 
 _NEGATION = re.compile(
     r"(?<![a-z0-9])(?:not|no|without|except|excluding|avoid|anything but|nothing in|don'?t want|do not want|"
-    r"don'?t like|do not like|hate|allergic to|non|never)(?![a-z0-9])[\s-]*(?:made (?:of|from|with)\s+|"
-    r"in\s+|from\s+|any\s+|a\s+|an\s+)?"
+    r"don'?t like|do not like|hate|allergic to|non|never|other than|apart from|besides|can'?t be|cant be|"
+    r"cannot be|must not be|mustn'?t be|shouldn'?t be|isn'?t|aren'?t)(?![a-z0-9])[\s-]*"
+    r"(?:made (?:of|from|with)\s+|in\s+|from\s+|any\s+|a\s+|an\s+|the\s+)?"
 )
 _REPLACE_CUES = re.compile(
     r"(?<![a-z0-9])(?:instead|what about|how about|rather|switch to|change to|show me some|same but|"
@@ -59,7 +61,8 @@ _PRICE_BETWEEN = re.compile(
 )
 _PRICE_RANGE = re.compile(rf"{_CUR}{_NUM}\s*(?:-|–|to)\s*{_CUR}?{_NUM}(?![\d])")
 _PRICE_MAX = re.compile(
-    rf"(?:under|below|less than|cheaper than|up to|no more than|not more than|max(?:imum)?(?: of)?|at most|"
+    rf"(?:nothing (?:over|above|more than)|not (?:over|above)|no (?:higher|more) than|"
+    rf"under|below|less than|cheaper than|up to|no more than|not more than|max(?:imum)?(?: of)?|at most|"
     rf"within|budget (?:of|is)|budget:?|for less than|<=?|tops)\s*{_CUR}?{_NUM}(?![\d]){_CUR_AFTER}?{_UNIT_AFTER}"
 )
 _PRICE_MAX_AFTER = re.compile(
@@ -98,6 +101,7 @@ class TurnDelta:
     ranges: dict[str, OptionRange] = field(default_factory=dict)  # numeric bounds read, per option key
     leftover: str = ""  # the (normalised) text no rule read: what :func:`unverified_terms` looks at
     ambiguous: list[tuple[str, str]] = field(default_factory=list)  # (key, value) readings not chosen
+    bool_groups: list[set[str]] = field(default_factory=list)  # yes/no options one phrase named together
 
     @property
     def has_category(self) -> bool:
@@ -156,6 +160,7 @@ def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str
     _parse_gender(t, d)
     _parse_category(t, d, vocab)
     paths = vocab.resolve_category(q.category) or list(context_paths)
+    _scope_bool_groups(d, vocab, paths)
     resolve_ranges(t, d, vocab, paths, spans)
     resolve_age(t, d, vocab, paths)
     _parse_attributes(t, d, vocab, paths)
@@ -228,20 +233,44 @@ def _parse_prices(t: _Text, d: TurnDelta) -> None:
 
 
 def _parse_bool_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
-    """Yes/no attributes by name: "waterproof" -> yes, "not waterproof" -> no."""
-    for key in sorted(vocab.bool_keys, key=len, reverse=True):
+    """Yes/no attributes by name: "waterproof" -> yes, "not waterproof" -> no. A phrase that names
+    several such options ("waterproof": waterproof / water resistance) sets them all; the ones the
+    category lacks are dropped once it is known (:func:`_scope_bool_groups`)."""
+    phrases: dict[str, set[str]] = {}
+    # Yes/no options, and options with a "yes" among other values ("water resistance": yes, no, IPX7).
+    yes_keys = {k for k in BOOL_SYNONYMS if k not in vocab.bool_keys and "yes" in vocab.attr_counts.get(k, {})}
+    for key in yes_keys:
+        phrases.setdefault(key, set()).add(key)
+        for phrase in BOOL_SYNONYMS[key]:
+            phrases.setdefault(phrase, set()).add(key)
+    for key in vocab.bool_keys:
         words = key.split()
-        patterns = [phrase_regex(key)]
+        phrases.setdefault(key, set()).add(key)
         if len(words) > 1 and len(words[0]) >= 6:
-            patterns.append(phrase_regex(words[0]))  # "induction" for "induction ready"
-        for pattern in patterns:
-            for m in t.finditer(pattern):
-                before = t.low[max(0, m.start() - 12) : m.start()]
-                neg = re.search(r"(?<![a-z])(?:not|no|non|without)[\s-]*$", before)
+            phrases.setdefault(words[0], set()).add(key)  # "induction" for "induction ready"
+        for phrase in BOOL_SYNONYMS.get(key, ()):
+            phrases.setdefault(phrase, set()).add(key)
+    for phrase in sorted(phrases, key=len, reverse=True):
+        keys = phrases[phrase]
+        for m in t.finditer(phrase_regex(phrase)):
+            before = t.low[max(0, m.start() - 12) : m.start()]
+            neg = re.search(r"(?<![a-z])(?:not|no|non|without)[\s-]*$", before)
+            for key in keys:
                 d.query.attributes[key] = ["no" if neg else "yes"]
-                d.certain.add("attributes")
-                start = m.start() - (len(before) - neg.start()) if neg else m.start()
-                t.take(start, m.end())
+            if len(keys) > 1:
+                d.bool_groups.append(set(keys))
+            d.certain.add("attributes")
+            start = m.start() - (len(before) - neg.start()) if neg else m.start()
+            t.take(start, m.end())
+
+
+def _scope_bool_groups(d: TurnDelta, vocab: ShopVocabulary, paths: Sequence[str]) -> None:
+    scope = vocab.attributes_for(paths)
+    for group in d.bool_groups:
+        kept = [k for k in group if k in scope]
+        if kept:
+            for key in group - set(kept):
+                d.query.attributes.pop(key, None)
 
 
 def _longest_value_at(t: _Text, pos: int, vocab: ShopVocabulary) -> tuple[str, int] | None:

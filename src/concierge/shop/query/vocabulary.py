@@ -95,6 +95,21 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "digital camera": ("compact camera", "point and shoot"),
 }
 
+# Other names of yes/no options (used only where the catalogue has the option).
+BOOL_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "water resistance": ("water resistant", "water-resistant", "waterproof", "splash proof", "splashproof"),
+    "waterproof": ("water proof", "water resistant", "water-resistant"),
+    "noise cancelling": (
+        "noise canceling",
+        "noise cancellation",
+        "noise-cancelling",
+        "noise-canceling",
+        "anc",
+    ),
+    "dishwasher safe": ("dishwasher proof", "dishwasher-safe", "goes in the dishwasher"),
+    "induction ready": ("induction compatible", "works on induction", "induction hob"),
+}
+
 # What shoppers call option values the catalogue spells otherwise: phrase -> catalogue value (used
 # only where the catalogue has that value).
 VALUE_SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -130,6 +145,11 @@ COLOUR_SYNONYMS = {
     "gray": "grey", "navy blue": "navy", "off-white": "cream", "ivory": "cream", "tan": "beige",
     "camel": "beige", "maroon": "burgundy", "wine": "burgundy", "khaki": "beige", "charcoal": "grey",
     "golden": "gold", "multicoloured": "multicolor", "multicolored": "multicolor", "rainbow": "multicolor",
+    "mustard": "yellow", "light blue": "blue", "sky blue": "blue", "baby blue": "blue", "royal blue": "blue",
+    "dark blue": "navy", "dark green": "green", "forest green": "green", "olive green": "olive",
+    "mint": "green", "baby pink": "pink", "hot pink": "pink", "lilac": "purple", "lavender": "purple",
+    "chocolate": "brown", "rust": "orange", "dark grey": "grey", "light grey": "grey", "off white": "cream",
+    "bordeaux": "burgundy", "crimson": "red", "scarlet": "red",
 }  # fmt: skip
 
 GENDER_WORDS = {
@@ -380,7 +400,7 @@ class ShopVocabulary:
         """The distinctive word of a several-word value stands for it ("braided" -> braided nylon,
         "merino" -> merino wool, "nonstick" -> nonstick aluminium): a word of five letters or more that is
         no value itself, no colour, and names one value only of that option; and "50 x 50" for "50 x 50 cm"."""
-        all_values = {v for counts in self.attr_counts.values() for v in counts}
+        all_values = {re.sub(r"[\s\-/]+", " ", v) for counts in self.attr_counts.values() for v in counts}
         words_of_values = Counter(
             w for counts in self.attr_counts.values() for v in counts for w in set(re.findall(r"[a-z]+", v))
         )
@@ -398,6 +418,10 @@ class ShopVocabulary:
                     continue
                 for w in words:
                     per_word.setdefault(w, set()).add(value)
+                if len(words) >= 2 and len("".join(words[:-1])) >= 3:
+                    per_word.setdefault(" ".join(words[:-1]), set()).add(
+                        value
+                    )  # "bpa free" -> bpa-free plastic
             for w, values in per_word.items():
                 if (
                     len(values) == 1
@@ -405,7 +429,7 @@ class ShopVocabulary:
                     and w not in all_values
                     and w not in GENERIC_WORDS
                     and w not in STOPWORDS
-                    and words_of_values[w] == 1
+                    and (" " in w or words_of_values[w] == 1)
                     and not self.is_colour(w)
                 ):
                     out.append((phrase_regex(w), key, next(iter(values))))
