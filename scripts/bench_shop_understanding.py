@@ -6,7 +6,8 @@ and catalogue, for docs/benchmarks.md.
         [--show]
 
 (a) coverage: requests with a matching in-stock variant that got at least one matching card;
-(b) violations: cards presented as exact matches that break a stated constraint.
+(b) violations: cards presented as exact matches that break a stated constraint ("near": cards shown as
+near alternatives, with what they miss -- not counted as matches either way).
 Both are judged by the test's independent checker (catalogue data + the written constraints).
 ``--show`` lists the misses and violations (use it on the dev split only: the test split is held out).
 """
@@ -49,7 +50,7 @@ def main() -> int:
     )
     print(
         f"{'catalogue':<10}{'split':<6}{'requests':>9}{'answerable':>11}{'(a) coverage':>16}"
-        f"{'cards':>7}{'(b) violations':>16}{'s':>7}"
+        f"{'cards':>7}{'near':>6}{'(b) violations':>16}{'s':>7}"
     )
     for name, make in stores.items():
         store = make()
@@ -60,7 +61,7 @@ def main() -> int:
             secs = time.perf_counter() - t0
             cov = f"{r['covered']}/{r['answerable']} {100 * r['coverage']:.0f}%"
             print(
-                f"{name:<10}{split:<6}{r['requests']:>9}{r['answerable']:>11}{cov:>16}{r['cards']:>7}"
+                f"{name:<10}{split:<6}{r['requests']:>9}{r['answerable']:>11}{cov:>16}{r['cards']:>7}{r['near']:>6}"
                 f"{len(r['violations']):>16}{secs:>7.1f}"
             )
             if args.show:

@@ -457,3 +457,20 @@ def test_age_and_listed_values(demo: SimpleNamespace) -> None:
     assert sorted(c.attributes["age"]) == ["3+", "4+", "6+"]
     _, c = read(demo, "teddy bear, large, cream or brown")
     assert c.attributes["size"] == ["large"] and sorted(c.attributes["color"]) == ["brown", "cream"]
+
+
+def test_second_round_phrases(demo: SimpleNamespace, tau2: SimpleNamespace) -> None:
+    q, c = read(tau2, "looking for a laptop, nothing over $1,500, silver or space gray")
+    assert c.price_max == 1500 and c.price_min is None
+    _, c = read(tau2, "Bluetooth speaker, must be water resistant, red")
+    assert c.attributes["water resistance"] == ["yes"]
+    _, c = read(tau2, "can i get a t-shirt, polyester, size large, colour other than black")
+    assert c.exclude_attributes["color"] == ["black"] and c.attributes["size"] == ["l"]
+    _, c = read(tau2, "headphones, over the ear, cant be wired")
+    assert c.attributes["type"] == ["over-ear"] and c.exclude_attributes["connectivity"] == ["wired"]
+    _, c = read(demo, "tent for 2, summer, not orange")
+    assert c.attributes["capacity"] == ["2-person"]
+    _, c = read(demo, "headphones w/ noise cancellation in white")
+    assert c.attributes["noise cancelling"] == ["yes"]
+    _, c = read(demo, "bpa free food storage, blue")
+    assert c.attributes["material"] == ["bpa-free plastic"]

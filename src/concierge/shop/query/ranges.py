@@ -54,7 +54,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("max_post", re.compile(rf"(?<![a-z0-9.]){_Q}{_GAP}(?:{_MAX_POST})(?![a-z0-9])")),
     ("exact", re.compile(rf"(?<![a-z0-9.]){_Q}")),
     # "a tent for 2", "sleeps 4": a head count, kept only where an option counts persons.
-    ("persons", re.compile(r"(?<![a-z0-9])(?:for|sleeps|fits)\s+(\d{1,2})(?![\d.,]|\s*(?:[a-z$€£]|-))")),
+    ("persons", re.compile(r"(?<![a-z0-9])(?:for|sleeps|fits)\s+(\d{1,2})(?!\d|[.,]\d|\s*(?:[a-z$€£]|-))")),
 ]
 # Units too ambiguous to read without a comparator ("13 in black", "a 2 man job").
 _EXACT_AMBIGUOUS = {"in", "man", "x", "pc", "h", "l", '"'}

@@ -238,7 +238,9 @@ def _parse_bool_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> Non
     category lacks are dropped once it is known (:func:`_scope_bool_groups`)."""
     phrases: dict[str, set[str]] = {}
     # Yes/no options, and options with a "yes" among other values ("water resistance": yes, no, IPX7).
-    yes_keys = {k for k in BOOL_SYNONYMS if k not in vocab.bool_keys and "yes" in vocab.attr_counts.get(k, {})}
+    yes_keys = {
+        k for k in BOOL_SYNONYMS if k not in vocab.bool_keys and "yes" in vocab.attr_counts.get(k, {})
+    }
     for key in yes_keys:
         phrases.setdefault(key, set()).add(key)
         for phrase in BOOL_SYNONYMS[key]:
