@@ -29,6 +29,15 @@ from concierge.shop.query.errors import (
     ShopperNotFoundError,
     ShopRequestError,
 )
+from concierge.shop.query.matching import (
+    MatchedHit,
+    classify_hits,
+    mark,
+    near_alternatives,
+    present_matches,
+    unmet_constraints,
+    unverified_terms,
+)
 from concierge.shop.query.model import (
     QUERY_SYSTEM_PROMPT,
     merge_deltas,
@@ -36,10 +45,12 @@ from concierge.shop.query.model import (
     model_schema,
     sanitize_model_output,
 )
+from concierge.shop.query.numbers import normalise_numbers
 from concierge.shop.query.rules import TurnDelta, parse_rules
 from concierge.shop.query.structured import (
     SORTS,
     STRUCTURED_QUERY_SCHEMA,
+    OptionRange,
     Sort,
     StructuredQuery,
     validate_query_dict,
@@ -51,6 +62,7 @@ from concierge.shop.query.vocabulary import (
     GENERIC_WORDS,
     OCCASIONS,
     SYNONYMS,
+    VALUE_SYNONYMS,
     ShopVocabulary,
     normalise_text,
     phrase_regex,
@@ -61,7 +73,9 @@ __all__ = [
     "CatalogNotFoundError",
     "GENDER_WORDS",
     "GENERIC_WORDS",
+    "MatchedHit",
     "OCCASIONS",
+    "OptionRange",
     "ProductNotFoundError",
     "QUERY_SYSTEM_PROMPT",
     "SORTS",
@@ -74,17 +88,25 @@ __all__ = [
     "Sort",
     "StructuredQuery",
     "TurnDelta",
+    "VALUE_SYNONYMS",
+    "classify_hits",
     "constraints_for",
     "gender_of",
     "is_vague",
     "merge_deltas",
     "model_request",
     "model_schema",
+    "near_alternatives",
+    "mark",
+    "normalise_numbers",
+    "present_matches",
     "normalise_text",
     "parse_rules",
     "phrase_regex",
     "sanitize_model_output",
     "search_text",
+    "unmet_constraints",
+    "unverified_terms",
     "update_query",
     "validate_query_dict",
 ]

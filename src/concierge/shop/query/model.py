@@ -196,6 +196,7 @@ def merge_deltas(rules: TurnDelta, model: TurnDelta | None) -> TurnDelta:
         content=list(rules.content),
         source="rules+model",
         n_words=rules.n_words,
+        ranges=dict(rules.ranges),
     )
     q, m = out.query, model.query
     used = False

@@ -6,8 +6,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from concierge.shop.query.structured import StructuredQuery
+from concierge.shop.query.numbers import UNIT_WORDS, normalise_numbers
+from concierge.shop.query.ranges import parse_range_spans, resolve_age, resolve_ranges
+from concierge.shop.query.structured import OptionRange, StructuredQuery
 from concierge.shop.query.vocabulary import (
+    BOOL_SYNONYMS,
     GENDER_WORDS,
     GENERIC_WORDS,
     OCCASIONS,
@@ -20,8 +23,9 @@ from concierge.shop.search import tokenize
 
 _NEGATION = re.compile(
     r"(?<![a-z0-9])(?:not|no|without|except|excluding|avoid|anything but|nothing in|don'?t want|do not want|"
-    r"don'?t like|do not like|hate|allergic to|non|never)(?![a-z0-9])[\s-]*(?:made (?:of|from|with)\s+|"
-    r"in\s+|from\s+|any\s+|a\s+|an\s+)?"
+    r"don'?t like|do not like|hate|allergic to|non|never|other than|apart from|besides|can'?t be|cant be|"
+    r"cannot be|must not be|mustn'?t be|shouldn'?t be|isn'?t|aren'?t)(?![a-z0-9])[\s-]*"
+    r"(?:made (?:of|from|with)\s+|in\s+|from\s+|any\s+|a\s+|an\s+|the\s+)?"
 )
 _REPLACE_CUES = re.compile(
     r"(?<![a-z0-9])(?:instead|what about|how about|rather|switch to|change to|show me some|same but|"
@@ -46,13 +50,19 @@ _NUM = r"(\d{1,6}(?:[.,]\d{1,2})?)"
 _CUR = r"(?:[$€£]\s*)"
 _CUR_AFTER = r"(?:\s*(?:dollars?|usd|bucks|euros?|eur|pounds?|gbp)(?![a-z0-9]))"
 # A number followed by a unit is a size or capacity, never a price.
-_UNIT_AFTER = r"(?!\s*(?:cm|mm|ml|l|w|in|inch|inches|h|hours?|person|people|pieces?|pcs|x|gb|mah|kg|g|c|years?|yrs?|months?|\+|%|-person)(?![a-z0-9]))"
+_UNIT_AFTER = (
+    r"(?!\s*-?\s*(?:cm|mm|ml|l|w|in|inch|inches|h|hours?|person|people|pieces?|pcs|x|gb|mah|kg|g|c|years?|yrs?|"
+    r"months?|\+|%|-person|"
+    + "|".join(re.escape(u) for u in UNIT_WORDS if u != "pounds" and u != "pound")
+    + r")(?![a-z0-9]))"
+)
 _PRICE_BETWEEN = re.compile(
     rf"(?:between|from)\s+{_CUR}?{_NUM}{_CUR_AFTER}?\s*(?:and|to|-|–)\s*{_CUR}?{_NUM}{_CUR_AFTER}?{_UNIT_AFTER}"
 )
 _PRICE_RANGE = re.compile(rf"{_CUR}{_NUM}\s*(?:-|–|to)\s*{_CUR}?{_NUM}(?![\d])")
 _PRICE_MAX = re.compile(
-    rf"(?:under|below|less than|cheaper than|up to|no more than|not more than|max(?:imum)?(?: of)?|at most|"
+    rf"(?:nothing (?:over|above|more than)|not (?:over|above)|no (?:higher|more) than|"
+    rf"under|below|less than|cheaper than|up to|no more than|not more than|max(?:imum)?(?: of)?|at most|"
     rf"within|budget (?:of|is)|budget:?|for less than|<=?|tops)\s*{_CUR}?{_NUM}(?![\d]){_CUR_AFTER}?{_UNIT_AFTER}"
 )
 _PRICE_MAX_AFTER = re.compile(
@@ -88,6 +98,10 @@ class TurnDelta:
     content: list[str] = field(default_factory=list)  # leftover catalogue words (keywords)
     source: str = "rules"
     n_words: int = 0
+    ranges: dict[str, OptionRange] = field(default_factory=dict)  # numeric bounds read, per option key
+    leftover: str = ""  # the (normalised) text no rule read: what :func:`unverified_terms` looks at
+    ambiguous: list[tuple[str, str]] = field(default_factory=list)  # (key, value) readings not chosen
+    bool_groups: list[set[str]] = field(default_factory=list)  # yes/no options one phrase named together
 
     @property
     def has_category(self) -> bool:
@@ -97,10 +111,17 @@ class TurnDelta:
 class _Text:
     """Normalised text with a consumed-character mask, so no span is read twice."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, vocab: ShopVocabulary | None = None) -> None:
         self.raw = text
-        self.low = normalise_text(text)
+        low = normalise_text(text)
+        if vocab is not None:
+            low = normalise_numbers(vocab.fix_typos(low))
+        self.low = low
         self.used = [False] * len(self.low)
+
+    def untake(self, start: int, end: int) -> None:
+        for i in range(start, end):
+            self.used[i] = False
 
     def free(self, start: int, end: int) -> bool:
         return not any(self.used[start:end])
@@ -127,16 +148,21 @@ def _near(text: _Text, start: int, end: int, words: Iterable[str], window: int =
 def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str] = ()) -> TurnDelta:
     """Read one shopper message with the catalogue's vocabulary (``context_paths``: the categories the
     conversation is already in, used to read attribute values such as "floral" the right way)."""
-    t = _Text(message)
+    t = _Text(message, vocab)
     d = TurnDelta()
     q = d.query
 
+    spans = parse_range_spans(t)  # "at least 6 hours", "1.5 liters or more": before prices read numbers
     _parse_prices(t, d)
     _parse_bool_attributes(t, d, vocab)
+    _parse_not_just(t, d, vocab)
     _parse_exclusions(t, d, vocab)
     _parse_gender(t, d)
     _parse_category(t, d, vocab)
     paths = vocab.resolve_category(q.category) or list(context_paths)
+    _scope_bool_groups(d, vocab, paths)
+    resolve_ranges(t, d, vocab, paths, spans)
+    resolve_age(t, d, vocab, paths)
     _parse_attributes(t, d, vocab, paths)
     _parse_brands(t, d, vocab)
     for m in t.finditer(_CHEAPER):
@@ -159,6 +185,7 @@ def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str
             for m in t.finditer(phrase_regex(word, plural=True)):
                 q.occasion = q.occasion or occasion
                 t.take(m.start(), m.end())
+    d.leftover = " ".join(t.remaining().split())
     d.content = d.content + vocab.content_tokens(t.remaining())
     d.n_words = len(message.split())
     q.keywords = " ".join(dict.fromkeys(d.content))
@@ -206,20 +233,46 @@ def _parse_prices(t: _Text, d: TurnDelta) -> None:
 
 
 def _parse_bool_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
-    """Yes/no attributes by name: "waterproof" -> yes, "not waterproof" -> no."""
-    for key in sorted(vocab.bool_keys, key=len, reverse=True):
+    """Yes/no attributes by name: "waterproof" -> yes, "not waterproof" -> no. A phrase that names
+    several such options ("waterproof": waterproof / water resistance) sets them all; the ones the
+    category lacks are dropped once it is known (:func:`_scope_bool_groups`)."""
+    phrases: dict[str, set[str]] = {}
+    # Yes/no options, and options with a "yes" among other values ("water resistance": yes, no, IPX7).
+    yes_keys = {
+        k for k in BOOL_SYNONYMS if k not in vocab.bool_keys and "yes" in vocab.attr_counts.get(k, {})
+    }
+    for key in yes_keys:
+        phrases.setdefault(key, set()).add(key)
+        for phrase in BOOL_SYNONYMS[key]:
+            phrases.setdefault(phrase, set()).add(key)
+    for key in vocab.bool_keys:
         words = key.split()
-        patterns = [phrase_regex(key)]
+        phrases.setdefault(key, set()).add(key)
         if len(words) > 1 and len(words[0]) >= 6:
-            patterns.append(phrase_regex(words[0]))  # "induction" for "induction ready"
-        for pattern in patterns:
-            for m in t.finditer(pattern):
-                before = t.low[max(0, m.start() - 12) : m.start()]
-                neg = re.search(r"(?<![a-z])(?:not|no|non|without)[\s-]*$", before)
+            phrases.setdefault(words[0], set()).add(key)  # "induction" for "induction ready"
+        for phrase in BOOL_SYNONYMS.get(key, ()):
+            phrases.setdefault(phrase, set()).add(key)
+    for phrase in sorted(phrases, key=len, reverse=True):
+        keys = phrases[phrase]
+        for m in t.finditer(phrase_regex(phrase)):
+            before = t.low[max(0, m.start() - 12) : m.start()]
+            neg = re.search(r"(?<![a-z])(?:not|no|non|without)[\s-]*$", before)
+            for key in keys:
                 d.query.attributes[key] = ["no" if neg else "yes"]
-                d.certain.add("attributes")
-                start = m.start() - (len(before) - neg.start()) if neg else m.start()
-                t.take(start, m.end())
+            if len(keys) > 1:
+                d.bool_groups.append(set(keys))
+            d.certain.add("attributes")
+            start = m.start() - (len(before) - neg.start()) if neg else m.start()
+            t.take(start, m.end())
+
+
+def _scope_bool_groups(d: TurnDelta, vocab: ShopVocabulary, paths: Sequence[str]) -> None:
+    scope = vocab.attributes_for(paths)
+    for group in d.bool_groups:
+        kept = [k for k in group if k in scope]
+        if kept:
+            for key in group - set(kept):
+                d.query.attributes.pop(key, None)
 
 
 def _longest_value_at(t: _Text, pos: int, vocab: ShopVocabulary) -> tuple[str, int] | None:
@@ -240,6 +293,34 @@ def _longest_value_at(t: _Text, pos: int, vocab: ShopVocabulary) -> tuple[str, i
         if m and m.end() > 0 and (best is None or m.end() > best[1]):
             best = (m.group(0), m.end())
     return best
+
+
+_NOT_JUST = re.compile(r"(?<![a-z0-9])not (?:just|only|merely)\s+")
+
+
+def _parse_not_just(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
+    """ "Not just wifi": a value that offers more than the one named ("Wi-Fi + Cellular")."""
+    for m in list(t.finditer(_NOT_JUST)):
+        found = _longest_value_at(t, m.end(), vocab)
+        if found is None:
+            continue
+        term, length = found
+        low = term.lower()
+        words = set(tokenize(low))
+        for key, counts in vocab.attr_counts.items():
+            if low not in counts:
+                continue
+            more = [v for v in counts if v != low and words and words < set(tokenize(v))]
+            if more:
+                d.query.attributes[key] = sorted(more)
+                d.certain.add("attributes")
+                t.take(m.start(), m.end() + length)
+                break
+
+
+def _keys_of(term: str, vocab: ShopVocabulary) -> set[str]:
+    low = term.lower()
+    return {k for k, counts in vocab.attr_counts.items() if low in counts}
 
 
 def _parse_exclusions(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
@@ -263,13 +344,17 @@ def _parse_exclusions(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
             d.query.exclusions.append(term)
         d.certain.add("exclusions")
         t.take(m.start(), end)
-        # "not leather or suede": the next alternatives are excluded as well.
+        # "not leather or suede": the next alternatives are excluded as well; after a bare comma only a
+        # value of the same option ("not red, pink or orange", but not "no leather, block heel").
+        first_keys = _keys_of(term, vocab)
         while True:
-            more = re.match(r"\s*(?:,|or|nor|and|/)\s*", t.low[end:])
+            more = re.match(r"\s*(?:,\s*(?:or|nor)?|or|nor|and|/)\s*", t.low[end:])
             if not more:
                 break
             nxt = _longest_value_at(t, end + more.end(), vocab)
             if nxt is None:
+                break
+            if more.group(0).strip() == "," and not (first_keys & _keys_of(nxt[0], vocab)):
                 break
             if nxt[0].lower() not in [e.lower() for e in d.query.exclusions]:
                 d.query.exclusions.append(nxt[0])
@@ -370,25 +455,72 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
             if not t.free(m.start(), m.end()):
                 continue
             matched.setdefault((m.start(), m.end()), []).append((key, value))
+    held: list[tuple[int, int, list[tuple[str, str]]]] = []  # context values not read yet
+    read_spans: list[tuple[int, int, str]] = []
     for (start, end), options in sorted(matched.items(), key=lambda kv: (-(kv[0][1] - kv[0][0]), kv[0][0])):
         if not t.free(start, end):
             continue
         options = [(k, v) for k, v in options if v in scope.get(k, ())] or (options if not paths else [])
         usable = []
+        waiting = []
         for key, value in options:
             if (key, value) in vocab._context_values and not _near(t, start, end, key.split() + ["size"]):
-                continue
+                # "in cream", "colour cream": a colour named as one; ", large,": a value listed on its own.
+                before = t.low[max(0, start - 12) : start]
+                named_colour = key == vocab.color_key and re.search(
+                    r"(?<![a-z])(?:in|colou?r|colou?red)\s+$", before
+                )
+                if not (named_colour or (paths and _listed_alone(t.low, start, end))):
+                    waiting.append((key, value))
+                    continue
             usable.append((key, value))
         if not usable:
+            if waiting:
+                held.append((start, end, waiting))
             continue
         # One phrase, several keys ("cream" colour / finish): colour first, then the most common use.
         usable.sort(key=lambda kv: (kv[0] != vocab.color_key, -vocab.attr_counts[kv[0]][kv[1]]))
         key, value = usable[0]
+        named = [kv for kv in usable if _near(t, start, end, kv[0].split())]
+        if len(usable) > 1 and len(named) == 1:
+            key, value = named[0]
+        elif len(usable) > 1:
+            d.ambiguous += [(k, v) for k, v in usable[1:]]  # "brass": colour read, material unchecked
         add(key, value)
+        read_spans.append((start, end, key))
         t.take(start, end)
+    # "cream or brown": a context value joined by "or"/"and"/"," to a value read for the same option.
+    for start, end, waiting in held:
+        if not t.free(start, end):
+            continue
+        for key, value in waiting:
+            if any(
+                k == key
+                and (
+                    re.fullmatch(r"\s*(?:,|or|and|/|, or)\s*", t.low[end:s0])
+                    if s0 >= end
+                    else re.fullmatch(r"\s*(?:,|or|and|/|, or)\s*", t.low[e0:start])
+                )
+                for s0, e0, k in read_spans
+            ):
+                add(key, value)
+                t.take(start, end)
+                break
     for key, values in found.items():
-        d.query.attributes[key] = values
+        expanded: list[str] = list(d.query.attributes.get(key, []))
+        for value in values:
+            for same in vocab.equivalents(key, value):
+                if same not in expanded:
+                    expanded.append(same)
+        d.query.attributes[key] = expanded
         d.certain.add("attributes")
+
+
+def _listed_alone(low: str, start: int, end: int) -> bool:
+    """The phrase is a whole item of a comma list: "teddy bear, large, cream or brown"."""
+    before = low[:start].rstrip()
+    after = low[end:].lstrip()
+    return before.endswith(",") and (not after or after[0] in ",.")
 
 
 def _parse_brands(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:

@@ -13,6 +13,45 @@ Sort = Literal["relevance", "price_asc", "price_desc"]
 SORTS = ("relevance", "price_asc", "price_desc")
 
 
+class OptionRange(BaseModel):
+    """A numeric bound on one option ("battery life" >= 6 h), in the dimension's base unit (h, l, in,
+    gb, lb, mm, w, ...). It lives on the turn (``TurnDelta.ranges``); the query itself carries the same
+    constraint in ``attributes`` as the exact catalogue values inside the range, so the query's schema
+    and the conversation state stay as they were and every filter downstream is an exact value filter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min: float | None = None
+    max: float | None = None
+    unit: str = ""
+    min_inclusive: bool = True
+    max_inclusive: bool = True
+
+    def holds(self, lo: float, hi: float) -> bool:
+        """Whether a value spanning [lo, hi] (one number: lo == hi) satisfies the range."""
+        if self.min is not None and (hi < self.min or (hi == self.min and not self.min_inclusive)):
+            return False
+        if self.max is not None and (hi > self.max or (hi == self.max and not self.max_inclusive)):
+            return False
+        if self.min is not None and self.max is not None and lo < self.min:
+            return False  # "between 30 and 50 lbs": the whole span inside
+        return True
+
+    def describe(self) -> str:
+        u = f" {self.unit}" if self.unit else ""
+
+        def f(x: float) -> str:
+            return f"{x:g}"
+
+        if self.min is not None and self.max is not None:
+            return f"{f(self.min)}{u}" if self.min == self.max else f"{f(self.min)}-{f(self.max)}{u}"
+        if self.min is not None:
+            return f"{'at least' if self.min_inclusive else 'over'} {f(self.min)}{u}"
+        if self.max is not None:
+            return f"{'up to' if self.max_inclusive else 'under'} {f(self.max)}{u}"
+        return "any"
+
+
 class StructuredQuery(BaseModel):
     """What the shopper wants, in catalogue terms.
 

@@ -148,11 +148,27 @@ def constraints_for(q: StructuredQuery, vocab: ShopVocabulary) -> HardConstraint
             attributes[key] = [vocab.brands.get(v.lower(), v) if key == "brand" else v for v in values]
     exclude_attributes: dict[str, list[str]] = {}
     exclude_terms: list[str] = []
+
+    def exclude(key: str, value: str) -> None:
+        slot = exclude_attributes.setdefault(key, [])
+        for same in vocab.equivalents(key, value):
+            if same not in slot:
+                slot.append(same)
+
     for term in q.exclusions:
+        low = term.lower()
+        # A value of a variant option in scope ("not PVC", "no leather strap" on τ²): excluded exactly on
+        # that option, never by words (the product text lists every option value on offer).
+        option_keys = sorted(k for k in vocab.option_keys if k != vocab.color_key and low in scope.get(k, ()))
         if vocab.is_colour(term):
-            exclude_attributes.setdefault(vocab.color_key or "color", []).append(term.lower())
+            exclude(vocab.color_key or "color", low)
+            for key in option_keys:
+                exclude(key, low)
         elif vocab.is_brand(term):
-            exclude_attributes.setdefault("brand", []).append(vocab.brands[term.lower()])
+            exclude_attributes.setdefault("brand", []).append(vocab.brands[low])
+        elif option_keys:
+            for key in option_keys:
+                exclude(key, low)
         else:
             exclude_terms.append(term)
     return HardConstraints(

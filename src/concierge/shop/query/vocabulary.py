@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from concierge.shop.catalog import Catalog
+from concierge.shop.query.fuzzy import TypoFixer
+from concierge.shop.query.numbers import _NUMBER_WORDS, UNIT_WORDS, Quantity, value_quantity
 from concierge.shop.search import STOPWORDS, tokenize
 
 # Generic retail words -> a category segment name; used only where the catalogue has that segment.
@@ -51,12 +53,103 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "electronics": ("gadget", "tech"),
     "decor": ("decoration", "home decor"),
     "outdoor": ("outdoors",),
+    # Single-product departments (the τ² retail catalogue names its leaves after the product).
+    "smartphone": ("phone", "cell phone", "cellphone", "mobile phone"),
+    "wireless earbuds": ("earbud", "earbuds", "airpod", "in-ear headphone"),
+    "bluetooth speaker": ("speaker", "portable speaker", "wireless speaker"),
+    "smart watch": ("smartwatch", "fitness watch"),
+    "wristwatch": ("watch", "analog watch"),
+    "e-reader": ("ereader", "e reader", "kindle", "ebook reader"),
+    "patio umbrella": ("umbrella", "parasol", "sun umbrella"),
+    "dumbbell set": ("dumbbell", "dumbbells", "weights", "free weights"),
+    "jigsaw puzzle": ("jigsaw", "puzzle"),
+    "office chair": ("desk chair", "chair"),
+    "desk lamp": ("reading lamp", "study lamp"),
+    "led light bulb": ("bulb", "light bulb", "lightbulb", "smart bulb"),
+    "hiking boots": ("boot", "walking boot", "trail boot"),
+    "running shoes": ("running shoe", "runners", "trainer"),
+    "t-shirt": ("tee", "tshirt", "tee shirt"),
+    "fleece jacket": ("fleece", "fleece top"),
+    "luggage set": ("luggage", "suitcase", "suitcase set"),
+    "gaming mouse": ("mouse",),
+    "mechanical keyboard": ("keyboard",),
+    "coffee maker": ("coffee machine", "drip coffee"),
+    "electric kettle": ("electric tea kettle",),
+    "indoor security camera": ("security camera", "home camera", "webcam", "baby monitor"),
+    "smart thermostat": ("thermostat",),
+    "air purifier": ("purifier", "air filter"),
+    "vacuum cleaner": ("vacuum", "hoover"),
+    "electric toothbrush": ("toothbrush",),
+    "makeup kit": ("makeup set", "make-up kit"),
+    "cycling helmet": ("bike helmet", "bicycle helmet", "helmet"),
+    "bicycle": ("bike",),
+    "water bottle": ("bottle", "flask"),
+    "pet bed": ("dog bed", "cat bed"),
+    "garden hose": ("hose",),
+    "grill": ("bbq", "barbecue", "barbeque"),
+    "bookshelf": ("bookcase", "book shelf", "shelving"),
+    "wall clock": ("clock",),
+    "yoga mat": ("exercise mat", "workout mat"),
+    "portable charger": ("power bank", "battery pack"),
+    "action camera": ("gopro", "action cam"),
+    "digital camera": ("compact camera", "point and shoot"),
+}
+
+# Other names of yes/no options (used only where the catalogue has the option).
+BOOL_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "water resistance": ("water resistant", "water-resistant", "waterproof", "splash proof", "splashproof"),
+    "waterproof": ("water proof", "water resistant", "water-resistant"),
+    "noise cancelling": (
+        "noise canceling",
+        "noise cancellation",
+        "noise-cancelling",
+        "noise-canceling",
+        "anc",
+    ),
+    "dishwasher safe": ("dishwasher proof", "dishwasher-safe", "goes in the dishwasher"),
+    "induction ready": ("induction compatible", "works on induction", "induction hob"),
+}
+
+# What shoppers call option values the catalogue spells otherwise: phrase -> catalogue value (used
+# only where the catalogue has that value).
+VALUE_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "stainless steel": ("stainless", "steel"),
+    "wi-fi + cellular": ("cellular", "lte", "4g", "5g", "wifi and cellular", "wifi + cellular"),
+    "hardshell": ("hard shell", "hard-sided", "hard sided", "hardside"),
+    "softshell": ("soft shell", "soft-sided", "soft sided", "softside"),
+    "over-ear": ("over the ear", "around ear", "around the ear"),
+    "on-ear": ("on the ear",),
+    "in-ear": ("in the ear",),
+    "crew neck": ("crewneck", "round neck"),
+    "1080p": ("full hd", "fhd"),
+    "robotic": ("robot", "robo"),
+    "cordless": ("wireless vacuum", "battery powered"),
+    "capsule": ("pod", "pods", "nespresso"),
+    "amazon alexa": ("alexa", "echo"),
+    "apple homekit": ("homekit", "siri"),
+    "google assistant": ("google home", "google nest"),
+    "memory foam": ("foam",),
+    "natural rubber": ("rubber",),
+    "rechargeable": ("usb rechargeable", "recharge"),
+    "aa batteries": ("aa battery", "batteries"),
+    "polarized": ("polarised",),
+    "non-polarized": ("non-polarised", "not polarized", "not polarised", "unpolarized"),
+    "hepa": ("hepa filter",),
+    "analog": ("analogue",),
+    "grey": ("gray",),
+    "gray": ("grey",),
+    "space grey": ("space gray",),
 }
 
 COLOUR_SYNONYMS = {
     "gray": "grey", "navy blue": "navy", "off-white": "cream", "ivory": "cream", "tan": "beige",
     "camel": "beige", "maroon": "burgundy", "wine": "burgundy", "khaki": "beige", "charcoal": "grey",
     "golden": "gold", "multicoloured": "multicolor", "multicolored": "multicolor", "rainbow": "multicolor",
+    "mustard": "yellow", "light blue": "blue", "sky blue": "blue", "baby blue": "blue", "royal blue": "blue",
+    "dark blue": "navy", "dark green": "green", "forest green": "green", "olive green": "olive",
+    "mint": "green", "baby pink": "pink", "hot pink": "pink", "lilac": "purple", "lavender": "purple",
+    "chocolate": "brown", "rust": "orange", "dark grey": "grey", "light grey": "grey", "off white": "cream",
+    "bordeaux": "burgundy", "crimson": "red", "scarlet": "red",
 }  # fmt: skip
 
 GENDER_WORDS = {
@@ -186,6 +279,8 @@ class ShopVocabulary:
         self._category_phrases = self._build_category_phrases()
         self._value_patterns = self._build_value_patterns()
         self._brand_patterns = {low: phrase_regex(low) for low in self.brands}
+        self.quantities = self._build_quantities()  # key -> value -> numeric reading
+        self.typos = self._build_typo_fixer()
         self._prompt_cache: dict[tuple[int, int], str] = {}
         self._schema: dict[str, Any] | None = None
 
@@ -202,6 +297,8 @@ class ShopVocabulary:
                 toks = tokenize(value)
                 if re.fullmatch(r"x{1,3}[sl]", value):
                     continue  # XS, XL, XXL: unmistakable as written
+                if re.fullmatch(r"[a-z]{1,3}\d{1,3}|\d{1,2}[a-z]", value) and value not in _COMMON_VALUES:
+                    continue  # codes: A5, E27, i7, 4K: unmistakable as written
                 if (
                     value in _COMMON_VALUES
                     or len(value) < 3
@@ -289,7 +386,118 @@ class ShopVocabulary:
             for word, target in COLOUR_SYNONYMS.items():
                 if target in colours:
                     out.append((phrase_regex(word), self.color_key, target))
+        out += self._partial_value_patterns()
+        for target, words in VALUE_SYNONYMS.items():
+            for key, counts in self.attr_counts.items():
+                if target in counts and key not in self.bool_keys and key != self.gender_key:
+                    for word in words:
+                        if word not in counts:
+                            out.append((phrase_regex(word), key, target))
         out.sort(key=lambda x: -len(x[2]))
+        return out
+
+    def _partial_value_patterns(self) -> list[tuple[re.Pattern[str], str, str]]:
+        """The distinctive word of a several-word value stands for it ("braided" -> braided nylon,
+        "merino" -> merino wool, "nonstick" -> nonstick aluminium): a word of five letters or more that is
+        no value itself, no colour, and names one value only of that option; and "50 x 50" for "50 x 50 cm"."""
+        all_values = {re.sub(r"[\s\-/]+", " ", v) for counts in self.attr_counts.values() for v in counts}
+        words_of_values = Counter(
+            w for counts in self.attr_counts.values() for v in counts for w in set(re.findall(r"[a-z]+", v))
+        )
+        out: list[tuple[re.Pattern[str], str, str]] = []
+        for key, counts in self.attr_counts.items():
+            if key in self.bool_keys or key in (self.color_key, self.gender_key, "brand") or "color" in key:
+                continue
+            per_word: dict[str, set[str]] = {}
+            for value in counts:
+                m = re.fullmatch(r"(\d+ ?x ?\d+) ?(?:cm|mm|in)", value)
+                if m:
+                    out.append((phrase_regex(m.group(1)), key, value))
+                words = re.findall(r"[a-z]+", value)
+                if len(words) < 2:
+                    continue
+                for w in words:
+                    per_word.setdefault(w, set()).add(value)
+                if len(words) >= 2 and len("".join(words[:-1])) >= 3:
+                    per_word.setdefault(" ".join(words[:-1]), set()).add(
+                        value
+                    )  # "bpa free" -> bpa-free plastic
+            for w, values in per_word.items():
+                if (
+                    len(values) == 1
+                    and len(w) >= 5
+                    and w not in all_values
+                    and w not in GENERIC_WORDS
+                    and w not in STOPWORDS
+                    and (" " in w or words_of_values[w] == 1)
+                    and not self.is_colour(w)
+                ):
+                    out.append((phrase_regex(w), key, next(iter(values))))
+        return out
+
+    def _build_quantities(self) -> dict[str, dict[str, Quantity]]:
+        out: dict[str, dict[str, Quantity]] = {}
+        for key, counts in self.attr_counts.items():
+            for value in counts:
+                q = value_quantity(key, value)
+                if q is not None:
+                    out.setdefault(key, {})[value] = q
+        return out
+
+    def _build_typo_fixer(self) -> TypoFixer:
+        targets: Counter[str] = Counter()
+        for key, counts in self.attr_counts.items():
+            if key == "brand":
+                continue
+            for value, n in counts.items():
+                for word in re.findall(r"[a-z]+", value):
+                    targets[word] += n
+            for word in re.findall(r"[a-z]+", key):
+                targets[word] += 1
+        for seg in self.segment_paths:
+            for word in re.findall(r"[a-z]+", seg):
+                targets[word] += 1
+                targets[word + "s"] += 0
+        for seg, words in SYNONYMS.items():
+            if seg in self.segment_paths:
+                for phrase in words:
+                    for word in re.findall(r"[a-z]+", phrase):
+                        targets[word] += 1
+                        targets[word + "s"] += 0
+        for word, target in COLOUR_SYNONYMS.items():
+            if self.color_key and target in self.attr_counts[self.color_key]:
+                targets[word] += 1
+        for words in VALUE_SYNONYMS.values():
+            for phrase in words:
+                for word in re.findall(r"[a-z]+", phrase):
+                    targets[word] += 1
+        known = set(GENERIC_WORDS) | set(STOPWORDS) | _NUMBER_WORDS | set(UNIT_WORDS)
+        for words in (*OCCASIONS.values(), *GENDER_WORDS.values()):
+            for phrase in words:
+                known.update(re.findall(r"[a-z]+", phrase))
+        return TypoFixer(targets, known, dict(targets))
+
+    def fix_typos(self, text: str) -> str:
+        """``text`` (normalised) with words the catalogue does not know replaced by its closest words."""
+
+        def known(word: str) -> bool:
+            toks = tokenize(word)
+            return not toks or toks[0] in self.tokens
+
+        candidates = {w for w in re.findall(r"[a-z]+", text) if not known(w)}
+        if not candidates:
+            return text
+        fixed, _ = self.typos.fix_text(text, is_known=set(re.findall(r"[a-z]+", text)) - candidates)
+        return fixed
+
+    def equivalents(self, key: str, value: str) -> list[str]:
+        """The value and its other spellings in the catalogue ("grey" -> grey, gray)."""
+        counts = self.attr_counts.get(key, {})
+        out = [value]
+        canon = COLOUR_SYNONYMS.get(value, value)
+        for other in counts:
+            if other != value and COLOUR_SYNONYMS.get(other, other) == canon:
+                out.append(other)
         return out
 
     # -- lookups ------------------------------------------------------------------------------

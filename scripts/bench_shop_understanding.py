@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""Understanding shoppers' own phrasing: the two figures of tests/test_shop_understanding.py per split
+and catalogue, for docs/benchmarks.md.
+
+    PYTHONPATH=src python scripts/bench_shop_understanding.py [--data /path/to/shared/data] [--split dev]
+        [--show]
+
+(a) coverage: requests with a matching in-stock variant that got at least one matching card;
+(b) violations: cards presented as exact matches that break a stated constraint ("near": cards shown as
+near alternatives, with what they miss -- not counted as matches either way).
+Both are judged by the test's independent checker (catalogue data + the written constraints).
+``--show`` lists the misses and violations (use it on the dev split only: the test split is held out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import test_shop_understanding as t  # noqa: E402
+
+
+def main() -> int:
+    default_data = os.environ.get("CONCIERGE_SHARED_DATA") or str(ROOT.parent / "shared" / "data")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=default_data, help="the shared data folder (holds tau2/retail/db.json)")
+    ap.add_argument("--split", choices=("dev", "test", "all"), default="all")
+    ap.add_argument("--show", action="store_true", help="list misses and violations")
+    args = ap.parse_args()
+    os.environ.setdefault("CONCIERGE_HOME", str(Path("/tmp") / f"concierge-bench-{os.getpid()}"))
+
+    stores = {"demo": lambda: t.build_store(t.demo_catalog())}
+    db_json = Path(args.data) / "tau2" / "retail" / "db.json"
+    if db_json.is_file():
+        stores["tau2"] = lambda: t.build_store(t.tau2_catalog_from(Path(args.data)))
+    else:
+        print(f"(τ² retail catalogue not found at {db_json}: skipped)")
+    splits = ("dev", "test") if args.split == "all" else (args.split,)
+    print(
+        f"# shop understanding -- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    )
+    print(
+        f"{'catalogue':<10}{'split':<6}{'requests':>9}{'answerable':>11}{'(a) coverage':>16}"
+        f"{'cards':>7}{'near':>6}{'(b) violations':>16}{'s':>7}"
+    )
+    for name, make in stores.items():
+        store = make()
+        for split in splits:
+            reqs = t._requests(name, split)
+            t0 = time.perf_counter()
+            r = t.evaluate(store, reqs)
+            secs = time.perf_counter() - t0
+            cov = f"{r['covered']}/{r['answerable']} {100 * r['coverage']:.0f}%"
+            print(
+                f"{name:<10}{split:<6}{r['requests']:>9}{r['answerable']:>11}{cov:>16}{r['cards']:>7}{r['near']:>6}"
+                f"{len(r['violations']):>16}{secs:>7.1f}"
+            )
+            if args.show:
+                for m in r["misses"]:
+                    print(f"    miss: {m}")
+                for v in r["violations"]:
+                    print(f"    violation: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,476 @@
+"""Understanding people, not templates: requests written the way shoppers write them.
+
+The corpus (tests/data/shop_requests_people.yaml) holds requests over the demo store and the τ² retail
+catalogue, each with the hard constraints it states. The figures are taken on its *test* half:
+
+(a) a matching card whenever the catalogue has a matching in-stock variant, for at least 90 % of requests;
+(b) no card presented as an exact match breaks a stated constraint (0 violations).
+
+Both are judged by :func:`problems`, an independent checker written here from the catalogue data and the
+written constraints -- it never calls the code under test. Unit tests of each phrase kind follow.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+from concierge.shop.assistant import ShopAssistant
+from concierge.shop.catalog import Catalog
+from concierge.shop.demo_store import generate_demo_store
+from concierge.shop.grounding import HardConstraints
+from concierge.shop.query import (
+    StructuredQuery,
+    classify_hits,
+    constraints_for,
+    near_alternatives,
+    normalise_numbers,
+    parse_rules,
+    present_matches,
+    search_text,
+    unverified_terms,
+    update_query,
+)
+from concierge.shop.query.fuzzy import osa_distance
+from concierge.shop.search import HashingEmbedder, SearchIndex
+from concierge.store import db
+
+CORPUS = Path(__file__).with_name("data") / "shop_requests_people.yaml"
+REQUESTS: list[dict[str, Any]] = yaml.safe_load(CORPUS.read_text(encoding="utf-8"))["requests"]
+COVERAGE_TARGET = 0.90
+
+
+# --------------------------------------------------------------------------------------------------
+# The independent checker (catalogue data + the written constraints only)
+
+
+def _variant_values(product: Any, variant: Any, key: str) -> set[str]:
+    """The variant's value for ``key``: its option, else the product attribute, else the brand."""
+    key = key.lower()
+    for k, v in variant.options.items():
+        if k.lower() == key:
+            return {str(v).lower()}
+    for k, v in product.attributes.items():
+        if k.lower() == key:
+            return {str(x).lower() for x in (v if isinstance(v, list) else [v])}
+    if key == "brand" and product.brand:
+        return {product.brand.lower()}
+    return set()
+
+
+def problems(product: Any, variant: Any, expect: Mapping[str, Any]) -> list[str]:
+    """Every way a variant breaks a written request (empty: it is a match)."""
+    out = []
+    if variant.stock <= 0:
+        out.append("out of stock")
+    if "price_min" in expect and variant.price < expect["price_min"]:
+        out.append(f"price {variant.price} < {expect['price_min']}")
+    if "price_max" in expect and variant.price > expect["price_max"]:
+        out.append(f"price {variant.price} > {expect['price_max']}")
+    cats = expect.get("categories") or []
+    if cats and not any(product.category == c or product.category.startswith(c + " > ") for c in cats):
+        out.append(f"category {product.category}")
+    for key, allowed in (expect.get("attributes") or {}).items():
+        if not _variant_values(product, variant, key) & {str(a).lower() for a in allowed}:
+            out.append(f"{key} not in {allowed}")
+    for key, banned in (expect.get("exclude_attributes") or {}).items():
+        if _variant_values(product, variant, key) & {str(b).lower() for b in banned}:
+            out.append(f"{key} in excluded {banned}")
+    words = expect.get("exclude_words") or []
+    if words:
+        attrs = " ".join(f"{k} {v}" for k, v in product.attributes.items())
+        text = " ".join([product.title, product.description, product.category, product.brand or "", attrs])
+        text = (text + " " + " ".join(map(str, variant.options.values()))).lower()
+        for word in words:
+            if re.search(rf"\b{re.escape(str(word).lower())}", text):
+                out.append(f"mentions {word}")
+    return out
+
+
+def matching_variants(catalog: Catalog, expect: Mapping[str, Any]) -> list[str]:
+    return [v.id for p in catalog.products for v in p.variants if not problems(p, v, expect)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Catalogues and the assistant (rules only: no model, so the figures are the parser's own)
+
+
+class _NoModelHub:
+    """A hub that must never be called: the assistant runs with query_model="never", answer_model=False."""
+
+    def chat(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # pragma: no cover - never called
+        raise AssertionError("the model must not be called")
+
+    stream_chat = chat
+
+
+def build_store(catalog: Catalog) -> SimpleNamespace:
+    index = SearchIndex.build(catalog, HashingEmbedder())
+    assistant = ShopAssistant(_NoModelHub(), catalog, index, None, query_model="never", answer_model=False)
+    return SimpleNamespace(catalog=catalog, index=index, assistant=assistant, vocab=assistant.vocab)
+
+
+def demo_catalog() -> Catalog:
+    products, _ = generate_demo_store(seed=7, n_products=800, n_shoppers=200)
+    return Catalog.from_records(products, tenant="acme", name="demo")
+
+
+def tau2_catalog_from(shared: Path) -> Catalog:
+    from concierge.shop.tau2_adapter import tau2_catalog
+
+    return tau2_catalog(shared / "tau2" / "retail" / "db.json")
+
+
+def present(store: SimpleNamespace, text: str) -> list[dict[str, Any]]:
+    """The assistant's cards for one request, marked exact/near by the one call the assistant is to make
+    (:func:`present_matches`, with near alternatives when nothing is exact)."""
+    answer = store.assistant.answer([{"role": "user", "content": text}])
+    if answer.clarifying:
+        return []
+    query = StructuredQuery.model_validate(answer.query)
+    constraints = HardConstraints.from_dict(answer.constraints)
+    return present_matches(
+        answer.products, store.catalog, store.index, text, query, constraints, store.vocab, k=5
+    )
+
+
+def evaluate(store: SimpleNamespace, requests: list[dict[str, Any]]) -> dict[str, Any]:
+    """(a) and (b) over ``requests`` on one catalogue, with the failing ids."""
+    answerable = covered = cards = near = 0
+    misses: list[str] = []
+    violations: list[str] = []
+    for r in requests:
+        expect = r["expect"]
+        exists = bool(matching_variants(store.catalog, expect))
+        shown = present(store, r["text"])
+        good = 0
+        for card in shown:
+            variant = store.catalog.get_variant(card["id"])
+            product = store.catalog.product(variant.product_id)
+            cards += 1
+            if card["match"] != "exact":
+                near += 1
+                continue  # near alternatives are shown as such, never as matches
+            found = problems(product, variant, expect)
+            if found:
+                violations.append(f"{r['id']}: {card['id']}: {'; '.join(found)}")
+            else:
+                good += 1
+        if exists:
+            answerable += 1
+            if good:
+                covered += 1
+            else:
+                misses.append(r["id"])
+    return {
+        "requests": len(requests),
+        "answerable": answerable,
+        "covered": covered,
+        "coverage": covered / answerable if answerable else 1.0,
+        "cards": cards,
+        "near": near,
+        "violations": violations,
+        "misses": misses,
+    }
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("CONCIERGE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CONCIERGE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("CONCIERGE_CONFIG", raising=False)
+    db.reset_engines()
+    yield tmp_path / "home"
+    db.reset_engines()
+
+
+@pytest.fixture(scope="module")
+def demo() -> SimpleNamespace:
+    return build_store(demo_catalog())
+
+
+@pytest.fixture(scope="module")
+def tau2(shared_data: Path) -> SimpleNamespace:
+    path = shared_data / "tau2" / "retail" / "db.json"
+    if not path.is_file():
+        pytest.skip(f"τ² retail catalogue {path} not found")
+    return build_store(tau2_catalog_from(shared_data))
+
+
+def _requests(catalog: str, split: str) -> list[dict[str, Any]]:
+    return [r for r in REQUESTS if r["catalog"] == catalog and r["split"] == split]
+
+
+# --------------------------------------------------------------------------------------------------
+# The corpus itself
+
+
+def test_corpus_has_100_requests_split_across_catalogues_and_halves() -> None:
+    assert len(REQUESTS) >= 100
+    assert len({r["id"] for r in REQUESTS}) == len(REQUESTS)
+    for catalog in ("demo", "tau2"):
+        for split in ("dev", "test"):
+            assert len(_requests(catalog, split)) >= 20, (catalog, split)
+    kinds = {k for r in REQUESTS for k in r["kinds"]}
+    assert kinds >= {"negation", "range", "multi", "price_words", "typo", "synonym"}
+    # Not templated: no two requests share their wording pattern.
+    shapes = {re.sub(r"[a-z0-9]+", "w", r["text"].lower()) for r in REQUESTS}
+    assert len(shapes) > 0.6 * len(REQUESTS)
+
+
+def _check_match_ids(store: SimpleNamespace, catalog: str) -> None:
+    for r in (r for r in REQUESTS if r["catalog"] == catalog):
+        matches = matching_variants(store.catalog, r["expect"])
+        if r.get("match"):
+            assert r["match"] in matches, r["id"]
+        else:
+            assert not matches, f"{r['id']}: the catalogue has matches, e.g. {matches[:3]}"
+
+
+def test_demo_match_ids_agree_with_the_catalogue(demo: SimpleNamespace) -> None:
+    _check_match_ids(demo, "demo")
+
+
+def test_tau2_match_ids_agree_with_the_catalogue(tau2: SimpleNamespace) -> None:
+    _check_match_ids(tau2, "tau2")
+
+
+# --------------------------------------------------------------------------------------------------
+# (a) and (b) on the test half
+
+
+# Measured on the held-out half (scripts/bench_shop_understanding.py): the floors below are those figures,
+# so a change that makes understanding worse fails; the targets of the issue are the xfail tests.
+FLOORS = {"demo": (0.90, 5), "tau2": (0.84, 3)}  # (coverage at least, violating exact cards at most)
+
+
+def _assert_figures(result: dict[str, Any], coverage: float, violations: int) -> None:
+    assert len(result["violations"]) <= violations, result["violations"]
+    assert result["coverage"] >= coverage, (result["coverage"], result["misses"])
+
+
+def test_demo_test_half_does_not_regress(demo: SimpleNamespace) -> None:
+    _assert_figures(evaluate(demo, _requests("demo", "test")), *FLOORS["demo"])
+
+
+def test_tau2_test_half_does_not_regress(tau2: SimpleNamespace) -> None:
+    _assert_figures(evaluate(tau2, _requests("tau2", "test")), *FLOORS["tau2"])
+
+
+@pytest.mark.xfail(
+    reason="target not reached yet on the held-out half: see the figures in FLOORS", strict=False
+)
+def test_demo_test_half_coverage_and_no_violations(demo: SimpleNamespace) -> None:
+    _assert_figures(evaluate(demo, _requests("demo", "test")), COVERAGE_TARGET, 0)
+
+
+@pytest.mark.xfail(
+    reason="target not reached yet on the held-out half: see the figures in FLOORS", strict=False
+)
+def test_tau2_test_half_coverage_and_no_violations(tau2: SimpleNamespace) -> None:
+    _assert_figures(evaluate(tau2, _requests("tau2", "test")), COVERAGE_TARGET, 0)
+
+
+def test_demo_dev_half_meets_the_targets(demo: SimpleNamespace) -> None:
+    _assert_figures(evaluate(demo, _requests("demo", "dev")), COVERAGE_TARGET, 0)
+
+
+def test_tau2_dev_half_meets_the_targets(tau2: SimpleNamespace) -> None:
+    _assert_figures(evaluate(tau2, _requests("tau2", "dev")), COVERAGE_TARGET, 0)
+
+
+def test_requests_without_a_match_get_near_alternatives_marked_as_such(demo: SimpleNamespace) -> None:
+    # Nothing in the demo store is a 40-hour headphone under $20: near alternatives, each with what it misses.
+    text = "noise cancelling headphones, at least 40 hours battery, under $20"
+    expect = {"categories": ["Electronics > Accessories > Headphones"], "price_max": 20,
+              "attributes": {"noise cancelling": ["yes"], "battery life": ["40 h"]}}  # fmt: skip
+    assert not matching_variants(demo.catalog, expect)
+    answer = demo.assistant.answer([{"role": "user", "content": text}])
+    assert answer.products == []  # the exact search shows nothing rather than a wrong card
+    vocab = demo.vocab
+    q, _ = update_query(None, parse_rules(text, vocab), vocab)
+    c = constraints_for(q, vocab)
+    near = near_alternatives(demo.index, search_text(q, vocab), c, k=4)
+    assert near
+    for m in near:
+        assert m.match == "near" and m.unmet
+        assert problems(m.product, m.variant, expect)  # the independent checker agrees: not a match
+        assert m.variant.in_stock
+        assert m.card_fields() == {"match": "near", "unmet": m.unmet}
+
+
+def test_classify_hits_marks_exact_and_near(demo: SimpleNamespace) -> None:
+    vocab = demo.vocab
+    q, _ = update_query(None, parse_rules("blue sneakers under $80", vocab), vocab)
+    c = constraints_for(q, vocab)
+    hits = demo.index.search(search_text(q, vocab), c.to_filters(), k=3)
+    assert hits and all(m.match == "exact" and not m.unmet for m in classify_hits(hits, c))
+    loose = demo.index.search("sneakers", None, k=30)
+    near = [m for m in classify_hits(loose, c) if m.match == "near"]
+    assert near and all(m.unmet for m in near)
+
+
+# --------------------------------------------------------------------------------------------------
+# Phrase kinds, one by one (demo store: no shared data needed)
+
+
+def read(store: SimpleNamespace, text: str) -> tuple[Any, Any]:
+    q, _ = update_query(None, parse_rules(text, store.vocab), store.vocab)
+    return q, constraints_for(q, store.vocab)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("less than three grand", "less than $3000"),
+        ("about a hundred bucks", "about 100 bucks"),
+        ("fifty dollars max", "50 dollars max"),
+        ("under 2k", "under $2000"),
+        ("$1,200 or less", "$1200 or less"),
+        ("a grand tops", "$1000 tops"),
+        ("two hundred fifty dollars", "250 dollars"),
+        ("between one hundred and two hundred dollars", "between 100 and 200 dollars"),
+        ("one hundred and fifty bucks", "150 bucks"),
+        ("one and a half liters", "1.5 liters"),
+        ("a couple hundred bucks", "200 bucks"),
+        ("the black one please", "the black one please"),
+        ("a 4k camera", "a 4k camera"),
+    ],
+)
+def test_spelled_out_and_colloquial_numbers(text: str, expected: str) -> None:
+    assert normalise_numbers(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "price_min", "price_max"),
+    [
+        ("sneakers for less than three grand", None, 3000),
+        ("sneakers, a hundred bucks max", None, 100),
+        ("sneakers under fifty dollars", None, 50),
+        ("sneakers under 2k", None, 2000),
+        ("sneakers, $1,200 or less", None, 1200),
+        ("sneakers between 100 and 200 dollars", 100, 200),
+    ],
+)
+def test_price_phrases(demo: SimpleNamespace, text: str, price_min: float | None, price_max: float) -> None:
+    q, c = read(demo, text)
+    assert (q.price_min, q.price_max) == (price_min, price_max)
+    assert (c.price_min, c.price_max) == (price_min, price_max)
+
+
+def test_negations_become_exact_exclusions(demo: SimpleNamespace) -> None:
+    _, c = read(demo, "sneakers, anything but black")
+    assert c.exclude_attributes["color"] == ["black"]
+    _, c = read(demo, "boots, no leather")
+    assert "leather" in c.exclude_terms  # a product attribute: the existing word exclusion
+    _, c = read(demo, "a jumper in cream, not oversized")
+    assert c.exclude_attributes == {"fit": ["oversized"]} or "oversized" in c.exclude_terms
+
+
+def test_ranges_and_minimums_become_value_sets(demo: SimpleNamespace) -> None:
+    d = parse_rules("a tent for 4 people or more", demo.vocab)
+    assert d.ranges["capacity"].min == 4 and d.ranges["capacity"].max is None
+    assert sorted(d.query.attributes["capacity"]) == ["4-person", "6-person"]
+    _, c = read(demo, "headphones with at least 20 hours battery")
+    assert sorted(c.attributes["battery life"]) == ["20 h", "40 h"]
+    _, c = read(demo, "usb charger 30w or less")
+    assert sorted(c.attributes["wattage"]) == ["20 w", "30 w"]
+    _, c = read(demo, "cast iron pan between 24 and 28 cm")
+    assert sorted(c.attributes["size"]) == ["24 cm", "28 cm"]
+    # "6+ hours" is a battery life, never a price.
+    q, _ = read(demo, "headphones 6+ hours")
+    assert q.price_min is None
+
+
+def test_a_range_nothing_satisfies_matches_nothing(demo: SimpleNamespace) -> None:
+    q, c = read(demo, "headphones with at least 100 hours battery")
+    (value,) = c.attributes["battery life"]
+    assert "none in the catalogue" in value
+    assert demo.index.search(search_text(q, demo.vocab), c.to_filters(), k=5) == []
+
+
+def test_several_values_for_one_option(demo: SimpleNamespace) -> None:
+    _, c = read(demo, "floral dress, size M or L, black or navy")
+    assert sorted(c.attributes["size"]) == ["l", "m"]
+    assert sorted(c.attributes["color"]) == ["black", "navy"]
+
+
+def test_typos_are_repaired_against_catalogue_words(demo: SimpleNamespace) -> None:
+    _, c = read(demo, "a wool throw in burgandy")
+    assert c.attributes["color"] == ["burgundy"]
+    _, c = read(demo, "blakc sneekers")
+    assert c.attributes["color"] == ["black"]
+    assert set(c.categories) == {"Women > Shoes > Sneakers", "Men > Shoes > Sneakers"}
+    # Ordinary words near a catalogue word are left alone ("cold" is not "gold": words under five letters
+    # never change, so "blak" stays as written).
+    assert demo.vocab.fix_typos("something for cold days") == "something for cold days"
+    assert osa_distance("purpel", "purple") == 1 and osa_distance("expresso", "espresso") == 1
+
+
+def test_tau2_phrase_kinds(tau2: SimpleNamespace) -> None:
+    _, c = read(tau2, "e-reader, not just wifi")
+    assert c.attributes["connectivity"] == ["wi-fi + cellular"]
+    _, c = read(tau2, "yoga mat, not PVC, at least 5mm thick")
+    assert c.exclude_attributes == {"material": ["pvc"]} and not c.exclude_terms
+    assert sorted(c.attributes["thickness"]) == ["5mm", "6mm"]
+    _, c = read(tau2, "a gray or black backpack")
+    assert set(c.attributes["color"]) == {"black", "grey", "gray"}
+    _, c = read(tau2, "laptop with at least 16gb of ram, under 2k")
+    assert sorted(c.attributes["ram"]) == ["16gb", "32gb"] and c.price_max == 2000
+    _, c = read(tau2, "dumbells up to 50 lbs")
+    assert c.categories == ["Sports > Fitness > Dumbbell Set"]
+    _, c = read(tau2, "polarised sunglasses")
+    assert c.attributes["lens type"] == ["polarized"]
+
+
+def test_words_the_rules_could_not_read_keep_a_card_from_being_exact(demo: SimpleNamespace) -> None:
+    vocab = demo.vocab
+    text = "a floor lamp, brass, e27 bulb"  # brass: a colour and a material of lamps
+    q, c = read(demo, text)
+    assert "material=brass" in unverified_terms(text, q, vocab)
+    cards = present(demo, text)
+    assert cards
+    for card in cards:
+        variant = demo.catalog.get_variant(card["id"])
+        product = demo.catalog.product(variant.product_id)
+        if card["match"] == "exact":
+            assert product.attributes.get("material") == "brass"
+        else:
+            assert card["unmet"]
+
+
+def test_present_matches_says_near_when_nothing_is_exact(demo: SimpleNamespace) -> None:
+    cards = present(demo, "noise cancelling headphones, at least 40 hours battery, under $20")
+    assert cards and all(c["match"] == "near" and c["unmet"] for c in cards)
+    cards = present(demo, "blue or navy sneakers for women, size 38, under $80")
+    assert cards and cards[0]["match"] == "exact" and cards[0]["unmet"] == []
+
+
+def test_age_and_listed_values(demo: SimpleNamespace) -> None:
+    _, c = read(demo, "a building set for a 6 year old")
+    assert sorted(c.attributes["age"]) == ["3+", "4+", "6+"]
+    _, c = read(demo, "teddy bear, large, cream or brown")
+    assert c.attributes["size"] == ["large"] and sorted(c.attributes["color"]) == ["brown", "cream"]
+
+
+def test_second_round_phrases(demo: SimpleNamespace, tau2: SimpleNamespace) -> None:
+    q, c = read(tau2, "looking for a laptop, nothing over $1,500, silver or space gray")
+    assert c.price_max == 1500 and c.price_min is None
+    _, c = read(tau2, "Bluetooth speaker, must be water resistant, red")
+    assert c.attributes["water resistance"] == ["yes"]
+    _, c = read(tau2, "can i get a t-shirt, polyester, size large, colour other than black")
+    assert c.exclude_attributes["color"] == ["black"] and c.attributes["size"] == ["l"]
+    _, c = read(tau2, "headphones, over the ear, cant be wired")
+    assert c.attributes["type"] == ["over-ear"] and c.exclude_attributes["connectivity"] == ["wired"]
+    _, c = read(demo, "tent for 2, summer, not orange")
+    assert c.attributes["capacity"] == ["2-person"]
+    _, c = read(demo, "headphones w/ noise cancellation in white")
+    assert c.attributes["noise cancelling"] == ["yes"]
+    _, c = read(demo, "bpa free food storage, blue")
+    assert c.attributes["material"] == ["bpa-free plastic"]
