@@ -31,6 +31,7 @@ from concierge.evals.rewards import (
     nl_assertions_reward,
     pass_label,
 )
+from concierge.models.engine import ChatHub
 from concierge.support.tasks import Task, load_tasks
 from concierge.support.users import make_user
 
@@ -54,7 +55,7 @@ def score_conversation(
     final_hash: str,
     gold_hash: str,
     *,
-    hub: Any = None,
+    hub: ChatHub | None = None,
     judge: str | None = None,
 ) -> dict[str, Any]:
     """τ²'s reward for one conversation (``convo`` as :func:`run_conversation` returns it)."""
@@ -190,7 +191,7 @@ def evaluate(
     tasks: Sequence[Task] | str | Path,
     mode: str,
     user: str,
-    hub: Any,
+    hub: ChatHub | None,
     model_alias: str | None,
     trials: int = 1,
     *,

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from concierge.models.engine import ServingHub
 from concierge.shop.answer import ConversationState, ShopAnswer, ShopProducts, check_messages
 from concierge.shop.catalog import Catalog, CatalogError, Product, Variant
 from concierge.shop.grounding import (
@@ -107,7 +108,7 @@ COMPLEMENT_RULES: dict[str, tuple[str, ...]] = {
 
 
 def hub_embedder(
-    hub: Any, alias: str = "embed", tenant: str | None = None
+    hub: ServingHub, alias: str = "embed", tenant: str | None = None
 ) -> Callable[[list[str]], np.ndarray]:
     """A search-index embedder backed by the hub's embeddings alias."""
 
@@ -127,7 +128,7 @@ class ShopAssistant(AnswerWriter):
 
     def __init__(
         self,
-        hub: Any,
+        hub: ServingHub,
         catalog: Catalog,
         index: SearchIndex,
         recommender: Personalizer | None = None,
@@ -161,7 +162,7 @@ class ShopAssistant(AnswerWriter):
     @classmethod
     def open(
         cls,
-        hub: Any,
+        hub: ServingHub,
         tenant: str,
         catalog_name: str,
         *,

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from concierge.models.engine import ServingHub
 from concierge.shop.answer import ConversationState, ShopAnswer
 from concierge.shop.grounding import (
     TEXT_CHECKS,
@@ -71,7 +72,7 @@ def _join(items: Sequence[str]) -> str:
 class AnswerWriter:
     """The answer-text half of the shop assistant (mixed into ``ShopAssistant``)."""
 
-    hub: Any
+    hub: ServingHub
     catalog: Any
     checker: Any
     vocab: Any

@@ -18,6 +18,8 @@ from typing import Any
 import bm25s
 import numpy as np
 
+from concierge.models.engine import ChatHub
+
 EmbedFn = Callable[[list[str]], Any]  # texts -> (n, d) vectors (list of lists or array)
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*)$", re.M)
@@ -180,7 +182,7 @@ class KnowledgeBase:
         self,
         question: str,
         *,
-        hub: Any = None,
+        hub: ChatHub | None = None,
         alias: str | None = None,
         k: int = 3,
         tenant: str | None = None,

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
+from concierge.models.engine import ChatHub
 from concierge.support.guardrails import asks_confirmation
 from concierge.support.tasks import Task
 
@@ -379,7 +380,7 @@ class LLMUser:
     name = "llm"
 
     def __init__(
-        self, task: Task, hub: Any, alias: str, max_turns: int = 20, tenant: str | None = None
+        self, task: Task, hub: ChatHub, alias: str, max_turns: int = 20, tenant: str | None = None
     ) -> None:
         self.task = task
         self.hub = hub
@@ -443,7 +444,7 @@ def make_user(
     kind: str,
     task: Task,
     *,
-    hub: Any = None,
+    hub: ChatHub | None = None,
     alias: str | None = None,
     max_turns: int = 12,
     tenant: str | None = None,

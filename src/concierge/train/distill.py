@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from concierge.models.engine import ChatHub
 from concierge.train.records import DatasetError
 
 
 def distill(
     teacher_alias: str,
-    hub: Any,
+    hub: ChatHub,
     prompts: Iterable[dict[str, Any] | Sequence[dict[str, Any]]],
     *,
     defaults: dict[str, Any] | None = None,

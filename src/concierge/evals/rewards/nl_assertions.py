@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from concierge.evals.rewards.base import Component
+from concierge.models.engine import ChatHub
 
 SYSTEM_PROMPT = """
         TASK
@@ -68,7 +69,7 @@ def _json_object(text: str) -> dict[str, Any]:
 def nl_assertions_reward(
     nl_assertions: Sequence[str],
     turns: Sequence[dict[str, Any]],
-    hub: Any = None,
+    hub: ChatHub | None = None,
     judge: str | None = None,
 ) -> tuple[Component, dict[str, float]]:
     """The component and the judge's usage (``prompt_tokens``, ``completion_tokens``, ``model_calls``)."""
