@@ -1,7 +1,7 @@
 """SQLAlchemy 2 engine and sessions: SQLite in WAL mode by default, any URL (Postgres) by config.
 
-Each capability declares its tables on :class:`Base` in its own module; :func:`init_db`
-imports them all so ``create_all`` sees every table.
+Each capability declares its tables on :class:`~concierge.store.base.Base` in its own module
+(listed in ``concierge.store.base.TABLE_MODULES``); :func:`init_db` imports them all by name.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from concierge import config
+from concierge.store.base import Base, load_tables
 
-
-class Base(DeclarativeBase):
-    pass
+__all__ = ["Base", "get_engine", "init_db", "reset_engines", "session_scope"]
 
 
 _lock = threading.Lock()
@@ -51,9 +50,7 @@ def get_engine(url: str | None = None) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    from concierge.store import tables  # noqa: F401  (registers the tables)
-
-    Base.metadata.create_all(engine)
+    load_tables().create_all(engine)
 
 
 def reset_engines() -> None:
