@@ -64,11 +64,11 @@ def _load_release_fixture(engine: sa.Engine) -> None:
             conn.executescript(script)
         return
     script = (FIXTURES / "release-0.1.0.postgresql.sql").read_text()
-    statements = [s for s in re.split(r";\s*\n", script) if s.strip() and not s.lstrip().startswith("--")]
+    script = "\n".join(line for line in script.splitlines() if not line.startswith("--"))
     with engine.begin() as conn:
-        for statement in statements:
-            statement = "\n".join(line for line in statement.splitlines() if not line.startswith("--"))
-            conn.exec_driver_sql(statement)
+        for statement in re.split(r";\s*\n", script):
+            if statement.strip():
+                conn.exec_driver_sql(statement)
 
 
 def _fixture_rows() -> dict[str, int]:
