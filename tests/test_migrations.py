@@ -142,14 +142,10 @@ def test_revisions_run_one_by_one_give_the_models_schema(engine: sa.Engine, tmp_
 
 def test_each_revision_downgrades_and_upgrades_again(engine: sa.Engine) -> None:
     """Down one revision at a time to an empty database, then up again one at a time."""
-    from alembic import command
-
     revisions = _revisions()
     migrate.upgrade(engine)
-    with engine.begin() as conn:
-        for revision in [*reversed(revisions[:-1]), "base"]:
-            command.downgrade(migrate.alembic_config(conn), revision)
-            assert migrate.current_revision(conn) == (None if revision == "base" else revision)
+    for revision in [*reversed(revisions[:-1]), "base"]:
+        assert migrate.downgrade(engine, revision) == (None if revision == "base" else revision)
     assert not set(load_tables().tables) & set(sa.inspect(engine).get_table_names())
     for revision in revisions:
         assert migrate.upgrade(engine, revision).after == revision
@@ -230,6 +226,66 @@ def test_a_database_from_a_newer_release_is_refused(engine: sa.Engine) -> None:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = 'ffff_future'"))
     with pytest.raises(migrate.MigrationError, match="newer release"):
         migrate.upgrade(engine)
+
+
+_FUTURE_REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "9001"
+down_revision = {down!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    # On SQLite the type change rebuilds tenants (copy, drop, rename) under rows that reference it.
+    with op.batch_alter_table("tenants") as batch:
+        batch.add_column(sa.Column("note", sa.String(200), nullable=True))
+        batch.alter_column("name", type_=sa.String(200), existing_type=sa.String(100), existing_nullable=False)
+    op.execute("UPDATE tenants SET note = 'migrated ' || name")
+
+
+def downgrade():
+    with op.batch_alter_table("tenants") as batch:
+        batch.alter_column("name", type_=sa.String(100), existing_type=sa.String(200), existing_nullable=False)
+        batch.drop_column("note")
+"""
+
+
+def test_a_new_revision_runs_on_a_last_release_database(
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real schema change (a test-only revision on top of head) on the last release's rows."""
+    import shutil
+
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "9001_future.py").write_text(_FUTURE_REVISION.format(down=migrate.head()))
+    monkeypatch.setattr(migrate, "MIGRATIONS", scripts)
+    monkeypatch.setattr(migrate, "_script", None)
+    assert migrate.head() == "9001"
+
+    _load_release_fixture(engine)
+    before = _counts(engine)
+    result = migrate.upgrade(engine)
+    assert (result.action, result.before, result.after) == ("adopted", None, "9001")
+    assert _counts(engine) == before
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT id, name, note FROM tenants ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [(1, "acme", "migrated acme"), (2, "globex", "migrated globex")]
+        keys = conn.execute(sa.text("SELECT tenant_id FROM api_keys ORDER BY id")).scalars().all()
+        assert keys == [1, 2]
+    columns = {c["name"]: c for c in sa.inspect(engine).get_columns("tenants")}
+    assert columns["name"]["type"].length == 200
+    assert ("ix_tenants_name", ("name",), True) in _schema(engine)["tenants"]["indexes"]
+    if _dialect(engine) == "sqlite":
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # back on after the migration
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
+    # ... and back down to the baseline.
+    assert migrate.downgrade(engine, migrate.BASELINE) == migrate.BASELINE
+    assert "note" not in {c["name"] for c in sa.inspect(engine).get_columns("tenants")}
 
 
 _CHILD = """

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ BASELINE = "0001"
 PG_LOCK_KEY = 0x636F6E6369657267  # "concierg"
 SQLITE_LOCK_WAIT_S = 120.0
 
+_RAN = "concierge.migrations_ran"  # set in connection.info when revisions ran (then check foreign keys)
 _process_lock = threading.Lock()
 _script: ScriptDirectory | None = None
 
@@ -131,6 +134,7 @@ def _upgrade_locked(connection: Connection, revision: str) -> UpgradeResult:
                 return UpgradeResult(None, target, "created")
         else:
             adopt = True
+    connection.info[_RAN] = True
     try:
         command.upgrade(alembic_config(connection, adopt=adopt), revision)
     except CommandError as exc:
@@ -138,17 +142,56 @@ def _upgrade_locked(connection: Connection, revision: str) -> UpgradeResult:
     return UpgradeResult(before, current_revision(connection), "adopted" if adopt else "upgraded")
 
 
+@contextmanager
+def _migrating(engine: Engine) -> Iterator[Connection]:
+    """A connection in one transaction holding the migration lock; committed if the block succeeds.
+
+    SQLite and PostgreSQL both have transactional DDL, so a failing revision leaves the database as
+    it was. On SQLite, foreign keys are off while revisions run (batch operations rebuild a table by
+    drop-and-rename, which enforcement would refuse or cascade) and ``PRAGMA foreign_key_check``
+    must come back clean before the commit, as SQLite's procedure for schema changes prescribes.
+    """
+    sqlite = engine.dialect.name == "sqlite"
+    with _process_lock, engine.connect() as connection:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction
+            connection.commit()
+        try:
+            _lock(connection)
+            try:
+                yield connection
+                if sqlite and connection.info.pop(_RAN, False):
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise MigrationError(
+                            f"the migration leaves rows with dangling foreign keys: {broken[:5]}"
+                        )
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.commit()
+        finally:
+            connection.info.pop(_RAN, None)
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> UpgradeResult:
     """Bring the database to ``revision`` (default: the newest), under the migration lock."""
-    with _process_lock, engine.connect() as connection:
-        _lock(connection)
+    with _migrating(engine) as connection:
+        return _upgrade_locked(connection, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> str | None:
+    """Step the database back to ``revision`` (``"base"``: no tables), under the migration lock."""
+    with _migrating(engine) as connection:
+        connection.info[_RAN] = True
         try:
-            result = _upgrade_locked(connection, revision)
-        except BaseException:
-            connection.rollback()
-            raise
-        connection.commit()
-        return result
+            command.downgrade(alembic_config(connection), revision)
+        except CommandError as exc:
+            raise MigrationError(str(exc)) from exc
+        return current_revision(connection)
 
 
 def current(engine: Engine) -> str | None:
