@@ -86,10 +86,11 @@ def _schema(engine: sa.Engine) -> dict:
     schema = {}
     for table in sorted(set(inspector.get_table_names()) - {"alembic_version"}):
         schema[table] = {
-            "columns": [
+            # Sorted: a column a revision adds comes last, create_all puts it where the model has it.
+            "columns": sorted(
                 (c["name"], str(c["type"]), c["nullable"], c.get("autoincrement"))
                 for c in inspector.get_columns(table)
-            ],
+            ),
             "pk": inspector.get_pk_constraint(table)["constrained_columns"],
             "fks": sorted(
                 (
@@ -241,15 +242,15 @@ depends_on = None
 def upgrade():
     # On SQLite the type change rebuilds tenants (copy, drop, rename) under rows that reference it.
     with op.batch_alter_table("tenants") as batch:
-        batch.add_column(sa.Column("note", sa.String(200), nullable=True))
+        batch.add_column(sa.Column("test_only_note", sa.String(200), nullable=True))
         batch.alter_column("name", type_=sa.String(200), existing_type=sa.String(100), existing_nullable=False)
-    op.execute("UPDATE tenants SET note = 'migrated ' || name")
+    op.execute("UPDATE tenants SET test_only_note = 'migrated ' || name")
 
 
 def downgrade():
     with op.batch_alter_table("tenants") as batch:
         batch.alter_column("name", type_=sa.String(100), existing_type=sa.String(200), existing_nullable=False)
-        batch.drop_column("note")
+        batch.drop_column("test_only_note")
 """
 
 
@@ -272,7 +273,7 @@ def test_a_new_revision_runs_on_a_last_release_database(
     assert (result.action, result.before, result.after) == ("adopted", None, "9001")
     assert _counts(engine) == before
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT id, name, note FROM tenants ORDER BY id")).all()
+        rows = conn.execute(sa.text("SELECT id, name, test_only_note FROM tenants ORDER BY id")).all()
         assert [tuple(r) for r in rows] == [(1, "acme", "migrated acme"), (2, "globex", "migrated globex")]
         keys = conn.execute(sa.text("SELECT tenant_id FROM api_keys ORDER BY id")).scalars().all()
         assert keys == [1, 2]
@@ -285,7 +286,7 @@ def test_a_new_revision_runs_on_a_last_release_database(
             assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
     # ... and back down to the baseline.
     assert migrate.downgrade(engine, migrate.BASELINE) == migrate.BASELINE
-    assert "note" not in {c["name"] for c in sa.inspect(engine).get_columns("tenants")}
+    assert "test_only_note" not in {c["name"] for c in sa.inspect(engine).get_columns("tenants")}
 
 
 _CHILD = """
