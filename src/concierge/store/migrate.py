@@ -38,8 +38,6 @@ from concierge.store.base import load_tables
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BASELINE = "0001"
-# pg_advisory_xact_lock key: the same for every concierge process on a PostgreSQL database.
-PG_LOCK_KEY = 0x636F6E6369657267  # "concierg"
 SQLITE_LOCK_WAIT_S = 120.0
 
 _RAN = "concierge.migrations_ran"  # set in connection.info when revisions ran (then check foreign keys)
@@ -102,7 +100,10 @@ def _lock(connection: Connection) -> None:
                 connection.rollback()
                 time.sleep(0.1)
     elif dialect == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
+        # One key per schema: deployments sharing a database in separate schemas do not wait on each other.
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext('concierge.migrate:' || current_schema()))")
+        )
     # Other dialects: one transaction, no lock; a racing start fails on a duplicate table and retries.
 
 
