@@ -104,7 +104,7 @@ def _lock(connection: Connection) -> None:
         connection.execute(
             text("SELECT pg_advisory_xact_lock(hashtext('concierge.migrate:' || current_schema()))")
         )
-    # Other dialects: one transaction, no lock; a racing start fails on a duplicate table and retries.
+    # Other dialects (not supported): one transaction and no lock, so simultaneous first starts may race.
 
 
 def _known_tables(connection: Connection) -> set[str]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context, op
 
+from concierge.store.migrate import MigrationError
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -224,7 +226,7 @@ sa.Table(
 )
 
 
-class AdoptError(RuntimeError):
+class AdoptError(MigrationError):
     """An existing database's tables do not match the baseline; it is left untouched."""
 
 
