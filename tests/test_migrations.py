@@ -325,7 +325,7 @@ def test_db_commands(url: str) -> None:
     assert result.exit_code == 0, result.output
     assert f"created: none -> {migrate.head()}" in result.output
     result = runner.invoke(db_cli.app, ["upgrade", "--url", url])
-    assert "current:" in result.output
+    assert f"up to date: {migrate.head()}" in result.output
     result = runner.invoke(db_cli.app, ["current", "--url", url])
     assert f"database: {migrate.head()}" in result.output and "up to date" in result.output
     result = runner.invoke(db_cli.app, ["check", "--url", url])

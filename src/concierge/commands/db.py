@@ -45,8 +45,12 @@ def upgrade(
         raise typer.Exit(2) from exc
     finally:
         engine.dispose()
-    before = result.before or "none"
-    _out.print(f"{result.action}: {before} -> {result.after}", highlight=False, markup=False)
+    if result.action == "current":
+        _out.print(f"up to date: {result.after}", highlight=False, markup=False)
+    else:
+        _out.print(
+            f"{result.action}: {result.before or 'none'} -> {result.after}", highlight=False, markup=False
+        )
 
 
 @app.command()
