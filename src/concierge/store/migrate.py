@@ -179,7 +179,16 @@ def _migrating(engine: Engine) -> Iterator[Connection]:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> UpgradeResult:
-    """Bring the database to ``revision`` (default: the newest), under the migration lock."""
+    """Bring the database to ``revision`` (default: the newest), under the migration lock.
+
+    A database already at ``head`` is recognised with one read, without the lock (a replica that
+    restarts does not queue behind the others' writes); anything else is re-checked under the lock.
+    """
+    if revision == "head":
+        with engine.connect() as connection:
+            before = current_revision(connection)
+        if before is not None and before == head():
+            return UpgradeResult(before, before, "current")
     with _migrating(engine) as connection:
         return _upgrade_locked(connection, revision)
 
