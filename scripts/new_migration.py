@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             engine.dispose()
     for script in scripts if isinstance(scripts, list) else [scripts]:
+        # The project's formatting, where ruff is installed (the dev extra); alembic writes '...' quotes.
+        subprocess.run([sys.executable, "-m", "ruff", "format", "-q", script.path], check=False)
         print(f"wrote {Path(script.path).relative_to(SRC.parent)}")
     return 0
 
