@@ -312,7 +312,7 @@ def test_processes_starting_together_all_succeed(url: str, home: Path) -> None:
     ]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err for _, err in results]
-    assert {out.strip() for out, _ in results} == {migrate.head()}
+    assert {out.strip() for out, _ in results} == {migrate.head()}, results
     engine = db.get_engine(url)
     assert migrate.diff(engine) == []
 

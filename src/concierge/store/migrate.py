@@ -185,8 +185,11 @@ def upgrade(engine: Engine, revision: str = "head") -> UpgradeResult:
     restarts does not queue behind the others' writes); anything else is re-checked under the lock.
     """
     if revision == "head":
-        with engine.connect() as connection:
-            before = current_revision(connection)
+        try:
+            with engine.connect() as connection:
+                before = current_revision(connection)
+        except OperationalError:  # e.g. SQLite busy while another process creates the file: wait below
+            before = None
         if before is not None and before == head():
             return UpgradeResult(before, before, "current")
     with _migrating(engine) as connection:
