@@ -1,9 +1,9 @@
 """Tables for shop catalogues: catalogues, products, variants and shopper interactions.
 
-Declared on :class:`concierge.store.db.Base`; ``concierge.store.tables`` imports this module so one
-``create_all`` sees them. Products and variants are keyed by their catalogue-scoped string ids;
-interactions keep plain string ids (no foreign key to product rows) so replacing a catalogue never
-cascades into the shopper history.
+Declared on :class:`concierge.store.base.Base`; the store imports this module by name (it is listed
+in ``concierge.store.base.TABLE_MODULES``), so migrations and ``create_all`` see them. Products and
+variants are keyed by their catalogue-scoped string ids; interactions keep plain string ids (no
+foreign key to product rows) so replacing a catalogue never cascades into the shopper history.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from concierge.store.db import Base
+from concierge.store.base import Base
 
 
 def _utcnow() -> datetime:

@@ -1,7 +1,8 @@
 """SQLAlchemy 2 engine and sessions: SQLite in WAL mode by default, any URL (Postgres) by config.
 
-Each capability declares its tables on :class:`Base` in its own module; :func:`init_db`
-imports them all so ``create_all`` sees every table.
+Each capability declares its tables on :class:`~concierge.store.base.Base` in its own module
+(listed in ``concierge.store.base.TABLE_MODULES``). :func:`init_db` brings the database to the newest
+migration (:mod:`concierge.store.migrate`) when the process first makes an engine for a URL.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from concierge import config
+from concierge.store.base import Base
 
-
-class Base(DeclarativeBase):
-    pass
-
+__all__ = ["Base", "get_engine", "init_db", "make_engine", "reset_engines", "session_scope"]
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -34,26 +33,36 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
     cursor.close()
 
 
+def make_engine(url: str) -> Engine:
+    """A new engine for ``url`` (SQLite: WAL and a busy timeout), schema untouched."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
 def get_engine(url: str | None = None) -> Engine:
-    """One engine per URL for the process; tables are created on first use."""
+    """One engine per URL for the process; the schema is upgraded to the newest revision on first use."""
     url = url or config.database_url()
     with _lock:
         engine = _engines.get(url)
         if engine is None:
-            if url.startswith("sqlite"):
-                engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
-                event.listen(engine, "connect", _sqlite_pragmas)
-            else:
-                engine = create_engine(url, pool_pre_ping=True)
-            init_db(engine)
+            engine = make_engine(url)
+            try:
+                init_db(engine)
+            except BaseException:
+                engine.dispose()
+                raise
             _engines[url] = engine
         return engine
 
 
 def init_db(engine: Engine) -> None:
-    from concierge.store import tables  # noqa: F401  (registers the tables)
+    """Create or upgrade the schema (fresh: create_all + stamp; older: run the pending revisions)."""
+    from concierge.store import migrate
 
-    Base.metadata.create_all(engine)
+    migrate.upgrade(engine)
 
 
 def reset_engines() -> None:

@@ -1,4 +1,8 @@
-"""All persistent tables. Capabilities add theirs here so one create_all sees everything."""
+"""The core persistent tables (tenants, keys, usage, conversations, support state).
+
+Capabilities declare theirs in their own modules on the same :class:`~concierge.store.base.Base`
+(listed in :data:`concierge.store.base.TABLE_MODULES`); this module imports none of them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from concierge.store.db import Base
+from concierge.store.base import Base
 
 
 def utcnow() -> datetime:
@@ -92,10 +96,6 @@ class Handoff(Base):
     summary: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)  # queued | taken | closed
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-
-
-# Capability tables declared in their own packages, imported here so create_all sees them.
-from concierge.shop import store_tables  # noqa: E402, F401
 
 
 class TenantBudget(Base):
