@@ -8,20 +8,48 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import openai
 import pytest
-from test_gateway import FakeHub, LiveServer, _assert_error, _post, home, keys  # noqa: F401  (fixtures)
 
 from concierge.gateway.app import create_app
 from concierge.gateway.settings import GatewaySettings
+from test_gateway import FakeHub, LiveServer, _assert_error, _post, home, keys  # noqa: F401  (fixtures)
 
 HI = [{"role": "user", "content": "hi"}]
 
 
+class EndpointHub(FakeHub):
+    """FakeHub plus the calls the newer endpoints use (text completion, tokenize)."""
+
+    def complete(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
+        self.requests.append((alias, request, tenant))
+        prompt = len(request["prompt"].split())
+        text = f" continued {request['prompt'][-8:]} (seed {request.get('seed')})"
+        self._report(alias, "completions", tenant, 0.0, prompt, 3)
+        return {
+            "id": "cmpl-fake", "object": "text_completion", "created": 0, "model": alias,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": 3, "total_tokens": prompt + 3},
+        }
+
+    def stream_complete(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> Iterator[dict]:
+        self.requests.append((alias, request, tenant))
+        base = {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": alias}
+        for word in ["once", "upon", "a", "time"]:
+            yield {**base, "choices": [{"index": 0, "text": " " + word, "finish_reason": None}]}
+        yield {**base, "choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}
+        yield {**base, "choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6}}
+
+    def tokenize(self, alias: str, text: str, add_special: bool = True) -> list[int]:
+        return ([1] if add_special else []) + [len(w) for w in text.split()]
+
+    def detokenize(self, alias: str, tokens: list[int]) -> str:
+        return " ".join("x" * t for t in tokens)
+
+
 @pytest.fixture(scope="module")
 def hub() -> FakeHub:
-    return FakeHub()
+    return EndpointHub()
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +145,44 @@ def test_official_client_defaults_are_accepted(client: openai.OpenAI) -> None:
     assert chunks[-1].usage is not None and any(c.choices and c.choices[0].delta.content for c in chunks)
     with client.chat.completions.stream(model="tiny", messages=HI) as helper:
         assert helper.get_final_completion().choices[0].message.content
+
+
+# ---- n > 1 and /v1/completions ------------------------------------------------------------------
+
+
+def test_chat_n_choices(client: openai.OpenAI, hub: FakeHub) -> None:
+    before = len(hub.requests)
+    result = client.chat.completions.create(model="tiny", messages=HI, n=3, seed=7, max_tokens=5)
+    assert [c.index for c in result.choices] == [0, 1, 2]
+    assert all(c.message.content for c in result.choices)
+    one = hub.requests[-1][1]
+    assert result.usage.completion_tokens == 3 * (len(str(result.choices[0].message.content).split()) + 1)
+    assert result.usage.prompt_tokens == 3 * len(one["messages"][0]["content"].split())
+    assert sorted(r[1]["seed"] for r in hub.requests[before:]) == [7, 8, 9]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny", messages=HI, n=2, stream=True)
+
+
+def test_completions(client: openai.OpenAI, hub: FakeHub) -> None:
+    result = client.completions.create(model="tiny", prompt="Once upon", max_tokens=5)
+    assert result.object == "text_completion" and result.choices[0].text.startswith(" continued")
+    assert result.usage.total_tokens == 5 and hub.requests[-1][1]["max_tokens"] == 5
+    result = client.completions.create(model="tiny", prompt=["a b", "c d e"], n=2, seed=1)
+    assert [c.index for c in result.choices] == [0, 1, 2, 3]
+    assert result.choices[0].text.endswith("a b (seed 1)") and result.choices[1].text.endswith("(seed 2)")
+    assert result.choices[2].text.endswith("c d e (seed 1)")
+    assert result.usage.prompt_tokens == 2 * 2 + 2 * 3
+    chunks = list(client.completions.create(model="tiny", prompt="x", stream=True,
+                                            stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == " once upon a time"
+    assert chunks[-1].usage.completion_tokens == 4
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [({"echo": True}, "echo"), ({"suffix": "x"}, "suffix"), ({"ignore_eos": True}, "ignore_eos"),
+     ({"max_tokens": 51}, "max_tokens"), ({"prompt": [[1, 2]]}, "prompt"), ({"prompt": "x" * 401}, "prompt")],
+)
+def test_completions_refusals(live: LiveServer, keys: dict[str, str], extra: dict, param: str) -> None:  # noqa: F811
+    body = {"model": "tiny", "prompt": "hi", **extra}
+    _assert_error(_post(live, "/v1/completions", keys["acme"], json=body), 400, param)

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from concierge.gateway.chat.routes import router as chat_router
+from concierge.gateway.completions.routes import router as completions_router
 from concierge.gateway.embeddings.routes import router as embeddings_router
 from concierge.gateway.errors import error_body
 from concierge.gateway.health.routes import router as health_router
@@ -25,7 +26,7 @@ from concierge.gateway.models.routes import router as models_router
 from concierge.gateway.settings import GatewaySettings
 from concierge.gateway.state import Gateway
 
-_ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/v1/models": "models"}
+_ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings", "/v1/models": "models"}
 
 
 def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
@@ -43,7 +44,7 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
         gw.metrics.count_request(NO_LABEL, None, _ENDPOINTS.get(path, "other"), 413)
 
     app.add_middleware(BodyLimit, max_bytes=gw.settings.max_body_bytes, on_reject=rejected_body)
-    for router in (chat_router, embeddings_router, models_router, health_router):
+    for router in (chat_router, completions_router, embeddings_router, models_router, health_router):
         app.include_router(router)
     install_error_handlers(app)
     return app

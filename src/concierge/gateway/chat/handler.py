@@ -8,7 +8,7 @@ length, engine down) get their real HTTP status; later ones are reported in-band
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -193,9 +193,12 @@ class ChatRenderer:
 
 async def stream_chat(
     request: Request, gw: Gateway, call: Call, body: dict[str, Any], payload: dict[str, Any],
-    slot: Slot, renderer: Any,
+    slot: Slot, renderer: Any, opener: Callable[[], Any] | None = None,
 ) -> Response:
-    """Stream the engine's chat chunks through ``renderer`` (see :class:`ChatRenderer`)."""
+    """Stream the engine's chat chunks through ``renderer`` (see :class:`ChatRenderer`).
+
+    ``opener`` opens another kind of stream (completions) instead of the hub's chat stream.
+    """
     hub = gw.hub
     payload["stream"] = True
     # Always ask for usage (metering needs it); the renderer drops it if the client did not ask.
@@ -203,9 +206,12 @@ async def stream_chat(
     # Open the stream in a worker thread (the engine may load on first use), then start the pump
     # at once: its thread starts while the engine reads the prompt, not after the first token.
     opened: list[Iterator[dict[str, Any]]] = []
-    pushed = PushPump() if hasattr(hub, "open_stream") else None
+    pushed = PushPump() if hasattr(hub, "open_stream") and opener is None else None
 
     def open_stream() -> None:
+        if opener is not None:
+            opened.append(as_iterator(opener()))
+            return
         if pushed is None:
             opened.append(as_iterator(hub.stream_chat(call.model, payload, tenant=call.tenant)))
             return
