@@ -8,12 +8,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from concierge.gateway.app import create_app
 from concierge.gateway.settings import GatewaySettings
-from test_gateway import FakeHub, LiveServer, _assert_error, _post, home, keys  # noqa: F401  (fixtures)
+from test_gateway import (  # noqa: F401  (fixtures)
+    FakeHub,
+    LiveServer,
+    _assert_error,
+    _post,
+    home,
+    keys,
+    real_client,
+    real_live,
+)
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -186,3 +196,38 @@ def test_completions(client: openai.OpenAI, hub: FakeHub) -> None:
 def test_completions_refusals(live: LiveServer, keys: dict[str, str], extra: dict, param: str) -> None:  # noqa: F811
     body = {"model": "tiny", "prompt": "hi", **extra}
     _assert_error(_post(live, "/v1/completions", keys["acme"], json=body), 400, param)
+
+
+# ---- /tokenize and /detokenize -----------------------------------------------------------------
+
+
+def test_tokenize_and_detokenize(live: LiveServer, keys: dict[str, str]) -> None:  # noqa: F811
+    answer = _post(live, "/tokenize", keys["acme"], json={"model": "tiny", "prompt": "ab cde"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"count": 3, "max_model_len": FakeHub.CONTEXT, "tokens": [1, 2, 3]}
+    answer = _post(live, "/tokenize", keys["acme"], json={"model": "tiny", "prompt": "ab", "add_special_tokens": False})
+    assert answer.json()["tokens"] == [2]
+    answer = _post(live, "/detokenize", keys["acme"], json={"model": "tiny", "tokens": [2, 3]})
+    assert answer.json() == {"prompt": "xx xxx"}
+    _assert_error(_post(live, "/tokenize", None, json={"model": "tiny", "prompt": "a"}), 401)
+    _assert_error(_post(live, "/tokenize", keys["acme"], json={"model": "nope", "prompt": "a"}), 404)
+    _assert_error(_post(live, "/tokenize", keys["acme"], json={"model": "tiny", "prompt": "a", "x": 1}), 400, "x")
+    _assert_error(_post(live, "/tokenize", keys["acme"], json={"model": "tiny"}), 400)
+
+
+def test_real_hub_completions_and_tokenize(real_live: LiveServer, real_client: openai.OpenAI) -> None:  # noqa: F811
+    """The real ModelHub has no completion or tokenizer call: the llama.cpp engine's own API serves them."""
+    result = real_client.completions.create(model="tiny", prompt="Hello", max_tokens=4, temperature=0)
+    assert result.object == "text_completion" and 0 < result.usage.completion_tokens <= 4
+    chunks = list(real_client.completions.create(model="tiny", prompt="Hello", max_tokens=3, stream=True))
+    assert any(c.choices and c.choices[0].text for c in chunks)
+    key = {"Authorization": f"Bearer {real_client.api_key}"}
+    answer = httpx.post(real_live.url + "/tokenize", json={"model": "tiny", "prompt": "hello"}, headers=key, timeout=20)
+    assert answer.status_code == 200, answer.text
+    tokens = answer.json()["tokens"]
+    assert answer.json()["count"] == len(tokens) > 0 and answer.json()["max_model_len"] == 1024
+    back = httpx.post(real_live.url + "/detokenize", json={"model": "tiny", "tokens": tokens}, headers=key, timeout=20)
+    assert back.json()["prompt"].strip() == "hello"
+    chat = httpx.post(real_live.url + "/tokenize", headers=key, timeout=20,
+                      json={"model": "tiny", "messages": [{"role": "user", "content": "hello"}]})
+    assert chat.status_code == 200 and chat.json()["count"] > len(tokens)  # the template's tokens too

@@ -25,6 +25,7 @@ from concierge.gateway.http import NO_LABEL, BodyLimit, Call, failure
 from concierge.gateway.models.routes import router as models_router
 from concierge.gateway.settings import GatewaySettings
 from concierge.gateway.state import Gateway
+from concierge.gateway.tokenize.routes import router as tokenize_router
 
 _ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings", "/v1/models": "models"}
 
@@ -44,7 +45,8 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
         gw.metrics.count_request(NO_LABEL, None, _ENDPOINTS.get(path, "other"), 413)
 
     app.add_middleware(BodyLimit, max_bytes=gw.settings.max_body_bytes, on_reject=rejected_body)
-    for router in (chat_router, completions_router, embeddings_router, models_router, health_router):
+    for router in (chat_router, completions_router, embeddings_router, models_router, tokenize_router,
+                   health_router):
         app.include_router(router)
     install_error_handlers(app)
     return app
