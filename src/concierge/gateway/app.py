@@ -22,6 +22,7 @@ from concierge.gateway.embeddings.routes import router as embeddings_router
 from concierge.gateway.errors import error_body
 from concierge.gateway.health.routes import router as health_router
 from concierge.gateway.http import NO_LABEL, BodyLimit, Call, failure
+from concierge.gateway.messages.routes import router as messages_router
 from concierge.gateway.models.routes import router as models_router
 from concierge.gateway.settings import GatewaySettings
 from concierge.gateway.state import Gateway
@@ -45,7 +46,7 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
         gw.metrics.count_request(NO_LABEL, None, _ENDPOINTS.get(path, "other"), 413)
 
     app.add_middleware(BodyLimit, max_bytes=gw.settings.max_body_bytes, on_reject=rejected_body)
-    for router in (chat_router, completions_router, embeddings_router, models_router, tokenize_router,
+    for router in (chat_router, completions_router, messages_router, embeddings_router, models_router, tokenize_router,
                    health_router):
         app.include_router(router)
     install_error_handlers(app)

@@ -74,6 +74,27 @@ async def chat_completions(request: Request) -> Response:
         return failure(request, with_limit(exc, gw.hub, call.model), call)
 
 
+async def chat_once(gw: Gateway, call: Call, payload: dict[str, Any]) -> dict[str, Any]:
+    """One non-streaming engine chat call, queued like every call (for the families built on chat)."""
+    slot = await gw.limits.admit(call.tenant, call.model)
+    try:
+        single = {**payload, "stream": False}
+        return await in_thread(lambda: gw.hub.chat(call.model, single, tenant=call.tenant), limiter=gw.limiter)
+    finally:
+        slot.release()
+
+
+async def chat_events(
+    request: Request, gw: Gateway, call: Call, body: Any, payload: dict[str, Any], renderer: Any
+) -> Response:
+    """A streaming engine chat call rendered by ``renderer`` (Responses and Messages events)."""
+    slot = await gw.limits.admit(call.tenant, call.model)
+    try:
+        return await stream_chat(request, gw, call, body, payload, slot, renderer)
+    finally:
+        slot.release_unless_handed_over()
+
+
 def with_limit(exc: BaseException, hub: Any, alias: str) -> BaseException:
     return _with_limit(exc, hub, alias) if isinstance(exc, ContextLengthError) else exc
 

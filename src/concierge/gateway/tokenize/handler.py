@@ -8,6 +8,7 @@ Not metered as usage (no generation), but counted in the request metrics.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import Request
@@ -94,3 +95,18 @@ def _detokenize(gw: Gateway, alias: str, tokens: list[int]) -> str:
     if ep.kind == "openai-upstream":
         return str(engine_http.post(ep, "/detokenize", {"model": alias, "tokens": tokens}, timeout=30)["prompt"])
     return str(engine_http.post(ep, "/detokenize", {"tokens": tokens}, timeout=30)["content"])
+
+
+def count_chat_tokens(gw: Gateway, alias: str, messages: list[dict[str, Any]], tools: list[Any] | None) -> int:
+    """Prompt tokens of a chat conversation (the template's own tokens included where the engine
+    can apply it; a hub with only ``tokenize`` counts the message text) plus the tool schemas'."""
+    hub = gw.hub
+    if hasattr(hub, "tokenize"):
+        count = sum(len(hub.tokenize(alias, str(m.get("content") or ""), False)) for m in messages)
+    else:
+        req = TokenizeRequest(model=alias, messages=messages)
+        count = len(_tokenize(gw, alias, req))
+    if tools:
+        count += len(_tokenize(gw, alias, TokenizeRequest(model=alias, prompt=json.dumps(tools),
+                                                            add_special_tokens=False)))
+    return count
