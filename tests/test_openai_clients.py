@@ -177,3 +177,135 @@ def test_anthropic_count_tokens(claude: anthropic.Anthropic) -> None:
     counted = claude.messages.count_tokens(model="tiny", system="be brief",
                                            messages=[{"role": "user", "content": "one two three"}])
     assert counted.input_tokens == 5
+
+
+# ---- openai: chat and Responses ----------------------------------------------------------------
+
+
+def test_openai_chat_n_and_tools(oai: openai.OpenAI, scripted: ScriptedHub) -> None:
+    scripted.script += [say("first"), say("second")]
+    result = oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], n=2)
+    assert sorted(c.message.content for c in result.choices) == ["first", "second"]
+    assert [c.index for c in result.choices] == [0, 1]
+    scripted.script.append(tool_call("get_weather", {"city": "Oslo"}))
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}]
+    result = oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], tools=tools)
+    assert result.choices[0].message.tool_calls[0].function.name == "get_weather"
+
+
+def test_openai_responses(oai: openai.OpenAI, scripted: ScriptedHub) -> None:
+    scripted.script.append(say("Hello there"))
+    response = oai.responses.create(model="tiny", input="Say hello", instructions="Be kind.", max_output_tokens=30)
+    assert response.status == "completed" and response.output_text == "Hello there"
+    assert response.usage.input_tokens == 4 and response.usage.output_tokens > 0  # instructions count
+    sent = scripted.requests[-1][1]
+    assert sent["messages"] == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Say hello"}]
+    assert sent["max_tokens"] == 30
+    # previous_response_id continues the stored conversation (instructions are not carried over).
+    scripted.script.append(say("You said hello"))
+    follow = oai.responses.create(model="tiny", input="What did I say?", previous_response_id=response.id)
+    assert follow.output_text == "You said hello" and follow.previous_response_id == response.id
+    assert [m["content"] for m in scripted.requests[-1][1]["messages"]] == ["Say hello", "Hello there", "What did I say?"]
+    assert oai.responses.retrieve(follow.id).output_text == "You said hello"
+
+
+def test_openai_responses_are_per_tenant(live: LiveServer, oai: openai.OpenAI, keys: dict[str, str]) -> None:  # noqa: F811
+    mine = oai.responses.create(model="tiny", input="secret plan")
+    other = openai.OpenAI(base_url=live.url + "/v1", api_key=keys["globex"], max_retries=0)
+    with pytest.raises(openai.NotFoundError) as info:
+        other.responses.create(model="tiny", input="continue", previous_response_id=mine.id)
+    assert info.value.body["param"] == "previous_response_id"
+    with pytest.raises(openai.NotFoundError):
+        other.responses.retrieve(mine.id)
+    unstored = oai.responses.create(model="tiny", input="x", store=False)
+    with pytest.raises(openai.NotFoundError):
+        oai.responses.create(model="tiny", input="y", previous_response_id=unstored.id)
+
+
+def test_openai_responses_stream(oai: openai.OpenAI, scripted: ScriptedHub) -> None:
+    scripted.script.append(say("streamed words here"))
+    events = list(oai.responses.create(model="tiny", input="go", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert "response.output_text.delta" in kinds
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "streamed words here"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    final = events[-1].response
+    assert final.output_text == "streamed words here" and final.usage.output_tokens == 3
+    # A streamed function call, through the SDK's stream helper.
+    scripted.script.append(tool_call("get_weather", {"city": "Oslo"}))
+    tools = [{"type": "function", "name": "get_weather", "parameters": WEATHER, "strict": False}]
+    with oai.responses.stream(model="tiny", input="weather?", tools=tools) as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_response()
+    assert "response.function_call_arguments.delta" in kinds
+    call = final.output[0]
+    assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Oslo"}
+    # The stored stream continues like any response.
+    scripted.script.append(say("Sunny"))
+    oai.responses.create(model="tiny", previous_response_id=final.id,
+                         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+    sent = scripted.requests[-1][1]["messages"]
+    assert sent[-2]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert sent[-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny"}
+
+
+def test_openai_responses_json_schema_and_refusals(oai: openai.OpenAI, scripted: ScriptedHub) -> None:
+    schema = {"type": "object", "properties": {"size": {"enum": ["S", "M"]}}, "required": ["size"],
+              "additionalProperties": False}
+    response = oai.responses.create(model="tiny", input="size?",
+                                    text={"format": {"type": "json_schema", "name": "s", "schema": schema}})
+    assert json.loads(response.output_text) == {"size": "S"}
+    assert scripted.requests[-1][1]["response_format"]["json_schema"]["schema"] == schema
+    for extra, param in (({"ignore_eos": True}, "ignore_eos"), ({"reasoning": {"effort": "high"}}, "reasoning"),
+                         ({"include": ["reasoning.encrypted_content"]}, "include")):
+        with pytest.raises(openai.BadRequestError) as info:
+            oai.responses.create(model="tiny", input="x", extra_body=extra)
+        assert info.value.body["param"] == param
+
+
+# ---- openai-agents: an agent with one function tool over /v1/responses ----------------------------
+
+
+def test_agents_sdk_runs_a_function_tool(live: LiveServer, keys: dict[str, str], scripted: ScriptedHub) -> None:  # noqa: F811
+    agents = pytest.importorskip("agents")
+    ran: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather of a city."""
+        ran.append(city)
+        return f"{city}: 21C and sunny"
+
+    def answer_from_tool_result(request: dict[str, Any]) -> dict[str, Any]:
+        result = next(m["content"] for m in reversed(request["messages"]) if m["role"] == "tool")
+        return say(f"The tool says: {result}")
+
+    scripted.script += [tool_call("get_weather", {"city": "Oslo"}, "call_w1"), answer_from_tool_result]
+    client = openai.AsyncOpenAI(base_url=live.url + "/v1", api_key=keys["acme"], max_retries=0)
+    model = agents.OpenAIResponsesModel(model="tiny", openai_client=client)
+    agent = agents.Agent(name="weather", instructions="Use the tool.", tools=[get_weather], model=model)
+    result = agents.Runner.run_sync(agent, "What is the weather in Oslo?",
+                                    run_config=agents.RunConfig(tracing_disabled=True))
+    assert ran == ["Oslo"]
+    assert result.final_output == "The tool says: Oslo: 21C and sunny"
+
+
+# ---- langchain-openai ---------------------------------------------------------------------------
+
+
+def test_langchain_chat_openai(live: LiveServer, keys: dict[str, str], scripted: ScriptedHub) -> None:  # noqa: F811
+    langchain_openai = pytest.importorskip("langchain_openai")
+    llm = langchain_openai.ChatOpenAI(model="tiny", base_url=live.url + "/v1", api_key=keys["acme"],
+                                      max_retries=0, timeout=20)
+    scripted.script.append(say("Hi from langchain"))
+    assert llm.invoke("hello").content == "Hi from langchain"
+
+    def get_weather(city: str) -> str:
+        """The weather of a city."""
+        return "sunny"
+
+    scripted.script.append(tool_call("get_weather", {"city": "Oslo"}))
+    message = llm.bind_tools([get_weather]).invoke("weather in Oslo?")
+    assert message.tool_calls[0]["name"] == "get_weather" and message.tool_calls[0]["args"] == {"city": "Oslo"}
+    assert scripted.requests[-1][1]["tools"][0]["function"]["name"] == "get_weather"

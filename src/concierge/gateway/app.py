@@ -24,6 +24,7 @@ from concierge.gateway.health.routes import router as health_router
 from concierge.gateway.http import NO_LABEL, BodyLimit, Call, failure
 from concierge.gateway.messages.routes import router as messages_router
 from concierge.gateway.models.routes import router as models_router
+from concierge.gateway.responses.routes import router as responses_router
 from concierge.gateway.settings import GatewaySettings
 from concierge.gateway.state import Gateway
 from concierge.gateway.tokenize.routes import router as tokenize_router
@@ -46,7 +47,7 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
         gw.metrics.count_request(NO_LABEL, None, _ENDPOINTS.get(path, "other"), 413)
 
     app.add_middleware(BodyLimit, max_bytes=gw.settings.max_body_bytes, on_reject=rejected_body)
-    for router in (chat_router, completions_router, messages_router, embeddings_router, models_router, tokenize_router,
+    for router in (chat_router, completions_router, responses_router, messages_router, embeddings_router, models_router, tokenize_router,
                    health_router):
         app.include_router(router)
     install_error_handlers(app)
