@@ -5,6 +5,7 @@ Driven over HTTP on a live server with the FakeHub of test_gateway (canned, dete
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -231,3 +232,26 @@ def test_real_hub_completions_and_tokenize(real_live: LiveServer, real_client: o
     chat = httpx.post(real_live.url + "/tokenize", headers=key, timeout=20,
                       json={"model": "tiny", "messages": [{"role": "user", "content": "hello"}]})
     assert chat.status_code == 200 and chat.json()["count"] > len(tokens)  # the template's tokens too
+
+
+def test_real_hub_responses_and_messages(real_live: LiveServer, real_client: openai.OpenAI) -> None:  # noqa: F811
+    """Responses and Messages over the real llama.cpp engine (random tiny model: shapes, not words)."""
+    import anthropic
+
+    response = real_client.responses.create(model="tiny", input="hello", instructions="Be brief.", max_output_tokens=4)
+    assert response.status in ("completed", "incomplete") and 0 < response.usage.output_tokens <= 4
+    events = list(real_client.responses.create(model="tiny", input="hello", max_output_tokens=3, stream=True,
+                                               previous_response_id=response.id))
+    assert events[0].type == "response.created" and events[-1].type in ("response.completed", "response.incomplete")
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    # Random weights pad with whitespace the grammar allows: room to finish, greedy for repeatability.
+    shaped = real_client.responses.create(model="tiny", input="ok?", max_output_tokens=400, temperature=0,
+                                          text={"format": {"type": "json_schema", "name": "o", "schema": schema}})
+    assert isinstance(json.loads(shaped.output_text)["ok"], bool)
+    claude = anthropic.Anthropic(base_url=real_live.url, api_key=real_client.api_key, max_retries=0, timeout=60)
+    message = claude.messages.create(model="tiny", max_tokens=4, messages=[{"role": "user", "content": "hello"}])
+    assert message.type == "message" and 0 < message.usage.output_tokens <= 4
+    with claude.messages.stream(model="tiny", max_tokens=3, messages=[{"role": "user", "content": "hi"}]) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason in ("end_turn", "max_tokens")
+    assert claude.messages.count_tokens(model="tiny", messages=[{"role": "user", "content": "hello"}]).input_tokens > 1
