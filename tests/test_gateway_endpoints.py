@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from concierge import tenancy
 from concierge.gateway.app import create_app
 from concierge.gateway.settings import GatewaySettings
 from test_gateway import (  # noqa: F401  (fixtures)
@@ -199,6 +200,22 @@ def test_completions_refusals(live: LiveServer, keys: dict[str, str], extra: dic
     _assert_error(_post(live, "/v1/completions", keys["acme"], json=body), 400, param)
 
 
+def test_every_engine_call_is_metered(live: LiveServer) -> None:  # noqa: F811
+    key = tenancy.create_key("hooli").key
+    hooli = openai.OpenAI(base_url=live.url + "/v1", api_key=key, max_retries=0, timeout=20)
+    hooli.chat.completions.create(model="tiny", messages=HI, n=2)
+    hooli.completions.create(model="tiny", prompt=["a b", "c"], max_tokens=3)
+    hooli.responses.create(model="tiny", input="one two")
+    answer = httpx.post(live.url + "/v1/messages", headers={"x-api-key": key}, timeout=10,
+                        json={"model": "tiny", "max_tokens": 5, "messages": [{"role": "user", "content": "x y z"}]})
+    assert answer.status_code == 200, answer.text
+    live.flush()
+    rows = {(r.model, r.endpoint): r for r in tenancy.usage_summary("hooli")}
+    assert rows[("tiny", "chat")].requests == 4  # n=2, Responses and Messages run as chat calls
+    assert rows[("tiny", "chat")].prompt_tokens == 1 + 1 + 2 + 3
+    assert rows[("tiny", "completions")].requests == 2 and rows[("tiny", "completions")].prompt_tokens == 3
+
+
 # ---- /tokenize and /detokenize -----------------------------------------------------------------
 
 
@@ -232,6 +249,9 @@ def test_real_hub_completions_and_tokenize(real_live: LiveServer, real_client: o
     chat = httpx.post(real_live.url + "/tokenize", headers=key, timeout=20,
                       json={"model": "tiny", "messages": [{"role": "user", "content": "hello"}]})
     assert chat.status_code == 200 and chat.json()["count"] > len(tokens)  # the template's tokens too
+    real_live.flush()  # the engine-API calls are metered by the gateway itself
+    rows = {(r.model, r.endpoint): r for r in tenancy.usage_summary("initech")}
+    assert rows[("tiny", "completions")].requests >= 2 and rows[("tiny", "completions")].completion_tokens > 0
 
 
 def test_real_hub_responses_and_messages(real_live: LiveServer, real_client: openai.OpenAI) -> None:  # noqa: F811
