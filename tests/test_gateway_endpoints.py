@@ -171,8 +171,16 @@ def test_chat_n_choices(client: openai.OpenAI, hub: FakeHub) -> None:
     assert result.usage.completion_tokens == 3 * (len(str(result.choices[0].message.content).split()) + 1)
     assert result.usage.prompt_tokens == 3 * len(one["messages"][0]["content"].split())
     assert sorted(r[1]["seed"] for r in hub.requests[before:]) == [7, 8, 9]
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="tiny", messages=HI, n=2, stream=True)
+    chunks = list(client.chat.completions.create(model="tiny", messages=HI, n=2, stream=True, seed=1,
+                                                 stream_options={"include_usage": True}))
+    texts = {0: "", 1: ""}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+    assert texts[0] == texts[1] == "Hello from the tiny model , how can I help ? "
+    assert [c for c in chunks if c.usage] == [chunks[-1]] and chunks[-1].usage.completion_tokens == 2 * 11
+    finishes = [c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert sorted(finishes) == [0, 1]
 
 
 def test_completions(client: openai.OpenAI, hub: FakeHub) -> None:
@@ -275,3 +283,14 @@ def test_real_hub_responses_and_messages(real_live: LiveServer, real_client: ope
         final = stream.get_final_message()
     assert final.stop_reason in ("end_turn", "max_tokens")
     assert claude.messages.count_tokens(model="tiny", messages=[{"role": "user", "content": "hello"}]).input_tokens > 1
+
+
+def test_chat_n_stream_needs_that_many_slots(home, keys: dict[str, str]) -> None:  # noqa: ANN001, F811
+    with LiveServer(create_app(EndpointHub(), GatewaySettings(max_concurrent=2))) as server:
+        body = {"model": "tiny", "messages": HI, "n": 3, "stream": True}
+        _assert_error(_post(server, "/v1/chat/completions", keys["acme"], json=body), 400, "n")
+        body["n"] = 2
+        answer = _post(server, "/v1/chat/completions", keys["acme"], json=body)
+        assert answer.status_code == 200 and answer.text.endswith("data: [DONE]\n\n")
+        # The slots came back: two more streams at once still fit.
+        assert _post(server, "/v1/chat/completions", keys["acme"], json=body).status_code == 200

@@ -18,6 +18,7 @@ import jsonschema
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from concierge.gateway.chat.fanin import FanIn
 from concierge.gateway.chat.protocol import ChatCompletionRequest, NamedToolChoice
 from concierge.gateway.chat.streaming import END, PushPump, StreamPump, as_iterator, close_iterator
 from concierge.gateway.errors import GatewayError, from_exception, is_expected, sse_error
@@ -53,6 +54,9 @@ async def chat_completions(request: Request) -> Response:
         card = gw.card_for(req.model, "chat", call)
         payload = engine_payload(req, card.alias, gw.settings)
         n = req.n or 1
+        if n > 1 and req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return await stream_n(request, gw, call, body, payload, n, ChatRenderer(include_usage))
         if n > 1:
             result = await chat_n(gw, call, payload, n)
         else:
@@ -164,6 +168,55 @@ async def chat_n(gw: Gateway, call: Call, payload: dict[str, Any], n: int) -> di
             first = first.exceptions[0]
         raise first from None
     return merge_results([r for r in results if r is not None])
+
+
+class _Slots:
+    """Several held slots that a stream takes over together (see :class:`~concierge.gateway.limits.Slot`)."""
+
+    def __init__(self) -> None:
+        self.slots: list[Slot] = []
+        self.handed_over = False
+
+    def release(self) -> None:
+        for slot in self.slots:
+            slot.release()
+
+    def hand_over(self) -> Callable[[], None]:
+        self.handed_over = True
+        return self.release
+
+    def release_unless_handed_over(self) -> None:
+        if not self.handed_over:
+            self.release()
+
+
+async def stream_n(
+    request: Request, gw: Gateway, call: Call, body: Any, payload: dict[str, Any], n: int, renderer: Any
+) -> Response:
+    """``n`` streamed choices: ``n`` engine streams (each holding a slot) fanned into one."""
+    concurrency = gw.limits.concurrency(call.model)
+    if n > concurrency:
+        raise GatewayError(
+            400,
+            f"stream=true with n={n} needs {n} calls at once; model {call.model!r} runs {concurrency}.",
+            param="n",
+        )
+    slots = _Slots()
+    try:
+        for _ in range(n):
+            slots.slots.append(await gw.limits.admit(call.tenant, call.model))
+        payload = {**payload, "stream": True, "stream_options": {"include_usage": True}}
+
+        def opener(i: int) -> Callable[[], Any]:
+            single = {**payload, **({"seed": int(payload["seed"]) + i} if "seed" in payload else {})}
+            return lambda: gw.hub.stream_chat(call.model, single, tenant=call.tenant)
+
+        return await stream_chat(
+            request, gw, call, body, payload, slots, renderer,  # type: ignore[arg-type]
+            opener=lambda: FanIn([opener(i) for i in range(n)]),
+        )
+    finally:
+        slots.release_unless_handed_over()
 
 
 def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -364,8 +417,6 @@ def check_chat(req: ChatCompletionRequest, max_n: int = 8) -> None:
     """The checks beyond field types: n, honoured options, valid schemas, a named tool that exists."""
     if (req.n or 1) > max_n:
         raise GatewayError(400, f"n={req.n} is over this deployment's limit (max_n) of {max_n}.", param="n")
-    if (req.n or 1) > 1 and req.stream:
-        raise GatewayError(400, "n > 1 is not supported with stream=true; ask for one choice per stream.", param="n")
     check_openai_options(
         store=req.store, service_tier=req.service_tier, modalities=req.modalities,
         reasoning_effort=req.reasoning_effort,
