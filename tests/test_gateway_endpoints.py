@@ -97,6 +97,11 @@ def test_engine_fields_are_refused_by_name(
 def test_nested_unknown_fields_are_refused(live: LiveServer, keys: dict[str, str]) -> None:  # noqa: F811
     body = {"model": "tiny", "messages": HI, "stream": True, "stream_options": {"include_usage": True, "x": 1}}
     _assert_error(_post(live, "/v1/chat/completions", keys["acme"], json=body), 400, "stream_options.x")
+    part = {"type": "text", "text": "hi", "cache_prompt": True}
+    body = {"model": "tiny", "messages": [{"role": "user", "content": [part]}]}
+    _assert_error(_post(live, "/v1/chat/completions", keys["acme"], json=body), 400, "messages.0.content.0.cache_prompt")
+    body["messages"][0]["content"] = [{"type": "input_audio", "input_audio": {}}]
+    _assert_error(_post(live, "/v1/chat/completions", keys["acme"], json=body), 400, "messages.0.content.0")
     tool = {"type": "function", "function": {"name": "f", "parameters": {}, "lora": 1}}
     body = {"model": "tiny", "messages": HI, "tools": [tool]}
     _assert_error(_post(live, "/v1/chat/completions", keys["acme"], json=body), 400, "tools.0.function.lora")

@@ -29,7 +29,11 @@ from concierge.gateway.settings import GatewaySettings
 from concierge.gateway.state import Gateway
 from concierge.gateway.tokenize.routes import router as tokenize_router
 
-_ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings", "/v1/models": "models"}
+_ENDPOINTS = {
+    "/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/responses": "responses",
+    "/v1/messages": "messages", "/tokenize": "tokenize", "/detokenize": "detokenize",
+    "/v1/embeddings": "embeddings", "/v1/models": "models",
+}
 
 
 def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:

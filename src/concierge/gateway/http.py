@@ -31,7 +31,7 @@ log = logging.getLogger("concierge.gateway")
 NO_LABEL = "-"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_DONE = "data: [DONE]\n\n"
-_TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "function-after", "NamedToolChoice"}
+_TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "function-after", "NamedToolChoice", "TextPart", "ImagePart"}
 
 
 @dataclass
@@ -76,7 +76,10 @@ def parse(model: type[BaseModel], data: Any) -> Any:
     except ValidationError as exc:
         errors = exc.errors()
         # A field off the allow-list is the clearest problem to report: name it first.
-        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        # Otherwise the deepest: of a union's failed branches, the one that got furthest says most.
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), None) or max(
+            errors, key=lambda e: len(e["loc"])
+        )
         # Drop pydantic's union branch names ("str", "list[...]") so param is the JSON path.
         loc = [str(p) for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in _TYPE_NAMES))]
         param = ".".join(loc) or None
