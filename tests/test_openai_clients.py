@@ -161,6 +161,10 @@ def test_anthropic_errors_and_auth(live: LiveServer, claude: anthropic.Anthropic
     assert info.value.body == {"type": "error", "error": {"type": "invalid_request_error",
                                                           "message": info.value.body["error"]["message"]}}
     assert "ignore_eos" in info.value.body["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude.messages.create(model="tiny", max_tokens=5, messages=[{"role": "user", "content": "x"}],
+                               tools=[{"name": "f", "input_schema": {"type": "wat"}}])
+    assert "tools.0.input_schema" in info.value.body["error"]["message"]
     with pytest.raises(anthropic.NotFoundError):
         claude.messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     bad = anthropic.Anthropic(base_url=live.url, api_key="sk-wrong", max_retries=0)
@@ -257,6 +261,10 @@ def test_openai_responses_json_schema_and_refusals(oai: openai.OpenAI, scripted:
                                     text={"format": {"type": "json_schema", "name": "s", "schema": schema}})
     assert json.loads(response.output_text) == {"size": "S"}
     assert scripted.requests[-1][1]["response_format"]["json_schema"]["schema"] == schema
+    bad = {"format": {"type": "json_schema", "name": "s", "schema": {"type": "wat"}}}
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.responses.create(model="tiny", input="x", text=bad)
+    assert info.value.body["param"] == "text.format.schema"
     for extra, param in (({"ignore_eos": True}, "ignore_eos"), ({"reasoning": {"effort": "high"}}, "reasoning"),
                          ({"include": ["reasoning.encrypted_content"]}, "include")):
         with pytest.raises(openai.BadRequestError) as info:

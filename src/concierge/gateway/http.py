@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import traceback
 from collections.abc import Callable
@@ -93,6 +94,20 @@ def parse(model: type[BaseModel], data: Any) -> Any:
             ) from None
         message = first["msg"].removeprefix("Value error, ")
         raise GatewayError(400, f"{param}: {message}" if param else message, param=param) from None
+
+
+def renamed(exc: GatewayError, renames: list[tuple[str, str]]) -> GatewayError:
+    """``exc`` with its ``param`` (and message) in another family's names: a translated request's
+    checks speak chat (``tools.0.function.parameters``), the caller sent ``tools.0.input_schema``."""
+    param = exc.param
+    if param is None:
+        return exc
+    for pattern, replacement in renames:
+        param = re.sub(pattern, replacement, param)
+    if param == exc.param:
+        return exc
+    message = exc.message.replace(exc.param, param)
+    return GatewayError(exc.status, message, error_type=exc.error_type, param=param, code=exc.code)
 
 
 def unsupported_value(param: str, value: Any, accepted: str) -> GatewayError:

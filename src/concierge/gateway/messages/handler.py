@@ -30,6 +30,7 @@ from concierge.gateway.http import (
     in_thread,
     parse,
     read_json,
+    renamed,
     text_length,
     unsupported_value,
 )
@@ -41,13 +42,19 @@ _ERROR_TYPES = {
     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error",
     529: "overloaded_error",
 }
+# Chat's names for the fields of a translated request -> the names the caller sent.
+_CHAT_NAMES = [(r"^tools\.(\d+)\.function\.parameters", r"tools.\1.input_schema")]
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use"}
 
 
 def anthropic_error(status: int, openai_body: dict[str, Any]) -> dict[str, Any]:
+    """Anthropic's error body; it has no ``param``, so the message names the field instead."""
     error = openai_body.get("error") or {}
-    return {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"),
-                                       "message": str(error.get("message") or "error")}}
+    message = str(error.get("message") or "error")
+    param = error.get("param")
+    if param and param not in message:
+        message = f"{param}: {message}"
+    return {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message}}
 
 
 def _failure(request: Request, exc: BaseException, call: Call) -> Response:
@@ -152,7 +159,10 @@ async def messages(request: Request) -> Response:
             if getattr(req, ours) is not None:
                 payload[theirs] = getattr(req, ours)
         # The checks chat makes (schemas, the named tool exists), on the translated request.
-        check_chat(parse(ChatCompletionRequest, payload))
+        try:
+            check_chat(parse(ChatCompletionRequest, payload))
+        except GatewayError as exc:
+            raise renamed(exc, _CHAT_NAMES) from None
         if req.stream:
             return await chat_events(request, gw, call, body, payload, MessagesRenderer(card.alias))
         result = await chat_once(gw, call, payload)

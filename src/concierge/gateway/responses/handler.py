@@ -35,6 +35,7 @@ from concierge.gateway.http import (
     in_thread,
     parse,
     read_json,
+    renamed,
     text_length,
     unsupported_value,
 )
@@ -42,6 +43,12 @@ from concierge.gateway.responses import store
 from concierge.gateway.responses.protocol import ResponsesRequest
 from concierge.gateway.state import Gateway, gateway
 
+# Chat's names for the fields of a translated request -> the names the caller sent.
+_CHAT_NAMES = [
+    (r"^tools\.(\d+)\.function\.parameters", r"tools.\1.parameters"),
+    (r"^response_format\.json_schema\.schema", "text.format.schema"),
+    (r"^messages", "input"),
+]
 _TEXT_PARTS = {"input_text", "output_text", "text"}
 
 
@@ -203,7 +210,10 @@ async def create(request: Request) -> Response:
         payload: dict[str, Any] = {"model": card.alias, "messages": system + conversation, **fields}
         if max_tokens is not None:
             payload["max_tokens"] = max_tokens
-        check_chat(parse(ChatCompletionRequest, payload))
+        try:
+            check_chat(parse(ChatCompletionRequest, payload))
+        except GatewayError as exc:
+            raise renamed(exc, _CHAT_NAMES) from None
         rid = _new_id("resp")
 
         def keep(response: dict[str, Any]) -> None:
