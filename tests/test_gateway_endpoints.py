@@ -299,3 +299,13 @@ def test_chat_n_stream_needs_that_many_slots(home, keys: dict[str, str]) -> None
         assert answer.status_code == 200 and answer.text.endswith("data: [DONE]\n\n")
         # The slots came back: two more streams at once still fit.
         assert _post(server, "/v1/chat/completions", keys["acme"], json=body).status_code == 200
+
+
+def test_a_hub_without_the_call_is_a_400_not_a_5xx(home, keys: dict[str, str]) -> None:  # noqa: ANN001, F811
+    """A plain hub (no complete/tokenize, no engine HTTP API): the model does not serve the endpoint."""
+    with LiveServer(create_app(FakeHub(), GatewaySettings())) as server:
+        for path, body in (("/v1/completions", {"model": "tiny", "prompt": "x"}),
+                           ("/tokenize", {"model": "tiny", "prompt": "x"}),
+                           ("/detokenize", {"model": "tiny", "tokens": [1]})):
+            error = _assert_error(_post(server, path, keys["acme"], json=body), 400, "model")
+            assert error["code"] == "model_not_supported"

@@ -40,7 +40,7 @@ class EngineEndpoint:
 
 
 def endpoint_for(hub: Any, alias: str) -> EngineEndpoint:
-    """The HTTP endpoint of ``alias``'s engine; 501 for engines without one."""
+    """The HTTP endpoint of ``alias``'s engine; a 400 ``model_not_supported`` for engines without one."""
     engine = hub.engine(alias) if hasattr(hub, "engine") else None
     address = getattr(engine, "http_address", None)
     if engine is not None and address:
@@ -53,12 +53,12 @@ def endpoint_for(hub: Any, alias: str) -> EngineEndpoint:
         auth = client.headers.get("Authorization") if client is not None else None
         root = str(base_url).rstrip("/").removesuffix("/v1")
         return EngineEndpoint(root, {"Authorization": auth} if auth else {}, engine.model, "openai-upstream")
+    # As OpenAI answers a model that does not serve an endpoint (and as card_for does for kinds).
     raise GatewayError(
-        501,
-        f"The engine serving {alias!r} does not support this endpoint.",
-        error_type="not_implemented_error",
+        400,
+        f"Model {alias!r} is not supported on this endpoint (its engine has no such call).",
         param="model",
-        code="not_supported",
+        code="model_not_supported",
     )
 
 
