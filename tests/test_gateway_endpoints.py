@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import openai
+import pydantic
 import pytest
 
 from concierge import tenancy
@@ -162,6 +163,13 @@ def test_official_client_defaults_are_accepted(client: openai.OpenAI) -> None:
     assert chunks[-1].usage is not None and any(c.choices and c.choices[0].delta.content for c in chunks)
     with client.chat.completions.stream(model="tiny", messages=HI) as helper:
         assert helper.get_final_completion().choices[0].message.content
+
+    class Size(pydantic.BaseModel):
+        size: str
+        count: int
+
+    parsed = client.chat.completions.parse(model="tiny", messages=HI, response_format=Size)
+    assert parsed.choices[0].message.parsed == Size(size="text", count=3)
 
 
 # ---- n > 1 and /v1/completions ------------------------------------------------------------------
