@@ -346,7 +346,7 @@ def test_chat(client: openai.OpenAI, hub: FakeHub) -> None:
     assert result.usage.prompt_tokens == 2
     alias, request, tenant = hub.requests[-1]
     assert (alias, tenant) == ("tiny", "acme")
-    assert request["max_tokens"] == 20 and request["top_k"] == 5  # mapped, and extras passed through
+    assert request["max_tokens"] == 20 and request["top_k"] == 5  # mapped; allowed extensions passed on
 
 
 def test_stream_with_usage(client: openai.OpenAI, hub: FakeHub) -> None:
@@ -482,7 +482,7 @@ def test_malformed_json_400(live: LiveServer, keys: dict[str, str]) -> None:
         ({"model": "tiny", "messages": []}, "messages"),
         ({"model": "tiny", "messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
         ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": 5}, "temperature"),
-        ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2}, "n"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 99}, "n"),
         ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens"),
         (
             {
@@ -811,11 +811,15 @@ def test_real_hub_stream_is_pushed_and_a_dropped_stream_frees_the_slot(
 ) -> None:
     """llama.cpp streams are advanced from the engine's thread (no pump thread); a client that goes
     away mid-stream stops generation, so the one slot serves the next request."""
+    from concierge.models.tiny_gguf import tiny_vocab
+
     before = {t.name for t in threading.enumerate()}
     body = {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 600}
     headers = {"Authorization": f"Bearer {real_client.api_key}"}
+    # ignore_eos is refused (off the allow-list); an OpenAI logit_bias against EOS keeps it going.
+    no_eos = {str(tiny_vocab()[0].index("<|im_end|>")): -100}
     with httpx.stream(
-        "POST", real_live.url + "/v1/chat/completions", json={**body, "stream": True, "ignore_eos": True},
+        "POST", real_live.url + "/v1/chat/completions", json={**body, "stream": True, "logit_bias": no_eos},
         headers=headers, timeout=30,
     ) as response:
         assert response.status_code == 200

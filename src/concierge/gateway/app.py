@@ -17,15 +17,23 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from concierge.gateway.chat.routes import router as chat_router
+from concierge.gateway.completions.routes import router as completions_router
 from concierge.gateway.embeddings.routes import router as embeddings_router
 from concierge.gateway.errors import error_body
 from concierge.gateway.health.routes import router as health_router
 from concierge.gateway.http import NO_LABEL, BodyLimit, Call, failure
+from concierge.gateway.messages.routes import router as messages_router
 from concierge.gateway.models.routes import router as models_router
+from concierge.gateway.responses.routes import router as responses_router
 from concierge.gateway.settings import GatewaySettings
 from concierge.gateway.state import Gateway
+from concierge.gateway.tokenize.routes import router as tokenize_router
 
-_ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/v1/models": "models"}
+_ENDPOINTS = {
+    "/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/responses": "responses",
+    "/v1/messages": "messages", "/tokenize": "tokenize", "/detokenize": "detokenize",
+    "/v1/embeddings": "embeddings", "/v1/models": "models",
+}
 
 
 def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
@@ -43,7 +51,8 @@ def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
         gw.metrics.count_request(NO_LABEL, None, _ENDPOINTS.get(path, "other"), 413)
 
     app.add_middleware(BodyLimit, max_bytes=gw.settings.max_body_bytes, on_reject=rejected_body)
-    for router in (chat_router, embeddings_router, models_router, health_router):
+    for router in (chat_router, completions_router, responses_router, messages_router, embeddings_router, models_router, tokenize_router,
+                   health_router):
         app.include_router(router)
     install_error_handlers(app)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import traceback
 from collections.abc import Callable
@@ -31,7 +32,7 @@ log = logging.getLogger("concierge.gateway")
 NO_LABEL = "-"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_DONE = "data: [DONE]\n\n"
-_TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "function-after", "NamedToolChoice"}
+_TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "function-after", "NamedToolChoice", "TextPart", "ImagePart"}
 
 
 @dataclass
@@ -74,12 +75,110 @@ def parse(model: type[BaseModel], data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # A field off the allow-list is the clearest problem to report: name it first.
+        # Otherwise the deepest: of a union's failed branches, the one that got furthest says most.
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), None) or max(
+            errors, key=lambda e: len(e["loc"])
+        )
         # Drop pydantic's union branch names ("str", "list[...]") so param is the JSON path.
         loc = [str(p) for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in _TYPE_NAMES))]
         param = ".".join(loc) or None
+        if first["type"] == "extra_forbidden":
+            raise GatewayError(
+                400,
+                f"Unrecognized request field {param!r}: this endpoint does not accept it "
+                "(see docs/api.md for the accepted fields).",
+                param=param,
+                code="unsupported_parameter",
+            ) from None
         message = first["msg"].removeprefix("Value error, ")
         raise GatewayError(400, f"{param}: {message}" if param else message, param=param) from None
+
+
+def renamed(exc: GatewayError, renames: list[tuple[str, str]]) -> GatewayError:
+    """``exc`` with its ``param`` (and message) in another family's names: a translated request's
+    checks speak chat (``tools.0.function.parameters``), the caller sent ``tools.0.input_schema``."""
+    param = exc.param
+    if param is None:
+        return exc
+    for pattern, replacement in renames:
+        param = re.sub(pattern, replacement, param)
+    if param == exc.param:
+        return exc
+    message = exc.message.replace(exc.param, param)
+    return GatewayError(exc.status, message, error_type=exc.error_type, param=param, code=exc.code)
+
+
+def unsupported_value(param: str, value: Any, accepted: str) -> GatewayError:
+    """The 400 for an OpenAI field we accept only with the values we can honour."""
+    return GatewayError(
+        400,
+        f"{param}={value!r} is not supported by this server ({accepted}).",
+        param=param,
+        code="unsupported_value",
+    )
+
+
+def check_openai_options(
+    *, store: bool | None = None, service_tier: str | None = None, modalities: list[str] | None = None,
+    reasoning_effort: Any = None, store_param: str = "store",
+) -> None:
+    """OpenAI options accepted only where they change nothing we cannot honour (docs/api.md)."""
+    if store:
+        raise unsupported_value(store_param, store, "nothing is stored: send store=false or omit it")
+    if service_tier not in (None, "auto", "default"):
+        raise unsupported_value("service_tier", service_tier, "one tier: 'auto' or 'default'")
+    if modalities is not None and any(m != "text" for m in modalities):
+        raise unsupported_value("modalities", modalities, "text output only")
+    if reasoning_effort is not None:
+        raise unsupported_value(
+            "reasoning_effort", reasoning_effort, "the open models here take no reasoning budget; omit it"
+        )
+
+
+def text_length(value: Any) -> int:
+    """Characters of prompt text in a message content, tool list or any JSON value."""
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(text_length(v) for v in value)
+    if isinstance(value, dict):
+        return sum(text_length(v) for v in value.values())
+    return len(str(value))
+
+
+def ceilings(
+    settings: Any, max_tokens: int | None, prompt_chars: int, *, param: str = "max_tokens",
+    prompt_param: str = "messages",
+) -> int | None:
+    """The deployment's ceilings: 400 over ``max_prompt_chars`` or ``max_tokens_ceiling``.
+
+    Returns the ``max_tokens`` to send: the client's, or the ceiling where the client sent none
+    (so "no limit" never means "up to the context").
+    """
+    limit = getattr(settings, "max_prompt_chars", None)
+    if limit is not None and prompt_chars > limit:
+        raise GatewayError(
+            400,
+            f"The prompt has {prompt_chars} characters; this deployment's limit (max_prompt_chars) "
+            f"is {limit}.",
+            param=prompt_param,
+            code="prompt_too_long",
+        )
+    ceiling = getattr(settings, "max_tokens_ceiling", None)
+    if ceiling is None:
+        return max_tokens
+    if max_tokens is not None and max_tokens > ceiling:
+        raise GatewayError(
+            400,
+            f"{param}={max_tokens} is over this deployment's limit (max_tokens_ceiling) of {ceiling}.",
+            param=param,
+            code="max_tokens_too_large",
+        )
+    return ceiling if max_tokens is None else max_tokens
 
 
 async def admit(request: Request, tenant: str | None, alias: str) -> Slot:

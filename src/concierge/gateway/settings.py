@@ -30,3 +30,9 @@ class GatewaySettings:
     max_queue_wait_s: float = 60.0
     # Tenant budgets (requests per minute, tokens per day) are re-read from the database this often.
     budget_cache_ttl_s: float = 5.0
+    # Ceilings per request, whatever the tenant: completion tokens (also the default when a
+    # request names none) and prompt text in characters (None: no ceiling beyond the context).
+    max_tokens_ceiling: int | None = None
+    max_prompt_chars: int | None = None
+    # The most choices one request may ask for (``n``): each is one engine call.
+    max_n: int = 8

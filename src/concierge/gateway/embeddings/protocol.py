@@ -7,11 +7,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class EmbeddingRequest(BaseModel):
+    # The allow-list of docs/api.md: any other field is a 400 naming it.
+    model_config = ConfigDict(extra="forbid")
 
-
-class EmbeddingRequest(_Open):
     model: str = Field(min_length=1)
     input: str | list[Any]
     encoding_format: Literal["float", "base64"] | None = "float"

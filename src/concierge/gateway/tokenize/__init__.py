@@ -1,0 +1,1 @@
+"""concierge.gateway.tokenize"""

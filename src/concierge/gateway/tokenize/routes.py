@@ -1,0 +1,20 @@
+"""Routes of the tokenizer family (at the root, as vLLM serves them)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from concierge.gateway.tokenize import handler
+
+router = APIRouter()
+
+
+@router.post("/tokenize")
+async def tokenize(request: Request) -> Response:
+    return await handler.tokenize(request)
+
+
+@router.post("/detokenize")
+async def detokenize(request: Request) -> Response:
+    return await handler.detokenize(request)
