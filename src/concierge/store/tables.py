@@ -133,3 +133,18 @@ class DomainRecord(Base):
     record: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class StoredResponse(Base):
+    """A stored Responses API answer (``store: true``), kept per tenant for ``previous_response_id``."""
+
+    __tablename__ = "gateway_responses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    created_at: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(128))
+    # The conversation up to and with this response, as chat messages (instructions excluded:
+    # OpenAI does not carry them over to a follow-up).
+    history: Mapped[list[Any]] = mapped_column(JSON)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
