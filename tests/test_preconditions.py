@@ -223,3 +223,44 @@ def test_airline_gold_writes_meet_the_preconditions() -> None:
     # Task 39 cancels an insured economy booking for no covered reason ("give up my seat"); the
     # policy's rule (insurance covers health or weather) refuses it, as guided mode does.
     assert refused == ["39:cancel_reservation"]
+
+
+def test_retail_rules() -> None:
+    if not (TAU2 / "retail" / "db.json").is_file():
+        pytest.skip("τ² retail data not available")
+    domain = load_domain("retail", TAU2 / "retail")
+    rules = guard_rules("retail").preconditions
+    # modify the items of a pending order: afterwards its address and payment cannot change
+    order_id, item, other = next(
+        (k, it["item_id"], v["item_id"])
+        for k, o in domain.db["orders"].items()
+        if o["status"] == "pending"
+        for it in o["items"]
+        for v in domain.db["products"][it["product_id"]]["variants"].values()
+        if v["available"] and v["item_id"] != it["item_id"]
+    )
+    method = domain.db["orders"][order_id]["payment_history"][0]["payment_method_id"]
+    domain.call("modify_pending_order_items", {"order_id": order_id, "item_ids": [item],
+                "new_item_ids": [other], "payment_method_id": method})  # fmt: skip
+    address = {"order_id": order_id, "address1": "1 Main St", "address2": "", "city": "Austin",
+               "state": "TX", "country": "USA", "zip": "78701"}  # fmt: skip
+    assert "can no longer be modified" in (rules.check(domain, "modify_pending_order_address", address) or "")
+    pending_id = next(k for k, o in domain.db["orders"].items() if o["status"] == "pending")
+    assert rules.check(domain, "modify_pending_order_address", {**address, "order_id": pending_id}) is None
+    delivered = next(o for o in domain.db["orders"].values() if o["status"] == "delivered")
+    item = delivered["items"][0]["item_id"]
+    same = {"order_id": delivered["order_id"], "item_ids": [item], "new_item_ids": [item],
+            "payment_method_id": delivered["payment_history"][0]["payment_method_id"]}  # fmt: skip
+    assert "different option" in (rules.check(domain, "exchange_delivered_order_items", same) or "")
+    assert rules.check(
+        domain, "modify_pending_order_payment", {"order_id": order_id, "payment_method_id": method}
+    )
+
+
+def test_retail_gold_writes_meet_the_preconditions() -> None:
+    checked, refused = gold_refusals("retail")
+    assert checked >= 20 and refused == []
+
+
+def test_homestay_tools_enforce_its_policy_alone() -> None:
+    assert not guard_rules("homestay").preconditions
