@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,7 +111,7 @@ class Preconditions:
         rules = self.rules.get(tool)
         if not rules:
             return None
-        from concierge.support.guided.expr import MISSING, render_text
+        from concierge.support.guided.expr import MISSING
 
         db = getattr(domain, "db", None) or {}
         variables = {
@@ -132,11 +133,26 @@ class Preconditions:
                     "no change is made."
                 )
             if not ok:
-                try:
-                    return render_text(rule.fail, {**variables, "rule": rule.name})
-                except Exception:  # noqa: BLE001 - an unrenderable message still refuses
-                    return rule.fail
+                return _render(rule.fail, {**variables, "rule": rule.name}, helpers)
         return None
+
+
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+
+
+def _render(template: str, variables: Mapping[str, Any], helpers: Mapping[str, Any]) -> str:
+    """Fill the ``{expr}`` placeholders of a fail message (with ``lookup``); a placeholder that
+    cannot be evaluated is left out, the refusal stands."""
+    from concierge.support.guided.expr import render_text
+
+    def fill(match: re.Match[str]) -> str:
+        try:
+            value = _evaluator(variables, helpers).eval(match.group(1))
+        except Exception:  # noqa: BLE001 - an unrenderable part of the message still refuses
+            return "?"
+        return render_text("{value}", {"value": value})
+
+    return _PLACEHOLDER.sub(fill, template)
 
 
 def _lookup(db: Mapping[str, Any], table: Any, key: Any) -> Any:
