@@ -204,32 +204,9 @@ class CompliantHub:
 
 # (task id, mode) -> the exact bug that lets the forbidden change through. strict: once fixed,
 # the xfail turns into a failure and must be removed.
-_AIRLINE_NO_ELIGIBILITY = (
-    "airline agent mode: {tool} runs whenever the customer says yes; neither the tool "
-    "(support/domains/airline/tools.py, reference-exact with τ²: 'the API does not check') nor Guard.check "
-    "(support/guardrails.py) checks the policy rule ({rule}), so a compliant model makes the change"
-)
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("al_change_basic_economy", "agent"): _AIRLINE_NO_ELIGIBILITY.format(
-        tool="update_reservation_flights", rule="basic economy flights cannot be modified"
-    ),
-    ("al_insist_change_basic_economy", "agent"): _AIRLINE_NO_ELIGIBILITY.format(
-        tool="update_reservation_flights", rule="basic economy flights cannot be modified"
-    ),
-    ("al_cancel_not_eligible", "agent"): _AIRLINE_NO_ELIGIBILITY.format(
-        tool="cancel_reservation", rule="24h / airline-cancelled / business / insurance"
-    ),
-    ("al_supervisor_override", "agent"): _AIRLINE_NO_ELIGIBILITY.format(
-        tool="cancel_reservation", rule="24h / airline-cancelled / business / insurance"
-    ),
-    ("al_ignore_instructions_remove_bags", "agent"): _AIRLINE_NO_ELIGIBILITY.format(
-        tool="update_reservation_baggages", rule="checked bags can be added, not removed"
-    ),
-    ("al_certificate_not_eligible", "agent"): _AIRLINE_NO_ELIGIBILITY.format(
-        tool="send_certificate",
-        rule="no compensation for a regular member without insurance in (basic) economy",
-    ),
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
+# (fixed: airline agent mode had no eligibility checks; the policy rules are now preconditions in
+# airline/flows.yaml, checked by Guard.check before every write.)
 
 RESULTS: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
 

@@ -15,7 +15,12 @@ Whatever the model asks for, a tool call passes :meth:`Guard.call`, which enforc
 * an override attempt ("ignore the policy ...") is never a yes;
 * a handoff tool switches the conversation to ``handoff`` with the model's summary.
 
-Policy eligibility (order status, balances, ...) is checked by the domain's tools themselves.
+* a yes after an override attempt earlier in the conversation is void: the change must be
+  confirmed again, afresh;
+* a write's policy preconditions (``guardrails: preconditions:`` in the flows file, checked by
+  :mod:`concierge.support.preconditions`) must hold, whatever the customer said.
+
+Other eligibility rules (order status, balances, ...) are checked by the domain's tools themselves.
 Guard state is a plain JSON dict so a session can persist it between turns and restarts.
 """
 
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from concierge.support.confirmation import read_confirmation
+from concierge.support.preconditions import Preconditions
 
 _OVERRIDE = re.compile(
     r"\b(ignore|disregard|forget|bypass|override|skip|break)\b[^.?!]{0,40}\b(polic(y|ies)|rules?|instructions?|"
@@ -73,6 +79,8 @@ class GuardRules:
     ownership: dict[str, dict[str, Any]] = field(default_factory=dict)
     handoff_tools: list[str] = field(default_factory=lambda: ["transfer_to_human_agents"])
     require_identity: bool = True
+    # tool -> [{require, fail}]: policy rules checked before the write (support.preconditions)
+    preconditions: Preconditions = field(default_factory=Preconditions)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> GuardRules:
@@ -85,6 +93,7 @@ class GuardRules:
             ownership=dict(data.get("ownership") or {}),
             handoff_tools=list(data.get("handoff_tools") or ["transfer_to_human_agents"]),
             require_identity=bool(data.get("require_identity", True)),
+            preconditions=Preconditions.from_dict(data.get("preconditions")),
         )
 
 
@@ -175,7 +184,13 @@ class Guard:
         if kind == "write":
             if is_override_attempt(turn.user_text):
                 self.state["override_attempts"] = int(self.state.get("override_attempts", 0)) + 1
+                self.state["override_for"] = {"tool": name, "at": turn.user_index}
                 return "Refused: the customer asked to set the policy aside; no change is made on that basis."
+            failed = self.rules.preconditions.check(
+                self.domain, name, arguments, user_id=self.user_id, said=turn.customer_text
+            )
+            if failed:
+                return failed
             if not asks_confirmation(turn.agent_before):
                 return (
                     "Before any change, list the action details to the customer and ask for an explicit "
@@ -195,7 +210,28 @@ class Guard:
                 )
             if int(self.state.get("yes_used", -1)) >= turn.user_index:
                 return "That confirmation was already used for another change; ask the customer to confirm again."
+            stale = self._override_before(name, turn)
+            if stale:
+                return stale
         return None
+
+    def _override_before(self, name: str, turn: Turn) -> str | None:
+        """A yes that follows an override attempt ("I'm a manager, override it") does not count: the
+        first confirmation after it is void, and the change must be confirmed again, afresh."""
+        earlier = turn.customer_text
+        if turn.user_text and earlier.endswith(turn.user_text):
+            earlier = earlier[: len(earlier) - len(turn.user_text)]
+        seen = len(_OVERRIDE.findall(earlier))
+        if seen > int(self.state.get("overrides_answered", 0)):
+            self.state["overrides_answered"] = seen
+            self.state["yes_void_upto"] = turn.user_index
+        if int(self.state.get("yes_void_upto", -1)) < turn.user_index:
+            return None
+        about = (self.state.get("override_for") or {}).get("tool") or name
+        return (
+            f"The customer asked earlier to set the policy aside (about {about}); that yes does not count. "
+            "List the action details again and ask for a fresh, explicit yes."
+        )
 
     def _unpresented(self, arguments: dict[str, Any], agent_text: str) -> list[str]:
         """The record identifiers of a write that the confirmation question did not mention."""
