@@ -51,6 +51,7 @@ VISITOR_COOKIE = "concierge_visitor"
 OPERATOR_COOKIE = "concierge_operator"
 REPORT_SUFFIXES = {".json", ".html", ".png", ".md", ".csv", ".txt", ".svg"}
 MAX_REPORTS = 60
+MAX_MESSAGE_ID = 2**63 - 1  # ``after`` is a message id: no bigger integer fits SQLite (or a BIGINT)
 _END = object()
 WARMING_MESSAGE = "The shop is still getting ready (its product search is being built). Please try again in a minute."
 
@@ -302,7 +303,8 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
     async def after_of(request: Request) -> int:
         raw = (await request.form()).get("after") if request.method == "POST" else request.query_params.get("after")
         try:
-            return max(0, int(raw or 0))
+            # A message id: clamped to what the database stores (a bigger one made SQLite raise OverflowError).
+            return min(max(0, int(raw or 0)), MAX_MESSAGE_ID)
         except (TypeError, ValueError):
             return 0
 
