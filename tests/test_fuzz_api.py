@@ -38,6 +38,7 @@ schemathesis = pytest.importorskip("schemathesis", reason="pip install schemathe
 
 from fastapi.routing import APIRoute  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import response_schema_conformance  # noqa: E402
 
@@ -47,6 +48,7 @@ from concierge.gateway.embeddings.protocol import EmbeddingRequest  # noqa: E402
 from concierge.gateway.settings import GatewaySettings  # noqa: E402
 from concierge.models.hub import ModelCard  # noqa: E402
 from concierge.server import build_app, build_demo_services, build_services  # noqa: E402
+from concierge.web import security  # noqa: E402
 
 ALIASES = ("tiny", "embed")  # what chat completions and embeddings are fuzzed with
 N_PRODUCTS, N_SHOPPERS, SEED = 60, 10, 7
@@ -271,6 +273,16 @@ class Live:
         self.url = url
         self.key = key
         self.cookies = cookies
+        # The visitor's conversations (the demo tenant's, as the API key's): {"shop": id, "support": id}.
+        self.conversations = security.unsign(cookies["concierge_visitor"], SECRET, "visitor") or {}
+
+    def resolve(self, case: Any) -> None:
+        """Name the live conversation (the shop's on shop routes, else support's) where the case names one."""
+        kind = "shop" if case.path.startswith("/v1/shop/") else "support"
+        if isinstance(case.body, dict) and isinstance(case.body.get("conversation_id"), str):
+            case.body["conversation_id"] = self.conversations[kind]
+        if "conversation_id" in (case.path_parameters or {}):
+            case.path_parameters["conversation_id"] = self.conversations[kind]
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +303,9 @@ def live(isolated_home: Path, live_server: Any) -> Live:
         assert browser.post("/console/login", data={"api_key": operator_key}).status_code == 303
         cookies = dict(browser.cookies)
     assert {"concierge_visitor", "concierge_operator"} <= set(cookies)
-    return Live(server.url, key, cookies)
+    live = Live(server.url, key, cookies)
+    assert set(live.conversations) == {"shop", "support"}
+    return live
 
 
 def test_every_route_of_the_app_is_fuzzed() -> None:
@@ -326,8 +340,10 @@ def test_no_input_gives_a_server_error(operation: Any, mode: Any, live: Live) ->
         derandomize=True,  # the same cases every run: a failure here is reproducible
         database=None,
     )
-    @given(case=operation.as_strategy(mode))
-    def run(case: Any) -> None:
+    @given(case=operation.as_strategy(mode), real_conversation=st.booleans())
+    def run(case: Any, real_conversation: bool) -> None:
+        if real_conversation:  # continue, hand off, take over ... a real conversation, not only unknown ids
+            live.resolve(case)
         response = case.call(base_url=live.url, headers=headers, cookies=live.cookies, timeout=30,
                              allow_redirects=False)
         where = f"{case.method} {case.formatted_path} body={str(case.body)[:200]!r}"
