@@ -72,6 +72,17 @@ WEB_FORMS: dict[str, dict[str, Any]] = {
     "/console/conversations/{conversation_id}/hand-back": {},
 }
 WEB_QUERIES: dict[str, dict[str, Any]] = {"/ui/support/updates": {"after": {"type": "integer"}}}
+# What the shop's query parser and the support desk's rules react to (ids, emails, dates, money,
+# sizes): random text seldom spells them, so a drawn one of these is put in front of a message.
+PHRASES = (
+    "I'm maya.okafor@example.com", "lucas.moreau@example.com cancel reservation HS10002, I found another place",
+    "change the dates of HS10001 to 2025-13-45 and 2025-02-30", "move HS10003 to 2031-01-10 2029-01-01",
+    "I want 999 percent back, $99999999999999999999.99, on my credit card", "yes", "no", "yes please do it",
+    "the wifi was broken and it was dirty, refund 50%", "I want to talk to a human", "HS99999 details",
+    "running shoes under $0", "red shoes size 99999999999999999999 under $1e308", "between $100 and $5",
+    "women's jackets under 20 dollars, not blue, no leather", "something like P000001 but cheaper", "cheaper",
+    "a NUL \x00 in the text",  # PostgreSQL refuses it (random text seldom has one)
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,10 +351,13 @@ def test_no_input_gives_a_server_error(operation: Any, mode: Any, live: Live) ->
         derandomize=True,  # the same cases every run: a failure here is reproducible
         database=None,
     )
-    @given(case=operation.as_strategy(mode), real_conversation=st.booleans())
-    def run(case: Any, real_conversation: bool) -> None:
+    @given(case=operation.as_strategy(mode), real_conversation=st.booleans(),
+           phrase=st.none() | st.sampled_from(PHRASES))
+    def run(case: Any, real_conversation: bool, phrase: str | None) -> None:
         if real_conversation:  # continue, hand off, take over ... a real conversation, not only unknown ids
             live.resolve(case)
+        if phrase and isinstance(case.body, dict) and isinstance(case.body.get("message"), str):
+            case.body["message"] = f"{phrase} {case.body['message']}"[:300]
         response = case.call(base_url=live.url, headers=headers, cookies=live.cookies, timeout=30,
                              allow_redirects=False)
         where = f"{case.method} {case.formatted_path} body={str(case.body)[:200]!r}"
@@ -353,9 +367,11 @@ def test_no_input_gives_a_server_error(operation: Any, mode: Any, live: Live) ->
         if case.path.startswith("/v1") and response.status_code >= 400:
             error = response.json()["error"]
             assert set(error) == {"message", "type", "param", "code"} and error["message"], where
-        if case.method.upper() == "POST" and not case.path.startswith("/v1"):
+        if not case.path.startswith("/v1"):
             # The Origin check let the case through to the handler.
             assert "Cross-site request refused" not in response.text, where
+            # The web handlers catch what they did not expect and say so with a 200 (a 5xx in disguise).
+            assert "went wrong on our side" not in response.text, f"{where} -> {response.text[:300]}"
         checked.append(response.status_code)
 
     run()
@@ -381,15 +397,51 @@ def test_app_survives_the_fuzzing(live: Live) -> None:
 # ---------------------------------------------------------------------------------------------
 # Regressions: inputs the fuzzing found
 # ---------------------------------------------------------------------------------------------
-HUGE_ID = "9" * 30  # over SQLite's 64-bit INTEGER
+HUGE_ID = "9" * 30  # over the id column (SQLite: 64 bits, PostgreSQL: 32)
 
 
 def test_huge_after_id_is_no_server_error(live: Live) -> None:
-    """``GET /ui/support/updates?after=<30 nines>`` raised OverflowError in SQLite (500); now no messages (204)."""
+    """``GET /ui/support/updates?after=<30 nines>`` was a 500 (SQLite OverflowError; PostgreSQL "integer out of
+    range" from 2**31 on); ``after`` is now clamped to the id column's range: no new messages (204)."""
     with httpx.Client(base_url=live.url, headers={"Origin": live.url}, cookies=live.cookies, timeout=30) as web:
-        assert web.get("/ui/support/updates", params={"after": HUGE_ID}).status_code == 204
+        for after in (HUGE_ID, str(2**31), str(2**63)):
+            assert web.get("/ui/support/updates", params={"after": after}).status_code == 204, after
         chat = web.post("/ui/support/chat", data={"message": "hello again", "after": HUGE_ID},
                         headers={"HX-Request": "true"})
         assert chat.status_code == 200 and "something went wrong" not in chat.text
         handoff = web.post("/ui/support/handoff", data={"after": "-" + HUGE_ID}, headers={"HX-Request": "true"})
         assert handoff.status_code == 200
+
+
+def test_nul_in_a_message_or_id_is_a_400(live: Live) -> None:
+    """A NUL (``"shoes\\x00"``, conversation id ``"a\\x00"``) was a 500 under PostgreSQL (it refuses NUL in text
+    and JSON) and was stored under SQLite; now a 400 naming the field."""
+    headers = {"Authorization": f"Bearer {live.key}"}
+    for path, body, param in (
+        ("/v1/shop/chat", {"message": "shoes\x00"}, "message"),
+        ("/v1/shop/chat", {"message": "cheaper\x00", "conversation_id": live.conversations["shop"]}, "message"),
+        ("/v1/shop/chat", {"message": "shoes", "conversation_id": "a\x00"}, "conversation_id"),
+        ("/v1/support/chat", {"message": "hi\x00there"}, "message"),
+        ("/v1/support/chat", {"message": "yes\x00", "conversation_id": live.conversations["support"]}, "message"),
+        ("/v1/support/chat", {"message": "hi", "conversation_id": "a\x00"}, "conversation_id"),
+    ):
+        response = httpx.post(live.url + path, json=body, headers=headers, timeout=30)
+        assert response.status_code == 400, (path, body, response.text)
+        assert response.json()["error"]["param"] == param, (path, body)
+
+
+def test_nul_in_the_web_forms_and_console_ids_is_no_server_error(live: Live) -> None:
+    """Web forms drop NUL (``message="hi\\x00"``: was "went wrong on our side" under PostgreSQL); a console id
+    with NUL (``/console/conversations/a%00b``: was a 500 under PostgreSQL) is no such conversation (404)."""
+    with httpx.Client(base_url=live.url, headers={"Origin": live.url, "HX-Request": "true"}, cookies=live.cookies,
+                      timeout=30) as web:
+        chat = web.post("/ui/support/chat", data={"message": "hi\x00", "after": "0"})
+        assert chat.status_code == 200 and "went wrong" not in chat.text
+        lines = [json.loads(line) for line in web.post("/ui/shop/chat", data={"message": "boots\x00"}).iter_lines()]
+        assert lines and all(line["type"] != "error" for line in lines), lines
+        reply = web.post(f"/console/conversations/{live.conversations['support']}/reply", data={"message": "x\x00"})
+        assert reply.status_code == 200 and "went wrong" not in reply.text
+        assert web.get("/console/conversations/a%00b").status_code == 404
+        assert web.get("/console/conversations/a%00b/messages").status_code == 404
+        for action in ("take-over", "reply", "hand-back"):
+            assert web.post(f"/console/conversations/a%00b/{action}", data={"message": "x"}).status_code == 404
