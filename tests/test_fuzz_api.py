@@ -15,8 +15,12 @@ The handlers read raw request bodies (to answer OpenAI-style errors), so:
   every POST is sent with this site's ``Origin`` so cases get past the cross-site check to the
   handler (plus a visitor and an operator cookie, so the console's routes are reached too).
 
-Checks: ``not_a_server_error`` and, where a response is declared, ``response_schema_conformance``;
-``/v1`` errors must be OpenAI-style bodies. Cases are derandomized (a failure reproduces).
+Each case may also name the live shop or support conversation (so turns continue, hand off and
+are taken over) and start its message with a drawn phrase the shop and support rules react to
+(ids, emails, dates, money, NUL). Checks: ``not_a_server_error`` and, where a response is declared,
+``response_schema_conformance``; ``/v1`` errors must be OpenAI-style bodies; a web page must not
+say "went wrong on our side" (an unexpected error the handler caught). Cases are derandomized
+(a failure reproduces).
 ``CONCIERGE_FUZZ_EXAMPLES=N`` multiplies the examples per operation for a longer run
 (``scripts/fuzz_api.sh``). Needs ``schemathesis`` (skipped without it).
 """
@@ -223,7 +227,9 @@ def _web_operations(app: Any) -> dict[str, dict[str, Any]]:
             if parameters:
                 operation["parameters"] = parameters
             if method == "POST":
-                fields = WEB_FORMS[path]  # a new POST route must say which form fields it reads
+                if path not in WEB_FORMS:
+                    raise LookupError(f"web POST {path}: add the form fields it reads to WEB_FORMS")
+                fields = WEB_FORMS[path]
                 operation["requestBody"] = {"required": True, "content": {WEB_FORM: {"schema": {
                     "type": "object", "properties": fields, "additionalProperties": False}}}}
             paths.setdefault(path, {})[method.lower()] = operation
