@@ -451,3 +451,13 @@ def test_nul_in_the_web_forms_and_console_ids_is_no_server_error(live: Live) -> 
         assert web.get("/console/conversations/a%00b/messages").status_code == 404
         for action in ("take-over", "reply", "hand-back"):
             assert web.post(f"/console/conversations/a%00b/{action}", data={"message": "x"}).status_code == 404
+
+
+def test_impossible_report_names_are_404(live: Live) -> None:
+    """``/console/reports/<300 a's>.json`` was a 500 (OSError: file name too long) and ``/console/reports/a%00b.json``
+    reset the connection (ValueError: embedded null byte); both are no such report (404)."""
+    with httpx.Client(base_url=live.url, cookies=live.cookies, timeout=30) as console:
+        for name in ("a" * 300 + ".json", "a%00b.json", "x/" * 2000 + "r.md"):
+            response = console.get(f"/console/reports/{name}")
+            assert response.status_code == 404 and response.text == "No such report.", name[:40]
+        assert console.get("/console/reports/../../etc/passwd").status_code == 404

@@ -555,9 +555,13 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
         if await in_thread(operator, request) is None:
             return to_login()
         folder = services.reports_folder().resolve()
-        target = (folder / path).resolve()
-        # resolve() follows links and "..": anything that ends up outside the folder is refused.
-        if not target.is_relative_to(folder) or not target.is_file() or target.suffix.lower() not in REPORT_SUFFIXES:
+        try:
+            target = (folder / path).resolve()
+            # resolve() follows links and "..": anything that ends up outside the folder is refused.
+            found = target.is_relative_to(folder) and target.is_file() and target.suffix.lower() in REPORT_SUFFIXES
+        except (OSError, ValueError):  # a name too long for the file system, a NUL in it: a 500 before
+            found = False
+        if not found:
             return HTMLResponse("No such report.", status_code=404, headers=SECURITY_HEADERS)
         media = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         if target.suffix.lower() in (".md", ".csv", ".txt"):
