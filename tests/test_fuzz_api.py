@@ -461,3 +461,13 @@ def test_impossible_report_names_are_404(live: Live) -> None:
             response = console.get(f"/console/reports/{name}")
             assert response.status_code == 404 and response.text == "No such report.", name[:40]
         assert console.get("/console/reports/../../etc/passwd").status_code == 404
+
+
+@pytest.mark.xfail(reason="gateway/http.py read_json lets json.loads' RecursionError through (owned by the "
+                          "gateway's http helpers): it should be a 400 'Malformed JSON body'", strict=False)
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/embeddings", "/v1/shop/chat", "/v1/support/chat"])
+def test_deeply_nested_json_is_a_400(live: Live, path: str) -> None:
+    """A body of 50,000 ``[`` (under the size limit) makes ``json.loads`` raise RecursionError: a 500 today."""
+    response = httpx.post(live.url + path, content=b"[" * 50_000, timeout=30,
+                          headers={"Authorization": f"Bearer {live.key}", "Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
