@@ -175,6 +175,10 @@ class ShopSession:
         text = text.strip()
         if not text:
             raise ShopRequestError("message must not be empty", param="message")
+        # NUL cannot be stored (PostgreSQL refuses it in text and JSON): a 400, not a 500 at the insert.
+        for param, value in (("message", text), ("conversation_id", conversation_id)):
+            if value and "\x00" in value:
+                raise ShopRequestError(f"{param} must not contain NUL (\\u0000) characters", param=param)
         if conversation_id:
             state = self.conversations.load(conversation_id, tenant)  # ConversationNotFound
             if catalog and catalog != state.get("catalog"):

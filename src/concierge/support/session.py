@@ -357,6 +357,10 @@ class SupportSession:
         """The request checks of :meth:`turn` (no database, no model): call before queueing for the model."""
         if not message or not message.strip():
             raise ConciergeError("message: must not be blank", param="message")
+        # NUL cannot be stored (PostgreSQL refuses it in text and JSON): a 400, not a 500 at the insert.
+        for param, value in (("message", message), ("conversation_id", conversation_id)):
+            if value and "\x00" in value:
+                raise ConciergeError(f"{param}: must not contain NUL (\\u0000) characters", param=param)
         if conversation_id is None and domain is not None:
             from concierge.support.domains import domain_names
 

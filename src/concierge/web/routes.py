@@ -51,6 +51,7 @@ VISITOR_COOKIE = "concierge_visitor"
 OPERATOR_COOKIE = "concierge_operator"
 REPORT_SUFFIXES = {".json", ".html", ".png", ".md", ".csv", ".txt", ".svg"}
 MAX_REPORTS = 60
+MAX_MESSAGE_ID = 2**31 - 1  # ``after`` is a message id: an INTEGER column (PostgreSQL: int4; bigger overflows)
 _END = object()
 WARMING_MESSAGE = "The shop is still getting ready (its product search is being built). Please try again in a minute."
 
@@ -174,7 +175,8 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
 
     async def form_text(request: Request, name: str, limit: int = 4000) -> str:
         value = (await request.form()).get(name)
-        return value.strip()[:limit] if isinstance(value, str) else ""
+        # Pages never send NUL, and it cannot be stored (PostgreSQL refuses it): dropped, not a 500.
+        return value.replace("\x00", "").strip()[:limit] if isinstance(value, str) else ""
 
     # ---- shopper ---------------------------------------------------------------------------------
 
@@ -302,7 +304,8 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
     async def after_of(request: Request) -> int:
         raw = (await request.form()).get("after") if request.method == "POST" else request.query_params.get("after")
         try:
-            return max(0, int(raw or 0))
+            # Clamped to what the id column holds: a bigger one was a 500 (OverflowError, integer out of range).
+            return min(max(0, int(raw or 0)), MAX_MESSAGE_ID)
         except (TypeError, ValueError):
             return 0
 
@@ -476,13 +479,21 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
         rows = convs.messages(conversation_id, db_url=services.db_url)
         return {"conv": conv, "messages": rows, "notice": notice}
 
+    def no_such_conversation() -> HTMLResponse:
+        return HTMLResponse("<p role='alert'>No such conversation.</p>", status_code=404, headers=SECURITY_HEADERS)
+
+    def impossible_id(conversation_id: str) -> bool:
+        # No conversation id holds NUL, and PostgreSQL refuses it in a query (a 500 before this check).
+        return "\x00" in conversation_id
+
     async def transcript_response(request: Request, conversation_id: str, name: str,
                                   notice: str | None = None) -> Response:
+        if impossible_id(conversation_id):
+            return no_such_conversation()
         try:
             context = await in_thread(transcript_context, conversation_id, notice)
         except convs.ConversationNotFound:
-            return HTMLResponse("<p role='alert'>No such conversation.</p>", status_code=404,
-                                headers=SECURITY_HEADERS)
+            return no_such_conversation()
         return fragment(request, name, context)
 
     @app.get("/console/conversations/{conversation_id}", response_class=HTMLResponse, include_in_schema=False)
@@ -504,6 +515,8 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
         who = await in_thread(operator, request)
         if who is None:
             return htmx_login(request)
+        if impossible_id(conversation_id):
+            return no_such_conversation()
         label = f"{who.get('prefix', 'operator')} ({who.get('tenant')})"
         notice = None
         try:
@@ -542,9 +555,13 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
         if await in_thread(operator, request) is None:
             return to_login()
         folder = services.reports_folder().resolve()
-        target = (folder / path).resolve()
-        # resolve() follows links and "..": anything that ends up outside the folder is refused.
-        if not target.is_relative_to(folder) or not target.is_file() or target.suffix.lower() not in REPORT_SUFFIXES:
+        try:
+            target = (folder / path).resolve()
+            # resolve() follows links and "..": anything that ends up outside the folder is refused.
+            found = target.is_relative_to(folder) and target.is_file() and target.suffix.lower() in REPORT_SUFFIXES
+        except (OSError, ValueError):  # a name too long for the file system, a NUL in it: a 500 before
+            found = False
+        if not found:
             return HTMLResponse("No such report.", status_code=404, headers=SECURITY_HEADERS)
         media = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         if target.suffix.lower() in (".md", ".csv", ".txt"):
