@@ -66,6 +66,8 @@ async def read_json(request: Request) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "body is not UTF-8"
         raise GatewayError(400, f"Malformed JSON body: {detail}.") from None
+    except RecursionError:
+        raise GatewayError(400, "Malformed JSON body: nested too deeply.") from None
 
 
 def parse(model: type[BaseModel], data: Any) -> Any:
