@@ -52,8 +52,8 @@ from concierge.gateway.completions.protocol import CompletionRequest  # noqa: E4
 from concierge.gateway.embeddings.protocol import EmbeddingRequest  # noqa: E402
 from concierge.gateway.messages.protocol import CountTokensRequest, MessagesRequest  # noqa: E402
 from concierge.gateway.responses.protocol import ResponsesRequest  # noqa: E402
-from concierge.gateway.tokenize.protocol import DetokenizeRequest, TokenizeRequest  # noqa: E402
 from concierge.gateway.settings import GatewaySettings  # noqa: E402
+from concierge.gateway.tokenize.protocol import DetokenizeRequest, TokenizeRequest  # noqa: E402
 from concierge.models.hub import ModelCard  # noqa: E402
 from concierge.server import build_app, build_demo_services, build_services  # noqa: E402
 from concierge.web import security  # noqa: E402
