@@ -1,11 +1,19 @@
-"""Shared fixtures: the real data folder (optional) and a tiny GGUF built once per session."""
+"""Shared fixtures: the real data folder (optional), a tiny GGUF built once per session, live servers.
+
+The helpers behind the fixtures live in tests/helpers (a package, not test modules): test modules
+never import one another; they take these fixtures or import ``helpers.<module>`` directly.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from helpers.server import LiveServer
 
 # ../shared/data next to the repository; CONCIERGE_SHARED_DATA overrides it.
 DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -31,6 +39,25 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from concierge.models.tiny_gguf import build_tiny_qwen2_gguf
 
     return build_tiny_qwen2_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny-qwen2.gguf")
+
+
+@pytest.fixture(scope="module")
+def live_server() -> Iterator[Callable[[Any], LiveServer]]:
+    """A factory: ``live_server(app)`` serves ``app`` on a live uvicorn server on loopback.
+
+    Every server it started stops when the module's tests are done (request this fixture after
+    the ``home`` fixture so the servers stop before the home folder goes).
+    """
+    started: list[LiveServer] = []
+
+    def start(app: Any) -> LiveServer:
+        server = LiveServer(app).__enter__()
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.__exit__(None, None, None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -27,7 +27,8 @@ from concierge.gateway.chat.protocol import ChatCompletionRequest  # noqa: E402
 from concierge.gateway.embeddings.protocol import EmbeddingRequest  # noqa: E402
 from concierge.gateway.settings import GatewaySettings  # noqa: E402
 from concierge.store import db  # noqa: E402
-from test_gateway import FakeHub, LiveServer  # noqa: E402  (tests/ is on sys.path under pytest)
+from helpers.hubs import GatewayHub as FakeHub  # noqa: E402  (tests/ is on sys.path under pytest)
+from helpers.server import LiveServer  # noqa: E402
 
 ALIASES = ("tiny", "embed")
 MAX_EXAMPLES = 40

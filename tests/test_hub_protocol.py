@@ -86,8 +86,8 @@ def _fake(module: str, name: str, *args: Any) -> Any:
 @pytest.mark.parametrize(
     ("module", "name", "args"),
     [
-        ("test_gateway", "FakeHub", ()),
-        ("test_shop_support_api", "FakeHub", ()),
+        ("helpers.hubs", "GatewayHub", ()),
+        ("helpers.hubs", "ShopHub", ()),
     ],
 )
 def test_serving_fakes_are_serving_hubs_and_as_hub_completes_them(module: str, name: str, args: tuple) -> None:

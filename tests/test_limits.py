@@ -25,7 +25,7 @@ from concierge.gateway.settings import GatewaySettings
 from concierge.models.engine import ModelNotFoundError
 from concierge.models.hub import CallRecord, ModelCard
 from concierge.store import db
-from test_gateway import LiveServer  # tests/ is on sys.path under pytest
+from helpers.server import LiveServer
 
 COMPLETION_TOKENS = 5
 
@@ -134,10 +134,9 @@ def hub() -> GatedHub:
 
 
 @pytest.fixture(scope="module")
-def live(home: Path, keys: dict[str, str], hub: GatedHub) -> Iterator[LiveServer]:
+def live(home: Path, keys: dict[str, str], hub: GatedHub, live_server) -> LiveServer:
     settings = GatewaySettings(max_concurrent=1, max_queued=1, budget_cache_ttl_s=0.0)
-    with LiveServer(create_app(hub, settings)) as server:
-        yield server
+    return live_server(create_app(hub, settings))
 
 
 def _chat(live: LiveServer, key: str, model: str = "free", prompt: str = "hello there", **extra: Any):

@@ -24,7 +24,8 @@ import uvicorn
 
 from concierge import tenancy
 from concierge.store import db
-from test_shop_support_api import FakeHub, build_app  # tests/ is on sys.path under pytest
+from helpers.apps import build_app
+from helpers.hubs import ShopHub as FakeHub
 
 CHROMIUM = Path(os.environ.get("CONCIERGE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
