@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from helpers.hubs import ScriptedHub
 from helpers.server import LiveServer
 
 # ../shared/data next to the repository; CONCIERGE_SHARED_DATA overrides it.
@@ -39,6 +40,16 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from concierge.models.tiny_gguf import build_tiny_qwen2_gguf
 
     return build_tiny_qwen2_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny-qwen2.gguf")
+
+
+@pytest.fixture
+def fake_hub() -> Callable[..., ScriptedHub]:
+    """A factory: ``fake_hub(*replies, **config)`` is a new :class:`helpers.hubs.ScriptedHub`."""
+
+    def make(*replies: Any, **config: Any) -> ScriptedHub:
+        return ScriptedHub(*replies, **config)
+
+    return make
 
 
 @pytest.fixture(scope="module")
