@@ -26,6 +26,7 @@ from concierge import tenancy
 from concierge.store import db
 from helpers.apps import build_app
 from helpers.hubs import ShopHub as FakeHub
+from helpers.paths import ROOT
 
 CHROMIUM = Path(os.environ.get("CONCIERGE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -36,7 +37,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-output" / "screenshots"
+SCREENSHOTS = ROOT / "test-output" / "screenshots"
 PHONE = {"width": 390, "height": 844}
 CANCEL_REQUEST = "I want to cancel reservation HS10001, my plans changed. My email is maya.okafor@example.com"
 
@@ -383,7 +384,7 @@ def test_operator_takes_over_a_handed_off_conversation(live: Live, browser: Any)
 
 
 def test_screenshot_folder_is_ignored_by_git() -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     if shutil.which("git") is None or not (root / ".git").exists():
         pytest.skip("not a git checkout")
     import subprocess

@@ -20,6 +20,7 @@ from concierge.support.guided.command import command_messages
 from concierge.support.tasks import task_from_tau2, task_from_v1
 from concierge.train import datasets as ds
 from helpers.hubs import ScriptedHub
+from helpers.paths import ROOT
 
 pytestmark = pytest.mark.train
 
@@ -643,7 +644,7 @@ def test_pipeline_serves_and_registers(
 
 
 def test_shop_examples_from_written_requests(tmp_path: Path) -> None:
-    requests_file = Path(__file__).resolve().parents[1] / "src" / "concierge" / "shop" / "demo_requests.yaml"
+    requests_file = ROOT / "src" / "concierge" / "shop" / "demo_requests.yaml"
     if not requests_file.is_file():
         pytest.skip("the demo shopper requests file is not present")
     info = ds.build_dataset("shop", requests_file, tmp_path / "shop.jsonl", limit=4)

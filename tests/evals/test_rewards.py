@@ -21,8 +21,9 @@ from concierge.evals.rewards.base import Component
 from concierge.evals.support_eval import run_metrics, score_conversation
 from concierge.support.tasks import Action, load_tasks, task_from_tau2, task_from_v1
 from helpers.hubs import ScriptedHub
+from helpers.paths import DATA
 
-RECORDED = json.loads((Path(__file__).parent / "data" / "recorded_conversations.json").read_text("utf-8"))
+RECORDED = json.loads((DATA / "recorded_conversations.json").read_text("utf-8"))
 
 
 def judge_hub(reply: str) -> ScriptedHub:
