@@ -11,22 +11,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from concierge import tenancy
 from concierge.store import db
 from helpers.apps import build_app
 from helpers.hubs import ShopHub as FakeHub
 from helpers.paths import ROOT
+from helpers.server import LiveServer
 
 CHROMIUM = Path(os.environ.get("CONCIERGE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -40,12 +37,6 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
 PHONE = {"width": 390, "height": 844}
 CANCEL_REQUEST = "I want to cancel reservation HS10001, my plans changed. My email is maya.okafor@example.com"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Live:
@@ -76,21 +67,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         app, services = build_app(FakeHub())
         operator_key = tenancy.create_key("ops", scope="operator").key
         api_key = tenancy.create_key("demo").key
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                pytest.fail("the web server did not start")
-            time.sleep(0.05)
         try:
-            yield Live(base, home, operator_key, api_key, services)
+            with LiveServer(app) as server:
+                yield Live(server.url, home, operator_key, api_key, services)
         finally:
-            server.should_exit = True
-            thread.join(10)
             db.reset_engines()
 
 
