@@ -1,23 +1,17 @@
-"""Shared fixtures: the real data folder (optional), a tiny GGUF built once per session, live servers.
-
-The helpers behind the fixtures live in tests/helpers (a package, not test modules): test modules
-never import one another; they take these fixtures or import ``helpers.<module>`` directly.
-"""
+"""Shared fixtures: the real data folder (optional) and a tiny GGUF built once per session."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from helpers.hubs import ScriptedHub
-from helpers.server import LiveServer
-
 # ../shared/data next to the repository; CONCIERGE_SHARED_DATA overrides it.
 DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# fake_hub and live_server (tests/helpers/fixtures.py): test modules never import one another.
+pytest_plugins = ["helpers.fixtures"]
 
 
 def shared_data_path() -> Path:
@@ -40,35 +34,6 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from concierge.models.tiny_gguf import build_tiny_qwen2_gguf
 
     return build_tiny_qwen2_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny-qwen2.gguf")
-
-
-@pytest.fixture
-def fake_hub() -> Callable[..., ScriptedHub]:
-    """A factory: ``fake_hub(*replies, **config)`` is a new :class:`helpers.hubs.ScriptedHub`."""
-
-    def make(*replies: Any, **config: Any) -> ScriptedHub:
-        return ScriptedHub(*replies, **config)
-
-    return make
-
-
-@pytest.fixture(scope="module")
-def live_server() -> Iterator[Callable[[Any], LiveServer]]:
-    """A factory: ``live_server(app)`` serves ``app`` on a live uvicorn server on loopback.
-
-    Every server it started stops when the module's tests are done (request this fixture after
-    the ``home`` fixture so the servers stop before the home folder goes).
-    """
-    started: list[LiveServer] = []
-
-    def start(app: Any) -> LiveServer:
-        server = LiveServer(app).__enter__()
-        started.append(server)
-        return server
-
-    yield start
-    for server in reversed(started):
-        server.__exit__(None, None, None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
