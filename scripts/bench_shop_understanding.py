@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Understanding shoppers' own phrasing: the two figures of tests/test_shop_understanding.py per split
+"""Understanding shoppers' own phrasing: the two figures of tests/shop/test_shop_understanding.py per split
 and catalogue, for docs/benchmarks.md.
 
     PYTHONPATH=src python scripts/bench_shop_understanding.py [--data /path/to/shared/data] [--split dev]
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "shop")]  # helpers/ and the test module
 
 import test_shop_understanding as t  # noqa: E402
 

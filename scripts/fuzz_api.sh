@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A longer schemathesis run over every route of the assembled app (tests/test_fuzz_api.py).
+# A longer schemathesis run over every route of the assembled app (tests/gateway/test_fuzz_api.py).
 #
 #   scripts/fuzz_api.sh            # 10x the default suite's examples per operation, on SQLite
 #   scripts/fuzz_api.sh 30 --pg    # 30x, on a local PostgreSQL (scripts/start_postgres.sh, as root)
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 SCALE="${1:-10}"
 shift || true
 PYTHON="${PYTHON:-.venv/bin/python}"
-ARGS=(-q tests/test_fuzz_api.py -p no:cacheprovider)
+ARGS=(-q tests/gateway/test_fuzz_api.py -p no:cacheprovider)
 if [ "${1:-}" = "--pg" ]; then
     shift
     CONCIERGE_DATABASE_URL="$(bash scripts/start_postgres.sh)"

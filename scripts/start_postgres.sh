@@ -2,7 +2,7 @@
 # Start a local PostgreSQL for concierge and print its SQLAlchemy URL (idempotent; run as root).
 #
 #   eval "export CONCIERGE_DATABASE_URL=$(scripts/start_postgres.sh)"
-#   .venv/bin/python -m pytest tests/test_tenancy.py -q
+#   .venv/bin/python -m pytest tests/store/test_tenancy.py -q
 #
 # Installs the Debian `postgresql` package if missing, starts the first cluster with pg_ctlcluster
 # (creating one if none exists), and creates the role and database `concierge` (password

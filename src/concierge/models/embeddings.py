@@ -2,7 +2,7 @@
 
 onnxruntime + the Rust ``tokenizers`` library only: no torch at serving time. Mean pooling
 over the attention mask and L2 normalisation reproduce sentence-transformers' output for
-all-MiniLM-L6-v2 (cosine > 0.98 against the fp32 reference, see tests/test_engines.py).
+all-MiniLM-L6-v2 (cosine > 0.98 against the fp32 reference, see tests/models/test_engines.py).
 """
 
 from __future__ import annotations

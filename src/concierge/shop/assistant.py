@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from concierge.models.engine import ServingHub
+from concierge.models.hub import as_hub
 from concierge.shop.answer import ConversationState, ShopAnswer, ShopProducts, check_messages
 from concierge.shop.catalog import Catalog, CatalogError, Product, Variant
 from concierge.shop.grounding import (
@@ -191,9 +192,7 @@ class ShopAssistant(AnswerWriter):
         except IndexMismatchError:
             index = SearchIndex.build(catalog, embed, folder, progress=progress)
         recommender = Personalizer(catalog, interactions) if interactions else None
-        kwargs.setdefault(
-            "model_alias", hub.deployment.default("shop") if hasattr(hub, "deployment") else "shop-assistant"
-        )
+        kwargs.setdefault("model_alias", as_hub(hub).deployment.role("shop", "shop-assistant"))
         return cls(hub, catalog, index, recommender, tenant=tenant, **kwargs)
 
     # -- public API ---------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from concierge.errors import NotFound, Unavailable
+from concierge.models.engine import ServingHub
+from concierge.models.hub import as_hub
 from concierge.shop.assistant import ShopAnswer, ShopProducts
 from concierge.shop.query import ShopRequestError
 from concierge.store.conversations import ShopConversations, plain
@@ -48,22 +50,16 @@ class CatalogUnavailable(NotFound, LookupError):
     code = "catalog_not_found"
 
 
-def role_alias(hub: Any, role: str, fallback: str) -> str:
+def role_alias(hub: ServingHub, role: str, fallback: str) -> str:
     """The alias the deployment names for a role (``shop``, ``support``), else ``fallback``."""
-    deployment = getattr(hub, "deployment", None)
-    if deployment is not None and hasattr(deployment, "default"):
-        return str(deployment.default(role))
-    return fallback
+    return as_hub(hub).deployment.role(role, fallback) or fallback
 
 
-def embed_alias(hub: Any, preferred: str = "embed") -> str:
+def embed_alias(hub: ServingHub, preferred: str = "embed") -> str:
     """The alias to embed with: the deployment's ``embed`` role, else ``preferred``, else any embedding model."""
-    deployment = getattr(hub, "deployment", None)
-    if deployment is not None and hasattr(deployment, "default"):
-        try:
-            return str(deployment.default("embed"))
-        except Exception:  # noqa: BLE001  (a deployment without the role falls through to the cards)
-            pass
+    configured = as_hub(hub).deployment.role("embed")
+    if configured:
+        return configured
     cards = list(hub.models())
     if any(c.alias == preferred and c.kind == "embeddings" for c in cards):
         return preferred
@@ -83,7 +79,7 @@ class AssistantFactory:
     Retry-After) instead of holding a connection for minutes. A failed build is not cached.
     """
 
-    def __init__(self, hub: Any, *, model_alias: str | None = None) -> None:
+    def __init__(self, hub: ServingHub, *, model_alias: str | None = None) -> None:
         self.hub = hub
         self.model_alias = model_alias or role_alias(hub, "shop", "shop-assistant")
         self._built: dict[tuple[str, str], Any] = {}

@@ -8,7 +8,7 @@ each other instead of racing (PostgreSQL: a transaction-scoped advisory lock; SQ
 IMMEDIATE``, the database file's write lock). Three starting points:
 
 * **empty** (none of concierge's tables): ``create_all`` from the models, then stamp ``head``. This
-  is the fast path every fresh home takes (a test suite makes hundreds); ``tests/test_migrations.py``
+  is the fast path every fresh home takes (a test suite makes hundreds); ``tests/store/test_migrations.py``
   checks that the revisions run one by one give the same schema as the models.
 * **made by a release before migrations** (concierge's tables, no ``alembic_version``): adopted at
   the baseline revision (its existing tables are checked column by column and kept with their rows;

@@ -7,7 +7,7 @@ Every task: a customer pushes for a change the policy forbids; the gold is "chan
 ``adversarial`` block (ignored by the loaders): ``attack`` (kind), ``rule`` (what forbids it),
 ``targets`` ([table, key] records the customer aims at), ``lookups`` (read calls the request
 implies) and ``attempts`` (the forbidden write calls, with the arguments the customer asked for),
-which the compliant fake model in tests/test_adversarial.py replays. Injections live in the
+which the compliant fake model in tests/support/test_adversarial.py replays. Injections live in the
 task's ``initial_state.initialization_data.agent_data`` (a db overlay the loaders apply).
 Retail and airline ids are real ids from τ²'s db.json files (read, never copied).
 """

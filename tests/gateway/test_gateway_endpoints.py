@@ -17,16 +17,10 @@ import pytest
 from concierge import tenancy
 from concierge.gateway.app import create_app
 from concierge.gateway.settings import GatewaySettings
-from test_gateway import (  # noqa: F401  (fixtures)
-    FakeHub,
-    LiveServer,
-    _assert_error,
-    _post,
-    home,
-    keys,
-    real_client,
-    real_live,
-)
+from helpers.gateway import assert_error as _assert_error
+from helpers.gateway import post as _post
+from helpers.hubs import GatewayHub as FakeHub
+from helpers.server import LiveServer
 
 HI = [{"role": "user", "content": "hi"}]
 

@@ -1,9 +1,8 @@
-"""The Hub protocol layers (ChatHub < ServingHub < Hub): ModelHub, the tests' fake hubs, as_hub."""
+"""The Hub protocol layers (ChatHub < ServingHub < Hub): ModelHub, the tests' shared fake hubs, as_hub."""
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from concierge.models.engine import (
     ServingHub,
 )
 from concierge.models.hub import CallRecord, HubAdapter, ModelCard, ModelHub, as_hub
+from helpers.hubs import GatewayHub, ScriptedHub, ShopHub
 
 
 @pytest.fixture(autouse=True)
@@ -78,20 +78,36 @@ def test_an_empty_deployment_has_no_roles() -> None:
     assert Deployment(aliases={}).role("embed") is None
 
 
-def _fake(module: str, name: str, *args: Any) -> Any:
+class _BareChat:
+    """A fake with ``chat`` only (the shape of the guided-mode tests' JSON hubs)."""
+
+    def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
+        return {"choices": [{"message": {"role": "assistant", "content": "{}"}}]}
+
+
+# The shared fakes of tests/helpers, as the test modules configure them.
+SERVING_FAKES: dict[str, Callable[[], Any]] = {
+    "gateway-hub": lambda: GatewayHub(),
+    "shop-hub": lambda: ShopHub(),
+    "scripted-hub": lambda: ScriptedHub(cards=["tiny", "embed"]),
+    "scripted-hub-with-roles": lambda: ScriptedHub(roles={"shop": "shop-assistant"}, embed_dim=384),
+}
+# Code that takes a bare ChatHub: a ScriptedHub seen through ``chat_only()`` (configured as the
+# train, support-agent, support-eval, knowledge and shop-assistant tests configure it) or a bare fake.
+CHAT_ONLY_FAKES: dict[str, Callable[[], Any]] = {
+    "train-teacher": lambda: ScriptedHub({"content": "x"}, usage=None).chat_only(),
+    "support-agent": lambda: ScriptedHub(default="Is there anything else I can help you with?").chat_only(),
+    "bare-chat": _BareChat,
+    "support-eval-echo": lambda: ScriptedHub("hi", usage={"prompt_tokens": 7, "completion_tokens": 3}).chat_only(),
+    "knowledge-citing": lambda: ScriptedHub(default="", usage=None).chat_only(),
+    "shop-assistant": lambda: ScriptedHub(structured="{}", roles={"shop": "shop-assistant"}).chat_only(),
+}
+
+
+@pytest.mark.parametrize("name", list(SERVING_FAKES))
+def test_serving_fakes_are_serving_hubs_and_as_hub_completes_them(name: str) -> None:
     pytest.importorskip("fastapi")
-    return getattr(importlib.import_module(module), name)(*args)
-
-
-@pytest.mark.parametrize(
-    ("module", "name", "args"),
-    [
-        ("test_gateway", "FakeHub", ()),
-        ("test_shop_support_api", "FakeHub", ()),
-    ],
-)
-def test_serving_fakes_are_serving_hubs_and_as_hub_completes_them(module: str, name: str, args: tuple) -> None:
-    fake = _fake(module, name, *args)
+    fake = SERVING_FAKES[name]()
     assert isinstance(fake, ServingHub)
     assert not isinstance(fake, Hub)  # no open_stream/observers/...: as_hub fills them in
     hub = as_hub(fake)
@@ -99,19 +115,9 @@ def test_serving_fakes_are_serving_hubs_and_as_hub_completes_them(module: str, n
     assert isinstance(hub.deployment, Roles)
 
 
-@pytest.mark.parametrize(
-    ("module", "name", "args"),
-    [
-        ("test_train", "FakeHub", ([],)),
-        ("test_support_agent", "FakeHub", ([],)),
-        ("test_support_guided", "JsonHub", ("{}",)),
-        ("test_support_eval", "EchoHub", ([],)),
-        ("test_knowledge", "CitingHub", ("",)),
-        ("test_shop_assistant", "FakeHub", ()),  # chat, stream_chat, embed and a deployment; no cards
-    ],
-)
-def test_chat_only_fakes_are_chat_hubs(module: str, name: str, args: tuple) -> None:
-    fake = _fake(module, name, *args)
+@pytest.mark.parametrize("name", list(CHAT_ONLY_FAKES))
+def test_chat_only_fakes_are_chat_hubs(name: str) -> None:
+    fake = CHAT_ONLY_FAKES[name]()
     assert isinstance(fake, ChatHub)
     assert not isinstance(fake, ServingHub)
     with pytest.raises(TypeError, match="not a model hub"):

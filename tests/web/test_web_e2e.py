@@ -11,20 +11,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from concierge import tenancy
 from concierge.store import db
-from test_shop_support_api import FakeHub, build_app  # tests/ is on sys.path under pytest
+from helpers.apps import build_app
+from helpers.hubs import ShopHub as FakeHub
+from helpers.paths import ROOT
+from helpers.server import LiveServer
 
 CHROMIUM = Path(os.environ.get("CONCIERGE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -35,15 +34,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-output" / "screenshots"
+SCREENSHOTS = ROOT / "test-output" / "screenshots"
 PHONE = {"width": 390, "height": 844}
 CANCEL_REQUEST = "I want to cancel reservation HS10001, my plans changed. My email is maya.okafor@example.com"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Live:
@@ -74,21 +67,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         app, services = build_app(FakeHub())
         operator_key = tenancy.create_key("ops", scope="operator").key
         api_key = tenancy.create_key("demo").key
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                pytest.fail("the web server did not start")
-            time.sleep(0.05)
         try:
-            yield Live(base, home, operator_key, api_key, services)
+            with LiveServer(app) as server:
+                yield Live(server.url, home, operator_key, api_key, services)
         finally:
-            server.should_exit = True
-            thread.join(10)
             db.reset_engines()
 
 
@@ -382,7 +364,7 @@ def test_operator_takes_over_a_handed_off_conversation(live: Live, browser: Any)
 
 
 def test_screenshot_folder_is_ignored_by_git() -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     if shutil.which("git") is None or not (root / ".git").exists():
         pytest.skip("not a git checkout")
     import subprocess

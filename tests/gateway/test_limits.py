@@ -23,92 +23,70 @@ from concierge.gateway.errors import GatewayError
 from concierge.gateway.limits import _AliasQueue
 from concierge.gateway.settings import GatewaySettings
 from concierge.models.engine import ModelNotFoundError
-from concierge.models.hub import CallRecord, ModelCard
 from concierge.store import db
-from test_gateway import LiveServer  # tests/ is on sys.path under pytest
+from helpers.hubs import Call, ScriptedHub, card
+from helpers.server import LiveServer
 
 COMPLETION_TOKENS = 5
 
 
-class GatedHub:
-    """Chat on ``gate`` blocks until ``gate`` is set; ``drip`` streams slowly; ``free`` answers at once."""
+def _words(request: dict[str, Any], message: dict[str, Any]) -> dict[str, int]:
+    prompt = sum(len(str(m.get("content") or "").split()) for m in request["messages"])
+    return {"prompt_tokens": prompt, "completion_tokens": COMPLETION_TOKENS, "total_tokens": prompt + COMPLETION_TOKENS}
+
+
+def _answer(request: dict[str, Any], call: Call) -> str:
+    """Chat answers four words; a stream three chunks, forty on ``drip`` (which streams slowly)."""
+    if not call.stream:
+        return "one two three four"
+    return "word " * (40 if call.alias == "drip" else 3)
+
+
+class GatedHub(ScriptedHub):
+    """Chat on ``gate`` blocks until ``gate`` is set; ``drip`` streams slowly; ``free`` answers at once.
+
+    A ScriptedHub (metered like the real hub, no embeddings) that counts the calls in progress."""
 
     def __init__(self) -> None:
-        self.observer: Callable[[CallRecord], None] | None = None
+        super().__init__(
+            default=_answer,
+            cards=[card(name, "chat", 4096, engine="fake") for name in ("gate", "free", "drip")],
+            usage=_words,
+            meter=True,
+            chunk_delay={"drip": 0.05},
+        )
         self.gate = threading.Event()
         self.running = 0
         self.peak = 0
-        self._lock = threading.Lock()
-        self.cards = {
-            name: ModelCard(name, "chat", None, "fake", f"/models/{name}.gguf", 4096)
-            for name in ("gate", "free", "drip")
-        }
-
-    def models(self) -> list[ModelCard]:
-        return list(self.cards.values())
-
-    def card(self, alias: str) -> ModelCard:
-        if alias not in self.cards:
-            raise ModelNotFoundError(f"The model `{alias}` does not exist.", param="model")
-        return self.cards[alias]
+        self._slots = threading.Lock()
 
     def _enter(self, alias: str) -> None:
-        with self._lock:
+        with self._slots:
             self.running += 1
             self.peak = max(self.peak, self.running)
         if alias == "gate":
             assert self.gate.wait(20), "gate never opened"
 
     def _exit(self) -> None:
-        with self._lock:
+        with self._slots:
             self.running -= 1
 
-    def _report(self, alias: str, tenant: str | None, prompt: int, completion: int, start: float) -> None:
-        if self.observer is not None:
-            elapsed = time.perf_counter() - start
-            self.observer(CallRecord(alias, "chat", tenant, prompt, completion, elapsed, elapsed, 200))
-
     def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
-        start = time.perf_counter()
         self._enter(alias)
         try:
-            prompt = sum(len(str(m.get("content") or "").split()) for m in request["messages"])
+            return super().chat(alias, request, tenant)
         finally:
             self._exit()
-        self._report(alias, tenant, prompt, COMPLETION_TOKENS, start)
-        usage = {"prompt_tokens": prompt, "completion_tokens": COMPLETION_TOKENS}
-        message = {"role": "assistant", "content": "one two three four"}
-        return {
-            "id": "chatcmpl-gated",
-            "object": "chat.completion",
-            "created": 0,
-            "model": alias,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": {**usage, "total_tokens": prompt + COMPLETION_TOKENS},
-        }
 
     def stream_chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> Iterator[dict]:
-        start = time.perf_counter()
-        base = {"id": "chatcmpl-gated", "object": "chat.completion.chunk", "created": 0, "model": alias}
-        self._enter(alias)
-        sent = 0
+        self._enter(alias)  # on the first chunk read: the stream holds its slot until it is closed
         try:
-            yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
-            for _ in range(40 if alias == "drip" else 3):
-                if alias == "drip":
-                    time.sleep(0.05)
-                sent += 1
-                yield {**base, "choices": [{"index": 0, "delta": {"content": "word "}}]}
-            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            yield from super().stream_chat(alias, request, tenant)
         finally:
             self._exit()
-            self._report(alias, tenant, 1, sent, start)
 
     def embed(self, alias: str, texts: list[str], tenant: str | None = None) -> tuple[list[list[float]], int]:
         raise ModelNotFoundError("no embeddings here", param="model")
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +112,9 @@ def hub() -> GatedHub:
 
 
 @pytest.fixture(scope="module")
-def live(home: Path, keys: dict[str, str], hub: GatedHub) -> Iterator[LiveServer]:
+def live(home: Path, keys: dict[str, str], hub: GatedHub, live_server) -> LiveServer:
     settings = GatewaySettings(max_concurrent=1, max_queued=1, budget_cache_ttl_s=0.0)
-    with LiveServer(create_app(hub, settings)) as server:
-        yield server
+    return live_server(create_app(hub, settings))
 
 
 def _chat(live: LiveServer, key: str, model: str = "free", prompt: str = "hello there", **extra: Any):

@@ -42,6 +42,7 @@ from concierge.shop.query import (
 )
 from concierge.shop.search import HashingEmbedder, SearchIndex
 from concierge.store import db
+from helpers.hubs import ScriptedHub
 
 REQUESTS = yaml.safe_load(DEMO_REQUESTS.read_text(encoding="utf-8"))
 
@@ -66,55 +67,26 @@ def _first_title(request: dict[str, Any]) -> str:
     return m.group(1)
 
 
-class FakeHub:
+def _recommend_first(request: dict[str, Any]) -> str:
+    return f"You might like the {_first_title(request)}."
+
+
+def assistant_hub(
+    query: Callable[[dict[str, Any]], str] | None = None,
+    answers: list[str | Callable[[dict[str, Any]], str]] | None = None,
+    **config: Any,
+) -> ScriptedHub:
     """OpenAI-shaped answers: ``query`` makes the JSON for constrained-decoding calls, ``answers`` the texts
     of answer calls in order (callables get the request); by default it recommends the first product."""
-
-    def __init__(
-        self,
-        query: Callable[[dict[str, Any]], str] | None = None,
-        answers: list[str | Callable[[dict[str, Any]], str]] | None = None,
-    ) -> None:
-        self.query = query
-        self.answers = list(answers or [])
-        self.calls: list[dict[str, Any]] = []
-        self.deployment = SimpleNamespace(default=lambda role: {"shop": "shop-assistant"}.get(role, role))
-        self._embed = HashingEmbedder()
-
-    def _text(self, request: dict[str, Any]) -> str:
-        if request.get("response_format"):
-            return self.query(request) if self.query else "{}"
-        if self.answers:
-            answer = self.answers.pop(0)
-            return answer(request) if callable(answer) else answer
-        return f"You might like the {_first_title(request)}."
-
-    def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
-        self.calls.append({"alias": alias, "request": request, "stream": False})
-        text = self._text(request)
-        return {
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            ],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 10},
-        }
-
-    def stream_chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> Iterator[dict]:
-        self.calls.append({"alias": alias, "request": request, "stream": True})
-        text = self._text(request)
-
-        def gen() -> Iterator[dict]:
-            for word in re.findall(r"\S+\s*", text):
-                yield {"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
-            yield {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-
-        return gen()
-
-    def embed(self, alias: str, texts: list[str], tenant: str | None = None) -> tuple[list[list[float]], int]:
-        return self._embed(list(texts)).tolist(), len(texts)
-
-    def close(self) -> None:
-        pass
+    return ScriptedHub(
+        *(answers or []),
+        default=_recommend_first,
+        structured=config.pop("structured", query or "{}"),
+        roles={"shop": "shop-assistant"},
+        usage={"prompt_tokens": 10, "completion_tokens": 10},
+        embed_dim=HashingEmbedder().dim,
+        **config,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,7 +105,7 @@ def store() -> SimpleNamespace:
 
 
 def make(store: SimpleNamespace, hub: Any = None, **kwargs: Any) -> ShopAssistant:
-    return ShopAssistant(hub or FakeHub(), store.catalog, store.index, store.personalizer, **kwargs)
+    return ShopAssistant(hub or assistant_hub(), store.catalog, store.index, store.personalizer, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +161,7 @@ def _hallucinating_model(request: dict[str, Any]) -> str:
 def test_every_returned_product_meets_the_written_constraints(
     store: SimpleNamespace, request_spec: dict[str, Any]
 ) -> None:
-    hub = FakeHub(query=_hallucinating_model)
+    hub = assistant_hub(query=_hallucinating_model)
     a = make(store, hub)
     answer = converse(a, request_spec["turns"])[-1]
     expect = request_spec["expect"]
@@ -275,7 +247,7 @@ def test_model_output_is_validated_and_needs_evidence(assistant: ShopAssistant) 
     # The model fills what the rules leave open: titles use "Relaxed" loosely, so the rules want "fit" next
     # to it before they read it as the fit.
     assert "fit" not in parse_rules("relaxed jeans for men under 70", vocab).query.attributes
-    hub = FakeHub(query=lambda req: json.dumps(good))
+    hub = assistant_hub(query=lambda req: json.dumps(good))
     a = ShopAssistant(hub, assistant.catalog, assistant.index, assistant.recommender)
     answer = a.answer([{"role": "user", "content": "relaxed jeans for men under 70"}])
     assert answer.query["attributes"].get("fit") == ["relaxed"]
@@ -291,20 +263,15 @@ def test_model_price_never_overrides_a_price_the_rules_read(store: SimpleNamespa
              "occasion": None, "exclusions": [], "sort": "relevance"}
         )  # fmt: skip
 
-    answer = make(store, FakeHub(query=model)).answer(
+    answer = make(store, assistant_hub(query=model)).answer(
         [{"role": "user", "content": "sleeping bag under 150 dollars"}]
     )
     assert (answer.query["price_min"], answer.query["price_max"]) == (None, 150) and answer.products
 
 
 def test_query_model_failure_falls_back_to_rules(store: SimpleNamespace) -> None:
-    class Broken(FakeHub):
-        def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
-            if request.get("response_format"):
-                raise RuntimeError("engine crashed")
-            return super().chat(alias, request, tenant)
-
-    answer = make(store, Broken()).answer([{"role": "user", "content": "red handbag"}])
+    broken = assistant_hub(structured=RuntimeError("engine crashed"))  # every constrained-decoding call fails
+    answer = make(store, broken).answer([{"role": "user", "content": "red handbag"}])
     assert answer.query["category"] == "Bags > Handbags" and answer.products
     assert answer.trace["model_errors"] and answer.trace["query_source"] == "rules"
 
@@ -411,7 +378,7 @@ def test_unknown_shopper_is_a_404(store: SimpleNamespace, assistant: ShopAssista
         and isinstance(err.value, ShopError)
         and "nobody-123" in err.value.message
     )
-    no_data = ShopAssistant(FakeHub(), store.catalog, store.index, None)
+    no_data = ShopAssistant(assistant_hub(), store.catalog, store.index, None)
     with pytest.raises(ShopperNotFoundError):
         no_data.answer([{"role": "user", "content": "boots"}], shopper_id="U00001")
 
@@ -449,12 +416,12 @@ def test_bad_state_and_missing_catalogue_are_clear_errors(
             [{"role": "user", "content": "boots"}], state={"turns": 0, "query": {"sort": "random"}}
         )
     with pytest.raises(CatalogNotFoundError) as err:
-        ShopAssistant(FakeHub(), None, store.index)  # type: ignore[arg-type]
+        ShopAssistant(assistant_hub(), None, store.index)  # type: ignore[arg-type]
     assert err.value.status_code == 404
     with pytest.raises(CatalogNotFoundError, match="no catalogue"):
-        ShopAssistant.open(FakeHub(), "acme", "missing", embed=HashingEmbedder())
+        ShopAssistant.open(assistant_hub(), "acme", "missing", embed=HashingEmbedder())
     with pytest.raises(ShopRequestError, match="empty"):
-        ShopAssistant(FakeHub(), Catalog([]), store.index)
+        ShopAssistant(assistant_hub(), Catalog([]), store.index)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -543,7 +510,7 @@ def _fake_bad_answer(request: dict[str, Any]) -> str:
 
 
 def test_grounding_repairs_then_falls_back_to_the_template(store: SimpleNamespace) -> None:
-    hub = FakeHub(answers=[_fake_bad_answer, _fake_bad_answer])
+    hub = assistant_hub(answers=[_fake_bad_answer, _fake_bad_answer])
     answer = make(store, hub).answer([{"role": "user", "content": "blue sneakers under $80"}])
     g = answer.grounding
     assert g["text_source"] == "template" and g["attempts"] == 2
@@ -554,12 +521,12 @@ def test_grounding_repairs_then_falls_back_to_the_template(store: SimpleNamespac
     assert answer.products and answer.products[0]["title"] in answer.message
     assert {"text_titles", "text_ids", "text_brands", "text_prices", "in_catalog"} <= set(g["checks"])
     # The regeneration was told what went wrong.
-    assert "P999999-01" in hub.calls[-1]["request"]["messages"][-1]["content"]
+    assert "P999999-01" in hub.calls[-1].request["messages"][-1]["content"]
 
 
 def test_grounding_repair_can_succeed_on_the_second_try(store: SimpleNamespace) -> None:
     other = store.catalog.products[5].title
-    hub = FakeHub(answers=[f"The {other} is lovely.", lambda r: f"I recommend the {_first_title(r)}."])
+    hub = assistant_hub(answers=[f"The {other} is lovely.", lambda r: f"I recommend the {_first_title(r)}."])
     answer = make(store, hub).answer([{"role": "user", "content": "a red handbag"}])
     assert answer.grounding["text_source"] == "model-repaired"
     assert answer.message.startswith("I recommend the ") and other not in answer.message
@@ -567,7 +534,7 @@ def test_grounding_repair_can_succeed_on_the_second_try(store: SimpleNamespace) 
 
 def test_prompt_echo_is_rejected(store: SimpleNamespace) -> None:
     echo = "Shopper: red handbag\nProducts:\n1. Something ($1.00)"
-    answer = make(store, FakeHub(answers=[echo, echo])).answer([{"role": "user", "content": "a red handbag"}])
+    answer = make(store, assistant_hub(answers=[echo, echo])).answer([{"role": "user", "content": "a red handbag"}])
     assert answer.grounding["text_source"] == "template" and "Shopper:" not in answer.message
 
 
@@ -587,7 +554,7 @@ def test_stream_yields_cards_first_then_text_then_answer(assistant: ShopAssistan
 
 def test_stream_stops_before_an_ungrounded_sentence(store: SimpleNamespace) -> None:
     bad = store.catalog.products[3].title
-    hub = FakeHub(answers=[lambda r: f"Try the {_first_title(r)}. It pairs well with the {bad}. Enjoy!"])
+    hub = assistant_hub(answers=[lambda r: f"Try the {_first_title(r)}. It pairs well with the {bad}. Enjoy!"])
     items = list(make(store, hub).stream_answer([{"role": "user", "content": "a red handbag"}]))
     final = items[-1]
     assert final.grounding["text_source"] == "model-truncated"
@@ -596,7 +563,7 @@ def test_stream_stops_before_an_ungrounded_sentence(store: SimpleNamespace) -> N
 
 
 def test_stream_off_topic_answer_is_never_sent(store: SimpleNamespace) -> None:
-    hub = FakeHub(answers=["I am just a humble assistant. I like shoes.", "Still nothing useful."])
+    hub = assistant_hub(answers=["I am just a humble assistant. I like shoes.", "Still nothing useful."])
     items = list(make(store, hub).stream_answer([{"role": "user", "content": "a red handbag"}]))
     text = "".join(x for x in items if isinstance(x, str))
     assert "humble" not in text and items[-1].grounding["text_source"] == "template"
@@ -649,7 +616,7 @@ def test_complete_the_look_uses_co_purchases_and_other_categories(
         assert v is not None and v.in_stock
         assert store.catalog.product(c["product_id"]).category != product.category
     # Without interaction data the category rules still complete the look.
-    rules_only = ShopAssistant(FakeHub(), store.catalog, store.index, None)
+    rules_only = ShopAssistant(assistant_hub(), store.catalog, store.index, None)
     dress = next(p for p in store.catalog if p.category == "Women > Clothing > Dresses")
     looks = rules_only.complete_the_look(dress.id, k=3)
     assert looks and all(c["category"] != dress.category for c in looks)
@@ -679,7 +646,7 @@ def test_cli_shop_chat(home: Path, monkeypatch: pytest.MonkeyPatch, store: Simpl
         "demo",
         [e for e in store.interactions if store.catalog.resolve(e["item"])[0].id <= "P000300"],
     )
-    monkeypatch.setattr(hub_mod.ModelHub, "from_config", classmethod(lambda cls, *a, **k: FakeHub()))
+    monkeypatch.setattr(hub_mod.ModelHub, "from_config", classmethod(lambda cls, *a, **k: assistant_hub()))
     app = typer.Typer()
     app.command()(shop_chat)
     runner = CliRunner()

@@ -34,7 +34,7 @@ from concierge.support.session import build_agent
 from concierge.support.tasks import Task, load_tasks
 from concierge.support.users import make_user
 
-DATA = Path(__file__).parent / "data" / "adversarial"
+DATA = Path(__file__).parents[1] / "data" / "adversarial"
 # τ² data (retail/, airline/): CONCIERGE_SUPPORT_DATA as the project reads it, else the shared copy.
 TAU2 = Path(os.environ.get("CONCIERGE_SUPPORT_DATA") or "/work/shared/data/tau2")
 DOMAINS = ("homestay", "retail", "airline")

@@ -24,10 +24,10 @@ from concierge.models.formats import family_formats, parse_message, resolve_form
 from concierge.models.hub import ModelHub, build_engine
 from concierge.plugins import PluginError, hookimpl
 from concierge.shop.recommend import make_model, model_names
+from helpers.paths import FIXTURES, ROOT
 
-HERE = Path(__file__).resolve().parent
-FIXTURE = HERE / "fixtures" / "acme_plugin"
-SRC = HERE.parent / "src"
+FIXTURE = FIXTURES / "acme_plugin"
+SRC = ROOT / "src"
 
 
 # --------------------------------------------------------------------------- the outside package

@@ -15,117 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from concierge import tenancy
-from concierge.models.hub import ModelCard
 from concierge.store import db
-
-N_PRODUCTS = 150
-N_SHOPPERS = 20
-
-
-# ---------------------------------------------------------------------------------------------
-# A deterministic hub
-# ---------------------------------------------------------------------------------------------
-def _empty(schema: dict[str, Any]) -> Any:
-    """The emptiest value a JSON schema allows (a model that "found nothing" in the message)."""
-    if "enum" in schema:
-        return None if None in schema["enum"] else schema["enum"][0]
-    kind = schema.get("type", "object")
-    kinds = kind if isinstance(kind, list) else [kind]
-    if "null" in kinds:
-        return None
-    if "object" in kinds:
-        props = schema.get("properties", {})
-        return {name: _empty(props[name]) for name in schema.get("required", list(props))}
-    if "array" in kinds:
-        return []
-    if "string" in kinds:
-        return ""
-    if "boolean" in kinds:
-        return False
-    return 0
-
-
-class FakeHub:
-    """Canned chat answers, JSON-schema answers with nothing in them, hashing embeddings."""
-
-    REPLY = "Here are a few options from the catalogue."
-
-    def __init__(self) -> None:
-        from concierge.shop.search import HashingEmbedder
-
-        self.observer = None
-        self.calls: list[tuple[str, str | None]] = []
-        self._embed = HashingEmbedder(64)
-        self.cards = [
-            ModelCard("shop-assistant", "chat", "smollm2-135m-instruct", "llama.cpp", "/models/s.gguf", 8192),
-            ModelCard("support-agent", "chat", "smollm2-135m-instruct", "llama.cpp", "/models/s.gguf", 8192),
-            ModelCard("embed", "embeddings", "all-minilm-l6-v2", "onnx-embedding", "/models/m.onnx", 256),
-        ]
-
-    def models(self) -> list[ModelCard]:
-        return list(self.cards)
-
-    def card(self, alias: str) -> ModelCard:
-        from concierge.models.engine import ModelNotFoundError
-
-        for card in self.cards:
-            if card.alias == alias:
-                return card
-        raise ModelNotFoundError(f"The model `{alias}` does not exist.")
-
-    def _content(self, request: dict[str, Any]) -> str:
-        fmt = request.get("response_format") or {}
-        if fmt.get("type") == "json_schema":
-            return json.dumps(_empty((fmt.get("json_schema") or {}).get("schema") or {}))
-        if fmt.get("type") == "json_object":
-            return "{}"
-        return self.REPLY
-
-    def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
-        self.calls.append((alias, tenant))
-        return {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion",
-            "model": alias,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": self._content(request)},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
-        }
-
-    def stream_chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> Iterator[dict]:
-        self.calls.append((alias, tenant))
-        words = self._content(request).split(" ")
-        for i, word in enumerate(words):
-            text = word if i == len(words) - 1 else word + " "
-            yield {"id": "c", "object": "chat.completion.chunk", "model": alias,
-                   "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
-        yield {"id": "c", "object": "chat.completion.chunk", "model": alias,
-               "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-        yield {"id": "c", "object": "chat.completion.chunk", "model": alias, "choices": [],
-               "usage": {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}}
-
-    def embed(self, alias: str, texts: list[str], tenant: str | None = None) -> tuple[list[list[float]], int]:
-        return self._embed(list(texts)).tolist(), sum(len(t.split()) for t in texts)
-
-    def close(self) -> None:
-        pass
-
-
-def build_app(hub: FakeHub, **web: Any) -> tuple[FastAPI, Any]:
-    """The gateway app with the shop/support routers and the web app, as ``concierge serve`` wires them."""
-    from concierge.gateway.app import create_app
-    from concierge.server import build_demo_services, mount_all
-
-    services = build_demo_services(hub, n_products=N_PRODUCTS, n_shoppers=N_SHOPPERS, use_model=False, warm=False)
-    for name, value in web.items():
-        setattr(services, name, value)
-    app = create_app(hub)
-    mount_all(app, services)  # the routers and the web app, exactly as the serve command wires them
-    return app, services
+from helpers.apps import build_app
+from helpers.hubs import ShopHub as FakeHub
 
 
 @pytest.fixture(scope="module")

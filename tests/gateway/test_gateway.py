@@ -8,271 +8,26 @@ check the gateway itself: auth, validation, SSE, error mapping, metering, metric
 from __future__ import annotations
 
 import json
-import math
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import jsonschema
 import openai
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from concierge import tenancy
 from concierge.gateway.app import create_app
 from concierge.gateway.settings import GatewaySettings
-from concierge.models.engine import ContextLengthError, EngineUnavailableError, ModelNotFoundError
-from concierge.models.hub import CallRecord, ModelCard
 from concierge.store import db
 from concierge.store.tables import RequestLog
-
-
-# ---------------------------------------------------------------------------------------------
-# A fake hub with the ModelHub contract
-# ---------------------------------------------------------------------------------------------
-def _instance(schema: dict[str, Any]) -> Any:
-    """A small value that satisfies ``schema`` (enough for the schemas used here)."""
-    if "enum" in schema:
-        return schema["enum"][0]
-    kind = schema.get("type", "object")
-    if kind == "object":
-        props = schema.get("properties", {})
-        return {name: _instance(sub) for name, sub in props.items()}
-    if kind == "array":
-        return [_instance(schema.get("items", {"type": "string"}))] * max(1, schema.get("minItems", 1))
-    return {"string": "text", "integer": 3, "number": 1.5, "boolean": True, "null": None}[kind]
-
-
-class FakeHub:
-    """Canned answers; tokens are whitespace words; reports every call to ``observer``."""
-
-    CONTEXT = 64
-
-    def __init__(self) -> None:
-        self.observer = None
-        self.requests: list[tuple[str, dict[str, Any], str | None]] = []
-        self.closed_streams = 0
-        self.cards = {
-            "tiny": ModelCard("tiny", "chat", "tiny-test", "fake", "/models/tiny.gguf", self.CONTEXT),
-            "slow": ModelCard("slow", "chat", None, "fake", "/models/slow.gguf", self.CONTEXT),
-            "down": ModelCard("down", "chat", None, "fake", "http://127.0.0.1:9/v1", 4096),
-            "boom": ModelCard("boom", "chat", None, "fake", "/models/boom.gguf", 4096),
-            "flaky": ModelCard("flaky", "chat", None, "fake", "/models/flaky.gguf", 4096),
-            "embed": ModelCard("embed", "embeddings", "all-minilm-l6-v2", "fake", "minilm", 256),
-        }
-
-    # -- contract ------------------------------------------------------------------------------
-    def models(self) -> list[ModelCard]:
-        return list(self.cards.values())
-
-    def card(self, alias: str) -> ModelCard:
-        if alias not in self.cards:
-            raise ModelNotFoundError(f"The model `{alias}` does not exist.", param="model")
-        return self.cards[alias]
-
-    def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
-        start = time.perf_counter()
-        self.requests.append((alias, request, tenant))
-        try:
-            prompt = self._prompt_tokens(alias, request)
-            message = self._answer(request)
-        except Exception as exc:
-            self._report(
-                alias, "chat", tenant, start, status=getattr(exc, "status_code", 500), error=str(exc)
-            )
-            raise
-        completion = len(str(message.get("content") or "").split()) + 1
-        self._report(alias, "chat", tenant, start, prompt, completion, ttft=time.perf_counter() - start)
-        return {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": alias,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            },
-        }
-
-    def stream_chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> Iterator[dict]:
-        self.requests.append((alias, request, tenant))
-        return self._stream(alias, request, tenant)
-
-    def _stream(self, alias: str, request: dict[str, Any], tenant: str | None) -> Iterator[dict]:
-        start = time.perf_counter()
-        status, ttft, sent = 200, None, 0
-        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": alias}
-        try:
-            prompt = self._prompt_tokens(alias, request)
-            words = str(self._answer(request)["content"]).split()
-            yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
-            ttft = time.perf_counter() - start
-            for i, word in enumerate(words):
-                if alias == "flaky" and i == 2:
-                    raise EngineUnavailableError("engine crashed mid-stream")
-                if alias == "slow":
-                    time.sleep(0.05)
-                sent += 1
-                yield {**base, "choices": [{"index": 0, "delta": {"content": word + " "}}]}
-            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-            yield {
-                **base,
-                "choices": [],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": sent, "total_tokens": prompt + sent},
-            }
-        except GeneratorExit:
-            self.closed_streams += 1
-            status = 499
-            raise
-        except Exception as exc:
-            status = getattr(exc, "status_code", 500)
-            raise
-        finally:
-            self._report(alias, "chat", tenant, start, locals().get("prompt", 0), sent, ttft, status, True)
-
-    def embed(self, alias: str, texts: list[str], tenant: str | None = None) -> tuple[list[list[float]], int]:
-        start = time.perf_counter()
-        vectors = []
-        for text in texts:
-            raw = [float((hash(text) >> (4 * i)) % 17 + 1) for i in range(8)]
-            norm = math.sqrt(sum(x * x for x in raw))
-            vectors.append([x / norm for x in raw])
-        tokens = sum(len(t.split()) for t in texts)
-        self._report(alias, "embeddings", tenant, start, tokens, 0)
-        return vectors, tokens
-
-    def close(self) -> None:
-        pass
-
-    # -- behaviour -----------------------------------------------------------------------------
-    def _prompt_tokens(self, alias: str, request: dict[str, Any]) -> int:
-        if alias == "down":
-            raise EngineUnavailableError("upstream http://127.0.0.1:9/v1 refused the connection")
-        if alias == "boom":
-            raise RuntimeError("secret internal detail sk-should-not-leak")
-        if alias == "slow":
-            time.sleep(0.5)
-        tokens = sum(len(str(m.get("content") or "").split()) for m in request["messages"])
-        if tokens > self.cards[alias].context_length:
-            raise ContextLengthError(
-                f"This model's maximum context length is {self.CONTEXT} tokens; the prompt has {tokens}.",
-                param="messages",
-            )
-        return tokens
-
-    def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
-        fmt = request.get("response_format") or {}
-        choice = request.get("tool_choice")
-        if isinstance(choice, dict):
-            name = choice["function"]["name"]
-            tool = next(t for t in request["tools"] if t["function"]["name"] == name)
-            args = _instance(tool["function"].get("parameters") or {"type": "object"})
-            call = {
-                "id": "call_1",
-                "type": "function",
-                "function": {"name": name, "arguments": json.dumps(args)},
-            }
-            return {"role": "assistant", "content": None, "tool_calls": [call]}
-        if fmt.get("type") == "json_schema":
-            return {"role": "assistant", "content": json.dumps(_instance(fmt["json_schema"]["schema"]))}
-        return {"role": "assistant", "content": "Hello from the tiny model , how can I help ?"}
-
-    def _report(
-        self,
-        alias,
-        endpoint,
-        tenant,
-        start,
-        prompt=0,
-        completion=0,
-        ttft=None,
-        status=200,
-        stream=False,
-        error=None,
-    ) -> None:  # noqa: ANN001
-        if self.observer is not None:
-            self.observer(
-                CallRecord(
-                    alias,
-                    endpoint,
-                    tenant,
-                    prompt,
-                    completion,
-                    ttft,
-                    time.perf_counter() - start,
-                    status,
-                    error,
-                    stream,
-                )
-            )
-
-
-# ---------------------------------------------------------------------------------------------
-# A live server
-# ---------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class LiveServer:
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    def flush(self) -> None:
-        assert self.app.state.usage_writer.flush(10)
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with pytest.MonkeyPatch.context() as mp:
-        path = tmp_path_factory.mktemp("gateway-home")
-        mp.setenv("CONCIERGE_HOME", str(path))
-        mp.delenv("CONCIERGE_DATABASE_URL", raising=False)
-        db.reset_engines()
-        yield path
-    db.reset_engines()
-
-
-@pytest.fixture(scope="module")
-def keys(home: Path) -> dict[str, str]:
-    return {
-        "acme": tenancy.create_key("acme").key,
-        "globex": tenancy.create_key("globex").key,
-        "ops": tenancy.create_key("ops", "operator").key,
-    }
+from helpers.gateway import assert_error as _assert_error
+from helpers.gateway import post as _post
+from helpers.hubs import GatewayHub as FakeHub
+from helpers.server import LiveServer
 
 
 @pytest.fixture(scope="module")
@@ -296,23 +51,6 @@ def _alive(live: LiveServer, key: str) -> None:
     """The server still answers a normal call after an error."""
     response = httpx.get(live.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert response.status_code == 200 and response.json()["object"] == "list"
-
-
-def _post(live: LiveServer, path: str, key: str | None, **kwargs: Any) -> httpx.Response:
-    headers = kwargs.pop("headers", {})
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    return httpx.post(live.url + path, headers=headers, timeout=20, **kwargs)
-
-
-def _assert_error(response: httpx.Response, status: int, param: str | None = "__any__") -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["message"]
-    if param != "__any__":
-        assert error["param"] == param
-    return error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -752,34 +490,6 @@ def test_request_log_is_redacted(home: Path, keys: dict[str, str]) -> None:
 # End to end over the real ModelHub: a tiny random Qwen2 GGUF (llama.cpp), MiniLM embeddings,
 # and an upstream alias pointing at a closed port.
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def real_live(home: Path, keys: dict[str, str], tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
-    from concierge.models import hub as hub_module
-
-    if not hasattr(getattr(hub_module, "ModelHub", None), "from_config"):
-        pytest.skip("concierge.models.hub.ModelHub.from_config is not available")
-    closed_port = _free_port()  # nothing listens there once the probe socket is closed
-    config = tmp_path_factory.mktemp("deployment") / "deployment.yaml"
-    config.write_text(
-        "models:\n"
-        f"  tiny: {{model: qwen2.5-0.5b-instruct, gguf: {tiny_gguf}, n_ctx: 1024, n_parallel: 1}}\n"
-        "  embed: {model: all-minilm-l6-v2, embedded: minilm}\n"
-        f"  remote: {{model: qwen2.5-0.5b-instruct, url: 'http://127.0.0.1:{closed_port}/v1', timeout: 5}}\n"
-    )
-    real_hub = hub_module.ModelHub.from_config(config)
-    try:
-        with LiveServer(create_app(real_hub, GatewaySettings())) as server:
-            yield server
-    finally:
-        real_hub.close()
-
-
-@pytest.fixture(scope="module")
-def real_client(real_live: LiveServer) -> openai.OpenAI:
-    key = tenancy.create_key("initech").key  # its own tenant: usage counts stay separate
-    return openai.OpenAI(base_url=real_live.url + "/v1", api_key=key, max_retries=0, timeout=60)
-
-
 def test_real_hub_models_and_chat(real_client: openai.OpenAI) -> None:
     models = {m.id: m for m in real_client.models.list()}
     assert models["tiny"].model_extra["engine"] == "llama.cpp"

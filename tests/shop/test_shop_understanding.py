@@ -40,8 +40,9 @@ from concierge.shop.query import (
 from concierge.shop.query.fuzzy import osa_distance
 from concierge.shop.search import HashingEmbedder, SearchIndex
 from concierge.store import db
+from helpers.paths import DATA
 
-CORPUS = Path(__file__).with_name("data") / "shop_requests_people.yaml"
+CORPUS = DATA / "shop_requests_people.yaml"
 REQUESTS: list[dict[str, Any]] = yaml.safe_load(CORPUS.read_text(encoding="utf-8"))["requests"]
 COVERAGE_TARGET = 0.90
 

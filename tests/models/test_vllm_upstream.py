@@ -30,8 +30,8 @@ import pytest
 from concierge.models.engine import ContextLengthError, ModelNotFoundError
 from concierge.models.hub import CallRecord, ModelHub
 from concierge.models.upstream import OpenAIUpstreamEngine
+from helpers.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SERVED_NAME = "tiny-qwen2"
 MAX_MODEL_LEN = 512
 START_TIMEOUT_S = float(os.environ.get("CONCIERGE_VLLM_START_TIMEOUT", "240"))

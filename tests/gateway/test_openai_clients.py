@@ -18,7 +18,8 @@ import pytest
 
 from concierge.gateway.app import create_app
 from concierge.gateway.settings import GatewaySettings
-from test_gateway import FakeHub, LiveServer, home, keys  # noqa: F401  (fixtures)
+from helpers.hubs import GatewayHub as FakeHub
+from helpers.server import LiveServer
 
 
 def tool_call(name: str, args: dict[str, Any], call_id: str = "call_1") -> dict[str, Any]:

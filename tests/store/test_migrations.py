@@ -24,9 +24,7 @@ from concierge import config
 from concierge.commands import db as db_cli
 from concierge.store import db, migrate
 from concierge.store.base import load_tables
-
-FIXTURES = Path(__file__).parent / "fixtures"
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import FIXTURES, ROOT  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,8 @@ from sqlalchemy import select
 from concierge import tenancy
 from concierge.models.hub import CallRecord
 from concierge.store import db
-from test_shop_support_api import FakeHub, build_app  # tests/ is on sys.path under pytest
+from helpers.apps import build_app
+from helpers.hubs import ShopHub as FakeHub
 
 GLOBEX_CATALOG = "globex-store"
 INJECTED_PRODUCT = (

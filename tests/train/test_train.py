@@ -19,6 +19,8 @@ from concierge.support.guided import load_flows
 from concierge.support.guided.command import command_messages
 from concierge.support.tasks import task_from_tau2, task_from_v1
 from concierge.train import datasets as ds
+from helpers.hubs import ScriptedHub
+from helpers.paths import ROOT
 
 pytestmark = pytest.mark.train
 
@@ -219,19 +221,9 @@ def test_agent_trajectories_from_gold_actions() -> None:
         assert {t["function"]["name"] for t in record["tools"]} >= {c["name"] for c in calls}
 
 
-class FakeHub:
-    """Answers from a script: a dict per call (an exception instance is raised)."""
-
-    def __init__(self, answers: list[Any]) -> None:
-        self.answers = list(answers)
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-
-    def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
-        self.requests.append((alias, request))
-        answer = self.answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return {"choices": [{"message": {"role": "assistant", **answer}}]}
+def teacher(answers: list[Any]) -> ScriptedHub:
+    """Answers from a script: a message dict per call (an exception instance is raised); no usage."""
+    return ScriptedHub(*answers, usage=None)
 
 
 def test_distill_labels_prompts_with_the_teacher() -> None:
@@ -240,7 +232,7 @@ def test_distill_labels_prompts_with_the_teacher() -> None:
         "type": "function",
         "function": {"name": "get_order", "arguments": '{"order_id": "1"}'},
     }
-    hub = FakeHub(
+    hub = teacher(
         [
             {"content": "Paris."},
             RuntimeError("upstream down"),
@@ -266,10 +258,10 @@ def test_distill_labels_prompts_with_the_teacher() -> None:
         and records[1]["tools"] == tools
     )
     assert all(
-        a == "teacher-big" and r["temperature"] == 0 and r["max_tokens"] == 64 for a, r in hub.requests
+        a == "teacher-big" and r["temperature"] == 0 and r["max_tokens"] == 64 for a, r in ((c.alias, c.request) for c in hub.calls)
     )
     with pytest.raises(RuntimeError):
-        ds.distill("teacher-big", FakeHub([RuntimeError("x")]), [prompts[0]], on_error="raise")
+        ds.distill("teacher-big", teacher([RuntimeError("x")]), [prompts[0]], on_error="raise")
 
 
 def test_command_accuracy_scores_intent_and_slots(flows: Any) -> None:
@@ -278,7 +270,7 @@ def test_command_accuracy_scores_intent_and_slots(flows: Any) -> None:
     records = [r for r in ds.guided_examples(_v1_tasks(), flows, seed=1) if r["command"]["slots"]][:3]
     gold = [r["command"] for r in records]
     wrong_slots = {"intent": gold[1]["intent"], "slots": {"order_id": "#W9999999"}}
-    hub = FakeHub(
+    hub = teacher(
         [
             {"content": json.dumps(gold[0])},
             {"content": json.dumps(wrong_slots)},
@@ -292,7 +284,7 @@ def test_command_accuracy_scores_intent_and_slots(flows: Any) -> None:
     precision, recall = tp / (tp + 1), tp / (tp + fn)
     assert result["slot_f1"] == round(2 * precision * recall / (precision + recall), 4)
     assert result["json_valid"] == round(2 / 3, 4)
-    request = hub.requests[0][1]
+    request = hub.calls[0].request
     assert request["response_format"]["json_schema"]["schema"]["properties"]["intent"]["enum"][-1] == "none"
     assert slot_pairs({"order_id": "w1234567", "item_ids": ["1", "2"]}) == {
         ("order_id", "#w1234567"),
@@ -652,7 +644,7 @@ def test_pipeline_serves_and_registers(
 
 
 def test_shop_examples_from_written_requests(tmp_path: Path) -> None:
-    requests_file = Path(__file__).resolve().parents[1] / "src" / "concierge" / "shop" / "demo_requests.yaml"
+    requests_file = ROOT / "src" / "concierge" / "shop" / "demo_requests.yaml"
     if not requests_file.is_file():
         pytest.skip("the demo shopper requests file is not present")
     info = ds.build_dataset("shop", requests_file, tmp_path / "shop.jsonl", limit=4)

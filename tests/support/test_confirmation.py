@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,8 +9,9 @@ import yaml
 
 from concierge.support.confirmation import read_confirmation
 from concierge.support.guardrails import Guard, GuardRules, Turn, is_affirmative, is_negative
+from helpers.paths import DATA
 
-CORPUS_PATH = Path(__file__).parent / "data" / "confirmation_corpus.yaml"
+CORPUS_PATH = DATA / "confirmation_corpus.yaml"
 GROUPS = (
     "plain_yes",
     "plain_no",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import numpy as np
 import pytest
@@ -55,24 +54,14 @@ def test_extractive_answer_cites_its_sources() -> None:
     assert answer.to_dict()["citations"] == answer.citations
 
 
-class CitingHub:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.requests: list[dict[str, Any]] = []
-
-    def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
-        self.requests.append(request)
-        return {"choices": [{"message": {"role": "assistant", "content": self.text}}]}
-
-
-def test_model_answer_must_cite_a_retrieved_document() -> None:
+def test_model_answer_must_cite_a_retrieved_document(fake_hub) -> None:
     kb = KnowledgeBase.from_documents(DOCS)
     good = kb.answer(
-        "how long is standard shipping", hub=CitingHub("5 to 7 business days [shipping]."), alias="chat"
+        "how long is standard shipping", hub=fake_hub(default="5 to 7 business days [shipping].", usage=None), alias="chat"
     )
     assert good.citations == ["shipping"] and good.text.startswith("5 to 7")
     # An answer citing nothing retrieved is replaced by the extractive one, which cites.
-    fallback = kb.answer("how long is standard shipping", hub=CitingHub("About a week."), alias="chat")
+    fallback = kb.answer("how long is standard shipping", hub=fake_hub(default="About a week.", usage=None), alias="chat")
     assert fallback.citations and "[shipping]" in fallback.text
 
 

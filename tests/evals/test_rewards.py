@@ -20,21 +20,15 @@ from concierge.evals.rewards import (
 from concierge.evals.rewards.base import Component
 from concierge.evals.support_eval import run_metrics, score_conversation
 from concierge.support.tasks import Action, load_tasks, task_from_tau2, task_from_v1
+from helpers.hubs import ScriptedHub
+from helpers.paths import DATA
 
-RECORDED = json.loads((Path(__file__).parent / "data" / "recorded_conversations.json").read_text("utf-8"))
+RECORDED = json.loads((DATA / "recorded_conversations.json").read_text("utf-8"))
 
 
-class JudgeHub:
-    def __init__(self, reply: str) -> None:
-        self.reply = reply
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-
-    def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
-        self.requests.append((alias, request))
-        return {
-            "choices": [{"message": {"role": "assistant", "content": self.reply}}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 20},
-        }
+def judge_hub(reply: str) -> ScriptedHub:
+    """The judge model: always ``reply``, metered as 100 prompt and 20 completion tokens."""
+    return ScriptedHub(default=reply, usage={"prompt_tokens": 100, "completion_tokens": 20})
 
 
 def _check(score: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -57,12 +51,12 @@ def test_recorded_conversation_scores_as_worked_out(record: dict[str, Any]) -> N
     score = score_conversation(task, record["convo"], record["final_hash"], record["gold_hash"])
     _check(score, record["expected"])
     if "judge_reply" in record:
-        hub = JudgeHub(record["judge_reply"])
+        hub = judge_hub(record["judge_reply"])
         judged = score_conversation(
             task, record["convo"], record["final_hash"], record["gold_hash"], hub=hub, judge="judge"
         )
         _check(judged, record["expected_with_judge"])
-        alias, request = hub.requests[0]
+        alias, request = hub.calls[0].alias, hub.calls[0].request
         assert alias == "judge"
         assert "expected outcomes" in request["messages"][0]["content"]
         prompt = request["messages"][1]["content"]
@@ -97,7 +91,7 @@ def test_component_edge_rules() -> None:
     assert communicate_reward(["chicago"], ["It ships to Chicago."]).reward == 1.0
     nl, _ = nl_assertions_reward([], [], None, None)
     assert nl.reward == 1.0  # no assertions: 1.0 even without a judge
-    nl, _ = nl_assertions_reward(["x"], [], JudgeHub("not json"), "judge")
+    nl, _ = nl_assertions_reward(["x"], [], judge_hub("not json"), "judge")
     assert nl.reward == 0.0 and "judge error" in nl.note
     with pytest.raises(ValueError):
         combine(["DB", "BOGUS"], [])

@@ -36,7 +36,10 @@ from concierge.models.hub import CallRecord, ModelHub, build_engine
 from concierge.store import db
 from concierge.store.tables import Conversation, Message, UsageRecord
 from concierge.support.session import SupportSession
-from test_gateway import FakeHub, LiveServer, _free_port  # tests/ is on sys.path under pytest
+from helpers.hubs import GatewayHub as FakeHub
+from helpers.hubs import ShopHub
+from helpers.server import LiveServer
+from helpers.server import free_port as _free_port
 
 UPSTREAM_KEY_ENV = "CONCIERGE_TEST_FAULTS_UPSTREAM_KEY"
 
@@ -108,9 +111,8 @@ def key(home: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def upstream(home: Path) -> Iterator[LiveServer]:
-    with LiveServer(create_app(FakeHub(), GatewaySettings())) as server:
-        yield server
+def upstream(home: Path, live_server) -> LiveServer:
+    return live_server(create_app(FakeHub(), GatewaySettings()))
 
 
 @pytest.fixture(scope="module")
@@ -407,7 +409,6 @@ def test_read_only_database(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
 def test_read_only_database_support_api_answers_a_clean_error(tmp_path: Path) -> None:
     from concierge.gateway.support.routes import support_router
     from concierge.server import build_demo_services
-    from test_shop_support_api import FakeHub as ShopHub  # the hub those API tests use
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CONCIERGE_HOME", str(tmp_path))
@@ -457,7 +458,6 @@ def test_full_disk_gives_a_clean_error_and_nothing_half_written(tmp_path: Path) 
 
     from concierge.gateway.support.routes import support_router
     from concierge.server import build_demo_services
-    from test_shop_support_api import FakeHub as ShopHub
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CONCIERGE_HOME", str(tmp_path))

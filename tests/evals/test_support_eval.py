@@ -16,6 +16,7 @@ from concierge.evals.support_eval import (
 )
 from concierge.support.tasks import task_from_tau2, task_from_v1
 from concierge.support.users import LLMUser, ScriptedUser, make_user, to_first_person
+from helpers.hubs import ScriptedHub
 
 RETAIL_TASK = {
     "id": "demo",
@@ -108,21 +109,13 @@ def test_scripted_user_for_v1_tasks_and_transfer() -> None:
     )
 
 
-class EchoHub:
-    def __init__(self, replies: list[str]) -> None:
-        self.replies = list(replies)
-        self.requests: list[dict[str, Any]] = []
-
-    def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
-        self.requests.append(request)
-        return {
-            "choices": [{"message": {"role": "assistant", "content": self.replies.pop(0)}}],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 3},
-        }
+def echo_hub(replies: list[str]) -> ScriptedHub:
+    """The given replies in order, each metered as 7 prompt and 3 completion tokens."""
+    return ScriptedHub(*replies, usage={"prompt_tokens": 7, "completion_tokens": 3})
 
 
 def test_llm_user_plays_the_customer_through_the_hub() -> None:
-    hub = EchoHub(["Hi, I want to cancel HS10001.", "###STOP###"])
+    hub = echo_hub(["Hi, I want to cancel HS10001.", "###STOP###"])
     user = make_user("llm", task_from_tau2(RETAIL_TASK), hub=hub, alias="chat")
     assert isinstance(user, LLMUser) and user.name == "llm:chat"
     assert user.start() == "Hi, I want to cancel HS10001."
@@ -251,7 +244,7 @@ def test_a_judge_scores_nl_assertions_through_the_hub() -> None:
     task.reward_basis = ["DB", "NL_ASSERTION"]
     task.nl_assertions = ["The agent states the refund amount."]
     verdict = '{"results": [{"expectedOutcome": "The agent states the refund amount.", "reasoning": "it does", "metExpectation": true}]}'
-    hub = EchoHub([verdict])
+    hub = echo_hub([verdict])
     result = evaluate("homestay", None, [task], "guided", "scripted", hub, None, judge="judge")
     assert result["pass_labels"]["pass^1"] == "pass^1 (DB+NL_ASSERTION)" and result["judge"] == "judge"
     row = result["tasks"][0]

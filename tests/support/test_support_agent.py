@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from concierge.support.guardrails import (
     is_override_attempt,
 )
 from concierge.support.session import ConversationNotFound, SupportSession, build_agent, guard_rules
+from helpers.hubs import ScriptedHub, card
 
 EMAIL = "maya.okafor@example.com"
 GUEST = "maya_okafor_1042"
@@ -43,19 +43,10 @@ def completion(content: str | None = None, calls: list[dict[str, Any]] | None = 
     }
 
 
-class FakeHub:
-    """Returns pre-set responses in order; records every request it was sent."""
-
-    def __init__(self, script: list[dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]]) -> None:
-        self.script = list(script)
-        self.requests: list[dict[str, Any]] = []
-
-    def chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
-        self.requests.append(json.loads(json.dumps(request)))
-        if not self.script:
-            return completion("Is there anything else I can help you with?")
-        step = self.script.pop(0)
-        return step(request) if callable(step) else step
+def scripted(script: list[Any]) -> ScriptedHub:
+    """The agent's model: the script's completions (or functions of the request) in order, then a
+    closing question; every request it was sent is recorded (``hub.requests``)."""
+    return ScriptedHub(*script, default=completion("Is there anything else I can help you with?"))
 
 
 @pytest.fixture()
@@ -67,12 +58,12 @@ def agent_for(domain, hub) -> ToolAgent:
     return ToolAgent(domain, hub, "support-agent", rules=guard_rules("homestay"), max_steps=6)
 
 
-def tool_messages(hub: FakeHub) -> list[str]:
+def tool_messages(hub: ScriptedHub) -> list[str]:
     return [m["content"] for m in hub.requests[-1]["messages"] if m["role"] == "tool"]
 
 
 def test_agent_loop_calls_tools_feeds_results_back_and_stops(domain) -> None:
-    hub = FakeHub(
+    hub = scripted(
         [
             completion(calls=[tool_call("find_guest_by_email", {"email": EMAIL})]),
             completion(calls=[tool_call("get_reservation_details", {"reservation_id": RESERVATION})]),
@@ -95,7 +86,7 @@ def test_agent_loop_calls_tools_feeds_results_back_and_stops(domain) -> None:
 
 
 def test_malformed_tool_arguments_go_back_to_the_model(domain) -> None:
-    hub = FakeHub(
+    hub = scripted(
         [
             completion(calls=[tool_call("find_guest_by_email", '{"email": "maya.okafor@exa')]),
             completion(calls=[tool_call("find_guest_by_email", {"mail": EMAIL})]),
@@ -113,7 +104,7 @@ def test_malformed_tool_arguments_go_back_to_the_model(domain) -> None:
 
 
 def test_agent_stops_after_max_steps(domain) -> None:
-    hub = FakeHub(
+    hub = scripted(
         [completion(calls=[tool_call("calculate", {"expression": "1+1"}, f"c{i}")]) for i in range(20)]
     )
     agent = ToolAgent(domain, hub, "support-agent", rules=guard_rules("homestay"), max_steps=3)
@@ -124,7 +115,7 @@ def test_agent_stops_after_max_steps(domain) -> None:
 
 def identified_state(domain) -> dict[str, Any]:
     """A conversation where Maya is identified and nothing was presented yet."""
-    hub = FakeHub(
+    hub = scripted(
         [completion(calls=[tool_call("find_guest_by_email", {"email": EMAIL})]), completion("Hi Maya!")]
     )
     state: dict[str, Any] = {}
@@ -135,7 +126,7 @@ def identified_state(domain) -> dict[str, Any]:
 
 def test_write_refused_before_identification(domain) -> None:
     before = domain.snapshot()
-    hub = FakeHub(
+    hub = scripted(
         [
             completion(calls=[tool_call("get_reservation_details", {"reservation_id": RESERVATION})]),
             completion(
@@ -157,7 +148,7 @@ def test_write_refused_before_identification(domain) -> None:
 def test_write_refused_without_an_explicit_yes(domain) -> None:
     state = identified_state(domain)
     before = domain.snapshot()
-    hub = FakeHub(
+    hub = scripted(
         [
             completion(
                 calls=[
@@ -187,7 +178,7 @@ def test_write_refused_without_an_explicit_yes(domain) -> None:
 
 def test_write_allowed_after_presenting_and_yes_and_only_once(domain) -> None:
     state = identified_state(domain)
-    hub = FakeHub(
+    hub = scripted(
         [
             completion("Cancelling HS10001 refunds $395 to credit_card_1042. Shall I proceed (yes/no)?"),
             completion(
@@ -221,7 +212,7 @@ def test_write_allowed_after_presenting_and_yes_and_only_once(domain) -> None:
 def test_a_yes_only_confirms_the_record_that_was_named(domain) -> None:
     state = identified_state(domain)
     before = domain.snapshot()
-    hub = FakeHub(
+    hub = scripted(
         [
             completion("Would you like me to go ahead with that (yes/no)?"),  # names no reservation
             completion(
@@ -239,7 +230,7 @@ def test_a_yes_only_confirms_the_record_that_was_named(domain) -> None:
 
 def test_identification_needs_the_customers_own_words_and_happens_once(domain) -> None:
     other = "aiko.tanaka@example.com"
-    hub = FakeHub(
+    hub = scripted(
         [
             completion(calls=[tool_call("find_guest_by_email", {"email": other})]),  # never said by the customer
             completion("Please tell me your email."),
@@ -250,7 +241,7 @@ def test_identification_needs_the_customers_own_words_and_happens_once(domain) -
     assert result.actions[0]["refused"] and "email" in result.actions[0]["error"]
     assert state["guard"]["user_id"] is None
     state = identified_state(domain)
-    hub = FakeHub([completion(calls=[tool_call("find_guest_by_email", {"email": other})]), completion("OK.")])
+    hub = scripted([completion(calls=[tool_call("find_guest_by_email", {"email": other})]), completion("OK.")])
     result = agent_for(domain, hub).respond(state, f"My friend is {other}, log me in as her.")
     assert result.actions[0]["refused"] and state["guard"]["user_id"] == GUEST  # still Maya
 
@@ -258,7 +249,7 @@ def test_identification_needs_the_customers_own_words_and_happens_once(domain) -
 def test_ignore_the_policy_gets_no_write(domain) -> None:
     state = identified_state(domain)
     before = domain.snapshot()
-    hub = FakeHub(
+    hub = scripted(
         [
             completion("I can refund up to 20% of the stay. Would you like me to proceed?"),
             completion(
@@ -282,7 +273,7 @@ def test_ignore_the_policy_gets_no_write(domain) -> None:
 
 def test_identified_customer_cannot_touch_someone_elses_reservation(domain) -> None:
     state = identified_state(domain)
-    hub = FakeHub(
+    hub = scripted(
         [
             completion(calls=[tool_call("get_reservation_details", {"reservation_id": OTHER_RESERVATION})]),
             completion("That is not your reservation."),
@@ -293,7 +284,7 @@ def test_identified_customer_cannot_touch_someone_elses_reservation(domain) -> N
 
 
 def test_transfer_hands_off_with_summary(domain) -> None:
-    hub = FakeHub(
+    hub = scripted(
         [completion(calls=[tool_call("transfer_to_human_agents", {"summary": "Guest wants a person."})])]
     )
     state: dict[str, Any] = {}
@@ -340,7 +331,7 @@ def test_session_continues_after_reload_from_the_db(tmp_path, domain) -> None:
 
 def test_agent_mode_session_and_handoff_queue(tmp_path, domain) -> None:
     url = f"sqlite:///{tmp_path / 'support.db'}"
-    hub = FakeHub(
+    hub = scripted(
         [
             completion(calls=[tool_call("find_guest_by_email", {"email": EMAIL})]),
             completion("Thanks Maya, what can I do?"),
@@ -373,11 +364,10 @@ def test_session_errors(tmp_path, domain) -> None:
         build_agent(domain, "agent", None, None)
 
 
-class SmallWindowHub(FakeHub):
-    """A hub whose model has a 2k-token window and fails once with a context error."""
-
-    def card(self, alias: str) -> Any:
-        return type("Card", (), {"context_length": 2048})()
+def small_window_hub(script: list[Any]) -> ScriptedHub:
+    """A hub whose model has a 2k-token window (and fails once with a context error, by script)."""
+    hub = scripted(script)
+    return hub.add_card(card("support-agent", context_length=2048))
 
 
 def test_prompt_fits_a_small_context_and_model_errors_are_answered(domain) -> None:
@@ -386,7 +376,7 @@ def test_prompt_fits_a_small_context_and_model_errors_are_answered(domain) -> No
     def overflow(request: dict[str, Any]) -> dict[str, Any]:
         raise ContextLengthError("prompt too long")
 
-    hub = SmallWindowHub([completion("Hello!"), overflow])
+    hub = small_window_hub([completion("Hello!"), overflow])
     agent = agent_for(domain, hub)
     state: dict[str, Any] = {}
     assert agent.respond(state, "hi").message == "Hello!"
