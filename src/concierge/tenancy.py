@@ -457,3 +457,164 @@ def tokens_used(tenant: str, since: datetime, *, db_url: str | None = None) -> i
             .where(Tenant.name == tenant, UsageRecord.created_at >= since)
         )
     return int(total or 0)
+
+
+# ---- shared counters (limits across gateway replicas: concierge.gateway.limits) -------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Take ``amount`` from the counter ``bucket`` if it is still under ``limit`` (``used < limit``)."""
+
+    bucket: str
+    amount: int
+    limit: int
+    expires_at: int  # epoch seconds after which the row may be deleted
+    seed_since: datetime | None = None  # a missing row starts from the tokens metered since then
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    refused: str | None  # the bucket that refused (nothing was taken), or None: all claims taken
+    used: dict[str, int]  # each claimed bucket's count after the claim (the refusing one: as it is)
+
+
+def _counter_insert(session: Any):  # noqa: ANN202 - the dialect's INSERT (both have ON CONFLICT)
+    from concierge.store.tables import TenantCounter
+
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(TenantCounter)
+
+
+def _add_to_counter(session: Any, tenant: str, bucket: str, delta: int, expires_at: int) -> None:
+    from concierge.store.tables import TenantCounter
+
+    stmt = _counter_insert(session).values(tenant=tenant, bucket=bucket, used=max(0, delta), expires_at=expires_at)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[TenantCounter.tenant, TenantCounter.bucket],
+            set_={"used": TenantCounter.used + delta},
+        )
+    )
+
+
+def _claim_one(session: Any, tenant: str, claim: Claim) -> int | None:
+    """The bucket's count after taking ``claim``, or None when it is at its limit (nothing taken)."""
+    from sqlalchemy import update
+
+    from concierge.store.tables import TenantCounter
+
+    key = (TenantCounter.tenant == tenant) & (TenantCounter.bucket == claim.bucket)
+    taken = session.execute(
+        update(TenantCounter)
+        .where(key, TenantCounter.used < claim.limit)
+        .values(used=TenantCounter.used + claim.amount)
+        .returning(TenantCounter.used)
+    ).scalar()
+    if taken is not None:
+        return int(taken)
+    if session.scalar(select(TenantCounter.used).where(key)) is not None:
+        return None  # the row is there and at its limit
+    # First claim in this window: start from what is already metered (usage written before).
+    seed = 0
+    if claim.seed_since is not None:
+        seed = int(
+            session.scalar(
+                select(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens))
+                .join(Tenant, Tenant.id == UsageRecord.tenant_id)
+                .where(Tenant.name == tenant, UsageRecord.created_at >= claim.seed_since)
+            )
+            or 0
+        )
+    fits = seed < claim.limit
+    stmt = _counter_insert(session).values(
+        tenant=tenant, bucket=claim.bucket, used=seed + (claim.amount if fits else 0), expires_at=claim.expires_at
+    )
+    taken = session.execute(
+        stmt.on_conflict_do_update(  # another replica made the row meanwhile: claim on it
+            index_elements=[TenantCounter.tenant, TenantCounter.bucket],
+            set_={"used": TenantCounter.used + claim.amount},
+            where=TenantCounter.used < claim.limit,
+        ).returning(TenantCounter.used)
+    ).scalar()
+    if taken is None or (not fits and int(taken) == seed):
+        return None
+    return int(taken)
+
+
+def claim_counters(
+    tenant: str,
+    claims: list[Claim],
+    *,
+    settle: dict[str, tuple[int, int]] | None = None,
+    db_url: str | None = None,
+) -> ClaimResult:
+    """Take every claim or none, in one transaction; first add ``settle`` ({bucket: (delta, expires)}).
+
+    Each claim is one conditional ``UPDATE ... SET used = used + n WHERE used < limit`` (row lock
+    on PostgreSQL, the write lock on SQLite), so replicas claiming together cannot both take the
+    last unit. Rows are touched in bucket order, so two transactions never wait on each other in a
+    cycle. When a claim is refused, the ones taken before it are given back in the same transaction.
+    """
+    settle = settle or {}
+    by_bucket = {c.bucket: c for c in claims}
+    used: dict[str, int] = {}
+    taken: list[Claim] = []
+    refused: str | None = None
+    with session_scope(db_url) as session:
+        for bucket in sorted(set(settle) | set(by_bucket)):
+            if bucket in settle and settle[bucket][0]:
+                _add_to_counter(session, tenant, bucket, *settle[bucket])
+            claim = by_bucket.get(bucket)
+            if claim is None or refused is not None:
+                continue
+            after = _claim_one(session, tenant, claim)
+            if after is None:
+                refused = bucket
+                from concierge.store.tables import TenantCounter
+
+                current = session.scalar(
+                    select(TenantCounter.used).where(TenantCounter.tenant == tenant, TenantCounter.bucket == bucket)
+                )
+                used[bucket] = int(current or 0)
+            else:
+                used[bucket] = after
+                taken.append(claim)
+        if refused is not None:
+            for claim in taken:
+                _add_to_counter(session, tenant, claim.bucket, -claim.amount, claim.expires_at)
+    return ClaimResult(refused, used)
+
+
+def settle_counters(deltas: dict[tuple[str, str], tuple[int, int]], *, db_url: str | None = None) -> None:
+    """Add ``{(tenant, bucket): (delta, expires_at)}`` to the counters in one transaction (sorted)."""
+    if not deltas:
+        return
+    with session_scope(db_url) as session:
+        for (tenant, bucket), (delta, expires_at) in sorted(deltas.items()):
+            if delta:
+                _add_to_counter(session, tenant, bucket, delta, expires_at)
+
+
+def counter_value(tenant: str, bucket: str, *, db_url: str | None = None) -> int:
+    from concierge.store.tables import TenantCounter
+
+    with session_scope(db_url) as session:
+        value = session.scalar(
+            select(TenantCounter.used).where(TenantCounter.tenant == tenant, TenantCounter.bucket == bucket)
+        )
+    return int(value or 0)
+
+
+def expire_counters(now: float, *, db_url: str | None = None) -> int:
+    """Delete counter rows whose window ended before ``now`` (epoch seconds)."""
+    from sqlalchemy import delete
+
+    from concierge.store.tables import TenantCounter
+
+    with session_scope(db_url) as session:
+        result = session.execute(delete(TenantCounter).where(TenantCounter.expires_at < int(now)))
+        return int(result.rowcount or 0)
