@@ -1,8 +1,9 @@
 """What one gateway app holds: the hub, its settings, metering, limits and the warm-up.
 
-The hub reports each model call to :meth:`Gateway.on_call`, which feeds Prometheus and queues a
-usage row for a background writer (started in :meth:`Gateway.lifespan`); nothing here opens
-outbound connections.
+The hub reports each model call to :meth:`Gateway.on_call`, which settles the call's shared limit
+counters, feeds Prometheus and appends a usage row to the durable outbox (on disk before the
+response goes out), from which a background writer (started in :meth:`Gateway.lifespan`) moves it
+to the database; nothing here opens outbound connections.
 """
 
 from __future__ import annotations

@@ -40,7 +40,11 @@ class ApiKey(Base):
 
 class UsageRecord(Base):
     __tablename__ = "usage"
+    __table_args__ = (Index("ux_usage_uid", "uid", unique=True),)
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Given when the call is metered: a row replayed from the outbox after a crash or an outage
+    # is written once (NULL for rows from before revision 0004).
+    uid: Mapped[str | None] = mapped_column(String(32), nullable=True)
     tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), index=True, nullable=True)
     model: Mapped[str] = mapped_column(String(200), index=True)
     endpoint: Mapped[str] = mapped_column(String(50))
