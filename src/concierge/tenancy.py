@@ -437,7 +437,13 @@ class UsageWriter:
         if row.uid is None or row.created_at is None:
             row = UsageRow(**{**asdict(row), "uid": row.uid or uuid.uuid4().hex,
                               "created_at": row.created_at or datetime.now(UTC)})
-        self.outbox.append("usage", row.uid or "", row.to_json())
+        try:
+            self.outbox.append("usage", row.uid or "", row.to_json())
+        except sqlite3.Error as exc:  # the outbox's disk failed (full?): straight to the database
+            log.error("usage outbox unavailable (%s); writing the row directly", type(exc).__name__)
+            record_usage(row, db_url=self.db_url)  # raises (and the row is lost) only if both fail
+            self.written += 1
+            return
         if self._closed:
             self._drain_once()  # late rows after shutdown: written now if the database takes them
         else:
