@@ -2,19 +2,25 @@
 
 A key is ``ck-`` + ``secrets.token_urlsafe(32)``. Only its SHA-256 hash and a short prefix are
 stored, so a leaked database does not leak working keys; the prefix lets people tell keys apart.
-Usage rows are written per model call; :class:`UsageWriter` batches them on a background thread so
-the request path never waits on a database commit.
+Usage rows are written per model call; :class:`UsageWriter` puts each on disk first (a fsync'd
+SQLite outbox under ``CONCIERGE_HOME/outbox``), then moves them to the database in batches on a
+background thread, so the request path never waits on the database and an outage or a crash
+loses nothing that was metered.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-import queue
 import secrets
+import sqlite3
 import threading
+import time
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -84,6 +90,20 @@ class UsageRow:
     latency_ms: float = 0.0
     status: int = 200
     tenant_id: int | None = None  # set when known, saves a name lookup
+    uid: str | None = None  # unique per metered call: a replayed row is written once (None: a new one)
+    created_at: datetime | None = None  # when the call was metered (None: when written)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat() if self.created_at else None
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> UsageRow:
+        data = json.loads(text)
+        if data.get("created_at"):
+            data["created_at"] = datetime.fromisoformat(data["created_at"])
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -230,25 +250,41 @@ def _tenant_ids(session: Any, names: set[str]) -> dict[str, int]:
     return {name: tid for name, tid in rows}
 
 
+def _usage_insert(session: Any):  # noqa: ANN202 - the dialect's INSERT (both have ON CONFLICT)
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(UsageRecord)
+
+
 def record_usage(rows: UsageRow | list[UsageRow], *, db_url: str | None = None) -> int:
-    """Insert usage rows in one transaction; tenant names with no tenant row are stored as NULL."""
+    """Insert usage rows in one transaction; tenant names with no tenant row are stored as NULL.
+
+    A row whose ``uid`` is already stored is skipped (replays are idempotent); returns the rows
+    given, written now or before.
+    """
     batch = [rows] if isinstance(rows, UsageRow) else list(rows)
     if not batch:
         return 0
+    now = datetime.now(UTC)
     with session_scope(db_url) as session:
         ids = _tenant_ids(session, {r.tenant for r in batch if r.tenant and r.tenant_id is None})
-        session.add_all(
-            UsageRecord(
-                tenant_id=r.tenant_id if r.tenant_id is not None else ids.get(r.tenant or ""),
-                model=r.model[:200],
-                endpoint=r.endpoint[:50],
-                prompt_tokens=int(r.prompt_tokens),
-                completion_tokens=int(r.completion_tokens),
-                latency_ms=float(r.latency_ms),
-                status=int(r.status),
-            )
+        values = [
+            {
+                "uid": r.uid or uuid.uuid4().hex,
+                "tenant_id": r.tenant_id if r.tenant_id is not None else ids.get(r.tenant or ""),
+                "model": r.model[:200],
+                "endpoint": r.endpoint[:50],
+                "prompt_tokens": int(r.prompt_tokens),
+                "completion_tokens": int(r.completion_tokens),
+                "latency_ms": float(r.latency_ms),
+                "status": int(r.status),
+                "created_at": r.created_at or now,
+            }
             for r in batch
-        )
+        ]
+        session.execute(_usage_insert(session).values(values).on_conflict_do_nothing(index_elements=["uid"]))
     return len(batch)
 
 
@@ -300,98 +336,233 @@ def usage_summary(
         ]
 
 
-@dataclass(frozen=True)
-class _LogEntry:
-    tenant_id: int | None
-    model: str
-    request: str
-    response: str
+class UsageOutbox:
+    """Usage rows on disk until the database has them: a small SQLite file, one row per metered call.
+
+    ``append`` commits with ``synchronous=FULL`` (fsync) before it returns, so a row survives a
+    SIGKILL or a power cut once the call's response is on its way. Processes that share a home
+    and a database share the file; the rows' ``uid`` makes a row written twice count once.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, "
+            "uid TEXT NOT NULL UNIQUE, body TEXT NOT NULL)"
+        )
+
+    @classmethod
+    def for_database(cls, db_url: str | None) -> UsageOutbox:
+        from concierge import config
+
+        url = db_url or config.database_url()
+        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+        return cls(config.home() / "outbox" / f"usage-{digest}.sqlite")
+
+    def append(self, kind: str, uid: str, body: str) -> int:
+        with self._lock:
+            cursor = self._conn.execute(
+                "INSERT OR IGNORE INTO outbox (kind, uid, body) VALUES (?, ?, ?)", (kind, uid, body)
+            )
+            return int(cursor.lastrowid or 0)
+
+    def head(self, limit: int, after: int = 0) -> list[tuple[int, str, str, str]]:
+        with self._lock:
+            return self._conn.execute(
+                "SELECT seq, kind, uid, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+            ).fetchall()
+
+    def remove(self, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        with self._lock:
+            self._conn.executemany("DELETE FROM outbox WHERE seq = ?", [(n,) for n in seqs])
+
+    def pending(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def last_seq(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
 
 
 class UsageWriter:
-    """Writes usage rows (and request-log rows) from a background thread, in batches.
+    """Meters through a durable outbox: each row is on disk first, then moved to the database.
 
-    ``submit`` never blocks on the database. ``flush`` waits until everything queued so far is
-    written; ``close`` flushes and stops the thread (call it on shutdown so nothing is lost).
-    A failing batch is retried row by row, then dropped with a log line, so one bad row cannot
-    wedge metering.
+    ``submit`` appends the row to the :class:`UsageOutbox` (fsync'd) and wakes a background thread
+    that writes the outbox to the database in batches and removes what was written. When the
+    database fails, rows stay on disk and are retried with backoff (up to ``max_backoff_s``) until
+    it takes them; rows left by an earlier process (a crash, a shutdown during an outage) are
+    replayed when the next writer starts. Nothing is dropped: a batch that fails is retried row by
+    row, so one bad row cannot hold up the rest (it stays in the outbox and is retried; a log line
+    says so). ``flush`` waits until everything submitted so far is in the database; ``close``
+    tries once more and stops the thread (what is left waits on disk for the next start).
     """
 
-    def __init__(self, *, db_url: str | None = None, batch_size: int = 200) -> None:
+    def __init__(
+        self,
+        *,
+        db_url: str | None = None,
+        batch_size: int = 200,
+        outbox: UsageOutbox | None = None,
+        max_backoff_s: float = 2.0,
+    ) -> None:
         self.db_url = db_url
         self.batch_size = batch_size
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="concierge-usage-writer", daemon=True)
+        self.max_backoff_s = max_backoff_s
+        self.outbox = outbox or UsageOutbox.for_database(db_url)
+        self._wake = threading.Event()
+        self._cond = threading.Condition()
+        self._done_seq = 0  # every outbox row up to this seq was tried and written
         self._closed = False
+        self._stop = False
         self.written = 0
-        self.dropped = 0
+        self.dropped = 0  # kept for callers: nothing is dropped any more
+        self.failures = 0  # database errors met (each retried)
+        self._failing = False
+        self._thread = threading.Thread(target=self._run, name="concierge-usage-writer", daemon=True)
         self._thread.start()
 
     def submit(self, row: UsageRow) -> None:
-        if self._closed:
-            record_usage(row, db_url=self.db_url)  # late rows after shutdown still count
+        if row.uid is None or row.created_at is None:
+            row = UsageRow(**{**asdict(row), "uid": row.uid or uuid.uuid4().hex,
+                              "created_at": row.created_at or datetime.now(UTC)})
+        try:
+            self.outbox.append("usage", row.uid or "", row.to_json())
+        except sqlite3.Error as exc:  # the outbox's disk failed (full?): straight to the database
+            log.error("usage outbox unavailable (%s); writing the row directly", type(exc).__name__)
+            record_usage(row, db_url=self.db_url)  # raises (and the row is lost) only if both fail
+            self.written += 1
             return
-        self._queue.put(row)
+        if self._closed:
+            self._drain_once()  # late rows after shutdown: written now if the database takes them
+        else:
+            self._wake.set()
 
     def submit_log(self, tenant_id: int | None, model: str, request: str, response: str) -> None:
-        self._queue.put(_LogEntry(tenant_id, model, request, response))
+        body = json.dumps({"tenant_id": tenant_id, "model": model, "request": request, "response": response})
+        self.outbox.append("log", uuid.uuid4().hex, body)
+        self._wake.set()
+
+    def pending(self) -> int:
+        """Rows on disk not yet in the database."""
+        return self.outbox.pending()
 
     def flush(self, timeout: float | None = 10.0) -> bool:
-        """Block until rows queued before this call are written; False on timeout."""
-        done = threading.Event()
-        self._queue.put(done)
-        return done.wait(timeout)
+        """Block until rows submitted before this call are in the database; False on timeout."""
+        target = self.outbox.last_seq()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._wake.set()
+        with self._cond:
+            while self._done_seq < target:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._wake.set()
+                self._cond.wait(0.05 if left is None else min(left, 0.05))
+        return True
 
     def close(self, timeout: float | None = 10.0) -> None:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
+        self._stop = True
+        self._wake.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        backoff = 0.0
         while True:
-            item = self._queue.get()
-            batch = [item]
-            # Drain what is already waiting so one commit covers a burst of calls.
-            while len(batch) < self.batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = False
-            pending: list[Any] = []
-            for entry in batch:
-                if entry is None:
-                    stop = True
-                elif isinstance(entry, threading.Event):
-                    self._write(pending)
-                    pending = []
-                    entry.set()
-                else:
-                    pending.append(entry)
-            self._write(pending)
-            if stop:
+            if backoff:
+                self._wake.wait(backoff)
+            else:
+                self._wake.wait(1.0)
+            self._wake.clear()
+            ok = self._drain_once()
+            if self._stop:
                 return
+            backoff = 0.0 if ok else min(self.max_backoff_s, max(0.05, backoff * 2))
 
-    def _write(self, entries: list[Any]) -> None:
-        usage = [e for e in entries if isinstance(e, UsageRow)]
-        logs = [e for e in entries if isinstance(e, _LogEntry)]
+    def _drain_once(self) -> bool:
+        """Move the outbox into the database; False when a row could not be written (kept for later)."""
+        after = 0
+        clean = True
+        try:
+            start_last = self.outbox.last_seq()
+        except sqlite3.Error:
+            log.exception("reading the usage outbox failed")
+            return False
+        while True:
+            try:
+                batch = self.outbox.head(self.batch_size, after)
+            except sqlite3.Error:
+                log.exception("reading the usage outbox failed")
+                return False
+            if not batch:
+                break
+            written = self._write(batch)
+            self.outbox.remove(written)
+            if len(written) < len(batch):
+                clean = False
+                if not written:
+                    break  # the database refuses everything: back off
+            after = batch[-1][0]
+        if clean:
+            with self._cond:
+                self._done_seq = max(self._done_seq, start_last, after)
+                self._cond.notify_all()
+        return clean
+
+    def _write(self, batch: list[tuple[int, str, str, str]]) -> list[int]:
+        usage = [(seq, UsageRow.from_json(body)) for seq, kind, _uid, body in batch if kind == "usage"]
+        logs = [(seq, json.loads(body)) for seq, kind, _uid, body in batch if kind == "log"]
+        done: list[int] = []
         if usage:
             try:
-                self.written += record_usage(usage, db_url=self.db_url)
-            except Exception:  # noqa: BLE001  (metering must survive a bad batch)
-                for row in usage:
-                    try:
-                        self.written += record_usage(row, db_url=self.db_url)
-                    except Exception as exc:  # noqa: BLE001
-                        self.dropped += 1
-                        log.error("usage row dropped: %s", type(exc).__name__)
-        for entry in logs:
+                record_usage([row for _, row in usage], db_url=self.db_url)
+                done.extend(seq for seq, _ in usage)
+                self.written += len(usage)
+                if self._failing:
+                    log.warning("usage rows written again after %d failed attempts", self.failures)
+                self._failing = False
+            except Exception as exc:  # noqa: BLE001  (kept in the outbox: tried again)
+                self.failures += 1
+                if not self._failing:  # one line per outage, not one per retry
+                    log.warning("usage rows kept in the outbox (%d): %s", len(usage), type(exc).__name__)
+                self._failing = True
+                if len(usage) > 1:
+                    # Row by row, so one bad row cannot hold up the rest; two failures before any
+                    # success mean the database itself is down: stop and back off.
+                    failed = 0
+                    for seq, row in usage:
+                        try:
+                            record_usage(row, db_url=self.db_url)
+                        except Exception:  # noqa: BLE001
+                            failed += 1
+                            if failed >= 2 and len(done) == 0:
+                                break
+                            continue
+                        done.append(seq)
+                        self.written += 1
+        for seq, entry in logs:
             try:
-                log_request(entry.tenant_id, entry.model, entry.request, entry.response, db_url=self.db_url)
+                log_request(entry["tenant_id"], entry["model"], entry["request"], entry["response"], db_url=self.db_url)
             except Exception as exc:  # noqa: BLE001
-                log.error("request log row dropped: %s", type(exc).__name__)
+                self.failures += 1
+                log.warning("request log rows kept in the outbox: %s", type(exc).__name__)
+                break
+            done.append(seq)
+        return done
 
 
 # ---- budgets (enforced by the gateway: concierge.gateway.limits) ----------------------------------
@@ -457,3 +628,164 @@ def tokens_used(tenant: str, since: datetime, *, db_url: str | None = None) -> i
             .where(Tenant.name == tenant, UsageRecord.created_at >= since)
         )
     return int(total or 0)
+
+
+# ---- shared counters (limits across gateway replicas: concierge.gateway.limits) -------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Take ``amount`` from the counter ``bucket`` if it is still under ``limit`` (``used < limit``)."""
+
+    bucket: str
+    amount: int
+    limit: int
+    expires_at: int  # epoch seconds after which the row may be deleted
+    seed_since: datetime | None = None  # a missing row starts from the tokens metered since then
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    refused: str | None  # the bucket that refused (nothing was taken), or None: all claims taken
+    used: dict[str, int]  # each claimed bucket's count after the claim (the refusing one: as it is)
+
+
+def _counter_insert(session: Any):  # noqa: ANN202 - the dialect's INSERT (both have ON CONFLICT)
+    from concierge.store.tables import TenantCounter
+
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(TenantCounter)
+
+
+def _add_to_counter(session: Any, tenant: str, bucket: str, delta: int, expires_at: int) -> None:
+    from concierge.store.tables import TenantCounter
+
+    stmt = _counter_insert(session).values(tenant=tenant, bucket=bucket, used=max(0, delta), expires_at=expires_at)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[TenantCounter.tenant, TenantCounter.bucket],
+            set_={"used": TenantCounter.used + delta},
+        )
+    )
+
+
+def _claim_one(session: Any, tenant: str, claim: Claim) -> int | None:
+    """The bucket's count after taking ``claim``, or None when it is at its limit (nothing taken)."""
+    from sqlalchemy import update
+
+    from concierge.store.tables import TenantCounter
+
+    key = (TenantCounter.tenant == tenant) & (TenantCounter.bucket == claim.bucket)
+    taken = session.execute(
+        update(TenantCounter)
+        .where(key, TenantCounter.used < claim.limit)
+        .values(used=TenantCounter.used + claim.amount)
+        .returning(TenantCounter.used)
+    ).scalar()
+    if taken is not None:
+        return int(taken)
+    if session.scalar(select(TenantCounter.used).where(key)) is not None:
+        return None  # the row is there and at its limit
+    # First claim in this window: start from what is already metered (usage written before).
+    seed = 0
+    if claim.seed_since is not None:
+        seed = int(
+            session.scalar(
+                select(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens))
+                .join(Tenant, Tenant.id == UsageRecord.tenant_id)
+                .where(Tenant.name == tenant, UsageRecord.created_at >= claim.seed_since)
+            )
+            or 0
+        )
+    fits = seed < claim.limit
+    stmt = _counter_insert(session).values(
+        tenant=tenant, bucket=claim.bucket, used=seed + (claim.amount if fits else 0), expires_at=claim.expires_at
+    )
+    taken = session.execute(
+        stmt.on_conflict_do_update(  # another replica made the row meanwhile: claim on it
+            index_elements=[TenantCounter.tenant, TenantCounter.bucket],
+            set_={"used": TenantCounter.used + claim.amount},
+            where=TenantCounter.used < claim.limit,
+        ).returning(TenantCounter.used)
+    ).scalar()
+    if taken is None or (not fits and int(taken) == seed):
+        return None
+    return int(taken)
+
+
+def claim_counters(
+    tenant: str,
+    claims: list[Claim],
+    *,
+    settle: dict[str, tuple[int, int]] | None = None,
+    db_url: str | None = None,
+) -> ClaimResult:
+    """Take every claim or none, in one transaction; first add ``settle`` ({bucket: (delta, expires)}).
+
+    Each claim is one conditional ``UPDATE ... SET used = used + n WHERE used < limit`` (row lock
+    on PostgreSQL, the write lock on SQLite), so replicas claiming together cannot both take the
+    last unit. Rows are touched in bucket order, so two transactions never wait on each other in a
+    cycle. When a claim is refused, the ones taken before it are given back in the same transaction.
+    """
+    settle = settle or {}
+    by_bucket = {c.bucket: c for c in claims}
+    used: dict[str, int] = {}
+    taken: list[Claim] = []
+    refused: str | None = None
+    with session_scope(db_url) as session:
+        for bucket in sorted(set(settle) | set(by_bucket)):
+            if bucket in settle and settle[bucket][0]:
+                _add_to_counter(session, tenant, bucket, *settle[bucket])
+            claim = by_bucket.get(bucket)
+            if claim is None or refused is not None:
+                continue
+            after = _claim_one(session, tenant, claim)
+            if after is None:
+                refused = bucket
+                from concierge.store.tables import TenantCounter
+
+                current = session.scalar(
+                    select(TenantCounter.used).where(TenantCounter.tenant == tenant, TenantCounter.bucket == bucket)
+                )
+                used[bucket] = int(current or 0)
+            else:
+                used[bucket] = after
+                taken.append(claim)
+        if refused is not None:
+            for claim in taken:
+                _add_to_counter(session, tenant, claim.bucket, -claim.amount, claim.expires_at)
+    return ClaimResult(refused, used)
+
+
+def settle_counters(deltas: dict[tuple[str, str], tuple[int, int]], *, db_url: str | None = None) -> None:
+    """Add ``{(tenant, bucket): (delta, expires_at)}`` to the counters in one transaction (sorted)."""
+    if not deltas:
+        return
+    with session_scope(db_url) as session:
+        for (tenant, bucket), (delta, expires_at) in sorted(deltas.items()):
+            if delta:
+                _add_to_counter(session, tenant, bucket, delta, expires_at)
+
+
+def counter_value(tenant: str, bucket: str, *, db_url: str | None = None) -> int:
+    from concierge.store.tables import TenantCounter
+
+    with session_scope(db_url) as session:
+        value = session.scalar(
+            select(TenantCounter.used).where(TenantCounter.tenant == tenant, TenantCounter.bucket == bucket)
+        )
+    return int(value or 0)
+
+
+def expire_counters(now: float, *, db_url: str | None = None) -> int:
+    """Delete counter rows whose window ended before ``now`` (epoch seconds)."""
+    from sqlalchemy import delete
+
+    from concierge.store.tables import TenantCounter
+
+    with session_scope(db_url) as session:
+        result = session.execute(delete(TenantCounter).where(TenantCounter.expires_at < int(now)))
+        return int(result.rowcount or 0)

@@ -244,7 +244,15 @@ def test_default_concurrency_follows_llamacpp_slots() -> None:
 # ---------------------------------------------------------------------------------------------
 # Tenant budgets
 # ---------------------------------------------------------------------------------------------
+def _not_at_a_minute_boundary() -> None:
+    """Requests per minute count per UTC minute: keep a short scenario inside one minute."""
+    second = datetime.now(UTC).second
+    if second >= 55:
+        time.sleep(61 - second)
+
+
 def test_requests_per_minute_per_tenant(live: LiveServer, keys: dict[str, str]) -> None:
+    _not_at_a_minute_boundary()
     assert tenancy.set_budget("rpm-co", rpm=2).requests_per_minute == 2
     assert _chat(live, keys["rpm-co"]).status_code == 200
     assert _chat(live, keys["rpm-co"]).status_code == 200
@@ -262,6 +270,8 @@ def test_requests_per_minute_per_tenant(live: LiveServer, keys: dict[str, str]) 
 def test_stale_budget_is_refreshed_in_the_background(home: Path, keys: dict[str, str], hub: GatedHub) -> None:
     """With a cache TTL, a stale budget serves the call at hand while a background read refreshes it."""
     from concierge.gateway.limits import Limits
+
+    _not_at_a_minute_boundary()
 
     async def scenario() -> None:
         limits = Limits(hub, GatewaySettings(budget_cache_ttl_s=0.05))
@@ -360,3 +370,35 @@ def test_server_keeps_serving(live: LiveServer, keys: dict[str, str]) -> None:
         response = httpx.get(live.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
         assert response.status_code == 200
     assert _chat(live, keys["globex"], "gate").status_code == 200
+
+
+def test_reservations_settle_to_the_real_count_and_refusals_give_back(home: Path, hub: GatedHub) -> None:
+    """A call reserves its estimate on the shared counter and settles its real tokens; a call that
+    never ran (refused by a full queue) gives back both its tokens and its request."""
+    from concierge.gateway.limits import Limits, _day_bucket, _minute_bucket
+
+    _not_at_a_minute_boundary()
+    tenancy.create_tenant("settle-co")
+    tenancy.set_budget("settle-co", rpm=100, tokens_per_day=100_000)
+    day, minute = _day_bucket(datetime.now(UTC))[0], _minute_bucket(datetime.now(UTC))[0]
+
+    def counters() -> tuple[int, int]:
+        limits.flush()
+        return tenancy.counter_value("settle-co", day), tenancy.counter_value("settle-co", minute)
+
+    limits = Limits(hub, GatewaySettings(budget_cache_ttl_s=0.0))
+
+    async def scenario() -> None:
+        first = await limits.reserve("settle-co", "free")
+        assert first is not None and first.tokens == hub.card("free").context_length  # nothing seen yet
+        assert counters() == (first.tokens, 1)
+        limits.observe(CallRecord("free", "chat", "settle-co", 10, 5, 0.1, 0.1, 200))
+        limits.release(first)
+        assert counters() == (15, 1)
+        second = await limits.reserve("settle-co", "free")  # now reserves the size of recent calls
+        assert second is not None and second.tokens == 15 and counters() == (30, 2)
+        limits.release(second, refused=True)  # e.g. the alias queue was full
+        assert counters() == (15, 1)
+        assert limits.db_checks == 2
+
+    asyncio.run(scenario())

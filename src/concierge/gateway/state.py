@@ -1,8 +1,9 @@
 """What one gateway app holds: the hub, its settings, metering, limits and the warm-up.
 
-The hub reports each model call to :meth:`Gateway.on_call`, which feeds Prometheus and queues a
-usage row for a background writer (started in :meth:`Gateway.lifespan`); nothing here opens
-outbound connections.
+The hub reports each model call to :meth:`Gateway.on_call`, which settles the call's shared limit
+counters, feeds Prometheus and appends a usage row to the durable outbox (on disk before the
+response goes out), from which a background writer (started in :meth:`Gateway.lifespan`) moves it
+to the database; nothing here opens outbound connections.
 """
 
 from __future__ import annotations
@@ -122,15 +123,21 @@ class Gateway:
             warmer = threading.Thread(target=self.warm_up, name="concierge-warm-up", daemon=True)
             warmer.start()
         refresher = asyncio.get_running_loop().create_task(self.authn.refresh_forever())
+        counters = asyncio.get_running_loop().create_task(self.limits.flush_forever())
         try:
             yield
         finally:
             refresher.cancel()
+            counters.cancel()
             if warmer is not None:
                 # Let a model load finish: closing the hub under a running llama.cpp call aborts.
                 await anyio.to_thread.run_sync(warmer.join, 60.0)
             detach()
             self.writer.close()  # flushes queued usage rows before the process exits
+            try:
+                await anyio.to_thread.run_sync(self.limits.flush)  # settle the shared counters
+            except Exception:  # noqa: BLE001  (reservations stay charged: conservative)
+                log.warning("settling the shared limit counters at shutdown failed", exc_info=True)
 
 
 def gateway(request: Request) -> Gateway:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from concierge.store.base import Base
@@ -40,7 +40,11 @@ class ApiKey(Base):
 
 class UsageRecord(Base):
     __tablename__ = "usage"
+    __table_args__ = (Index("ux_usage_uid", "uid", unique=True),)
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Given when the call is metered: a row replayed from the outbox after a crash or an outage
+    # is written once (NULL for rows from before revision 0004).
+    uid: Mapped[str | None] = mapped_column(String(32), nullable=True)
     tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), index=True, nullable=True)
     model: Mapped[str] = mapped_column(String(200), index=True)
     endpoint: Mapped[str] = mapped_column(String(50))
@@ -106,6 +110,22 @@ class TenantBudget(Base):
     requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tokens_per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class TenantCounter(Base):
+    """A tenant's use in one window, shared by every gateway replica (``concierge.gateway.limits``).
+
+    ``bucket`` names the counter and its window: ``rpm:YYYY-MM-DDTHH:MM`` (requests admitted in
+    that UTC minute) or ``tpd:YYYY-MM-DD`` (tokens reserved or used that UTC day). Replicas change
+    ``used`` only by conditional increments (``used = used + n WHERE used < limit``), so the check
+    and the count are one atomic statement. ``expires_at`` (epoch seconds) lets old rows be deleted.
+    """
+
+    __tablename__ = "tenant_counters"
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(32), primary_key=True)
+    used: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[int] = mapped_column(Integer, index=True)
 
 
 class DomainRecord(Base):
