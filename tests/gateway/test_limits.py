@@ -23,6 +23,7 @@ from concierge.gateway.errors import GatewayError
 from concierge.gateway.limits import _AliasQueue
 from concierge.gateway.settings import GatewaySettings
 from concierge.models.engine import ModelNotFoundError
+from concierge.models.hub import CallRecord
 from concierge.store import db
 from helpers.hubs import Call, ScriptedHub, card
 from helpers.server import LiveServer

@@ -23,9 +23,9 @@ from concierge.gateway.app import create_app
 from concierge.gateway.settings import GatewaySettings
 from concierge.store import db
 from concierge.store.tables import Tenant, UsageRecord
-from launch_gateway import CannedHub
-from replicas import Replica, chat, database
-from test_gateway import LiveServer
+from helpers.launch_gateway import CannedHub
+from helpers.replicas import Replica, chat, database
+from helpers.server import LiveServer
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -1,6 +1,6 @@
 """Tenant budgets shared by replicas: two real gateway processes over one SQLite file / PostgreSQL.
 
-Each test starts two ``tests/launch_gateway.py`` servers on loopback ports over one database and
+Each test starts two ``tests/helpers/launch_gateway.py`` servers on loopback ports over one database and
 fires concurrent requests at both: the tenant's accepted tokens stay within its daily budget plus
 one request per replica, its accepted requests within its requests per minute, and the rest are
 429 with Retry-After.
@@ -21,8 +21,8 @@ from sqlalchemy import func, select
 from concierge import tenancy
 from concierge.store import db
 from concierge.store.tables import Tenant, UsageRecord
-from launch_gateway import COMPLETION_TOKENS
-from replicas import chat, database, replicas
+from helpers.launch_gateway import COMPLETION_TOKENS
+from helpers.replicas import chat, database, replicas
 
 WORDS = 12
 PER_CALL = WORDS + COMPLETION_TOKENS

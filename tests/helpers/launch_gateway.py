@@ -1,6 +1,6 @@
 """Run one gateway process over a canned hub, for tests that need several real replicas.
 
-    python tests/launch_gateway.py PORT [--delay S] [--budget-ttl S]
+    python tests/helpers/launch_gateway.py PORT [--delay S] [--budget-ttl S]
 
 The database is the one ``CONCIERGE_DATABASE_URL`` / ``CONCIERGE_HOME`` name (as in production).
 The hub answers every chat with the prompt's words as prompt tokens and ``COMPLETION_TOKENS``
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 import uvicorn  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Helpers for tests that run real gateway processes (tests/launch_gateway.py) over one database."""
+"""Helpers for tests that run real gateway processes (tests/helpers/launch_gateway.py) over one database."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from test_gateway import _free_port  # tests/ is on sys.path under pytest
+from helpers.server import free_port as _free_port
 
 LAUNCHER = Path(__file__).resolve().parent / "launch_gateway.py"
 POSTGRES_DEFAULT = "postgresql+psycopg://concierge:concierge@127.0.0.1:5432/concierge"
