@@ -9,7 +9,7 @@ import pytest
 
 from concierge.support.domains import load_domain
 from concierge.support.guided import GuidedAgent, RuleExtractor, command_schema, extract_slot, load_flows
-from concierge.support.guided.expr import ExprError, best_variant, evaluate, mentions, pick_items, render
+from concierge.support.toolkit.expr import ExprError, best_variant, evaluate, mentions, pick_items, render
 
 EMAIL = "maya.okafor@example.com"
 

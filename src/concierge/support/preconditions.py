@@ -7,7 +7,7 @@ A domain's flows file may list, under ``guardrails: preconditions:``, rules per 
         - require: "lookup('reservations', args.reservation_id).status != 'cancelled'"
           fail: "That reservation is already cancelled."
 
-``require`` is an expression of :mod:`concierge.support.guided.expr` over:
+``require`` is an expression of :mod:`concierge.support.toolkit.expr` over:
 
 * ``args``: the tool call's arguments;
 * ``lookup(table, id)``: a record of the domain's database by id (``missing``, falsy, when absent);
@@ -31,8 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# guided.expr is imported when a rule is checked: the guided package imports the guardrails, which
-# import this module.
+from concierge.support.toolkit.expr import MISSING, Evaluator, render_text
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,6 @@ class Rule:
 
 def _evaluator(variables: Mapping[str, Any], helpers: Mapping[str, Any]) -> Any:
     """The flow evaluator plus a few helpers bound to one check (``lookup``)."""
-    from concierge.support.guided.expr import Evaluator
 
     class _Eval(Evaluator):
         def _eval(self, node: ast.AST) -> Any:
@@ -111,7 +109,7 @@ class Preconditions:
         rules = self.rules.get(tool)
         if not rules:
             return None
-        from concierge.support.guided.expr import MISSING
+        from concierge.support.toolkit.expr import MISSING
 
         db = getattr(domain, "db", None) or {}
         variables = {
@@ -143,7 +141,6 @@ _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 def _render(template: str, variables: Mapping[str, Any], helpers: Mapping[str, Any]) -> str:
     """Fill the ``{expr}`` placeholders of a fail message (with ``lookup``); a placeholder that
     cannot be evaluated is left out, the refusal stands."""
-    from concierge.support.guided.expr import render_text
 
     def fill(match: re.Match[str]) -> str:
         try:
@@ -156,7 +153,6 @@ def _render(template: str, variables: Mapping[str, Any], helpers: Mapping[str, A
 
 
 def _lookup(db: Mapping[str, Any], table: Any, key: Any) -> Any:
-    from concierge.support.guided.expr import MISSING
 
     records = db.get(table) if isinstance(db, Mapping) and isinstance(table, str) else None
     if not isinstance(records, Mapping) or not isinstance(key, str | int):

@@ -24,9 +24,9 @@ from concierge.support.guided.command import (
     command_request,
     described_command_request,
 )
-from concierge.support.guided.expr import MISSING, ExprError, evaluate, render, render_text
 from concierge.support.guided.flows import Flows, load_flows
 from concierge.support.guided.slots import RuleExtractor, model_slot_value
+from concierge.support.toolkit.expr import MISSING, ExprError, evaluate, render, render_text
 
 # --------------------------------------------------------------------------- the engine
 
