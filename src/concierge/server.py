@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -18,6 +17,7 @@ from concierge.gateway.app import create_app
 from concierge.gateway.settings import GatewaySettings
 from concierge.gateway.shop.routes import shop_router
 from concierge.gateway.support.routes import support_router
+from concierge.models.engine import ServingHub
 from concierge.shop.session import AssistantFactory, ShopSession, role_alias
 from concierge.store.db import session_scope
 from concierge.support.session import SupportSession
@@ -53,7 +53,7 @@ def ensure_demo_store(
 
 
 def build_services(
-    hub: Any,
+    hub: ServingHub,
     *,
     tenant: str = "demo",
     catalog: str = "demo",
@@ -76,7 +76,7 @@ def build_services(
 
 
 def build_demo_services(
-    hub: Any,
+    hub: ServingHub,
     *,
     tenant: str = "demo",
     catalog: str = "demo",
@@ -125,7 +125,7 @@ def mount_all(app: FastAPI, services: WebServices, *, web: bool = True) -> None:
 
 
 def build_app(
-    hub: Any, settings: GatewaySettings | None = None, *, web: bool = True, services: WebServices | None = None,
+    hub: ServingHub, settings: GatewaySettings | None = None, *, web: bool = True, services: WebServices | None = None,
 ) -> FastAPI:
     """The whole app over ``hub``: gateway, shop and support APIs, and (with ``web``) the web app.
 

@@ -64,6 +64,12 @@ class CannedHub:
             },
         }
 
+    def stream_chat(self, alias: str, request: dict[str, Any], tenant: str | None = None) -> Any:
+        raise NotImplementedError("the replica tests send plain chat completions only")
+
+    def embed(self, alias: str, texts: list[str], tenant: str | None = None) -> Any:
+        raise NotImplementedError("the replica tests serve no embedding model")
+
     def close(self) -> None:
         pass
 

@@ -9,8 +9,6 @@ model routers; the shop and support routers are added by :mod:`concierge.server`
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -28,6 +26,7 @@ from concierge.gateway.responses.routes import router as responses_router
 from concierge.gateway.settings import GatewaySettings
 from concierge.gateway.state import Gateway
 from concierge.gateway.tokenize.routes import router as tokenize_router
+from concierge.models.engine import ServingHub
 
 _ENDPOINTS = {
     "/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/responses": "responses",
@@ -36,7 +35,7 @@ _ENDPOINTS = {
 }
 
 
-def create_app(hub: Any, settings: GatewaySettings | None = None) -> FastAPI:
+def create_app(hub: ServingHub, settings: GatewaySettings | None = None) -> FastAPI:
     """The gateway app over ``hub`` (the caller owns the hub and closes it)."""
     gw = Gateway(hub, settings or GatewaySettings())
     app = FastAPI(title="concierge gateway", lifespan=gw.lifespan, docs_url=None, redoc_url=None)

@@ -28,7 +28,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import anyio.to_thread
 
@@ -36,6 +35,7 @@ from concierge import tenancy
 from concierge.gateway.errors import GatewayError
 from concierge.gateway.settings import GatewaySettings
 from concierge.models.deployment import DEFAULT_N_PARALLEL
+from concierge.models.engine import Hub, ModelNotFoundError
 from concierge.models.hub import CallRecord
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def _day_bucket(now: datetime) -> tuple[str, int, float, datetime]:
 class Limits:
     """The gateway's admission control: alias queues (per process) and tenant budgets (shared)."""
 
-    def __init__(self, hub: Any, settings: GatewaySettings) -> None:
+    def __init__(self, hub: Hub, settings: GatewaySettings) -> None:
         self.hub = hub
         self.settings = settings
         self._queues: dict[str, _AliasQueue] = {}
@@ -203,14 +203,12 @@ class Limits:
         """Calls that may run at once on ``alias``."""
         if self.settings.max_concurrent:
             return self.settings.max_concurrent
-        spec_of = getattr(self.hub, "spec", None)
-        if callable(spec_of):
-            try:
-                spec = spec_of(alias)
-            except Exception:  # noqa: BLE001  (unknown to the deployment: use the general default)
-                spec = None
-            if spec is not None and spec.engine_kind == "llama.cpp":
-                return spec.n_parallel or DEFAULT_N_PARALLEL
+        try:
+            spec = self.hub.spec(alias)
+        except ModelNotFoundError:  # unknown to the deployment (or a hub without specs): the general default
+            spec = None
+        if spec is not None and spec.engine_kind == "llama.cpp":
+            return spec.n_parallel or DEFAULT_N_PARALLEL
         return self.settings.max_concurrent_other
 
     def _queue(self, alias: str) -> _AliasQueue:

@@ -27,7 +27,8 @@ from concierge.gateway.limits import Limits
 from concierge.gateway.metrics import GatewayMetrics
 from concierge.gateway.redact import redact_json
 from concierge.gateway.settings import GatewaySettings
-from concierge.models.hub import CallRecord, ModelCard
+from concierge.models.engine import Hub, ServingHub
+from concierge.models.hub import CallRecord, ModelCard, as_hub
 from concierge.tenancy import UsageRow, UsageWriter
 
 log = logging.getLogger("concierge.gateway")
@@ -36,14 +37,16 @@ log = logging.getLogger("concierge.gateway")
 class Gateway:
     """The parts of one gateway app the handlers share (``request.app.state.gateway``)."""
 
-    def __init__(self, hub: Any, settings: GatewaySettings) -> None:
-        self.hub = hub
+    def __init__(self, hub: ServingHub, settings: GatewaySettings) -> None:
+        # A full Hub whatever was passed: a ModelHub as it is, anything else through the adapter,
+        # so nothing below asks the hub what it can do.
+        self.hub: Hub = as_hub(hub)
         self.settings = settings
         self.metrics = GatewayMetrics()
         self.authn = KeyAuthenticator(ttl_s=settings.key_cache_ttl_s, db_url=settings.database_url)
         self.started = int(time.time())
         self.limiter = anyio.CapacityLimiter(settings.max_concurrent_calls)
-        self.limits = Limits(hub, settings)  # per-alias queues and tenant budgets (429 when full)
+        self.limits = Limits(self.hub, settings)  # per-alias queues and tenant budgets (429 when full)
         self.writer: UsageWriter | None = None
         self.warm_up_status = "off"
         self._warming = threading.local()  # marks warm-up calls so they are not metered as tenant usage
@@ -101,12 +104,7 @@ class Gateway:
             if card.engine == "openai-upstream":
                 continue  # nothing to load here; a test call would cost the upstream a request
             try:
-                if hasattr(hub, "warm_up"):
-                    hub.warm_up(card.alias)
-                elif card.kind == "chat":
-                    hub.chat(card.alias, {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})
-                else:
-                    hub.embed(card.alias, ["warm up"])
+                hub.warm_up(card.alias)  # the adapter's warm-up is a one-token call for a plain hub
                 log.info("warmed up %s", card.alias)
             except Exception as exc:  # noqa: BLE001  (a broken alias must not stop the server)
                 failed = True
@@ -145,17 +143,7 @@ def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-def _attach_observer(hub: Any, observer: Callable[[CallRecord], None]) -> Callable[[], None]:
-    """Hook ``observer`` into the hub; returns the undo. Chains any observer already there."""
-    if hasattr(hub, "add_observer"):
-        hub.add_observer(observer)
-        return lambda: hub.remove_observer(observer) if hasattr(hub, "remove_observer") else None
-    previous = getattr(hub, "observer", None)
-
-    def chained(record: CallRecord) -> None:
-        if previous is not None:
-            previous(record)
-        observer(record)
-
-    hub.observer = chained
-    return lambda: setattr(hub, "observer", previous)
+def _attach_observer(hub: Hub, observer: Callable[[CallRecord], None]) -> Callable[[], None]:
+    """Hook ``observer`` into the hub; returns the undo."""
+    hub.add_observer(observer)
+    return lambda: hub.remove_observer(observer)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from concierge import config
+from concierge.models.engine import ServingHub
 from concierge.shop.session import ShopSession
 from concierge.support.session import SupportSession
 
@@ -20,7 +20,7 @@ class WebServices:
     desk (the ``support`` session's default domain and mode).
     """
 
-    hub: Any
+    hub: ServingHub
     shop: ShopSession
     support: SupportSession
     tenant: str = "demo"

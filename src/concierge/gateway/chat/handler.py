@@ -40,7 +40,7 @@ from concierge.gateway.http import (
 )
 from concierge.gateway.limits import Slot
 from concierge.gateway.state import Gateway, gateway
-from concierge.models.engine import ContextLengthError
+from concierge.models.engine import ContextLengthError, Hub
 
 
 async def chat_completions(request: Request) -> Response:
@@ -99,7 +99,7 @@ async def chat_events(
         slot.release_unless_handed_over()
 
 
-def with_limit(exc: BaseException, hub: Any, alias: str) -> BaseException:
+def with_limit(exc: BaseException, hub: Hub, alias: str) -> BaseException:
     return _with_limit(exc, hub, alias) if isinstance(exc, ContextLengthError) else exc
 
 
@@ -280,7 +280,7 @@ async def stream_chat(
     # Open the stream in a worker thread (the engine may load on first use), then start the pump
     # at once: its thread starts while the engine reads the prompt, not after the first token.
     opened: list[Iterator[dict[str, Any]]] = []
-    pushed = PushPump() if hasattr(hub, "open_stream") and opener is None else None
+    pushed = PushPump() if opener is None else None
 
     def open_stream() -> None:
         if opener is not None:
@@ -362,7 +362,7 @@ async def stream_chat(
     return response
 
 
-def _with_limit(exc: ContextLengthError, hub: Any, alias: str) -> ContextLengthError:
+def _with_limit(exc: ContextLengthError, hub: Hub, alias: str) -> ContextLengthError:
     """Make sure the 400 names the context limit, whatever the engine's wording."""
     try:
         limit = hub.card(alias).context_length
