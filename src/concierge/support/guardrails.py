@@ -33,6 +33,7 @@ from typing import Any
 
 from concierge.support.confirmation import read_confirmation
 from concierge.support.preconditions import Preconditions
+from concierge.support.toolkit.domain import Domain
 
 _OVERRIDE = re.compile(
     r"\b(ignore|disregard|forget|bypass|override|skip|break)\b[^.?!]{0,40}\b(polic(y|ies)|rules?|instructions?|"
@@ -107,25 +108,10 @@ class Turn:
     customer_text: str = ""  # everything the customer has said, for claimed identifiers
 
 
-def tool_kind(domain: Any, name: str) -> str:
+def tool_kind(domain: Domain, name: str) -> str:
     """``read`` | ``write`` | ``generic`` for a domain tool (``unknown`` if it has none by that name)."""
-    tools = getattr(domain, "tools", None)
-    tool = tools.get(name) if isinstance(tools, dict) else None
-    if tool is None:
-        getter = getattr(domain, "tool", None)
-        try:
-            tool = getter(name) if callable(getter) else None
-        except Exception:  # noqa: BLE001 - an unknown name is answered below
-            tool = None
-    if tool is None:
-        return "unknown"
-    for attr in ("kind", "tool_type", "type"):
-        value = getattr(tool, attr, None) if not isinstance(tool, dict) else tool.get(attr)
-        if isinstance(value, str) and value.lower() in ("read", "write", "generic"):
-            return value.lower()
-    if getattr(tool, "write", None) is True or getattr(tool, "writes", None) is True:
-        return "write"
-    return "read"
+    spec = domain.tools.get(name) if isinstance(name, str) else None
+    return spec.kind if spec is not None else "unknown"
 
 
 def tool_error_type() -> type[Exception]:
@@ -137,7 +123,7 @@ def tool_error_type() -> type[Exception]:
 class Guard:
     """Applies :class:`GuardRules` to one conversation; ``state`` is the persisted guard dict."""
 
-    def __init__(self, domain: Any, rules: GuardRules, state: dict[str, Any] | None = None) -> None:
+    def __init__(self, domain: Domain, rules: GuardRules, state: dict[str, Any] | None = None) -> None:
         self.domain = domain
         self.rules = rules
         self.state = state if state is not None else {}

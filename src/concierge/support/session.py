@@ -39,6 +39,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from concierge.errors import ConciergeError
+from concierge.models.engine import ChatHub
 from concierge.store.conversations import ConversationConflict, ConversationNotFound
 from concierge.store.conversations import plain as _plain
 from concierge.store.db import session_scope
@@ -93,7 +94,7 @@ def guard_rules(domain_name: str) -> GuardRules:
 def build_agent(
     domain: Any,
     mode: str,
-    hub: Any,
+    hub: ChatHub,
     alias: str | None = "support-agent",
     *,
     tenant: str | None = None,
@@ -153,7 +154,7 @@ class SupportSession:
 
     def __init__(
         self,
-        hub: Any,
+        hub: ChatHub,
         *,
         data_dir: str | Path | None = None,
         alias: str = "support-agent",
