@@ -12,6 +12,9 @@ Whatever the model asks for, a tool call passes :meth:`Guard.call`, which enforc
   retractions and new requests are ``unclear``)
   and must answer an agent message that presented the action, naming the record it changes
   (order, reservation); one yes pays for one write;
+* grounded writes (:mod:`concierge.support.grounding`): every argument of a write comes from what
+  the customer said or a record looked up in this conversation, and only the items the customer
+  named are changed; an ungrounded write is refused with what to ask;
 * an override attempt ("ignore the policy ...") is never a yes;
 * a handoff tool switches the conversation to ``handoff`` with the model's summary.
 
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from concierge.support.confirmation import read_confirmation
+from concierge.support.grounding import Evidence, describe, ungrounded
 
 _OVERRIDE = re.compile(
     r"\b(ignore|disregard|forget|bypass|override|skip|break)\b[^.?!]{0,40}\b(polic(y|ies)|rules?|instructions?|"
@@ -73,6 +77,8 @@ class GuardRules:
     ownership: dict[str, dict[str, Any]] = field(default_factory=dict)
     handoff_tools: list[str] = field(default_factory=lambda: ["transfer_to_human_agents"])
     require_identity: bool = True
+    # Write arguments the grounding check does not trace (categorical choices the tool validates).
+    grounding_free: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> GuardRules:
@@ -85,6 +91,7 @@ class GuardRules:
             ownership=dict(data.get("ownership") or {}),
             handoff_tools=list(data.get("handoff_tools") or ["transfer_to_human_agents"]),
             require_identity=bool(data.get("require_identity", True)),
+            grounding_free=list(data.get("grounding_free") or []),
         )
 
 
@@ -96,6 +103,8 @@ class Turn:
     user_index: int  # its position (counts customer messages), so one yes pays for one write
     agent_before: str | None  # the agent's last message before it
     customer_text: str = ""  # everything the customer has said, for claimed identifiers
+    # What a write may draw on (customer messages, this conversation's tool results); None: unchecked
+    evidence: Evidence | None = None
 
 
 def tool_kind(domain: Any, name: str) -> str:
@@ -189,13 +198,26 @@ class Guard:
                     f"The confirmation question did not name {', '.join(unshown)}; list the action details "
                     "(which record, what change) and ask the customer to confirm."
                 )
-            if not is_affirmative(turn.user_text):
+            if not is_affirmative(turn.user_text, turn.agent_before):
                 return (
                     "The customer has not explicitly confirmed (yes) this action; ask them to confirm first."
                 )
             if int(self.state.get("yes_used", -1)) >= turn.user_index:
                 return "That confirmation was already used for another change; ask the customer to confirm again."
+            problems = self.ungrounded(name, arguments, turn)
+            if problems:
+                return (
+                    f"Not grounded: {describe(problems)}. Ask the customer ("
+                    + "; ".join(p.hint for p in problems)
+                    + "); if it still cannot be grounded, say so and offer a human agent."
+                )
         return None
+
+    def ungrounded(self, name: str, arguments: dict[str, Any], turn: Turn) -> list[Any]:
+        """The write's arguments that neither the customer nor a looked-up record supports."""
+        if turn.evidence is None:
+            return []
+        return ungrounded(name, arguments, turn.evidence, free=self.rules.grounding_free)
 
     def _unpresented(self, arguments: dict[str, Any], agent_text: str) -> list[str]:
         """The record identifiers of a write that the confirmation question did not mention."""

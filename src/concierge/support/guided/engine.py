@@ -17,7 +17,8 @@ import time
 from typing import Any
 
 from concierge.support.agent import TurnResult, add_usage, current_turn
-from concierge.support.guardrails import Guard, is_affirmative, is_negative, result_text
+from concierge.support.grounding import Evidence, ungrounded
+from concierge.support.guardrails import Guard, is_affirmative, is_negative, result_text, tool_kind
 from concierge.support.guided.command import (
     PROMPT_VERSION,
     Command,
@@ -29,6 +30,30 @@ from concierge.support.guided.flows import Flows, load_flows
 from concierge.support.guided.slots import RuleExtractor, model_slot_value
 
 # --------------------------------------------------------------------------- the engine
+
+_CONDITION = re.compile(
+    r"[^.;!?\n]*\b(if|unless|in case|otherwise|depending on|provided that)\b(?!\s+(possible|you can|you could|"
+    r"needed|necessary|that'?s (ok|okay|fine|possible)|so))[^.;!?\n]*",
+    re.I,
+)
+
+
+def conditional_clause(text: str) -> str:
+    """The sentence that makes a request depend on a fact ("if it costs more than $3000, ..."), or ""."""
+    m = _CONDITION.search(text or "")
+    return m.group(0).strip() if m else ""
+
+
+def is_conditional(text: str) -> bool:
+    return bool(conditional_clause(text)) or bool(re.search(r"\binstead\b", text or "", re.I))
+
+
+def _last_agent(messages: list[dict[str, Any]]) -> str | None:
+    """The agent's last message before the customer's latest one (the proposal a yes answers)."""
+    for m in reversed(messages[:-1]):
+        if m.get("role") == "assistant" and m.get("content"):
+            return str(m["content"])
+    return None
 
 
 class _Pause(Exception):
@@ -199,8 +224,16 @@ class GuidedAgent:
         if active:
             active["text"] = f"{active['text']}\n{user_text}"
             waiting = active.get("awaiting")
-            if waiting == "confirm":
-                if is_affirmative(user_text):
+            if waiting == "ground":
+                # The answer to a grounding question (or a decision on a conditional request): work it out again.
+                if is_negative(user_text):
+                    replies.append(self.flows.message("declined"))
+                    fs["active"] = None
+                    active = None
+                else:
+                    active["step"], active["awaiting"] = 0, None
+            elif waiting == "confirm":
+                if is_affirmative(user_text, _last_agent(messages)):
                     active["step"] += 1
                     active["awaiting"] = None
                 elif is_negative(user_text) or new_intents:
@@ -226,6 +259,12 @@ class GuidedAgent:
         ):
             # Identity details alone ("I'm Jo Doe, 12345"): identify now and ask what they need.
             new_intents = [("identify", user_text)]
+        alternatives: list[str] = []
+        if len(new_intents) > 1 and is_conditional(user_text):
+            # "If X is not available, cancel it instead": the branches are the customer's to choose.
+            plain = [(i, t) for i, t in new_intents if not is_conditional(t)] or new_intents[:1]
+            alternatives = [t for i, t in new_intents if (i, t) not in plain]
+            new_intents = plain
         if new_intents:
             queued = [{"intent": i, "text": t, "slots": {}} for i, t in new_intents]
             if fs.get("active") is None:
@@ -238,6 +277,8 @@ class GuidedAgent:
                         fs["active"]["slots"][k] = v
                 for q in queued:
                     q["slots"] = self.extractor.slots(q["text"])
+                if alternatives:
+                    fs["active"]["alternatives"] = alternatives
             fs["queue"] = queued + fs.get("queue", [])
         if fs.get("active") is None and not fs.get("queue"):
             if not replies:
@@ -469,8 +510,23 @@ class GuidedAgent:
                         raise _Restart
             elif "confirm" in step:
                 # Reached only before a yes: the dispatcher moves past this step when the customer agrees.
+                self._check_grounded(fs, active, guard, messages, replies)
+                proposal = render_text(step["confirm"], variables)
+                condition = conditional_clause(active["text"])
+                if (condition or active.get("alternatives")) and not active.get("decided"):
+                    # A conditional request: give the facts, and let the customer choose the branch.
+                    active["decided"] = True
+                    active["awaiting"] = "ground"
+                    facts = re.sub(r"\s*(Shall I proceed|Please make sure)[^?]*\?\s*$", "", proposal).strip()
+                    facts = re.sub(r"^To confirm[:,]\s*", "", facts)
+                    said = "; ".join([c for c in [condition] if c] + list(active.get("alternatives") or []))
+                    replies.append(
+                        f"You made this depend on something (\"{said}\"), so I will not pick for you. "
+                        f"Here is what I found: {facts} Please tell me what you would like me to do."
+                    )
+                    raise _Pause
                 active["awaiting"] = "confirm"
-                replies.append(render_text(step["confirm"], variables))
+                replies.append(proposal)
                 raise _Pause
             elif "reply" in step:
                 replies.append(render_text(step["reply"], variables))
@@ -525,6 +581,58 @@ class GuidedAgent:
             raise _EndFlow from exc
         if step.get("end") and "end" not in step:
             raise _EndFlow
+
+    def _upcoming_writes(
+        self, fs: dict[str, Any], active: dict[str, Any], guard: Guard, messages: list[dict[str, Any]]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The write calls the flow makes after the confirmation it is about to ask (rendered arguments)."""
+        steps = self.flows.intents[active["intent"]].get("steps") or []
+        variables = self._variables(fs, active, guard, messages)
+        writes = []
+        for step in steps[active["step"] + 1 :]:
+            if "confirm" in step:
+                break
+            if "call" not in step or tool_kind(self.domain, step["call"]) != "write" or "foreach" in step:
+                continue
+            try:
+                if "when" in step and not evaluate(str(step["when"]), variables):
+                    continue
+                args = render(step.get("args") or {}, {**variables, "it": None})
+            except ExprError:
+                continue
+            writes.append((step["call"], {k: v for k, v in args.items() if v is not None}))
+        return writes
+
+    def _check_grounded(
+        self,
+        fs: dict[str, Any],
+        active: dict[str, Any],
+        guard: Guard,
+        messages: list[dict[str, Any]],
+        replies: list[str],
+    ) -> None:
+        """Before asking for a yes: every argument of the coming write must be grounded, else ask (once)
+        and then say so and offer a person. Nothing is changed on an ungrounded argument."""
+        evidence = Evidence.from_messages(messages)
+        problems = [
+            p
+            for name, args in self._upcoming_writes(fs, active, guard, messages)
+            for p in ungrounded(name, args, evidence, free=self.rules.grounding_free)
+        ]
+        if not problems:
+            return
+        asked = int(active.get("ground_asked", 0))
+        hints = "; ".join(dict.fromkeys(p.hint for p in problems))
+        if asked >= 1:
+            replies.append(
+                f"I'm sorry, I still cannot tell {hints} from what you said or your records, so I have not "
+                "changed anything. If you like, I can transfer you to a human agent."
+            )
+            raise _EndFlow
+        active["ground_asked"] = asked + 1
+        active["awaiting"] = "ground"
+        replies.append(f"Before I change anything I need to be sure: could you tell me {hints}?")
+        raise _Pause
 
     def _call_step(
         self,

@@ -1,0 +1,317 @@
+"""Grounded writes: every argument of a write comes from the customer or from a record looked up in
+this conversation, and only what the customer named is changed.
+
+:func:`ungrounded` takes a write's arguments, what the customer said and the tool results of this
+conversation (:class:`Evidence`) and returns the arguments it cannot ground, each with a hint for
+the question that would ground it. It is deterministic and fails closed: a value it cannot trace
+is ungrounded. Both modes use it: the guided engine before it asks for a confirmation, and
+:class:`concierge.support.guardrails.Guard` before any write runs (agent mode included).
+
+Rules, by argument name (the same across domains):
+
+* ``item_ids`` (the items a change or return touches): each must be named by the customer, by its
+  item id or its product name ("the keyboard"), or the customer said all of them ("all items",
+  "everything"); the item must be in an order looked up in this conversation;
+* ``new_item_ids`` (what each item becomes): the variant's item id was said, or every option
+  value in which the new variant differs from the item it replaces was said ("clicky", "size 9");
+  a price preference alone ("the cheapest") does not pick a variant;
+* ``payment_method_id`` / ``payment_id``: the customer named it (id, last four digits, "gift
+  card", "paypal", a card brand), it is the only one on record, or the customer asked for "the
+  original payment method" and it is the order's original one;
+* anything else that is a string (order ids, address fields, countries, flight numbers, dates,
+  names): it appears in what the customer said or in a record looked up in this conversation;
+  numbers are amounts and counts the tools check, and ``free`` arguments (a categorical reason
+  the slot extractor only takes from the customer's words) are not traced.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+_ALL_ITEMS = re.compile(
+    r"\b(all (of )?(the |my |these |those |its |their )?(items|things|products|of them|of it|stuff|"
+    r"\w+ items)|every (single )?(item|thing|product)|everything|the (entire|whole) order|both (items|of them))\b",
+    re.I,
+)
+_ORIGINAL_PAYMENT = re.compile(
+    r"\b(original|same|initial|existing|current) (payment|card|method|form of payment)", re.I
+)
+_PAYMENT_ARGS = ("payment_method_id", "payment_id")
+_SKIP_KEYS = {"summary"}
+
+
+@dataclass
+class Evidence:
+    """What a write may draw on: the customer's words and this conversation's tool results."""
+
+    customer: str = ""
+    records: list[Any] = field(default_factory=list)
+
+    @property
+    def record_text(self) -> str:
+        return "\n".join(json.dumps(r, ensure_ascii=False) if not isinstance(r, str) else r for r in self.records)
+
+    @classmethod
+    def from_messages(cls, messages: Sequence[Mapping[str, Any]]) -> Evidence:
+        """Customer messages (role ``user``) and tool results (role ``tool``, JSON or text)."""
+        customer, records = [], []
+        for m in messages:
+            role, content = m.get("role"), m.get("content")
+            if role == "user" and content:
+                customer.append(str(content))
+            elif role == "tool" and content and not str(content).startswith("Error:"):
+                try:
+                    records.append(json.loads(str(content)))
+                except (TypeError, ValueError):
+                    records.append(str(content))
+        return cls("\n".join(customer), records)
+
+    def dicts(self) -> Iterable[Mapping[str, Any]]:
+        """Every dict inside the records (orders, users, products, variants, ...)."""
+        stack = list(self.records)
+        while stack:
+            value = stack.pop()
+            if isinstance(value, Mapping):
+                yield value
+                stack.extend(value.values())
+            elif isinstance(value, list):
+                stack.extend(value)
+
+    def order(self, order_id: Any) -> Mapping[str, Any] | None:
+        for d in self.dicts():
+            if d.get("order_id") == order_id and isinstance(d.get("items"), list):
+                return d
+        return None
+
+    def variant(self, item_id: Any) -> Mapping[str, Any] | None:
+        for d in self.dicts():
+            if str(d.get("item_id")) == str(item_id) and isinstance(d.get("options"), Mapping):
+                return d
+        return None
+
+    def payment_methods(self) -> list[Mapping[str, Any]]:
+        for d in self.dicts():
+            methods = d.get("payment_methods")
+            if isinstance(methods, Mapping) and methods:
+                return [m for m in methods.values() if isinstance(m, Mapping)]
+        return []
+
+
+@dataclass
+class Ungrounded:
+    """One argument the check could not ground, and what to ask the customer."""
+
+    argument: str
+    reason: str
+    hint: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"argument": self.argument, "reason": self.reason, "hint": self.hint}
+
+
+def said(text: str, value: Any) -> bool:
+    """Whether ``value`` occurs in ``text`` (case-insensitively, as a whole word for short values)."""
+    v = str(value).strip().lower()
+    if not v:
+        return True
+    t = text.lower()
+    if len(v) <= 4 or v.isalpha():
+        return re.search(r"(?<![\w])" + re.escape(v) + r"(?![\w])", t) is not None
+    return v in t or v.lstrip("#") in t
+
+
+def _in_evidence(value: Any, evidence: Evidence) -> bool:
+    return said(evidence.customer, value) or said(evidence.record_text, value)
+
+
+def named_items(items: Sequence[Mapping[str, Any]], text: str) -> list[Mapping[str, Any]]:
+    """The items of an order the customer named (item id, product name or its head noun, or "all")."""
+    from concierge.support.guided.expr import pick_items
+
+    if _ALL_ITEMS.search(text):
+        return list(items)
+    by_id = [it for it in items if str(it.get("item_id")) in text]
+    picked = pick_items(list(items), text)
+    return [it for it in items if it in by_id or it in picked]
+
+
+_CHEAP = re.compile(r"\b(cheapest|cheaper|lowest price|least expensive)\b", re.I)
+_DEAR = re.compile(r"\b(most expensive|priciest|highest price)\b", re.I)
+_QUESTION = re.compile(r"^\s*(what|which|how|are there|is there|do you|does|could you tell)\b|\?\s*$", re.I)
+
+
+def _requested(text: str, pattern: re.Pattern[str]) -> bool:
+    """A price preference stated in a request (not in a question like "what are the cheapest options?")."""
+    for sentence in re.split(r"(?<=[.!?])\s+|\n", text):
+        if pattern.search(sentence) and not _QUESTION.search(sentence):
+            return True
+    return False
+
+
+def dont_care(text: str, key: str) -> bool:
+    """The customer said an option does not matter ("I do not care about waterproof", "any color")."""
+    k = re.escape(str(key).lower())
+    t = text.lower()
+    return bool(
+        re.search(r"\b(do not|don't|doesn't|does not|dont) (really )?care (about|for|what|which|if|whether)?[^.;]{0,40}\b" + k, t)
+        or re.search(r"\b" + k + r"\b[^.;]{0,30}\b(not important|doesn't matter|does not matter|don't matter)", t)
+        or re.search(r"\bany " + k + r"\b", t)
+    )
+
+
+def _variant_named(
+    old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, new_id: Any, text: str, evidence: Evidence
+) -> bool:
+    from concierge.support.guided.expr import mentions
+
+    if str(new_id) in text:
+        return True
+    if not new or not old:
+        return False
+    old_opts = {str(k): str(v).lower() for k, v in (old.get("options") or {}).items()}
+    changed = {str(k): str(v) for k, v in (new.get("options") or {}).items() if old_opts.get(str(k)) != str(v).lower()}
+    if not changed:
+        return False
+    if all(mentions(text, v) or said(text, v) or dont_care(text, k) for k, v in changed.items()):
+        return True
+    prefer = "cheap" if _requested(text, _CHEAP) else "dear" if _requested(text, _DEAR) else ""
+    if not prefer:
+        return False
+    # "the cheapest one": the customer's criterion picks the variant; it must be the extreme one among
+    # the available variants that keep every option value the customer did name.
+    variants = _siblings(new_id, evidence)
+    said_vals: dict[str, set[str]] = {}
+    for v in variants:
+        for k, val in (v.get("options") or {}).items():
+            if mentions(text, val) or said(text, val):
+                said_vals.setdefault(str(k), set()).add(str(val).lower())
+    candidates = [
+        v
+        for v in variants
+        if v.get("available", True)
+        and str(v.get("item_id")) != str(old.get("item_id"))
+        and all(str((v.get("options") or {}).get(k, "")).lower() in vals for k, vals in said_vals.items())
+    ]
+    if not candidates:
+        return False
+    prices = [float(v.get("price", 0) or 0) for v in candidates]
+    target = min(prices) if prefer == "cheap" else max(prices)
+    return abs(float(new.get("price", 0) or 0) - target) < 1e-6
+
+
+def _siblings(item_id: Any, evidence: Evidence) -> list[Mapping[str, Any]]:
+    """The variants of the product that has variant ``item_id`` (from a product record looked up)."""
+    for d in evidence.dicts():
+        variants = d.get("variants")
+        if isinstance(variants, Mapping) and str(item_id) in {str(k) for k in variants}:
+            return [v for v in variants.values() if isinstance(v, Mapping)]
+    return []
+
+
+def _payment_grounded(value: Any, arguments: Mapping[str, Any], evidence: Evidence) -> bool:
+    from concierge.support.guided.expr import find_payment
+
+    text = evidence.customer
+    if said(text, value):
+        return True
+    methods = evidence.payment_methods()
+    if len(methods) == 1 and methods[0].get("id") == value:
+        return True
+    if methods and find_payment(methods, text) == value:
+        return True
+    order = evidence.order(arguments.get("order_id"))
+    history = (order or {}).get("payment_history") or []
+    original = history[0].get("payment_method_id") if history and isinstance(history[0], Mapping) else None
+    return bool(_ORIGINAL_PAYMENT.search(text)) and original == value
+
+
+def _payment_hint(evidence: Evidence) -> str:
+    ids = [str(m.get("id")) for m in evidence.payment_methods() if m.get("id")]
+    if not ids:
+        return "which payment method to use"
+    return "which payment method to use: " + " or ".join(f"'{i}'" for i in ids)
+
+
+def ungrounded(
+    tool: str,
+    arguments: Mapping[str, Any],
+    evidence: Evidence,
+    *,
+    free: Iterable[str] = (),
+) -> list[Ungrounded]:
+    """The arguments of the write ``tool`` that neither the customer nor a looked-up record supports."""
+    free_args = set(free) | _SKIP_KEYS
+    problems: list[Ungrounded] = []
+    text = evidence.customer
+    order = evidence.order(arguments.get("order_id")) if "order_id" in arguments else None
+    for name, value in arguments.items():
+        if name in free_args or value in (None, "", []):
+            continue
+        if name == "item_ids" and isinstance(value, list):
+            items = [it for it in (order or {}).get("items", []) if isinstance(it, Mapping)]
+            named = {str(it.get("item_id")) for it in named_items(items, text)}
+            unnamed = [str(v) for v in value if str(v) not in named]
+            if unnamed or order is None:
+                names = [str(it.get("name")) for it in items if str(it.get("item_id")) in unnamed]
+                problems.append(
+                    Ungrounded(
+                        name,
+                        f"the customer did not name item(s) {', '.join(names or unnamed)}",
+                        "which items of order " + str(arguments.get("order_id")) + " you mean"
+                        + (f" (it has: {', '.join(str(it.get('name')) for it in items)})" if items else ""),
+                    )
+                )
+            continue
+        if name == "new_item_ids" and isinstance(value, list):
+            olds = list(arguments.get("item_ids") or [])
+            by_id = {str(it.get("item_id")): it for it in (order or {}).get("items", []) if isinstance(it, Mapping)}
+            bad = []
+            for i, new_id in enumerate(value):
+                old = by_id.get(str(olds[i])) if i < len(olds) else None
+                if not _variant_named(old, evidence.variant(new_id), new_id, text, evidence):
+                    bad.append(str((old or {}).get("name") or new_id))
+            if bad:
+                problems.append(
+                    Ungrounded(
+                        name,
+                        f"the customer did not say which new option they want for {', '.join(bad)}",
+                        f"exactly which new option you want for {', '.join(bad)} (every option that should change)",
+                    )
+                )
+            continue
+        if name in _PAYMENT_ARGS:
+            if not _payment_grounded(value, arguments, evidence):
+                problems.append(Ungrounded(name, f"the customer did not choose {value}", _payment_hint(evidence)))
+            continue
+        for path, leaf in _leaves(name, value):
+            key = path.rsplit(".", 1)[-1].split("[")[0]
+            if key in free_args or isinstance(leaf, bool | int | float) or leaf in (None, ""):
+                continue
+            if key in _PAYMENT_ARGS:
+                if not _payment_grounded(leaf, arguments, evidence):
+                    problems.append(Ungrounded(path, f"the customer did not choose {leaf}", _payment_hint(evidence)))
+                continue
+            if not _in_evidence(leaf, evidence):
+                problems.append(
+                    Ungrounded(path, f"{leaf!r} is neither what the customer said nor on record", f"the {key.replace('_', ' ')}")
+                )
+    return problems
+
+
+def _leaves(path: str, value: Any) -> Iterable[tuple[str, Any]]:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _leaves(f"{path}.{k}", v)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _leaves(f"{path}[{i}]", v)
+    else:
+        yield path, value
+
+
+def describe(problems: Sequence[Ungrounded]) -> str:
+    return "; ".join(f"{p.argument}: {p.reason}" for p in problems)
