@@ -32,9 +32,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-_ALL_ITEMS = re.compile(
-    r"\b(all (of )?(the |my |these |those |its |their )?(items|things|products|of them|of it|stuff|"
-    r"\w+ items)|every (single )?(item|thing|product)|everything|the (entire|whole) order|both (items|of them))\b",
+# "All" grounds every item only when it is about items, not qualified ("everything related to gaming").
+ALL_ITEMS = re.compile(
+    r"\b(all (of )?(the |my |these |those |its |their )?(items|things|products|of them|of it|stuff)|"
+    r"every (single )?(item|thing|product)|everything(?!\s+(associated|related|connected|that|which|not|to do|for|from|in))|"
+    r"the (entire|whole) order|both (items|of them))\b",
     re.I,
 )
 _ORIGINAL_PAYMENT = re.compile(
@@ -128,15 +130,29 @@ def _in_evidence(value: Any, evidence: Evidence) -> bool:
     return said(evidence.customer, value) or said(evidence.record_text, value)
 
 
-def named_items(items: Sequence[Mapping[str, Any]], text: str) -> list[Mapping[str, Any]]:
-    """The items of an order the customer named (item id, product name or its head noun, or "all")."""
-    from concierge.support.guided.expr import pick_items
+def named_items(items: Sequence[Mapping[str, Any]], text: str, *, order_named: bool = True) -> list[Mapping[str, Any]]:
+    """The items of an order the customer named: by item id, or by product name (or its head noun)
+    when that is unambiguous, or all of them ("all items", "everything" - with "except ..." left out)
+    when the customer named the order or one of its items. Two items of the same product named once
+    ("a vacuum cleaner") are ambiguous: neither is named unless the customer said both or their ids.
+    """
+    from concierge.support.guided.expr import _EXCEPT, _named, mentions
 
-    if _ALL_ITEMS.search(text):
-        return list(items)
+    items = [it for it in items if isinstance(it, Mapping)]
     by_id = [it for it in items if str(it.get("item_id")) in text]
-    picked = pick_items(list(items), text)
-    return [it for it in items if it in by_id or it in picked]
+    picked = _named(items, text, "name")
+    if ALL_ITEMS.search(text) and (order_named or picked or by_id):
+        cut = _EXCEPT.search(text)
+        excluded = _named(items, text[cut.end() :], "name") if cut else []
+        return [it for it in items if it not in excluded]
+    out = []
+    for it in picked:
+        same = {str(o.get("item_id")) for o in items if o.get("name") == it.get("name")}
+        plural = f"{it.get('name')}s"
+        if len(same) > 1 and not (mentions(text, plural) or re.search(r"\bboth\b", text, re.I)):
+            continue  # which of the two? ask
+        out.append(it)
+    return [it for it in items if it in by_id or it in out]
 
 
 _CHEAP = re.compile(r"\b(cheapest|cheaper|lowest price|least expensive)\b", re.I)
@@ -253,7 +269,10 @@ def ungrounded(
             continue
         if name == "item_ids" and isinstance(value, list):
             items = [it for it in (order or {}).get("items", []) if isinstance(it, Mapping)]
-            named = {str(it.get("item_id")) for it in named_items(items, text)}
+            named = {
+                str(it.get("item_id"))
+                for it in named_items(items, text, order_named=said(text, arguments.get("order_id", "")))
+            }
             unnamed = [str(v) for v in value if str(v) not in named]
             if unnamed or order is None:
                 names = [str(it.get("name")) for it in items if str(it.get("item_id")) in unnamed]

@@ -48,6 +48,20 @@ def is_conditional(text: str) -> bool:
     return bool(conditional_clause(text)) or bool(re.search(r"\binstead\b", text or "", re.I))
 
 
+def _now_text(now: Any) -> str:
+    """The domain's clock as ISO text (``YYYY-MM-DDTHH:MM:SS``) for the flows' expressions."""
+    from datetime import date, datetime
+
+    if now is None:
+        return datetime.now().replace(microsecond=0).isoformat()
+    if isinstance(now, datetime):
+        return now.replace(microsecond=0).isoformat()
+    if isinstance(now, date):
+        return f"{now.isoformat()}T00:00:00"
+    text = str(now)
+    return text if "T" in text else f"{text}T00:00:00"
+
+
 def _last_agent(messages: list[dict[str, Any]]) -> str | None:
     """The agent's last message before the customer's latest one (the proposal a yes answers)."""
     for m in reversed(messages[:-1]):
@@ -94,7 +108,8 @@ class GuidedAgent:
         self.alias = alias
         self.flows = flows or load_flows(domain.name)
         self.rules = self.flows.guardrails
-        self.extractor = RuleExtractor(self.flows)
+        self.now = getattr(domain, "now", None)  # the domain's clock (None: today)
+        self.extractor = RuleExtractor(self.flows, now=self.now)
         self.use_model = use_model and hub is not None and bool(alias)
         self.tenant = tenant
         self._knowledge = knowledge
@@ -350,6 +365,7 @@ class GuidedAgent:
         variables["text"] = active["text"]
         variables["last"] = str(messages[-1].get("content") or "") if messages else ""
         variables["intent"] = active["intent"]
+        variables["now"] = _now_text(self.now)
         return variables
 
     def _run(
@@ -512,7 +528,8 @@ class GuidedAgent:
                 # Reached only before a yes: the dispatcher moves past this step when the customer agrees.
                 self._check_grounded(fs, active, guard, messages, replies)
                 proposal = render_text(step["confirm"], variables)
-                condition = conditional_clause(active["text"])
+                customer = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
+                condition = conditional_clause(active["text"]) or conditional_clause(customer)
                 if (condition or active.get("alternatives")) and not active.get("decided"):
                     # A conditional request: give the facts, and let the customer choose the branch.
                     active["decided"] = True

@@ -106,7 +106,9 @@ def pick_items(items: Any, text: Any, field: str = "name") -> list[Any]:
     """
     items = [it for it in (items or []) if isinstance(it, Mapping)]
     text = str(text or "")
-    if re.search(r"\b(all|everything|every item|entire order|whole order)\b", text, re.I):
+    from concierge.support.grounding import ALL_ITEMS
+
+    if ALL_ITEMS.search(text):
         cut = _EXCEPT.search(text)
         excluded = _named(items, text[cut.end() :], field) if cut else []
         return [it for it in items if it not in excluded]
