@@ -34,7 +34,8 @@ from typing import Any
 
 # "All" grounds every item only when it is about items, not qualified ("everything related to gaming").
 ALL_ITEMS = re.compile(
-    r"\b(all (of )?(the |my |these |those |its |their )?(items|things|products|of them|of it|stuff)|"
+    r"\b(all (of )?(the |my |these |those |its |their )?(items|things|products|of them|of it|stuff)"
+    r"(?!\s+(i|that|which|you|we|associated|related|connected|not)\b)|"
     r"every (single )?(item|thing|product)|everything(?!\s+(associated|related|connected|that|which|not|to do|for|from|in))|"
     r"the (entire|whole) order|both (items|of them))\b",
     re.I,
@@ -88,6 +89,13 @@ class Evidence:
             if d.get("order_id") == order_id and isinstance(d.get("items"), list):
                 return d
         return None
+
+    def orders(self) -> list[Mapping[str, Any]]:
+        seen: dict[str, Mapping[str, Any]] = {}
+        for d in self.dicts():
+            if d.get("order_id") and isinstance(d.get("items"), list):
+                seen.setdefault(str(d.get("order_id")), d)
+        return list(seen.values())
 
     def variant(self, item_id: Any) -> Mapping[str, Any] | None:
         for d in self.dicts():
@@ -157,7 +165,11 @@ def named_items(items: Sequence[Mapping[str, Any]], text: str, *, order_named: b
 
 _CHEAP = re.compile(r"\b(cheapest|cheaper|lowest price|least expensive)\b", re.I)
 _DEAR = re.compile(r"\b(most expensive|priciest|highest price)\b", re.I)
-_QUESTION = re.compile(r"^\s*(what|which|how|are there|is there|do you|does|could you tell)\b|\?\s*$", re.I)
+_QUESTION = re.compile(
+    r"^\s*(what|which|how|are there|is there|do you|does|could you tell)\b|\?\s*$|"
+    r"\b(want to know|wondering|tell me|curious|let me know|find out)\b",
+    re.I,
+)
 
 
 def _requested(text: str, pattern: re.Pattern[str]) -> bool:
@@ -182,7 +194,6 @@ def dont_care(text: str, key: str) -> bool:
 def _variant_named(
     old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, new_id: Any, text: str, evidence: Evidence
 ) -> bool:
-    from concierge.support.guided.expr import mentions
 
     if str(new_id) in text:
         return True
@@ -192,7 +203,7 @@ def _variant_named(
     changed = {str(k): str(v) for k, v in (new.get("options") or {}).items() if old_opts.get(str(k)) != str(v).lower()}
     if not changed:
         return False
-    if all(mentions(text, v) or said(text, v) or dont_care(text, k) for k, v in changed.items()):
+    if all(_value_said(text, v) or dont_care(text, k) for k, v in changed.items()):
         return True
     prefer = "cheap" if _requested(text, _CHEAP) else "dear" if _requested(text, _DEAR) else ""
     if not prefer:
@@ -203,7 +214,7 @@ def _variant_named(
     said_vals: dict[str, set[str]] = {}
     for v in variants:
         for k, val in (v.get("options") or {}).items():
-            if mentions(text, val) or said(text, val):
+            if _value_said(text, val):
                 said_vals.setdefault(str(k), set()).add(str(val).lower())
     candidates = [
         v
@@ -217,6 +228,15 @@ def _variant_named(
     prices = [float(v.get("price", 0) or 0) for v in candidates]
     target = min(prices) if prefer == "cheap" else max(prices)
     return abs(float(new.get("price", 0) or 0) - target) < 1e-6
+
+
+def _value_said(text: str, value: Any) -> bool:
+    """An option value the customer said: exactly when it has digits ("1 liter" is not "1.5 liters")."""
+    from concierge.support.guided.expr import mentions
+
+    if re.search(r"\d", str(value)):
+        return said(text, value)
+    return mentions(text, value) or said(text, value)
 
 
 def _siblings(item_id: Any, evidence: Evidence) -> list[Mapping[str, Any]]:
@@ -274,6 +294,25 @@ def ungrounded(
                 for it in named_items(items, text, order_named=said(text, arguments.get("order_id", "")))
             }
             unnamed = [str(v) for v in value if str(v) not in named]
+            if not said(text, arguments.get("order_id", "")):
+                # Named by product only: another looked-up order in the same state (where the same change
+                # could be made) with the same product makes it ambiguous.
+                others = {
+                    str(i.get("name"))
+                    for o in evidence.orders()
+                    if o.get("order_id") != arguments.get("order_id")
+                    and o.get("status") == (order or {}).get("status")
+                    for i in o.get("items") or []
+                    if isinstance(i, Mapping)
+                }
+                unnamed += [
+                    str(it.get("item_id"))
+                    for it in items
+                    if str(it.get("item_id")) in named
+                    and str(it.get("item_id")) not in text
+                    and str(it.get("name")) in others
+                    and str(it.get("item_id")) in {str(v) for v in value}
+                ]
             if unnamed or order is None:
                 names = [str(it.get("name")) for it in items if str(it.get("item_id")) in unnamed]
                 problems.append(
