@@ -40,6 +40,10 @@ ALL_ITEMS = re.compile(
     r"the (entire|whole) order|both (items|of them))\b",
     re.I,
 )
+_DESCRIPTOR = re.compile(
+    r"\b(received|came|bought|ordered|got|arrived|delivered|along)\s+with\s+(the|my|a|an)\s+[\w -]{1,30}?(?=[.,;!?\n]|$)",
+    re.I,
+)
 _ORIGINAL_PAYMENT = re.compile(
     r"\b(original|same|initial|existing|current) (payment|card|method|form of payment)", re.I
 )
@@ -144,10 +148,12 @@ def named_items(items: Sequence[Mapping[str, Any]], text: str, *, order_named: b
     when the customer named the order or one of its items. Two items of the same product named once
     ("a vacuum cleaner") are ambiguous: neither is named unless the customer said both or their ids.
     """
-    from concierge.support.guided.expr import _EXCEPT, _named, mentions
+    from concierge.support.guided.expr import _EXCEPT, _named
 
     items = [it for it in items if isinstance(it, Mapping)]
     by_id = [it for it in items if str(it.get("item_id")) in text]
+    # "the backpack I received with the vacuum cleaner": the vacuum cleaner only describes the backpack.
+    text = _DESCRIPTOR.sub(" ", text)
     picked = _named(items, text, "name")
     if ALL_ITEMS.search(text) and (order_named or picked or by_id):
         cut = _EXCEPT.search(text)
@@ -156,8 +162,8 @@ def named_items(items: Sequence[Mapping[str, Any]], text: str, *, order_named: b
     out = []
     for it in picked:
         same = {str(o.get("item_id")) for o in items if o.get("name") == it.get("name")}
-        plural = f"{it.get('name')}s"
-        if len(same) > 1 and not (mentions(text, plural) or re.search(r"\bboth\b", text, re.I)):
+        plural = re.escape(str(it.get("name"))) + r"e?s\b"
+        if len(same) > 1 and not re.search(plural + r"|\b(both|all|two|three)\b", text, re.I):
             continue  # which of the two? ask
         out.append(it)
     return [it for it in items if it in by_id or it in out]

@@ -48,6 +48,22 @@ def is_conditional(text: str) -> bool:
     return bool(conditional_clause(text)) or bool(re.search(r"\binstead\b", text or "", re.I))
 
 
+_GO = re.compile(r"\b(go ahead|proceed|yes|do (it|this|that)|this one|the first)\b", re.I)
+_NOTHING = re.compile(r"\b(change nothing|nothing|leave it|no|don'?t|do not|neither)\b", re.I)
+_OTHER = re.compile(r"\b(other|instead|alternative|the second)\b", re.I)
+
+
+def _read_choice(text: str) -> str:
+    """``go`` | ``nothing`` | ``other`` | ``unclear``: the customer's pick on a conditional request."""
+    if _OTHER.search(text or "") and not _NOTHING.search(text or ""):
+        return "other"
+    if _NOTHING.search(text or ""):
+        return "nothing"
+    if _GO.search(text or "") and not is_conditional(text):
+        return "go"
+    return "unclear"
+
+
 def _now_text(now: Any) -> str:
     """The domain's clock as ISO text (``YYYY-MM-DDTHH:MM:SS``) for the flows' expressions."""
     from datetime import date, datetime
@@ -239,7 +255,26 @@ class GuidedAgent:
         if active:
             active["text"] = f"{active['text']}\n{user_text}"
             waiting = active.get("awaiting")
-            if waiting == "ground":
+            if waiting == "decide":
+                # The customer's choice on a conditional request: only they pick the branch.
+                choice = _read_choice(user_text)
+                if choice == "go":
+                    active["decision"], active["awaiting"] = "go", None
+                else:
+                    replies.append(
+                        self.flows.message("declined")
+                        if choice == "nothing"
+                        else "I will not choose for you, so I have not changed anything for this request. "
+                        "If you like, I can transfer you to a human agent."
+                    )
+                    if choice == "other":
+                        fs["queue"] = [
+                            {"intent": i, "text": t, "slots": self.extractor.slots(t)}
+                            for i, t in active.get("alternatives") or []
+                        ] + fs.get("queue", [])
+                    fs["active"] = None
+                    active = None
+            elif waiting == "ground":
                 # The answer to a grounding question (or a decision on a conditional request): work it out again.
                 if is_negative(user_text):
                     replies.append(self.flows.message("declined"))
@@ -278,7 +313,7 @@ class GuidedAgent:
         if len(new_intents) > 1 and is_conditional(user_text):
             # "If X is not available, cancel it instead": the branches are the customer's to choose.
             plain = [(i, t) for i, t in new_intents if not is_conditional(t)] or new_intents[:1]
-            alternatives = [t for i, t in new_intents if (i, t) not in plain]
+            alternatives = [[i, t] for i, t in new_intents if (i, t) not in plain]
             new_intents = plain
         if new_intents:
             queued = [{"intent": i, "text": t, "slots": {}} for i, t in new_intents]
@@ -530,16 +565,18 @@ class GuidedAgent:
                 proposal = render_text(step["confirm"], variables)
                 customer = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
                 condition = conditional_clause(active["text"]) or conditional_clause(customer)
-                if (condition or active.get("alternatives")) and not active.get("decided"):
+                if (condition or active.get("alternatives")) and active.get("decision") != "go":
                     # A conditional request: give the facts, and let the customer choose the branch.
-                    active["decided"] = True
-                    active["awaiting"] = "ground"
-                    facts = re.sub(r"\s*(Shall I proceed|Please make sure)[^?]*\?\s*$", "", proposal).strip()
-                    facts = re.sub(r"^To confirm[:,]\s*", "", facts)
-                    said = "; ".join([c for c in [condition] if c] + list(active.get("alternatives") or []))
+                    active["awaiting"] = "decide"
+                    facts = re.sub(r"\s*(Shall I proceed|Please make sure|This can only)[^?]*\?\s*$", "", proposal)
+                    facts = re.sub(r"^To confirm[:,]\s*", "", facts.strip())
+                    said = "; ".join([c for c in [condition] if c] + [t for _, t in active.get("alternatives") or []])
+                    options = ["go ahead with this", *(["do the other thing instead"] if active.get("alternatives") else []), "change nothing"]
                     replies.append(
-                        f"You made this depend on something (\"{said}\"), so I will not pick for you. "
-                        f"Here is what I found: {facts} Please tell me what you would like me to do."
+                        f"You made this depend on something (\"{said}\"), so the choice is yours, not mine. "
+                        f"Here is what I found: {facts} What would you like: "
+                        + ", ".join(f"'{o}'" for o in options[:-1])
+                        + f" or '{options[-1]}'?"
                     )
                     raise _Pause
                 active["awaiting"] = "confirm"
