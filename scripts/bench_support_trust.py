@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for split, domain, tasks in runs:
         for user in args.users:
-            r = evaluate(domain, args.data_dir, tasks, "guided", user, hub, args.model, 1, use_model=bool(hub))
+            r = evaluate(
+                domain, args.data_dir, tasks, "guided", user, hub, args.model, 1, use_model=bool(hub)
+            )
             m = r["metrics"]
             wp = "n/a" if m["write_precision"] is None else f"{m['write_precision']:.3f}"
             print(
@@ -101,8 +103,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {m['missed_writes']} | {m['handoffs']} |",
                 flush=True,
             )
-            rows.append({"split": split, "domain": domain, "user": user, **{k: v for k, v in r.items() if k != "tasks"},
-                         "task_rows": [{k: t.get(k) for k in ("task_id", "reward", "db_match", "db_changed", "writes")} for t in r["tasks"]]})
+            rows.append(
+                {
+                    "split": split,
+                    "domain": domain,
+                    "user": user,
+                    **{k: v for k, v in r.items() if k != "tasks"},
+                    "task_rows": [
+                        {k: t.get(k) for k in ("task_id", "reward", "db_match", "db_changed", "writes")}
+                        for t in r["tasks"]
+                    ],
+                }
+            )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str), encoding="utf-8")
     if hub is not None:

@@ -60,7 +60,9 @@ class Evidence:
 
     @property
     def record_text(self) -> str:
-        return "\n".join(json.dumps(r, ensure_ascii=False) if not isinstance(r, str) else r for r in self.records)
+        return "\n".join(
+            json.dumps(r, ensure_ascii=False) if not isinstance(r, str) else r for r in self.records
+        )
 
     @classmethod
     def from_messages(cls, messages: Sequence[Mapping[str, Any]]) -> Evidence:
@@ -142,7 +144,9 @@ def _in_evidence(value: Any, evidence: Evidence) -> bool:
     return said(evidence.customer, value) or said(evidence.record_text, value)
 
 
-def named_items(items: Sequence[Mapping[str, Any]], text: str, *, order_named: bool = True) -> list[Mapping[str, Any]]:
+def named_items(
+    items: Sequence[Mapping[str, Any]], text: str, *, order_named: bool = True
+) -> list[Mapping[str, Any]]:
     """The items of an order the customer named: by item id, or by product name (or its head noun)
     when that is unambiguous, or all of them ("all items", "everything" - with "except ..." left out)
     when the customer named the order or one of its items. Two items of the same product named once
@@ -191,8 +195,14 @@ def dont_care(text: str, key: str) -> bool:
     k = re.escape(str(key).lower())
     t = text.lower()
     return bool(
-        re.search(r"\b(do not|don't|doesn't|does not|dont) (really )?care (about|for|what|which|if|whether)?[^.;]{0,40}\b" + k, t)
-        or re.search(r"\b" + k + r"\b[^.;]{0,30}\b(not important|doesn't matter|does not matter|don't matter)", t)
+        re.search(
+            r"\b(do not|don't|doesn't|does not|dont) (really )?care (about|for|what|which|if|whether)?[^.;]{0,40}\b"
+            + k,
+            t,
+        )
+        or re.search(
+            r"\b" + k + r"\b[^.;]{0,30}\b(not important|doesn't matter|does not matter|don't matter)", t
+        )
         or re.search(r"\bany " + k + r"\b", t)
     )
 
@@ -206,7 +216,11 @@ def _variant_named(
     if not new or not old:
         return False
     old_opts = {str(k): str(v).lower() for k, v in (old.get("options") or {}).items()}
-    changed = {str(k): str(v) for k, v in (new.get("options") or {}).items() if old_opts.get(str(k)) != str(v).lower()}
+    changed = {
+        str(k): str(v)
+        for k, v in (new.get("options") or {}).items()
+        if old_opts.get(str(k)) != str(v).lower()
+    }
     if not changed:
         return False
     if all(_value_said(text, v) or dont_care(text, k) for k, v in changed.items()):
@@ -325,14 +339,18 @@ def ungrounded(
                     Ungrounded(
                         name,
                         f"the customer did not name item(s) {', '.join(names or unnamed)}",
-                        "which items of order " + str(arguments.get("order_id")) + " you mean"
+                        "which items of order "
+                        + str(arguments.get("order_id"))
+                        + " you mean"
                         + (f" (it has: {', '.join(str(it.get('name')) for it in items)})" if items else ""),
                     )
                 )
             continue
         if name == "new_item_ids" and isinstance(value, list):
             olds = list(arguments.get("item_ids") or [])
-            by_id = {str(it.get("item_id")): it for it in (order or {}).get("items", []) if isinstance(it, Mapping)}
+            by_id = {
+                str(it.get("item_id")): it for it in (order or {}).get("items", []) if isinstance(it, Mapping)
+            }
             bad = []
             for i, new_id in enumerate(value):
                 old = by_id.get(str(olds[i])) if i < len(olds) else None
@@ -349,7 +367,9 @@ def ungrounded(
             continue
         if name in _PAYMENT_ARGS:
             if not _payment_grounded(value, arguments, evidence):
-                problems.append(Ungrounded(name, f"the customer did not choose {value}", _payment_hint(evidence)))
+                problems.append(
+                    Ungrounded(name, f"the customer did not choose {value}", _payment_hint(evidence))
+                )
             continue
         for path, leaf in _leaves(name, value):
             key = path.rsplit(".", 1)[-1].split("[")[0]
@@ -357,11 +377,17 @@ def ungrounded(
                 continue
             if key in _PAYMENT_ARGS:
                 if not _payment_grounded(leaf, arguments, evidence):
-                    problems.append(Ungrounded(path, f"the customer did not choose {leaf}", _payment_hint(evidence)))
+                    problems.append(
+                        Ungrounded(path, f"the customer did not choose {leaf}", _payment_hint(evidence))
+                    )
                 continue
             if not _in_evidence(leaf, evidence):
                 problems.append(
-                    Ungrounded(path, f"{leaf!r} is neither what the customer said nor on record", f"the {key.replace('_', ' ')}")
+                    Ungrounded(
+                        path,
+                        f"{leaf!r} is neither what the customer said nor on record",
+                        f"the {key.replace('_', ' ')}",
+                    )
                 )
     return problems
 
