@@ -236,10 +236,12 @@ def _variant_named(
         for k, val in (v.get("options") or {}).items():
             if _value_said(text, val):
                 said_vals.setdefault(str(k), set()).add(str(val).lower())
+    kept = [k for k in old_opts if re.search(r"\b(same|keep(ing)?( the)?|still the same)\s+" + re.escape(k), text, re.I)]
     candidates = [
         v
         for v in variants
         if v.get("available", True)
+        and all(str((v.get("options") or {}).get(k, "")).lower() == old_opts[k] for k in kept)
         and str(v.get("item_id")) != str(old.get("item_id"))
         and all(str((v.get("options") or {}).get(k, "")).lower() in vals for k, vals in said_vals.items())
     ]
