@@ -40,6 +40,18 @@ ALL_ITEMS = re.compile(
     r"the (entire|whole) order|both (items|of them))\b",
     re.I,
 )
+_CONDITION = re.compile(
+    r"[^.;!?\n]*\b(if|unless|in case|otherwise|depending on|provided that)\b(?!\s+(possible|you can|you could|"
+    r"needed|necessary|that'?s (ok|okay|fine|possible)|so))[^.;!?\n]*",
+    re.I,
+)
+
+def conditional_clause(text: str) -> str:
+    """The sentence that makes a request depend on a fact ("if it costs more than $3000, ..."), or ""."""
+    m = _CONDITION.search(text or "")
+    return m.group(0).strip() if m else ""
+
+
 _DESCRIPTOR = re.compile(
     r"\b(received|came|bought|ordered|got|arrived|delivered|along)\s+with\s+(the|my|a|an)\s+[\w -]{1,30}?(?=[.,;!?\n]|$)",
     re.I,
@@ -159,7 +171,9 @@ def named_items(
     # "the backpack I received with the vacuum cleaner": the vacuum cleaner only describes the backpack.
     text = _DESCRIPTOR.sub(" ", text)
     picked = _named(items, text, "name")
-    if ALL_ITEMS.search(text) and (order_named or picked or by_id):
+    # "All" counts when said plainly, not inside a condition ("if that is not possible, switch all items").
+    plain = _CONDITION.sub(" ", text)
+    if ALL_ITEMS.search(plain) and (order_named or picked or by_id):
         cut = _EXCEPT.search(text)
         excluded = _named(items, text[cut.end() :], "name") if cut else []
         return [it for it in items if it not in excluded]

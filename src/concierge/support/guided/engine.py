@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from concierge.support.agent import TurnResult, add_usage, current_turn
-from concierge.support.grounding import Evidence, ungrounded
+from concierge.support.grounding import Evidence, conditional_clause, ungrounded
 from concierge.support.guardrails import Guard, is_affirmative, is_negative, result_text, tool_kind
 from concierge.support.guided.command import (
     PROMPT_VERSION,
@@ -30,19 +30,6 @@ from concierge.support.guided.flows import Flows, load_flows
 from concierge.support.guided.slots import RuleExtractor, model_slot_value
 
 # --------------------------------------------------------------------------- the engine
-
-_CONDITION = re.compile(
-    r"[^.;!?\n]*\b(if|unless|in case|otherwise|depending on|provided that)\b(?!\s+(possible|you can|you could|"
-    r"needed|necessary|that'?s (ok|okay|fine|possible)|so))[^.;!?\n]*",
-    re.I,
-)
-
-
-def conditional_clause(text: str) -> str:
-    """The sentence that makes a request depend on a fact ("if it costs more than $3000, ..."), or ""."""
-    m = _CONDITION.search(text or "")
-    return m.group(0).strip() if m else ""
-
 
 def is_conditional(text: str) -> bool:
     return bool(conditional_clause(text)) or bool(re.search(r"\binstead\b", text or "", re.I))
