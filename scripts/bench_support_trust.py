@@ -4,7 +4,9 @@ Runs guided mode (rules alone by default; ``--model ALIAS`` adds a model) over t
 airline train tasks, split into a development half and a held-out half by
 ``tests/data/support_splits.json`` (made by ``--write-splits``: sha256 of "<domain>:<task id>",
 first byte even = dev), and over τ-bench v1 retail dev (held-out as a whole), with the
-``scripted`` and ``cautious`` customers, and prints one markdown table.
+``scripted`` and ``cautious`` customers, and prints one markdown table. Besides the evaluator's
+run metrics it shows the wrong-record rate: conversations whose agent changed a record the gold
+leaves alone (a subset of the harmful writes).
 
     nice -n 10 env PYTHONPATH=src python scripts/bench_support_trust.py \
         --data-dir /work/shared/data/tau2 --v1-dir /work/shared/data/tau_v1/retail
@@ -29,6 +31,15 @@ def split_of(domain: str, task_id: str) -> str:
     """dev or heldout: a fixed hash of the task id, so the split never depends on results."""
     digest = hashlib.sha256(f"{domain}:{task_id}".encode()).digest()
     return "dev" if digest[0] % 2 == 0 else "heldout"
+
+
+def wrong_record(row: dict) -> bool:
+    """The agent changed a record (order, user, reservation, ...) that the gold leaves alone: the worst
+    kind of harmful write ("changed the wrong order"), as opposed to doing part of the job or the right
+    record with other values."""
+    diff = row.get("db_diff") or {}
+    agent, gold = diff.get("agent") or {}, diff.get("gold") or {}
+    return any(set(ids) - set(gold.get(table) or []) for table, ids in agent.items())
 
 
 def write_splits(data_dir: Path) -> dict:
@@ -87,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(
         "| split | domain | customer | n | pass^1 (covers) | do-nothing floor | write precision "
-        "| harmful-write rate | missed writes | handoffs |"
+        "| harmful-write rate | wrong-record rate | missed writes | handoffs |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for split, domain, tasks in runs:
         for user in args.users:
             r = evaluate(
@@ -97,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             m = r["metrics"]
             wp = "n/a" if m["write_precision"] is None else f"{m['write_precision']:.3f}"
+            wrong = sum(1 for t in r["tasks"] if wrong_record(t)) / max(1, len(r["tasks"]))
             print(
                 f"| {split} | {domain} | {user} | {r['n_tasks']} | {r['pass^1']:.3f} ({r['pass_labels']['pass^1']}) "
-                f"| {r['floor']:.3f} | {wp} ({m['conversations_with_write']} wrote) | {m['harmful_write_rate']:.3f} "
+                f"| {r['floor']:.3f} | {wp} ({m['conversations_with_write']} wrote) | {m['harmful_write_rate']:.3f} | {wrong:.3f} "
                 f"| {m['missed_writes']} | {m['handoffs']} |",
                 flush=True,
             )
@@ -110,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                     "user": user,
                     **{k: v for k, v in r.items() if k != "tasks"},
                     "task_rows": [
-                        {k: t.get(k) for k in ("task_id", "reward", "db_match", "db_changed", "writes")}
+                        {
+                            k: t.get(k)
+                            for k in ("task_id", "reward", "db_match", "db_changed", "writes", "db_diff")
+                        }
                         for t in r["tasks"]
                     ],
                 }
