@@ -300,3 +300,16 @@ def test_guard_refuses_an_ungrounded_write_in_agent_mode(retail) -> None:
         is None
     )
     assert isinstance(rules, GuardRules) and "reason" in rules.grounding_free
+
+
+def test_guard_reads_the_yes_against_the_question_it_answers(retail) -> None:
+    """A yes that names another record than the proposal is not a yes (Guard passes the question)."""
+    guard = Guard(retail, load_flows("retail").guardrails, {"user_id": "ada_lee_1"})
+    proposal = "Shall I change the payment of order #W0000001 to credit_card_1 (yes/no)?"
+    args = {"order_id": "#W0000001", "payment_method_id": "credit_card_1"}
+    evidence = _evidence("pay with my visa ending 4242")
+    other = Turn("Yes, #W0000002 please", 1, proposal, "", evidence=evidence)
+    refusal = guard.check("modify_pending_order_payment", args, other)
+    assert refusal and "not explicitly confirmed" in refusal
+    same = Turn("Yes, #W0000001 please", 1, proposal, "", evidence=evidence)
+    assert guard.check("modify_pending_order_payment", args, same) is None
