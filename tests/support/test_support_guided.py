@@ -169,7 +169,7 @@ def test_rule_extractor_slots_and_intent_segments() -> None:
         "city": "New York",
         "state": "NY",
         "zip": "10001",
-        "country": "USA",
+        "country": "",  # not said: the flow takes the country on record, never a fixed "USA"
     }
 
 

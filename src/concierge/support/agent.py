@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from concierge.models.engine import ModelError
+from concierge.support.grounding import Evidence
 from concierge.support.guardrails import Guard, GuardRules, Turn, result_text
 
 TRANSFER_MESSAGE = "YOU ARE BEING TRANSFERRED TO A HUMAN AGENT. PLEASE HOLD ON."
@@ -62,7 +63,11 @@ def current_turn(messages: list[dict[str, Any]]) -> Turn:
             break
     customer_text = "\n".join(str(messages[i].get("content") or "") for i in user_positions)
     return Turn(
-        str(messages[last].get("content") or ""), len(user_positions) - 1, agent_before, customer_text
+        str(messages[last].get("content") or ""),
+        len(user_positions) - 1,
+        agent_before,
+        customer_text,
+        evidence=Evidence.from_messages(messages),  # the grounding check before any write
     )
 
 

@@ -12,6 +12,9 @@ Whatever the model asks for, a tool call passes :meth:`Guard.call`, which enforc
   retractions and new requests are ``unclear``)
   and must answer an agent message that presented the action, naming the record it changes
   (order, reservation); one yes pays for one write;
+* grounded writes (:mod:`concierge.support.grounding`): every argument of a write comes from what
+  the customer said or a record looked up in this conversation, and only the items the customer
+  named are changed; an ungrounded write is refused with what to ask;
 * an override attempt ("ignore the policy ...") is never a yes;
 * a handoff tool switches the conversation to ``handoff`` with the model's summary.
 
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from concierge.support.confirmation import read_confirmation
+from concierge.support.grounding import Evidence, describe, ungrounded
 from concierge.support.preconditions import Preconditions
 from concierge.support.toolkit.domain import Domain
 
@@ -82,6 +86,8 @@ class GuardRules:
     require_identity: bool = True
     # tool -> [{require, fail}]: policy rules checked before the write (support.preconditions)
     preconditions: Preconditions = field(default_factory=Preconditions)
+    # Write arguments the grounding check does not trace (categorical choices the tool validates).
+    grounding_free: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> GuardRules:
@@ -95,6 +101,7 @@ class GuardRules:
             handoff_tools=list(data.get("handoff_tools") or ["transfer_to_human_agents"]),
             require_identity=bool(data.get("require_identity", True)),
             preconditions=Preconditions.from_dict(data.get("preconditions")),
+            grounding_free=list(data.get("grounding_free") or []),
         )
 
 
@@ -106,6 +113,8 @@ class Turn:
     user_index: int  # its position (counts customer messages), so one yes pays for one write
     agent_before: str | None  # the agent's last message before it
     customer_text: str = ""  # everything the customer has said, for claimed identifiers
+    # What a write may draw on (customer messages, this conversation's tool results); None: unchecked
+    evidence: Evidence | None = None
 
 
 def tool_kind(domain: Domain, name: str) -> str:
@@ -190,7 +199,7 @@ class Guard:
                     f"The confirmation question did not name {', '.join(unshown)}; list the action details "
                     "(which record, what change) and ask the customer to confirm."
                 )
-            if not is_affirmative(turn.user_text):
+            if not is_affirmative(turn.user_text, turn.agent_before):
                 return (
                     "The customer has not explicitly confirmed (yes) this action; ask them to confirm first."
                 )
@@ -199,6 +208,13 @@ class Guard:
             stale = self._override_before(name, turn)
             if stale:
                 return stale
+            problems = self.ungrounded(name, arguments, turn)
+            if problems:
+                return (
+                    f"Not grounded: {describe(problems)}. Ask the customer ("
+                    + "; ".join(p.hint for p in problems)
+                    + "); if it still cannot be grounded, say so and offer a human agent."
+                )
         return None
 
     def _override_before(self, name: str, turn: Turn) -> str | None:
@@ -218,6 +234,12 @@ class Guard:
             f"The customer asked earlier to set the policy aside (about {about}); that yes does not count. "
             "List the action details again and ask for a fresh, explicit yes."
         )
+
+    def ungrounded(self, name: str, arguments: dict[str, Any], turn: Turn) -> list[Any]:
+        """The write's arguments that neither the customer nor a looked-up record supports."""
+        if turn.evidence is None:
+            return []
+        return ungrounded(name, arguments, turn.evidence, free=self.rules.grounding_free)
 
     def _unpresented(self, arguments: dict[str, Any], agent_text: str) -> list[str]:
         """The record identifiers of a write that the confirmation question did not mention."""

@@ -17,7 +17,8 @@ import time
 from typing import Any
 
 from concierge.support.agent import TurnResult, add_usage, current_turn
-from concierge.support.guardrails import Guard, is_affirmative, is_negative, result_text
+from concierge.support.grounding import Evidence, conditional_clause, ungrounded
+from concierge.support.guardrails import Guard, is_affirmative, is_negative, result_text, tool_kind
 from concierge.support.guided.command import (
     PROMPT_VERSION,
     Command,
@@ -29,6 +30,47 @@ from concierge.support.guided.slots import RuleExtractor, model_slot_value
 from concierge.support.toolkit.expr import MISSING, ExprError, evaluate, render, render_text
 
 # --------------------------------------------------------------------------- the engine
+
+def is_conditional(text: str) -> bool:
+    return bool(conditional_clause(text)) or bool(re.search(r"\binstead\b", text or "", re.I))
+
+
+_GO = re.compile(r"\b(go ahead|proceed|yes|do (it|this|that)|this one|the first)\b", re.I)
+_NOTHING = re.compile(r"\b(change nothing|nothing|leave it|no|don'?t|do not|neither)\b", re.I)
+_OTHER = re.compile(r"\b(other|instead|alternative|the second)\b", re.I)
+
+
+def _read_choice(text: str) -> str:
+    """``go`` | ``nothing`` | ``other`` | ``unclear``: the customer's pick on a conditional request."""
+    if _OTHER.search(text or "") and not _NOTHING.search(text or ""):
+        return "other"
+    if _NOTHING.search(text or ""):
+        return "nothing"
+    if _GO.search(text or "") and not is_conditional(text):
+        return "go"
+    return "unclear"
+
+
+def _now_text(now: Any) -> str:
+    """The domain's clock as ISO text (``YYYY-MM-DDTHH:MM:SS``) for the flows' expressions."""
+    from datetime import date, datetime
+
+    if now is None:
+        return datetime.now().replace(microsecond=0).isoformat()
+    if isinstance(now, datetime):
+        return now.replace(microsecond=0).isoformat()
+    if isinstance(now, date):
+        return f"{now.isoformat()}T00:00:00"
+    text = str(now)
+    return text if "T" in text else f"{text}T00:00:00"
+
+
+def _last_agent(messages: list[dict[str, Any]]) -> str | None:
+    """The agent's last message before the customer's latest one (the proposal a yes answers)."""
+    for m in reversed(messages[:-1]):
+        if m.get("role") == "assistant" and m.get("content"):
+            return str(m["content"])
+    return None
 
 
 class _Pause(Exception):
@@ -69,7 +111,8 @@ class GuidedAgent:
         self.alias = alias
         self.flows = flows or load_flows(domain.name)
         self.rules = self.flows.guardrails
-        self.extractor = RuleExtractor(self.flows)
+        self.now = getattr(domain, "now", None)  # the domain's clock (None: today)
+        self.extractor = RuleExtractor(self.flows, now=self.now)
         self.use_model = use_model and hub is not None and bool(alias)
         self.tenant = tenant
         self._knowledge = knowledge
@@ -199,8 +242,35 @@ class GuidedAgent:
         if active:
             active["text"] = f"{active['text']}\n{user_text}"
             waiting = active.get("awaiting")
-            if waiting == "confirm":
-                if is_affirmative(user_text):
+            if waiting == "decide":
+                # The customer's choice on a conditional request: only they pick the branch.
+                choice = _read_choice(user_text)
+                if choice == "go":
+                    active["decision"], active["awaiting"] = "go", None
+                else:
+                    replies.append(
+                        self.flows.message("declined")
+                        if choice == "nothing"
+                        else "I will not choose for you, so I have not changed anything for this request. "
+                        "If you like, I can transfer you to a human agent."
+                    )
+                    if choice == "other":
+                        fs["queue"] = [
+                            {"intent": i, "text": t, "slots": self.extractor.slots(t)}
+                            for i, t in active.get("alternatives") or []
+                        ] + fs.get("queue", [])
+                    fs["active"] = None
+                    active = None
+            elif waiting == "ground":
+                # The answer to a grounding question (or a decision on a conditional request): work it out again.
+                if is_negative(user_text):
+                    replies.append(self.flows.message("declined"))
+                    fs["active"] = None
+                    active = None
+                else:
+                    active["step"], active["awaiting"] = 0, None
+            elif waiting == "confirm":
+                if is_affirmative(user_text, _last_agent(messages)):
                     active["step"] += 1
                     active["awaiting"] = None
                 elif is_negative(user_text) or new_intents:
@@ -226,6 +296,12 @@ class GuidedAgent:
         ):
             # Identity details alone ("I'm Jo Doe, 12345"): identify now and ask what they need.
             new_intents = [("identify", user_text)]
+        alternatives: list[str] = []
+        if len(new_intents) > 1 and is_conditional(user_text):
+            # "If X is not available, cancel it instead": the branches are the customer's to choose.
+            plain = [(i, t) for i, t in new_intents if not is_conditional(t)] or new_intents[:1]
+            alternatives = [[i, t] for i, t in new_intents if (i, t) not in plain]
+            new_intents = plain
         if new_intents:
             queued = [{"intent": i, "text": t, "slots": {}} for i, t in new_intents]
             if fs.get("active") is None:
@@ -238,6 +314,8 @@ class GuidedAgent:
                         fs["active"]["slots"][k] = v
                 for q in queued:
                     q["slots"] = self.extractor.slots(q["text"])
+                if alternatives:
+                    fs["active"]["alternatives"] = alternatives
             fs["queue"] = queued + fs.get("queue", [])
         if fs.get("active") is None and not fs.get("queue"):
             if not replies:
@@ -309,6 +387,7 @@ class GuidedAgent:
         variables["text"] = active["text"]
         variables["last"] = str(messages[-1].get("content") or "") if messages else ""
         variables["intent"] = active["intent"]
+        variables["now"] = _now_text(self.now)
         return variables
 
     def _run(
@@ -469,8 +548,26 @@ class GuidedAgent:
                         raise _Restart
             elif "confirm" in step:
                 # Reached only before a yes: the dispatcher moves past this step when the customer agrees.
+                self._check_grounded(fs, active, guard, messages, replies)
+                proposal = render_text(step["confirm"], variables)
+                customer = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
+                condition = conditional_clause(active["text"]) or conditional_clause(customer)
+                if (condition or active.get("alternatives")) and active.get("decision") != "go":
+                    # A conditional request: give the facts, and let the customer choose the branch.
+                    active["awaiting"] = "decide"
+                    facts = re.sub(r"\s*(Shall I proceed|Please make sure|This can only)[^?]*\?\s*$", "", proposal)
+                    facts = re.sub(r"^To confirm[:,]\s*", "", facts.strip())
+                    said = "; ".join([c for c in [condition] if c] + [t for _, t in active.get("alternatives") or []])
+                    options = ["go ahead with this", *(["do the other thing instead"] if active.get("alternatives") else []), "change nothing"]
+                    replies.append(
+                        f"You made this depend on something (\"{said}\"), so the choice is yours, not mine. "
+                        f"Here is what I found: {facts} What would you like: "
+                        + ", ".join(f"'{o}'" for o in options[:-1])
+                        + f" or '{options[-1]}'?"
+                    )
+                    raise _Pause
                 active["awaiting"] = "confirm"
-                replies.append(render_text(step["confirm"], variables))
+                replies.append(proposal)
                 raise _Pause
             elif "reply" in step:
                 replies.append(render_text(step["reply"], variables))
@@ -525,6 +622,58 @@ class GuidedAgent:
             raise _EndFlow from exc
         if step.get("end") and "end" not in step:
             raise _EndFlow
+
+    def _upcoming_writes(
+        self, fs: dict[str, Any], active: dict[str, Any], guard: Guard, messages: list[dict[str, Any]]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The write calls the flow makes after the confirmation it is about to ask (rendered arguments)."""
+        steps = self.flows.intents[active["intent"]].get("steps") or []
+        variables = self._variables(fs, active, guard, messages)
+        writes = []
+        for step in steps[active["step"] + 1 :]:
+            if "confirm" in step:
+                break
+            if "call" not in step or tool_kind(self.domain, step["call"]) != "write" or "foreach" in step:
+                continue
+            try:
+                if "when" in step and not evaluate(str(step["when"]), variables):
+                    continue
+                args = render(step.get("args") or {}, {**variables, "it": None})
+            except ExprError:
+                continue
+            writes.append((step["call"], {k: v for k, v in args.items() if v is not None}))
+        return writes
+
+    def _check_grounded(
+        self,
+        fs: dict[str, Any],
+        active: dict[str, Any],
+        guard: Guard,
+        messages: list[dict[str, Any]],
+        replies: list[str],
+    ) -> None:
+        """Before asking for a yes: every argument of the coming write must be grounded, else ask (once)
+        and then say so and offer a person. Nothing is changed on an ungrounded argument."""
+        evidence = Evidence.from_messages(messages)
+        problems = [
+            p
+            for name, args in self._upcoming_writes(fs, active, guard, messages)
+            for p in ungrounded(name, args, evidence, free=self.rules.grounding_free)
+        ]
+        if not problems:
+            return
+        asked = int(active.get("ground_asked", 0))
+        hints = "; ".join(dict.fromkeys(p.hint for p in problems))
+        if asked >= 1:
+            replies.append(
+                f"I'm sorry, I still cannot tell {hints} from what you said or your records, so I have not "
+                "changed anything. If you like, I can transfer you to a human agent."
+            )
+            raise _EndFlow
+        active["ground_asked"] = asked + 1
+        active["awaiting"] = "ground"
+        replies.append(f"Before I change anything I need to be sure: could you tell me {hints}?")
+        raise _Pause
 
     def _call_step(
         self,

@@ -105,7 +105,31 @@ _MONTHS = {
 }
 
 
-def _extract_builtin(kind: str, text: str) -> Any:
+def resolve_month_day(month: int, day: int, now: Any = None) -> str | None:
+    """A month-day date ("May 20") as YYYY-MM-DD in the year that puts it closest to the domain's clock
+    (``now``: a date, datetime or ISO string; today when None). No fixed year."""
+    from datetime import date, datetime
+
+    if now is None:
+        today = date.today()
+    elif isinstance(now, datetime):
+        today = now.date()
+    elif isinstance(now, date):
+        today = now
+    else:
+        today = date.fromisoformat(str(now)[:10])
+    best = None
+    for year in (today.year - 1, today.year, today.year + 1):
+        try:
+            candidate = date(year, month, day)
+        except ValueError:
+            continue
+        if best is None or abs((candidate - today).days) < abs((best - today).days):
+            best = candidate
+    return best.isoformat() if best else None
+
+
+def _extract_builtin(kind: str, text: str, now: Any = None) -> Any:
     if kind == "email":
         m = _EMAIL.search(text)
         return m.group(0).rstrip(".") if m else None
@@ -119,7 +143,8 @@ def _extract_builtin(kind: str, text: str) -> Any:
         parts = {k: (v or "").strip() for k, v in m.groupdict().items()}
         state = parts.get("state", "")
         parts["state"] = _US_STATES.get(state.lower(), state.upper() if len(state) == 2 else state)
-        parts["country"] = "USA"
+        # The country only when the customer said it; otherwise the flow takes the one on record.
+        parts["country"] = parts.get("country") or ""
         return parts
     if kind == "date":
         m = re.search(r"\b(20\d\d)-(\d\d)-(\d\d)\b", text)
@@ -127,7 +152,7 @@ def _extract_builtin(kind: str, text: str) -> Any:
             return m.group(0)
         m = re.search(r"\b(" + "|".join(_MONTHS) + r")\s+(\d{1,2})(?:st|nd|rd|th)?\b", text, re.I)
         if m:
-            return f"2024-{_MONTHS[m.group(1).lower()]:02d}-{int(m.group(2)):02d}"
+            return resolve_month_day(_MONTHS[m.group(1).lower()], int(m.group(2)), now)
         return None
     raise ValueError(f"unknown builtin extractor {kind!r}")
 
@@ -144,10 +169,11 @@ def _name(text: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-def extract_slot(spec: dict[str, Any], text: str) -> Any:
-    """One slot's value from text by its rule (``extract``, ``pattern``, ``enum`` + ``synonyms``)."""
+def extract_slot(spec: dict[str, Any], text: str, now: Any = None) -> Any:
+    """One slot's value from text by its rule (``extract``, ``pattern``, ``enum`` + ``synonyms``);
+    ``now`` is the domain's clock (month-day dates resolve relative to it)."""
     if spec.get("extract"):
-        value = _extract_builtin(spec["extract"], text)
+        value = _extract_builtin(spec["extract"], text, now)
         if value is not None and spec.get("field") and isinstance(value, dict):
             value = value.get(spec["field"]) or None
         return value
@@ -215,8 +241,9 @@ def model_slot_value(spec: dict[str, Any], value: Any, text: str) -> Any:
 class RuleExtractor:
     """Keyword intents and regex slots, all configured by the flows file."""
 
-    def __init__(self, flows: Flows) -> None:
+    def __init__(self, flows: Flows, now: Any = None) -> None:
         self.flows = flows
+        self.now = now
         self._keywords = {
             name: [re.compile(k, re.I) for k in intent.get("keywords") or []]
             for name, intent in flows.intents.items()
@@ -225,7 +252,7 @@ class RuleExtractor:
     def slots(self, text: str) -> dict[str, Any]:
         out = {}
         for name, spec in self.flows.slots.items():
-            value = extract_slot(spec, text)
+            value = extract_slot(spec, text, self.now)
             if value not in (None, "", []):
                 out[name] = value
         return out

@@ -99,6 +99,16 @@ def first_mention(text: Any, phrases: Any) -> Any:
 _EXCEPT = re.compile(r"\b(except|but not|other than|apart from|besides|excluding|but the|keep the)\b", re.I)
 
 
+# "all"/"everything" about the items of a record (not "all the items I want"): used by the flows and the
+# grounding check.
+ALL_ITEMS = re.compile(
+    r"\b(all (of )?(the |my |these |those |its |their )?(items|things|products|of them|of it|stuff)"
+    r"(?!\s+(i|that|which|you|we|associated|related|connected|not)\b)|"
+    r"every (single )?(item|thing|product)|everything(?!\s+(associated|related|connected|that|which|not|to do|for|from|in))|"
+    r"the (entire|whole) order|both (items|of them))\b",
+    re.I,
+)
+
 def pick_items(items: Any, text: Any, field: str = "name") -> list[Any]:
     """The items whose ``field`` the customer mentioned (by full name, or by its last word when
     that is unambiguous: "the cleaner" for "Vacuum Cleaner"); "all"/"everything" takes every
@@ -106,7 +116,7 @@ def pick_items(items: Any, text: Any, field: str = "name") -> list[Any]:
     """
     items = [it for it in (items or []) if isinstance(it, Mapping)]
     text = str(text or "")
-    if re.search(r"\b(all|everything|every item|entire order|whole order)\b", text, re.I):
+    if ALL_ITEMS.search(text):
         cut = _EXCEPT.search(text)
         excluded = _named(items, text[cut.end() :], field) if cut else []
         return [it for it in items if it not in excluded]

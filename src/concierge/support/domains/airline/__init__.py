@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from concierge.support.domains.airline.tools import TOOLS
+from concierge.support.domains.airline.tools import NOW, TOOLS
 from concierge.support.toolkit import Domain, db_source, read_policy, require_db
 
 
@@ -16,9 +16,11 @@ def load(data_dir: Path | None, *, exclude_tools: tuple[str, ...] | list[str] = 
     """The airline domain over a fresh copy of ``data_dir/db.json``."""
     path = require_db("airline", data_dir)
     assert data_dir is not None
-    return Domain.build(
+    domain = Domain.build(
         "airline", read_policy(data_dir), TOOLS, source=db_source(path), exclude_tools=exclude_tools
     )
+    domain.now = NOW  # type: ignore[attr-defined] - the policy's clock, read by guided mode
+    return domain
 
 
 __all__ = ["TOOLS", "load"]

@@ -62,7 +62,9 @@ def load(data_dir: Path | None = None, *, exclude_tools: tuple[str, ...] | list[
         )
     else:
         source = _generated_source()
-    return Domain.build("homestay", policy, TOOLS, source=source, exclude_tools=exclude_tools)
+    domain = Domain.build("homestay", policy, TOOLS, source=source, exclude_tools=exclude_tools)
+    domain.now = TODAY  # type: ignore[attr-defined] - the domain's fixed clock, read by guided mode
+    return domain
 
 
 __all__ = ["TASKS_PATH", "TODAY", "TOOLS", "generate", "load", "write_db"]

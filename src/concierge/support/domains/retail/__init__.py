@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from concierge.support.domains.retail.tools import REFERENCE_MISSING_TOOLS, TOOLS
+from concierge.support.domains.retail.tools import NOW, REFERENCE_MISSING_TOOLS, TOOLS
 from concierge.support.toolkit import Domain, db_source, read_policy, require_db
 
 
@@ -16,9 +16,11 @@ def load(data_dir: Path | None, *, exclude_tools: tuple[str, ...] | list[str] = 
     """The retail domain over a fresh copy of ``data_dir/db.json``."""
     path = require_db("retail", data_dir)
     assert data_dir is not None
-    return Domain.build(
+    domain = Domain.build(
         "retail", read_policy(data_dir), TOOLS, source=db_source(path), exclude_tools=exclude_tools
     )
+    domain.now = NOW  # type: ignore[attr-defined] - the domain's clock (None: today), read by guided mode
+    return domain
 
 
 __all__ = ["REFERENCE_MISSING_TOOLS", "TOOLS", "load"]

@@ -27,6 +27,9 @@ from concierge.support.toolkit import (
     write,
 )
 
+# The domain's clock: τ² retail has none, so guided mode reads today's date.
+NOW: str | None = None
+
 CANCEL_REASONS = ("no longer needed", "ordered by mistake")
 
 # τ²'s reference replay (the shared gold files) ran a toolkit without get_item_details, so the
