@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from concierge.models.engine import ModelError
+from concierge.models.engine import ChatHub, ModelError, ServingHub
 from concierge.support.grounding import Evidence
 from concierge.support.guardrails import Guard, GuardRules, Turn, result_text
 
@@ -79,7 +79,7 @@ class ToolAgent:
     def __init__(
         self,
         domain: Any,
-        hub: Any,
+        hub: ChatHub,
         alias: str = "support-agent",
         *,
         rules: GuardRules | None = None,
@@ -266,14 +266,13 @@ def _normalise_call(call: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _context_length(hub: Any, alias: str) -> int | None:
-    """The alias's context window per request, if the hub can tell (None: assume it is large)."""
-    card = getattr(hub, "card", None)
-    if not callable(card):
+def _context_length(hub: ChatHub, alias: str) -> int | None:
+    """The alias's context window per request, if the hub serves cards (None: assume it is large)."""
+    if not isinstance(hub, ServingHub):  # a chat-only hub (the Hub protocols, models/engine.py)
         return None
     try:
-        value = card(alias).context_length
-    except Exception:  # noqa: BLE001 - unknown alias or a fake hub: no budget
+        value = hub.card(alias).context_length
+    except ModelError:  # an alias the hub does not know: no budget
         return None
     return int(value) if isinstance(value, int) and value > 0 else None
 

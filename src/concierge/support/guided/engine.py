@@ -16,6 +16,7 @@ import re
 import time
 from typing import Any
 
+from concierge.models.engine import ChatHub
 from concierge.support.agent import TurnResult, add_usage, current_turn
 from concierge.support.grounding import Evidence, conditional_clause, ungrounded
 from concierge.support.guardrails import Guard, is_affirmative, is_negative, result_text, tool_kind
@@ -97,7 +98,7 @@ class GuidedAgent:
     def __init__(
         self,
         domain: Any,
-        hub: Any = None,
+        hub: ChatHub | None = None,
         alias: str | None = "support-agent",
         *,
         flows: Flows | None = None,
