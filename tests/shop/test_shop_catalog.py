@@ -36,7 +36,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def _counts() -> dict[str, int]:
     with db.session_scope() as s:
-        cat.ensure_tables(s)
         return {
             table.__name__: s.scalar(select(func.count()).select_from(table)) or 0
             for table in (Tenant, ShopCatalog, ShopProduct, ShopVariant, ShopInteraction)

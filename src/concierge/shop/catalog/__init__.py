@@ -69,7 +69,6 @@ from concierge.shop.catalog.schema import (
 from concierge.shop.catalog.storage import (
     CatalogInfo,
     IngestReport,
-    ensure_tables,
     ingest_catalog,
     list_catalogs,
     load_catalog,
@@ -90,7 +89,6 @@ __all__ = [
     "RejectedRow",
     "Variant",
     "count_interactions",
-    "ensure_tables",
     "ingest_catalog",
     "ingest_interactions",
     "list_catalogs",

@@ -17,8 +17,8 @@ from concierge.shop.catalog.memory import Catalog
 from concierge.shop.catalog.readers import _rows
 from concierge.shop.catalog.schema import CatalogError, Product, RejectedRow, Variant
 from concierge.shop.catalog.validation import _validate_products
-from concierge.shop.store_tables import SHOP_TABLES, ShopCatalog, ShopProduct, ShopVariant
-from concierge.store.db import Base, session_scope
+from concierge.shop.store_tables import ShopCatalog, ShopProduct, ShopVariant
+from concierge.store.db import session_scope
 from concierge.store.tables import Tenant
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -68,11 +68,6 @@ def _aware(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def ensure_tables(session: Session) -> None:
-    """Create the shop tables if missing, inside the session's transaction (no second connection)."""
-    Base.metadata.create_all(session.connection(), tables=SHOP_TABLES)
-
-
 def _check_name(kind: str, value: str) -> None:
     if not isinstance(value, str) or not _NAME_RE.match(value):
         raise CatalogError(f"bad {kind} name {value!r}: use letters, digits, '.', '_' or '-' (max 100)")
@@ -89,7 +84,6 @@ def _tenant_id(session: Session, tenant: str, create: bool) -> int | None:
 
 
 def _catalog_row(session: Session, tenant: str, name: str) -> ShopCatalog:
-    ensure_tables(session)
     tenant_id = _tenant_id(session, tenant, create=False)
     row = None
     if tenant_id is not None:
@@ -136,7 +130,6 @@ def ingest_catalog(
 
 
 def _write_catalog(session: Session, report: IngestReport, products: list[Product]) -> IngestReport:
-    ensure_tables(session)
     tenant_id = _tenant_id(session, report.tenant, create=True)
     cat = session.scalar(
         select(ShopCatalog).where(ShopCatalog.tenant_id == tenant_id, ShopCatalog.name == report.catalog)
@@ -270,7 +263,6 @@ def list_catalogs(session: Session | None, tenant: str | None = None) -> list[Ca
     if session is None:
         with session_scope() as own:
             return list_catalogs(own, tenant)
-    ensure_tables(session)
     query = select(Tenant.name, ShopCatalog).join(Tenant, Tenant.id == ShopCatalog.tenant_id)
     if tenant is not None:
         query = query.where(Tenant.name == tenant)
