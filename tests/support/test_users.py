@@ -79,3 +79,27 @@ def test_cautious_is_deterministic_and_stops_like_scripted() -> None:
     messages = ["What is your phone number?", "Done. Is there anything else I can help you with?"]
     assert [a.respond(m) for m in messages] == [b.respond(m) for m in messages]
     assert _user().respond("YOU ARE BEING TRANSFERRED TO A HUMAN AGENT. PLEASE HOLD ON.") is None
+
+
+def test_anything_else_gets_the_requests_not_yet_said_then_the_customer_stops() -> None:
+    """Both customers say their first four sentences, and the rest when asked "anything else?"; a
+    customer that stopped there would leave requests the gold expects unsaid."""
+    long_task = {
+        **TASK,
+        "user_scenario": {
+            "instructions": {
+                **TASK["user_scenario"]["instructions"],
+                "reason_for_call": "You want to cancel order #W1 because it is no longer needed. "
+                "You want to return the lamp from order #W2. You want to exchange the keyboard. "
+                "You want to update your address. You also want to change the payment of order #W3 to "
+                "PayPal. Finally you want to return the mug from order #W4.",
+            }
+        },
+    }
+    for kind in ("scripted", "cautious"):
+        user = make_user(kind, task_from_tau2(long_task))
+        first = user.start()
+        assert "#W1" in first and "#W3" not in first
+        rest = user.respond("Done. Is there anything else I can help you with?")
+        assert rest is not None and "#W3" in rest and "#W4" in rest, kind
+        assert user.respond("Done. Is there anything else I can help you with?") is None

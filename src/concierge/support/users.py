@@ -3,7 +3,8 @@
 ``ScriptedUser`` is deterministic and uses no model: it states the task's reason for calling
 and what it knows (from ``user_scenario.instructions``), answers identity questions (email,
 name, zip, user id, order or reservation ids) from that text, says yes to confirmations, and
-stops when the agent transfers, asks whether there is anything else, or after ``max_turns``.
+stops when the agent transfers, asks whether there is anything else once every request is said, or
+after ``max_turns``.
 ``CautiousUser`` is the same customer, but it declines a proposed change naming an item or option
 value its instructions do not mention, and answers questions only from what it knows.
 ``LLMUser`` plays the customer with any hub alias, the task instructions as its system prompt.
@@ -176,6 +177,14 @@ class ScriptedUser:
         pick = options[scores.index(max(scores))] if max(scores) > 0 else options[0]
         return f"{pick[0].upper()}{pick[1:]}."
 
+    def rest(self) -> str | None:
+        """The answer to "anything else?": the requests not said yet, all of them, or None (done)."""
+        if self.sent >= len(self.request):
+            return None
+        rest = " ".join(self.request[self.sent :])
+        self.sent = len(self.request)
+        return rest
+
     def start(self) -> str:
         self.turns = 1
         first = " ".join(self.request[:4]) or "I need help with my account."
@@ -191,7 +200,7 @@ class ScriptedUser:
         if "transfer" in text and ("human" in text or "hold on" in text):
             return None
         if "anything else" in text:
-            return None
+            return self.rest()
         asks_identity = "?" in agent_message or re.search(
             r"\b(provide|give|share|tell|verify|confirm)\b", text
         )
@@ -332,8 +341,11 @@ class CautiousUser(ScriptedUser):
         if self.done or self.turns >= self.max_turns:
             return None
         text = agent_message.lower()
-        if ("transfer" in text and ("human" in text or "hold on" in text)) or "anything else" in text:
+        if "transfer" in text and ("human" in text or "hold on" in text):
             return None
+        if "anything else" in text:
+            self.turns += 1
+            return self.rest()
         if asks_confirmation(agent_message) and _PROPOSAL.search(text):
             self.turns += 1
             strange = self.unknown_in_proposal(agent_message)
