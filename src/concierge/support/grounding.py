@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # "All" grounds every item only when it is about items, not qualified ("everything related to gaming").
-from concierge.support.toolkit.expr import ALL_ITEMS  # noqa: E402  (the words for every item)
+from concierge.support.toolkit.expr import ALL_ITEMS, item_clause  # noqa: E402  (the words for every item)
 
 _CONDITION = re.compile(
     r"[^.;!?\n]*\b(if|unless|in case|otherwise|depending on|provided that)\b(?!\s+(possible|you can|you could|"
@@ -182,6 +182,19 @@ def named_items(
     return [it for it in items if it in by_id or it in out]
 
 
+def unaddressed(request: str, proposal: str, evidence: Evidence) -> list[str]:
+    """Items the customer named in this request (in any order looked up) that the proposed change
+    leaves out: the request was only half read, or two requests were taken as one. Items that only
+    describe another ("the backpack I received with the vacuum cleaner") are not counted."""
+    missing: list[str] = []
+    for order in evidence.orders():
+        for it in named_items(order.get("items") or [], request, order_named=False):
+            if str(it.get("item_id")) in proposal or said(proposal, it.get("name")):
+                continue
+            missing.append(str(it.get("name")))
+    return list(dict.fromkeys(missing))
+
+
 _CHEAP = re.compile(r"\b(cheapest|cheaper|lowest price|least expensive)\b", re.I)
 _DEAR = re.compile(r"\b(most expensive|priciest|highest price)\b", re.I)
 _QUESTION = re.compile(
@@ -224,6 +237,9 @@ def _variant_named(
         return True
     if not new or not old:
         return False
+    # Only what the customer said about this item counts ("the helmet in red, the luggage in black").
+    others = [it.get("name") for o in evidence.orders() for it in o.get("items") or [] if isinstance(it, Mapping)]
+    text = item_clause(text, old.get("name"), others)
     old_opts = {str(k): str(v).lower() for k, v in (old.get("options") or {}).items()}
     changed = {
         str(k): str(v)

@@ -120,7 +120,17 @@ def pick_items(items: Any, text: Any, field: str = "name") -> list[Any]:
         cut = _EXCEPT.search(text)
         excluded = _named(items, text[cut.end() :], field) if cut else []
         return [it for it in items if it not in excluded]
-    return _named(items, text, field)
+    # In the order the customer named them ("modify the phone ...; the watch ..."): the changes are
+    # listed, confirmed and applied in the customer's order.
+    low = text.lower()
+
+    def first(it: Mapping[str, Any]) -> int:
+        name = str(it.get(field, "")).lower()
+        words = _stems(name)
+        spots = [low.find(x) for x in ([name] + words[-1:]) if x and low.find(x) >= 0]
+        return min(spots) if spots else len(low)
+
+    return sorted(_named(items, text, field), key=first)
 
 
 def _named(items: list[Any], text: str, field: str) -> list[Any]:
@@ -166,6 +176,48 @@ def _mention_share(text: Any, phrase: Any) -> float:
 
 def option_words(options: Mapping[str, Any]) -> list[str]:
     return [str(v) for v in (options or {}).values()]
+
+
+def item_clause(text: Any, name: Any, others: Any = ()) -> str:
+    """The part of ``text`` about the item ``name``: from each mention of it (full name or head noun)
+    up to where another item of ``others`` is named. "Exchange the helmet for a red one, and the
+    luggage set for a black one" gives the helmet "red", not "black". The whole text if the item is
+    not mentioned by name (named by its id, or "all items")."""
+    text = str(text or "")
+    low = text.lower()
+
+    def spots(item: Any) -> list[int]:
+        full = str(item or "").lower().strip()
+        if not full:
+            return []
+        words = _stems(full)
+        found: set[int] = set()
+        for phrase in dict.fromkeys([full, *words[-1:]]):
+            found.update(m.start() for m in re.finditer(r"(?<![\w])" + re.escape(phrase), low))
+        return sorted(found)
+
+    mine = spots(name)
+    if not mine:
+        return text
+    own = str(name or "").lower().strip()
+    own_head = (_stems(own) or [""])[-1]
+    cuts = sorted(
+        {
+            p
+            for other in others or []
+            if str(other or "").lower().strip() not in ("", own)
+            and (_stems(str(other).lower()) or [""])[-1] != own_head
+            for p in spots(other)
+        }
+    )
+    parts: list[str] = []
+    end = -1
+    for start in mine:
+        if start < end:
+            continue
+        end = next((c for c in cuts if c > start), len(text))
+        parts.append(text[start:end])
+    return " ... ".join(parts)
 
 
 def best_variant(
@@ -305,6 +357,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "first_mention": first_mention,
     "pick_items": pick_items,
     "best_variant": best_variant,
+    "item_clause": item_clause,
     "find_payment": find_payment,
     "option_words": option_words,
     "money": _fmt_money,
