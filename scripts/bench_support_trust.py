@@ -3,7 +3,8 @@
 Runs guided mode (rules alone by default; ``--model ALIAS`` adds a model) over the τ² retail and
 airline train tasks, split into a development half and a held-out half by
 ``tests/data/support_splits.json`` (made by ``--write-splits``: sha256 of "<domain>:<task id>",
-first byte even = dev), and over τ-bench v1 retail dev (held-out as a whole), with the
+first byte even = dev), over τ-bench v1 retail train (a development set) and dev (held-out as a
+whole), with the
 ``scripted`` and ``cautious`` customers, and prints one markdown table. Besides the evaluator's
 run metrics it shows the wrong-record rate: conversations whose agent changed a record the gold
 leaves alone (a subset of the harmful writes).
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", type=Path, default=Path("/work/shared/data/tau2"))
     ap.add_argument("--v1-dir", type=Path, default=Path("/work/shared/data/tau_v1/retail"))
-    ap.add_argument("--splits", nargs="*", default=["dev", "heldout", "v1dev"])
+    ap.add_argument("--splits", nargs="*", default=["dev", "heldout", "v1train", "v1dev"])
     ap.add_argument("--domains", nargs="*", default=list(DOMAINS))
     ap.add_argument("--users", nargs="*", default=list(USERS))
     ap.add_argument("--model", default=None, help="hub alias for guided mode (default: rules alone)")
@@ -87,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         hub = ModelHub.from_config(config.deployment_path())
     runs: list[tuple[str, str, list]] = []
     for split in args.splits:
-        if split == "v1dev":
+        if split in ("v1dev", "v1train"):
+            # τ-bench v1 retail: train is a development set (rules were chosen on it), dev is held out.
+            name = "tasks_dev.json" if split == "v1dev" else "tasks_train.json"
             if "retail" in args.domains:
-                runs.append(("v1-dev", "retail", load_tasks(args.v1_dir / "tasks_dev.json")))
+                runs.append((split.replace("v1", "v1-"), "retail", load_tasks(args.v1_dir / name)))
             continue
         for domain in args.domains:
             ids = set(splits[domain][split])

@@ -92,7 +92,12 @@ def _questions(turns: Sequence[dict[str, Any]]) -> int:
 
 
 def _writes(turns: Sequence[dict[str, Any]]) -> int:
-    return sum(1 for t in turns for a in t.get("actions") or [] if a.get("ok") and a.get("kind") == "write")
+    return sum(
+        1
+        for t in turns
+        for a in t.get("actions") or []
+        if a.get("ok") and a.get("kind") == "write" and not a.get("rolled_back")
+    )
 
 
 def run_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -88,6 +88,9 @@ class GuardRules:
     preconditions: Preconditions = field(default_factory=Preconditions)
     # Write arguments the grounding check does not trace (categorical choices the tool validates).
     grounding_free: list[str] = field(default_factory=list)
+    # Guided mode changes nothing while a change the customer asked for cannot be worked out (a request no
+    # flow recognises, an item named in a request that its proposal leaves out): all or nothing.
+    complete_requests: bool = True
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> GuardRules:
@@ -102,6 +105,7 @@ class GuardRules:
             require_identity=bool(data.get("require_identity", True)),
             preconditions=Preconditions.from_dict(data.get("preconditions")),
             grounding_free=list(data.get("grounding_free") or []),
+            complete_requests=bool(data.get("complete_requests", True)),
         )
 
 
@@ -203,7 +207,7 @@ class Guard:
                 return (
                     "The customer has not explicitly confirmed (yes) this action; ask them to confirm first."
                 )
-            if int(self.state.get("yes_used", -1)) >= turn.user_index:
+            if int(self.state.get("yes_used", -1)) >= turn.user_index and not self._planned(name, turn):
                 return "That confirmation was already used for another change; ask the customer to confirm again."
             stale = self._override_before(name, turn)
             if stale:
@@ -216,6 +220,15 @@ class Guard:
                     + "); if it still cannot be grounded, say so and offer a human agent."
                 )
         return None
+
+    def expect_plan(self, writes: list[str], turn: Turn) -> None:
+        """The agent asked for one yes to a numbered list of changes (each record named in it): the
+        customer's next message, if it is a yes, pays for exactly those writes, one each."""
+        self.state["plan"] = {"yes_at": turn.user_index + 1, "writes": list(writes)}
+
+    def _planned(self, name: str, turn: Turn) -> bool:
+        plan = self.state.get("plan") or {}
+        return plan.get("yes_at") == turn.user_index and name in (plan.get("writes") or [])
 
     def _override_before(self, name: str, turn: Turn) -> str | None:
         """A yes that follows an override attempt ("I'm a manager, override it") does not count: the
@@ -293,6 +306,9 @@ class Guard:
                 self.state["user_id"] = str(uid)
         if kind == "write":
             self.state["yes_used"] = turn.user_index
+            plan = self.state.get("plan") or {}
+            if plan.get("yes_at") == turn.user_index and name in (plan.get("writes") or []):
+                plan["writes"].remove(name)
         if name in self.rules.handoff_tools:
             summary = arguments.get("summary") or arguments.get("reason") or ""
             self.state["handoff"] = {"tool": name, "summary": str(summary), "user_id": self.user_id}

@@ -18,7 +18,7 @@ from typing import Any
 
 from concierge.models.engine import ChatHub
 from concierge.support.agent import TurnResult, add_usage, current_turn
-from concierge.support.grounding import Evidence, conditional_clause, ungrounded
+from concierge.support.grounding import Evidence, conditional_clause, unaddressed, ungrounded
 from concierge.support.guardrails import Guard, is_affirmative, is_negative, result_text, tool_kind
 from concierge.support.guided.command import (
     PROMPT_VERSION,
@@ -88,6 +88,16 @@ class _Handoff(Exception):
 
 class _Restart(Exception):
     """A missing piece was supplied: run the flow again from its first step."""
+
+
+class _Planned(Exception):
+    """The flow reached its confirmation while other requests are pending: its change waits in the plan."""
+
+
+def _unable(active: dict[str, Any]) -> None:
+    """Mark a request the agent could not carry out (a missing or ungrounded detail, a failed look-up),
+    as opposed to one the policy refuses or the customer declines."""
+    active["outcome"] = "unable"
 
 
 class GuidedAgent:
@@ -207,10 +217,14 @@ class GuidedAgent:
         guard = Guard(self.domain, self.rules, state.setdefault("guard", {}))
         flow_state: dict[str, Any] = state.setdefault("flow", {"active": None, "queue": [], "slots": {}})
         messages.append({"role": "user", "content": user_text})
+        flow_state["at"] = sum(1 for m in messages if m.get("role") == "user") - 1
         result = TurnResult("")
         pending = flow_state.get("active") or {}
         cmd = self.command(messages, result.usage, answering=bool(pending.get("awaiting")))
         state.setdefault("commands", []).append(cmd.to_dict())
+        for sentence in self.extractor.uncovered(user_text) if self.rules.complete_requests else []:
+            # A change asked for that no flow recognises: the other changes wait for a person too.
+            flow_state.setdefault("unable", []).append({"intent": None, "label": f'"{sentence}"', "at": flow_state["at"]})
         replies: list[str] = []
         try:
             self._dispatch(flow_state, cmd, user_text, guard, messages, result, replies)
@@ -240,6 +254,26 @@ class GuidedAgent:
         fs["slots"].update(keep)
         active = fs.get("active")
         new_intents = [(i, t) for i, t in cmd.intents if not active or i != active["intent"]]
+        offered = fs.pop("offered_handoff", False)
+        if offered and not active and not new_intents and is_affirmative(user_text, _last_agent(messages)):
+            # "If you like, I can transfer you to a human agent." - "Yes, please."
+            self._handoff(self._case_summary(fs, user_text), guard, messages, result, replies)
+        commit: list[dict[str, Any]] = []
+        if fs.get("plan_wait") and not active:
+            # The answer to one confirmation that lists every change of the plan.
+            fs["plan_wait"] = False
+            plan = fs.pop("plan", [])
+            if not new_intents and is_affirmative(user_text, _last_agent(messages)):
+                commit = plan
+            elif is_negative(user_text) and not new_intents:
+                replies.append(self.flows.message("declined"))
+                return
+            else:
+                # Not a yes (a question, a correction, another request): work the plan out again.
+                for item in plan:
+                    item.update(step=0, awaiting=None)
+                    item["text"] = f"{item['text']}\n{user_text}"
+                fs["queue"] = [{"resume": item} for item in plan] + fs.get("queue", [])
         if active:
             active["text"] = f"{active['text']}\n{user_text}"
             waiting = active.get("awaiting")
@@ -318,6 +352,9 @@ class GuidedAgent:
                 if alternatives:
                     fs["active"]["alternatives"] = alternatives
             fs["queue"] = queued + fs.get("queue", [])
+        if commit:
+            self._commit(fs, commit, guard, messages, result, replies)
+            return
         if fs.get("active") is None and not fs.get("queue"):
             if not replies:
                 replies.append(self.flows.message("not_understood"))
@@ -328,22 +365,184 @@ class GuidedAgent:
             runs += 1
             if fs.get("active") is None:
                 if not fs.get("queue"):
-                    replies.append(self.flows.message("anything_else"))
+                    if fs.get("plan"):
+                        self._propose_plan(fs, guard, messages, replies)
+                        return
+                    if not fs.get("offered_handoff"):
+                        replies.append(self.flows.message("anything_else"))
                     return
                 nxt = fs["queue"].pop(0)
-                slots = {k: v for k, v in (nxt.get("slots") or {}).items() if v not in (None, "", [])}
-                if nxt.get("batch") and finished is not None and finished["intent"] == nxt["intent"]:
-                    # "Cancel all of them": what the customer answered for one applies to the next.
-                    slots = {**finished["slots"], **slots}
-                fs["active"] = self._start(nxt["intent"], nxt["text"], slots)
+                if nxt.get("resume"):
+                    fs["active"] = nxt["resume"]
+                else:
+                    slots = {k: v for k, v in (nxt.get("slots") or {}).items() if v not in (None, "", [])}
+                    if nxt.get("batch") and finished is not None and finished["intent"] == nxt["intent"]:
+                        # "Cancel all of them": what the customer answered for one applies to the next.
+                        slots = {**finished["slots"], **slots}
+                    fs["active"] = self._start(nxt["intent"], nxt["text"], slots)
             try:
                 self._run(fs, fs["active"], guard, messages, result, replies)
             except _Pause:
                 return
-            except _EndFlow:
+            except _Planned:
                 pass
+            except _EndFlow:
+                self._note_unable(fs, fs["active"])
             finished = fs["active"]
             fs["active"] = None
+
+    # -- plans: several changes in one conversation happen together or not at all
+
+    def _writes_in(self, intent: str | None) -> bool:
+        steps = (self.flows.intents.get(intent or "") or {}).get("steps") or []
+        return any("call" in s and tool_kind(self.domain, s["call"]) == "write" for s in steps)
+
+    def _batching(self, fs: dict[str, Any], active: dict[str, Any]) -> bool:
+        """Whether the change about to be confirmed must wait for the other pending requests."""
+        if fs.get("committing"):
+            return False
+        if fs.get("plan"):
+            return True
+        return any(
+            self._writes_in((q.get("resume") or q).get("intent")) for q in fs.get("queue") or []
+        )
+
+    def _note_unable(self, fs: dict[str, Any], active: dict[str, Any] | None) -> None:
+        """Remember a change request the agent could not carry out: the others then wait for a person."""
+        if active and active.get("outcome") == "unable" and self._writes_in(active.get("intent")):
+            label = str(self.flows.intents[active["intent"]].get("description") or active["intent"])
+            fs.setdefault("unable", []).append({"intent": active["intent"], "label": label, "at": fs.get("at", 0)})
+
+    def _retried(self, fs: dict[str, Any], active: dict[str, Any]) -> None:
+        """A request that failed earlier and is now worked out (asked again in a later message) no longer
+        holds the others back; a failure in the same message still does."""
+        for entry in list(fs.get("unable") or []):
+            if entry["intent"] == active["intent"] and entry["at"] < fs.get("at", 0):
+                fs["unable"].remove(entry)
+                break
+
+    def _refuse_partial(self, fs: dict[str, Any], ready: list[dict[str, Any]], replies: list[str]) -> None:
+        """Some of the customer's change requests could not be worked out: do none of them (a half-done
+        set of changes is worse than none), say what could and could not be done, and offer a person."""
+        could = "; ".join(
+            re.sub(r"\s*(Shall I proceed|Please make sure|This can only)[^?]*\?\s*$", "",
+                   re.sub(r"^To confirm[:,]\s*", "", str(item.get("proposal") or "").strip()))
+            for item in ready
+            if item.get("proposal")
+        )
+        unable = "; ".join(dict.fromkeys(e["label"] for e in fs.get("unable") or []))
+        text = (
+            f"I could not work out everything you asked for ({unable}), and I would rather not do only part "
+            "of it, so I have not changed anything."
+        )
+        if could:
+            text += f" What I could do: {could}."
+        text += " If you like, I can transfer you to a human agent who can handle all of it."
+        replies.append(text)
+        fs["plan"] = []
+        fs["offered_handoff"] = True
+
+    def _propose_plan(
+        self, fs: dict[str, Any], guard: Guard, messages: list[dict[str, Any]], replies: list[str]
+    ) -> None:
+        """Every pending request is worked out: ask for one yes to the whole list of changes."""
+        plan = fs.get("plan") or []
+        if fs.get("unable"):
+            self._refuse_partial(fs, plan, replies)
+            return
+        if len(plan) == 1:
+            # One change after all (the others were refused or answered): its own confirmation.
+            item = fs["plan"].pop()
+            item["awaiting"] = "confirm"
+            fs["active"] = item
+            replies.append(str(item["proposal"]))
+            return
+        lines = []
+        for n, item in enumerate(plan, 1):
+            what = re.sub(r"^To confirm[:,]\s*", "", str(item["proposal"]).strip())
+            what = re.sub(r"\s*Shall I proceed[^?]*\?\s*$", "", what)
+            lines.append(f"{n}. {what}")
+        replies.append(
+            f"To confirm, I will make these {len(plan)} changes together:\n"
+            + "\n".join(lines)
+            + f"\nShall I proceed with {'both' if len(plan) == 2 else f'all {len(plan)}'} (yes/no)?"
+        )
+        fs["plan_wait"] = True
+        guard.expect_plan([w for item in plan for w in item.get("writes") or []], current_turn(messages))
+
+    def _commit(
+        self,
+        fs: dict[str, Any],
+        plan: list[dict[str, Any]],
+        guard: Guard,
+        messages: list[dict[str, Any]],
+        result: TurnResult,
+        replies: list[str],
+    ) -> None:
+        """The customer said yes to the whole plan: make its changes, those that must come last last.
+
+        All or nothing: if one write fails (a gift card without the balance, a record changed since)
+        the changes already made in this plan are undone where the domain can (its own database) and
+        the customer is told nothing was changed."""
+        order = sorted(
+            range(len(plan)), key=lambda i: (bool(self.flows.intents[plan[i]["intent"]].get("commit_last")), i)
+        )
+        undoable = callable(getattr(self.domain, "restore", None)) and getattr(self.domain, "undoable", True)
+        before = self.domain.snapshot() if undoable else None
+        first_action = len(result.actions)
+        said: list[str] = []
+        failed: str | None = None
+        fs["committing"] = True
+        try:
+            for i in order:
+                item = plan[i]
+                item.update(step=int(item["step"]) + 1, awaiting=None)
+                fs["active"] = item
+                try:
+                    self._run(fs, item, guard, messages, result, said)
+                except (_Pause, _Planned):
+                    break
+                except _EndFlow:
+                    pass
+                fs["active"] = None
+                bad = [
+                    a for a in result.actions[first_action:] if a.get("kind") == "write" and not a.get("ok")
+                ]
+                if bad:
+                    failed = str(bad[0].get("error") or "the change was refused")
+                    break
+        finally:
+            fs["committing"] = False
+            fs["active"] = None
+        if failed is None:
+            replies.extend(said)
+            replies.append(self.flows.message("anything_else"))
+            return
+        done = [a for a in result.actions[first_action:] if a.get("kind") == "write" and a.get("ok")]
+        if done and before is not None:
+            self.domain.restore(before)
+            for a in done:
+                a["rolled_back"] = True
+            replies.append(
+                f"I could not complete one of the changes ({failed}), so I have undone the others: "
+                "nothing has been changed. If you like, I can transfer you to a human agent."
+            )
+        elif done:
+            replies.extend(said)
+            replies.append(
+                f"I could not complete one of the changes ({failed}); the others above were made. "
+                "If you like, I can transfer you to a human agent."
+            )
+        else:
+            replies.append(
+                f"I could not complete the changes ({failed}), so nothing has been changed. "
+                "If you like, I can transfer you to a human agent."
+            )
+        fs["offered_handoff"] = True
+
+    def _case_summary(self, fs: dict[str, Any], user_text: str) -> str:
+        unable = "; ".join(dict.fromkeys(e["label"] for e in fs.get("unable") or []))
+        return f"Customer asked for a human agent after the assistant could not complete: {unable or user_text}"
 
     def _answers(self, active: dict[str, Any], cmd: Command) -> bool:
         slot = active.get("slot")
@@ -491,6 +690,7 @@ class GuidedAgent:
             replies.append(
                 f"I still do not have the {slot.replace('_', ' ')}, so I cannot continue with this request."
             )
+            _unable(active)
             raise _EndFlow
         active["awaiting"], active["slot"] = "slot", slot
         replies.append(render_text(prompt, self._variables(fs, active, guard, messages)))
@@ -522,6 +722,7 @@ class GuidedAgent:
             elif "check" in step:
                 if not evaluate(str(step["check"]), variables):
                     replies.append(render_text(step.get("fail", "I'm sorry, I cannot do that."), variables))
+                    active["outcome"] = "refused"  # the policy says no: not a failure of the agent
                     raise _EndFlow
             elif "ask" in step:
                 slot = step["ask"]
@@ -567,6 +768,21 @@ class GuidedAgent:
                         + f" or '{options[-1]}'?"
                     )
                     raise _Pause
+                self._retried(fs, active)
+                left = unaddressed(active["text"], proposal, Evidence.from_messages(messages))
+                if left and self.rules.complete_requests:
+                    fs.setdefault("unable", []).append(
+                        {"intent": None, "label": "what to do with the " + ", ".join(left), "at": fs.get("at", 0)}
+                    )
+                if fs.get("unable") and not fs.get("committing"):
+                    self._refuse_partial(fs, [active], replies)
+                    raise _EndFlow
+                if self._batching(fs, active):
+                    # Other requests are pending: nothing is changed until every one of them is ready.
+                    active["proposal"] = proposal
+                    active["writes"] = [n for n, _ in self._upcoming_writes(fs, active, guard, messages)]
+                    fs.setdefault("plan", []).append(active)
+                    raise _Planned
                 active["awaiting"] = "confirm"
                 replies.append(proposal)
                 raise _Pause
@@ -611,6 +827,7 @@ class GuidedAgent:
         except ExprError as exc:
             # A broken flow file must not crash a conversation: say so and hand the case to a person.
             replies.append("Sorry, something went wrong on my side with this request.")
+            _unable(active)
             result.actions.append(
                 {
                     "tool": "flow",
@@ -670,6 +887,8 @@ class GuidedAgent:
                 f"I'm sorry, I still cannot tell {hints} from what you said or your records, so I have not "
                 "changed anything. If you like, I can transfer you to a human agent."
             )
+            _unable(active)
+            fs["offered_handoff"] = True
             raise _EndFlow
         active["ground_asked"] = asked + 1
         active["awaiting"] = "ground"
@@ -708,6 +927,7 @@ class GuidedAgent:
                     continue
                 template = step.get("fail") or self.flows.message("error")
                 replies.append(render_text(template, {**scope, "error": action.get("error")}))
+                _unable(active)
                 raise _EndFlow
             outputs.append(action.get("result"))
         if step.get("save"):

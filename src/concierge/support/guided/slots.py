@@ -314,6 +314,43 @@ class RuleExtractor:
     def command(self, text: str) -> Command:
         return Command(self.intents(text), self.slots(text), "rules")
 
+    def uncovered(self, text: str) -> list[str]:
+        """Sentences that ask for a change ("I also want to change my watch ...") where no intent of the
+        flows file is recognised: a request the agent would otherwise silently leave out."""
+        out = []
+        for sentence in re.split(r"(?<=[.!?;])\s+|\n", text or ""):
+            if not (_REQUEST_CUE.search(sentence) and _CHANGE_VERB.search(sentence)):
+                continue
+            if _QUESTION_START.search(sentence):
+                continue
+            hit = False
+            for name, patterns in self._keywords.items():
+                unless = [re.compile(x, re.I) for x in self.flows.intents[name].get("unless") or []]
+                for pattern in patterns:
+                    for m in pattern.finditer(sentence):
+                        window = sentence[max(0, m.start() - 15) : m.end() + 45]
+                        if not any(u.search(window) for u in unless):
+                            hit = True
+            if not hit:
+                out.append(sentence.strip())
+        return out
+
+
+_REQUEST_CUE = re.compile(
+    r"\b(i|we) (also |really |just )?(want|wanna|would like|'d like|need|wish)\b|\bi'd like\b|"
+    r"\b(please|can you|could you|would you)\b|"
+    # imperatives: "Cancel order #W1 because ...", "For #W2, change address to ...", "Also return ..."
+    r"^\s*(for [^,]{1,40},\s*)?((and|also|then|lastly|finally),?\s+)*"
+    r"(return|exchange|cancel|modify|change|update|swap|replace|switch|upgrade|downgrade|refund|move|book|add|remove)\b",
+    re.I,
+)
+_CHANGE_VERB = re.compile(
+    r"\b(return|exchange|cancel|modify|change|update|swap|replace|switch|upgrade|downgrade|refund|move|"
+    r"book|rebook|add|remove)\w*\b",
+    re.I,
+)
+_QUESTION_START = re.compile(r"^\s*(what|which|how|why|when|is|are|do|does)\b|\?\s*$", re.I)
+
 
 def _sentence_start(text: str, pos: int, floor: int = 0) -> int:
     """Where the sentence (or clause after " and ") holding ``pos`` begins, not before ``floor``."""

@@ -237,6 +237,21 @@ class Domain:
                 out[name] = dict(sorted(changed.items()))
         return _copy(out)
 
+    def restore(self, initial: Mapping[str, Any]) -> None:
+        """Put back every record that differs from ``initial`` (a :meth:`snapshot`): undoes the writes
+        made since, so a set of changes that must happen together can be taken back as a whole."""
+        for table, changed in self.diff(initial).items():
+            old = initial.get(table)
+            if "*" in changed or not isinstance(old, dict):
+                self.db[table] = _copy(old)
+                continue
+            records = self.db[table]
+            for key in changed:
+                if key in old:
+                    records[key] = _copy(old[key])
+                else:
+                    records.pop(key, None)
+
     def db_hash(self) -> str:
         """sha256 of the canonical JSON (sorted keys, compact) of the whole database."""
         if self.source is None:
