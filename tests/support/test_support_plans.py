@@ -193,3 +193,25 @@ def test_a_variant_value_said_for_another_item_does_not_ground_this_one() -> Non
     args = {"order_id": "#W9", "item_ids": ["b8"], "payment_method_id": "gift_card_1"}
     assert [p.argument for p in ungrounded("modify_pending_order_items", {**args, "new_item_ids": ["b7"]}, evidence)] == ["new_item_ids"]
     assert ungrounded("modify_pending_order_items", {**args, "new_item_ids": ["b11"]}, evidence) == []
+
+
+def test_a_request_made_while_a_change_awaits_its_yes_joins_it_in_one_plan(retail) -> None:
+    before = retail.snapshot()
+    replies = _talk(
+        retail,
+        f"Hi, my email is {EMAIL}. Please cancel order #W0000003, I ordered it by mistake.",
+        "Also, I want to return the backpack from order #W0000002, refund to my visa ending 4242.",
+    )
+    assert "anything else" in replies[0].message  # the proposal asks for the rest first
+    assert retail.diff(before) == {}
+    assert "#W0000003" in replies[1].message and "#W0000002" in replies[1].message and "both" in replies[1].message
+    replies = _talk(
+        retail,
+        f"Hi, my email is {EMAIL}. Please cancel order #W0000003, I ordered it by mistake.",
+        "Also, I want to return the backpack from order #W0000002, refund to my visa ending 4242.",
+        "Yes, please proceed.",
+    )
+    assert _writes(replies) == [
+        ("cancel_pending_order", "#W0000003"),
+        ("return_delivered_order_items", "#W0000002"),
+    ]

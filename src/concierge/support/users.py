@@ -200,7 +200,9 @@ class ScriptedUser:
         if "transfer" in text and ("human" in text or "hold on" in text):
             return None
         if "anything else" in text:
-            return self.rest()
+            rest = self.rest()
+            if rest or not _PROPOSAL.search(text):
+                return rest  # the rest of the requests, or done; a proposal still gets its answer below
         asks_identity = "?" in agent_message or re.search(
             r"\b(provide|give|share|tell|verify|confirm)\b", text
         )
@@ -344,8 +346,10 @@ class CautiousUser(ScriptedUser):
         if "transfer" in text and ("human" in text or "hold on" in text):
             return None
         if "anything else" in text:
-            self.turns += 1
-            return self.rest()
+            rest = self.rest()
+            if rest or not _PROPOSAL.search(text):
+                self.turns += 1
+                return rest
         if asks_confirmation(agent_message) and _PROPOSAL.search(text):
             self.turns += 1
             strange = self.unknown_in_proposal(agent_message)

@@ -308,6 +308,12 @@ class GuidedAgent:
                 if is_affirmative(user_text, _last_agent(messages)):
                     active["step"] += 1
                     active["awaiting"] = None
+                elif new_intents and not is_negative(user_text) and self.rules.complete_requests:
+                    # Another request while a change waits for its yes: they are confirmed together.
+                    active["awaiting"] = None
+                    fs.setdefault("plan", []).append(active)
+                    fs["active"] = None
+                    active = None
                 elif is_negative(user_text) or new_intents:
                     replies.append(self.flows.message("declined"))
                     fs["active"] = None
@@ -455,7 +461,7 @@ class GuidedAgent:
             item = fs["plan"].pop()
             item["awaiting"] = "confirm"
             fs["active"] = item
-            replies.append(str(item["proposal"]))
+            replies.append(self._invite(str(item["proposal"])))
             return
         lines = []
         for n, item in enumerate(plan, 1):
@@ -465,7 +471,8 @@ class GuidedAgent:
         replies.append(
             f"To confirm, I will make these {len(plan)} changes together:\n"
             + "\n".join(lines)
-            + f"\nShall I proceed with {'both' if len(plan) == 2 else f'all {len(plan)}'} (yes/no)?"
+            + "\n"
+            + self._invite(f"Shall I proceed with {'both' if len(plan) == 2 else f'all {len(plan)}'} (yes/no)?")
         )
         fs["plan_wait"] = True
         guard.expect_plan([w for item in plan for w in item.get("writes") or []], current_turn(messages))
@@ -539,6 +546,18 @@ class GuidedAgent:
                 "If you like, I can transfer you to a human agent."
             )
         fs["offered_handoff"] = True
+
+    def _invite(self, proposal: str) -> str:
+        """A proposal that also asks for the rest: what the customer still wants changed is done together
+        with it (a plan), not after it (half a set of changes if the rest then fails)."""
+        if not self.rules.complete_requests or "Shall I proceed" not in proposal:
+            return proposal
+        return proposal.replace(
+            "Shall I proceed",
+            "Is there anything else you want changed? Tell me now and I will do it all together; "
+            "otherwise, shall I proceed",
+            1,
+        )
 
     def _case_summary(self, fs: dict[str, Any], user_text: str) -> str:
         unable = "; ".join(dict.fromkeys(e["label"] for e in fs.get("unable") or []))
@@ -777,14 +796,14 @@ class GuidedAgent:
                 if fs.get("unable") and not fs.get("committing"):
                     self._refuse_partial(fs, [active], replies)
                     raise _EndFlow
+                active["proposal"] = proposal
+                active["writes"] = [n for n, _ in self._upcoming_writes(fs, active, guard, messages)]
                 if self._batching(fs, active):
                     # Other requests are pending: nothing is changed until every one of them is ready.
-                    active["proposal"] = proposal
-                    active["writes"] = [n for n, _ in self._upcoming_writes(fs, active, guard, messages)]
                     fs.setdefault("plan", []).append(active)
                     raise _Planned
                 active["awaiting"] = "confirm"
-                replies.append(proposal)
+                replies.append(self._invite(proposal))
                 raise _Pause
             elif "reply" in step:
                 replies.append(render_text(step["reply"], variables))
