@@ -215,3 +215,17 @@ def test_a_request_made_while_a_change_awaits_its_yes_joins_it_in_one_plan(retai
         ("cancel_pending_order", "#W0000003"),
         ("return_delivered_order_items", "#W0000002"),
     ]
+
+
+def test_an_option_name_that_holds_both_values_does_not_say_which() -> None:
+    """'bagged/bagless' names the option; only the value after it says what the customer wants."""
+    from concierge.support.toolkit.expr import best_variant
+
+    current = {"item_id": "v1", "options": {"type": "upright", "bagged/bagless": "bagless"}}
+    variants = [
+        current,
+        {"item_id": "v2", "options": {"type": "canister", "bagged/bagless": "bagged"}, "available": True, "price": 1.0},
+        {"item_id": "v3", "options": {"type": "canister", "bagged/bagless": "bagless"}, "available": True, "price": 1.0},
+    ]
+    said = "Vacuum Cleaner {'type': 'upright', 'bagged/bagless': 'bagless'} to {'type': 'canister'}"
+    assert best_variant(variants, current, said, ["v1"])["item_id"] == "v3"

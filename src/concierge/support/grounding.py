@@ -33,7 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # "All" grounds every item only when it is about items, not qualified ("everything related to gaming").
-from concierge.support.toolkit.expr import ALL_ITEMS, item_clause  # noqa: E402  (the words for every item)
+from concierge.support.toolkit.expr import (  # noqa: E402  (the words for every item)
+    ALL_ITEMS,
+    item_clause,
+    strip_option_names,
+)
 
 _CONDITION = re.compile(
     r"[^.;!?\n]*\b(if|unless|in case|otherwise|depending on|provided that)\b(?!\s+(possible|you can|you could|"
@@ -239,7 +243,7 @@ def _variant_named(
         return False
     # Only what the customer said about this item counts ("the helmet in red, the luggage in black").
     others = [it.get("name") for o in evidence.orders() for it in o.get("items") or [] if isinstance(it, Mapping)]
-    text = item_clause(text, old.get("name"), others)
+    text = strip_option_names(item_clause(text, old.get("name"), others), [old, new])
     old_opts = {str(k): str(v).lower() for k, v in (old.get("options") or {}).items()}
     changed = {
         str(k): str(v)

@@ -186,30 +186,28 @@ def item_clause(text: Any, name: Any, others: Any = ()) -> str:
     text = str(text or "")
     low = text.lower()
 
-    def spots(item: Any) -> list[int]:
-        full = str(item or "").lower().strip()
-        if not full:
+    own = str(name or "").lower().strip()
+    names = {str(o or "").lower().strip() for o in others or []} - {"", own}
+    heads = [(_stems(n) or [""])[-1] for n in names]
+
+    def spots(item: str, head: bool) -> list[int]:
+        if not item:
             return []
-        words = _stems(full)
+        phrases = [item, *(_stems(item)[-1:] if head else [])]
         found: set[int] = set()
-        for phrase in dict.fromkeys([full, *words[-1:]]):
+        for phrase in dict.fromkeys(phrases):
             found.update(m.start() for m in re.finditer(r"(?<![\w])" + re.escape(phrase), low))
         return sorted(found)
 
-    mine = spots(name)
+    def head_is_own(item: str) -> bool:
+        """Its head noun names only this item ("Tea Kettle" and "Electric Kettle": by full name only)."""
+        head = (_stems(item) or [""])[-1]
+        return sum(1 for h in heads + [(_stems(own) or [""])[-1]] if h == head) == 1
+
+    mine = spots(own, head_is_own(own))
     if not mine:
         return text
-    own = str(name or "").lower().strip()
-    own_head = (_stems(own) or [""])[-1]
-    cuts = sorted(
-        {
-            p
-            for other in others or []
-            if str(other or "").lower().strip() not in ("", own)
-            and (_stems(str(other).lower()) or [""])[-1] != own_head
-            for p in spots(other)
-        }
-    )
+    cuts = sorted({p for other in names for p in spots(other, head_is_own(other)) if p not in mine})
     parts: list[str] = []
     end = -1
     for start in mine:
@@ -218,6 +216,21 @@ def item_clause(text: Any, name: Any, others: Any = ()) -> str:
         end = next((c for c in cuts if c > start), len(text))
         parts.append(text[start:end])
     return " ... ".join(parts)
+
+
+def strip_option_names(text: Any, variants: Any) -> str:
+    """``text`` without the option names of ``variants``: a name like "bagged/bagless" holds both values,
+    so naming the option does not say which value is wanted."""
+    text = str(text or "")
+    keys = {
+        str(k)
+        for v in (variants.values() if isinstance(variants, Mapping) else variants or [])
+        if isinstance(v, Mapping)
+        for k in (v.get("options") or {})
+    }
+    for key in sorted(keys, key=len, reverse=True):
+        text = re.sub(r"['\"]?" + re.escape(key) + r"['\"]?\s*:", " ", text, flags=re.I)
+    return text
 
 
 def best_variant(
@@ -231,6 +244,7 @@ def best_variant(
     """
     if isinstance(variants, Mapping):
         variants = list(variants.values())
+    text = strip_option_names(text, variants)
     excluded = {str(x) for x in (exclude or [])}
     current_options = dict((current or {}).get("options", {}) or {})
     best, best_key, any_mention = None, None, False
