@@ -7,6 +7,7 @@ conversations run in guided mode on the rules (no model), through the real sessi
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +17,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from concierge import plugins
 from concierge.store.db import session_scope
 from concierge.store.tables import DomainRecord
 from concierge.support.connectors import CallContext, ServiceTimeout, audit
 from concierge.support.domains.external import (
+    SupportConfig,
     build_domain,
     check_domain_dir,
     close_connectors,
@@ -52,7 +53,7 @@ def desk(service: Any) -> Iterator[SupportSession]:
     })
     configure(config)
     yield SupportSession(None, default_mode="guided", use_model=False, tenant_domains=config.tenants)
-    plugins.unregister_plugin("concierge.support.configured-domains")
+    configure(SupportConfig())  # forget the folders again
     close_connectors()
 
 
@@ -245,3 +246,31 @@ def test_dead_port_is_unavailable_not_a_crash(isolated_home: Path) -> None:
                                                                      "retries": 0}}})
     outcome = domain.execute("find_guest_by_email", {"email": EMAIL})
     assert not outcome.ok and "cannot reach the Homestay booking system" in outcome.content
+
+
+def _call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    message = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": f"call_{name}", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}]}
+    return {"choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+
+
+def test_agent_mode_a_model_cannot_write_without_identity_and_a_yes(desk: SupportSession, service: Any,
+                                                                    fake_hub: Any) -> None:
+    cancel = {"reservation_id": "HS10001", "reason": "change of plans"}
+    hub = fake_hub(
+        _call("cancel_reservation", cancel),  # straight to the write: refused, nobody identified
+        _call("find_guest_by_email", {"email": EMAIL}),
+        _call("cancel_reservation", cancel),  # identified, but the customer never said yes
+        default="Shall I cancel reservation HS10001 (refund $395.00)? Please confirm (yes/no).",
+    )
+    session = SupportSession(hub, default_mode="agent", tenant_domains={"acme": "homestay-http"})
+    turn = session.turn(f"Cancel HS10001 now. I'm {EMAIL}", tenant="acme")
+    writes_tried = [a for a in turn.actions if a["tool"] == "cancel_reservation"]
+    assert len(writes_tried) == 2 and all(a["refused"] for a in writes_tried)
+    assert "identified" in writes_tried[0]["error"] and "explicit yes" in writes_tried[1]["error"]
+    assert reservation(service, "HS10001")["status"] == "confirmed"
+    assert service.admin("stats")["write_requests"] == 0 and not writes(turn.conversation_id)
+    # the tools the model saw are the domain file's, with the OpenAPI arguments
+    tools = {t["function"]["name"]: t["function"] for t in hub.requests[0]["tools"]}
+    assert tools["cancel_reservation"]["parameters"]["properties"]["reason"]["enum"][0] == "change of plans"

@@ -9,9 +9,14 @@ from typing import Any
 
 import pytest
 
-from concierge import plugins
 from concierge.support.connectors import CallContext, audit
-from concierge.support.domains.external import build_domain, close_connectors, configure, parse_support_config
+from concierge.support.domains.external import (
+    SupportConfig,
+    build_domain,
+    close_connectors,
+    configure,
+    parse_support_config,
+)
 from concierge.support.session import SupportSession
 from helpers.services import DEMO_DOMAINS, homestay_mcp_http
 
@@ -23,7 +28,7 @@ EMAIL = "maya.okafor@example.com"
 def registered(isolated_home: Path) -> Iterator[None]:
     configure(parse_support_config({"domains": {"homestay-mcp": {"path": str(MCP_DOMAIN)}}}))
     yield
-    plugins.unregister_plugin("concierge.support.configured-domains")
+    configure(SupportConfig())  # forget the folders again
     close_connectors()
 
 

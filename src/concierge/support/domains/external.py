@@ -769,21 +769,37 @@ def env_folders() -> dict[str, FolderLoader]:
     return found
 
 
-def configure(config: SupportConfig) -> SupportConfig:
-    """Register the config's domain folders with :mod:`concierge.plugins` (replacing earlier ones) and
-    check that every domain its tenants name is known. Returns the config."""
+_configured: dict[str, FolderLoader] = {}
+
+
+def _register_configured(loaders: dict[str, FolderLoader]) -> None:
     from concierge import plugins
 
     plugins.unregister_plugin(PLUGIN_NAME)
-    if config.domains:
-        plugins.register_plugin(_ConfiguredDomains(dict(config.domains)), PLUGIN_NAME)
-    known = set(plugins.names("domains"))
-    for tenant, domain in config.tenants.items():
-        if domain not in known:
-            raise ValueError(f"deployment config: support.tenants.{tenant}: unknown domain {domain!r}; known: "
-                             f"{', '.join(sorted(known))}")
-    if config.default_domain is not None and config.default_domain not in known:
-        raise ValueError(f"deployment config: support.default: unknown domain {config.default_domain!r}")
+    if loaders:
+        plugins.register_plugin(_ConfiguredDomains(dict(loaders)), PLUGIN_NAME)
+    _configured.clear()
+    _configured.update(loaders)
+
+
+def configure(config: SupportConfig) -> SupportConfig:
+    """Register the config's domain folders with :mod:`concierge.plugins` (replacing an earlier config's)
+    and check that every domain its tenants name is known; an invalid config changes nothing."""
+    from concierge import plugins
+
+    previous = dict(_configured)
+    _register_configured(config.domains)
+    try:
+        known = set(plugins.names("domains"))
+        for tenant, domain in config.tenants.items():
+            if domain not in known:
+                raise ValueError(f"deployment config: support.tenants.{tenant}: unknown domain {domain!r}; known: "
+                                 f"{', '.join(sorted(known))}")
+        if config.default_domain is not None and config.default_domain not in known:
+            raise ValueError(f"deployment config: support.default: unknown domain {config.default_domain!r}")
+    except Exception:
+        _register_configured(previous)
+        raise
     return config
 
 
