@@ -167,7 +167,7 @@ def test_service_down_the_customer_is_told_and_offered_a_person(isolated_home: P
 
 
 def test_slow_service_times_out_and_the_customer_is_told(desk: SupportSession, service: Any) -> None:
-    service.admin("faults", {"latency_s": 1.5, "tools": ["get_reservation_details"]})
+    service.admin("faults", {"latency_s": 1.5, "tools": ["find_guest_by_email"]})
     [turn] = talk(desk, f"Cancel my reservation HS10001 please, my email is {EMAIL}")
     assert "did not answer in time" in turn.message and "person" in turn.message
     assert not writes(turn.conversation_id)
