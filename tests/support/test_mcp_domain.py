@@ -86,3 +86,14 @@ def test_confirmed_cancellation_over_streamable_http_then_the_server_goes_down(r
     [down] = talk(session, "http", "yes", conversation=quote.conversation_id)
     assert "cannot reach the Homestay booking system" in down.message and "person" in down.message
     assert not [w for w in audit.list_writes() if w["conversation_id"] == quote.conversation_id]
+
+
+def test_a_slow_mcp_server_times_out_and_the_customer_is_told(registered: None) -> None:
+    server = homestay_mcp_http(env={"HOMESTAY_MCP_LATENCY": "2"}).start()
+    try:
+        domain = build_domain(MCP_DOMAIN, {"connectors": {"bookings": {"command": None, "url": server.url + "/mcp",
+                                                                       "timeout": 1}}})
+        outcome = domain.execute("get_reservation_details", {"reservation_id": "HS10001"})
+    finally:
+        server.stop()
+    assert not outcome.ok and "did not answer in time" in outcome.content and "person" in outcome.content

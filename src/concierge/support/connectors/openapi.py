@@ -226,6 +226,10 @@ class OpenAPIConnector:
             base_url=self.base_url, headers=dict(headers or {}), timeout=httpx.Timeout(timeout), transport=transport
         )
 
+    @property
+    def _head(self) -> str:
+        return self.label[0].upper() + self.label[1:]
+
     def operations(self) -> list[str]:
         return sorted(self.ops)
 
@@ -242,12 +246,26 @@ class OpenAPIConnector:
             last = attempt == attempts - 1
             try:
                 response = self.client.request(**parts)
-            except httpx.TimeoutException as exc:
-                if last:
-                    raise self._timeout(write) from exc
-            except httpx.TransportError as exc:  # refused, reset, DNS: the request did not get through
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # refused, DNS, no route: the request never left, so nothing can have changed
                 if last:
                     log.warning("%s: %s %s unreachable: %s", self.name, op.method, op.path, exc)
+                    raise ServiceUnavailable(
+                        f"I cannot reach {self.label} right now, so nothing was changed. {OFFER_PERSON}",
+                        detail=f"{type(exc).__name__}: {exc}",
+                    ) from exc
+            except httpx.TimeoutException as exc:  # sent, no answer in time: a write may have applied
+                if last:
+                    raise self._timeout(write) from exc
+            except httpx.TransportError as exc:  # the connection broke after the request went out
+                if last:
+                    log.warning("%s: %s %s broke off: %s", self.name, op.method, op.path, exc)
+                    if write:
+                        raise ServiceFailed(
+                            f"{self._head} stopped answering while making the change, so I cannot confirm it; "
+                            f"our team has been told and will check it. {OFFER_PERSON}",
+                            detail=f"{type(exc).__name__}: {exc}",
+                        ) from exc
                     raise ServiceUnavailable(
                         f"I cannot reach {self.label} right now, so nothing was changed. {OFFER_PERSON}",
                         detail=f"{type(exc).__name__}: {exc}",

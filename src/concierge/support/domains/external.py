@@ -44,6 +44,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
+import logging
 import os
 import re
 import threading
@@ -66,6 +67,8 @@ from concierge.support.toolkit import (
     db_source,
     transfer_to_human_agents,
 )
+
+log = logging.getLogger(__name__)
 
 DOMAIN_FILE = "domain.yaml"
 DOMAINS_ENV = "CONCIERGE_DOMAINS"
@@ -126,7 +129,13 @@ class ExternalDomain(Domain):
             return Domain._run(spec, db, kwargs)
         connector = self.connectors[remote.connector]
         if remote.kind != "write":
-            return connector.call(remote.operation, kwargs, write=False, idempotency_key=None)
+            try:
+                return connector.call(remote.operation, kwargs, write=False, idempotency_key=None)
+            except ToolError:
+                raise
+            except Exception as exc:  # a connector bug reaches the agent as an error, not a traceback
+                log.exception("tool %s failed", spec.name)
+                raise ToolError(f"{spec.name} failed: {type(exc).__name__}: {exc}") from exc
         from concierge.support.connectors import audit
 
         try:
@@ -141,12 +150,16 @@ class ExternalDomain(Domain):
         try:
             result = connector.call(remote.operation, kwargs, write=True, idempotency_key=key)
         except ConnectorError as exc:
-            audit.finish(row, self.context, status=exc.outcome, error=exc.detail, http_status=exc.status)
+            _finish(row, self.context, status=exc.outcome, error=exc.detail, http_status=exc.status)
             raise
-        except Exception as exc:
-            audit.finish(row, self.context, status="unknown", error=f"{type(exc).__name__}: {exc}")
-            raise
-        audit.finish(row, self.context, status="ok", result=result)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the outcome is unknown: flag it
+            log.exception("write %s failed", spec.name)
+            _finish(row, self.context, status="unknown", error=f"{type(exc).__name__}: {exc}")
+            raise ToolError(
+                f"{spec.name} failed, so I cannot confirm the change; our team has been told and will check it. "
+                "If you like, I can transfer you to a person who can help."
+            ) from exc
+        _finish(row, self.context, status="ok", result=result)
         return result
 
     def record(self, table: str, key: Any) -> Any:
@@ -170,6 +183,16 @@ class ExternalDomain(Domain):
 
 
 _MISSING = object()
+
+
+def _finish(row: int, context: CallContext, **outcome: Any) -> None:
+    """Record a write's outcome; if the audit store fails now, the row stays ``pending`` (flagged)."""
+    from concierge.support.connectors import audit
+
+    try:
+        audit.finish(row, context, **outcome)
+    except Exception:  # noqa: BLE001 - the write itself is done (or failed): do not lose that answer
+        log.exception("could not record the outcome of external write %s", row)
 
 
 # --------------------------------------------------------------------------- JSON schema -> tool params
