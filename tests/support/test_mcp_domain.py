@@ -97,3 +97,25 @@ def test_a_slow_mcp_server_times_out_and_the_customer_is_told(registered: None) 
     finally:
         server.stop()
     assert not outcome.ok and "did not answer in time" in outcome.content and "person" in outcome.content
+
+
+def test_a_desk_whose_mcp_server_cannot_start_is_unavailable_not_a_crash(registered: None, tmp_path: Path) -> None:
+    import shutil
+
+    from concierge.support.domains.external import folder_loader
+    from concierge.support.session import DomainUnavailable
+
+    folder = tmp_path / "homestay-mcp"
+    shutil.copytree(MCP_DOMAIN, folder)
+    (folder / "domain.yaml").write_text((folder / "domain.yaml").read_text().replace(
+        "concierge.demo_services.homestay_mcp", "concierge.demo_services.no_such_server").replace(
+        "../homestay-http/", str(DEMO_DOMAINS / "homestay-http") + "/"))
+    session = SupportSession(None, default_mode="guided", use_model=False)
+    with pytest.raises(FileNotFoundError, match="cannot list its tools"):
+        folder_loader(folder)()
+    configure(parse_support_config({"domains": {"homestay-mcp": {"path": str(folder)}}}))
+    try:
+        with pytest.raises(DomainUnavailable, match="cannot reach its systems"):
+            session.turn("hello", domain="homestay-mcp")
+    finally:
+        configure(parse_support_config({"domains": {"homestay-mcp": {"path": str(MCP_DOMAIN)}}}))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
 import threading
 import uuid
@@ -50,6 +51,8 @@ from concierge.support.domains import flows_path, load_domain
 from concierge.support.guardrails import GuardRules, result_text
 from concierge.support.guided import GuidedAgent, load_flows
 from concierge.support.toolkit import DbSource
+
+log = logging.getLogger(__name__)
 
 MODES = ("agent", "guided")
 
@@ -203,6 +206,11 @@ class SupportSession:
                 except FileNotFoundError as exc:
                     if isinstance(exc, DomainUnavailable):
                         raise
+                    if "domain folder" in str(exc):  # an outside domain: its system unreachable or its files broken
+                        log.warning("support domain %s cannot load: %s", name, exc)
+                        raise DomainUnavailable(
+                            "That support domain cannot reach its systems right now (the server log says why)."
+                        ) from exc
                     raise DomainUnavailable("That support domain has no data on this server.") from exc
             return self._domains[name]
 
