@@ -131,16 +131,19 @@ def test_a_write_retried_after_a_timeout_is_applied_once(desk: SupportSession, s
     assert first["idempotency_key"] == second["idempotency_key"]
 
 
-def test_the_key_repeats_until_the_write_succeeds_then_changes(isolated_home: Path) -> None:
-    context = CallContext(tenant="t", conversation_id="keys")
+def test_the_key_repeats_until_the_write_succeeds_in_a_saved_turn(isolated_home: Path) -> None:
+    turn0 = CallContext(tenant="t", conversation_id="keys", turn=0)
     args = {"reservation_id": "HS1", "amount": 20.0}
-    row, key = audit.begin(context, domain="d", tool="refund", connector="c", arguments=args)
-    # a crash before any answer leaves the row pending: the retry after restart sends the same key
-    assert audit.begin(context, domain="d", tool="refund", connector="c", arguments=args)[1] == key
-    audit.finish(row, context, status="ok", result={"ok": True})
-    # a second, separately confirmed identical refund is a new operation
-    assert audit.begin(context, domain="d", tool="refund", connector="c", arguments=args)[1] != key
-    other = CallContext(tenant="t", conversation_id="another")
+    row, key = audit.begin(turn0, domain="d", tool="refund", connector="c", arguments=args)
+    # no answer (a crash, a timeout): the retry sends the same key
+    assert audit.begin(turn0, domain="d", tool="refund", connector="c", arguments=args)[1] == key
+    audit.finish(row, turn0, status="ok", result={"ok": True})
+    # succeeded, but the turn was never saved: the retry of that turn starts from version 0 again
+    assert audit.begin(turn0, domain="d", tool="refund", connector="c", arguments=args)[1] == key
+    # the next saved turn asks for the same refund again, confirmed afresh: a new operation
+    turn1 = CallContext(tenant="t", conversation_id="keys", turn=1)
+    assert audit.begin(turn1, domain="d", tool="refund", connector="c", arguments=args)[1] != key
+    other = CallContext(tenant="t", conversation_id="another", turn=0)
     assert audit.begin(other, domain="d", tool="refund", connector="c", arguments=args)[1] != key
 
 
@@ -274,3 +277,27 @@ def test_agent_mode_a_model_cannot_write_without_identity_and_a_yes(desk: Suppor
     # the tools the model saw are the domain file's, with the OpenAPI arguments
     tools = {t["function"]["name"]: t["function"] for t in hub.requests[0]["tools"]}
     assert tools["cancel_reservation"]["parameters"]["properties"]["reason"]["enum"][0] == "change of plans"
+
+
+def test_a_crash_after_the_write_then_the_same_yes_again_applies_it_once(
+    desk: SupportSession, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, quote = talk(desk, "I want to cancel reservation HS10001, my plans changed.", f"It's {EMAIL}")
+    real_save = SupportSession._save
+
+    def crash(self: SupportSession, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the process died before the turn was stored")
+
+    monkeypatch.setattr(SupportSession, "_save", crash)
+    with pytest.raises(RuntimeError):
+        desk.turn("yes", conversation_id=quote.conversation_id, tenant="acme")
+    assert service.admin("stats")["writes_applied"] == 1  # the service did cancel it
+    monkeypatch.setattr(SupportSession, "_save", real_save)
+    # The conversation was not saved, so the client sends the same yes again: the same key goes out.
+    again = desk.turn("yes", conversation_id=quote.conversation_id, tenant="acme")
+    assert again.actions[0]["ok"] and "is cancelled" in again.message
+    stats = service.admin("stats")
+    assert (stats["writes_applied"], stats["writes_replayed"]) == (1, 1)
+    newest, first = writes(quote.conversation_id)
+    assert first["status"] == "ok" and newest["status"] == "ok"
+    assert first["idempotency_key"] == newest["idempotency_key"]

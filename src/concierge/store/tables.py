@@ -177,7 +177,8 @@ class ExternalWrite(Base):
     ``error``: the system refused or failed; ``unknown``: no answer, it may or may not have applied),
     each in its own transaction, so a crash mid-call leaves a ``pending`` row, never no trace.
     ``idempotency_key`` is what the call carried (``Idempotency-Key`` header, MCP ``_meta``): a retry
-    of the same confirmed write sends the same key, so the system applies it once.
+    of the same confirmed write sends the same key, so the system applies it once (see
+    :mod:`concierge.support.connectors.audit` for how it is derived).
     """
 
     __tablename__ = "external_writes"
@@ -185,6 +186,9 @@ class ExternalWrite(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant: Mapped[str] = mapped_column(String(100), default="", index=True)
     conversation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The conversation's saved version the turn started from: a row whose turn was never saved (a
+    # crash) has the same number as the retry of that turn, which is how the retry reuses its key.
+    turn: Mapped[int | None] = mapped_column(Integer, nullable=True)
     domain: Mapped[str] = mapped_column(String(50))
     tool: Mapped[str] = mapped_column(String(100))
     connector: Mapped[str] = mapped_column(String(100), default="")

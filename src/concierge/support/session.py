@@ -333,7 +333,7 @@ class SupportSession:
             fork, live, base_rev = self._fork(name, scope)
             bind = getattr(fork, "bind", None)
             if callable(bind):  # a domain whose tools write to a company's system: audit and idempotency keys
-                bind(CallContext(tenant=scope, conversation_id=conversation_id, db_url=self.db_url))
+                bind(CallContext(tenant=scope, conversation_id=conversation_id, db_url=self.db_url, turn=version))
             agent = build_agent(
                 fork,
                 state.get("mode", self.default_mode),

@@ -69,6 +69,7 @@ class CallContext:
     tenant: str = ""
     conversation_id: str | None = None
     db_url: str | None = None
+    turn: int | None = None  # the conversation's saved version this turn started from
 
 
 class Connector(Protocol):

@@ -6,10 +6,14 @@ the company's system has changed (or may have) whatever later happens to the tur
 must not roll back with a turn that fails to save.
 
 The key is ``sha256(tenant, conversation, tool, canonical arguments, n)`` where ``n`` counts the
-writes of that same tool with those same arguments in that conversation that already SUCCEEDED.
-So a retry of a write that crashed, timed out or failed (``pending``, ``unknown``, ``error``) sends
-the key it sent before, and the system answers with the first outcome instead of applying it
-again; a second, deliberate, separately confirmed identical write (``n`` has grown) gets a new key.
+writes of that same tool with those same arguments in that conversation that SUCCEEDED in a turn
+that was SAVED (the row's ``turn`` is older than the version this turn started from). So:
+
+* a retry of a write that timed out, failed or never answered (``pending``, ``unknown``, ``error``)
+  sends the key it sent before, and the system answers with the first outcome;
+* a write that succeeded in a turn that then crashed before it was stored counts for nothing (the
+  retry of that turn starts from the same version), so the same yes, sent again, sends the same key;
+* a second, deliberate, separately confirmed identical write in a later turn gets a new key.
 """
 
 from __future__ import annotations
@@ -53,11 +57,17 @@ def begin(
                 ExternalWrite.tool == tool,
                 ExternalWrite.arguments_hash == args_hash,
                 ExternalWrite.status == "ok",
+                *(
+                    [ExternalWrite.turn.is_not(None), ExternalWrite.turn < context.turn]
+                    if context.turn is not None
+                    else []
+                ),
             )
         )
         key = "ck-" + _hash(context.tenant, conversation, domain, tool, args_hash, str(int(done or 0)))[:40]
         row = ExternalWrite(
-            tenant=context.tenant, conversation_id=context.conversation_id, domain=domain, tool=tool,
+            tenant=context.tenant, conversation_id=context.conversation_id, turn=context.turn, domain=domain,
+            tool=tool,
             connector=connector, arguments=arguments, arguments_hash=args_hash, idempotency_key=key,
             status="pending",
         )

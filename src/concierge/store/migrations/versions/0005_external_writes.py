@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("tenant", sa.String(length=100), nullable=False),
         sa.Column("conversation_id", sa.String(length=64), nullable=True),
+        sa.Column("turn", sa.Integer(), nullable=True),
         sa.Column("domain", sa.String(length=50), nullable=False),
         sa.Column("tool", sa.String(length=100), nullable=False),
         sa.Column("connector", sa.String(length=100), nullable=False),
