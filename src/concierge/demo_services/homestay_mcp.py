@@ -15,10 +15,11 @@ import argparse
 import inspect
 import os
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError as MCPToolError
+from pydantic import Field
 
 from concierge.demo_services.backend import SERVICE_TOOLS, Backend, KeyReused
 from concierge.support.toolkit import ToolError
@@ -58,9 +59,11 @@ def _tool(backend: Backend, name: str) -> Any:
     params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
     annotations: dict[str, Any] = {"ctx": Context, "return": str}
     for p in spec.params:
-        params.append(inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, annotation=p.annotation,
+        # the argument's description from the tool's docstring reaches the client's model in the schema
+        hint = Annotated[p.annotation, Field(description=p.description)] if p.description else p.annotation
+        params.append(inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, annotation=hint,
                                         default=inspect.Parameter.empty if p.required else p.default))
-        annotations[p.name] = p.annotation
+        annotations[p.name] = hint
     call.__signature__ = inspect.Signature(params, return_annotation=str)  # type: ignore[attr-defined]
     call.__annotations__ = annotations
     call.__name__ = name
