@@ -67,10 +67,16 @@ def build_services(
     ``tenant``, ``catalog``, ``support_domain`` and ``support_mode`` are the defaults: what the web
     pages serve, and what an API request that names no catalogue or domain gets.
     """
+    from concierge.support.domains.external import configure_from_deployment
+
     shop = ShopSession(AssistantFactory(hub), catalog=catalog, db_url=db_url)
+    # The deployment config's support: section: domain folders (a company's own systems) and which
+    # domain each tenant's support desk opens on.
+    configured = configure_from_deployment(getattr(hub, "deployment", None))
     support = SupportSession(
         hub, alias=role_alias(hub, "support", "support-agent"), default_mode=support_mode,
-        default_domain=support_domain, use_model=use_model, db_url=db_url,
+        default_domain=configured.default_domain or support_domain, use_model=use_model, db_url=db_url,
+        tenant_domains=configured.tenants,
     )
     return WebServices(hub=hub, shop=shop, support=support, tenant=tenant, db_url=db_url)
 

@@ -10,7 +10,11 @@ booking after an explicit yes. The web app stays up until Ctrl-C (``--no-serve``
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -36,8 +40,62 @@ def demo(
     config: Path | None = typer.Option(None, help="Deployment config (default: embedded models)."),
     serve: bool = typer.Option(True, help="Keep the web app and gateway running after the walkthrough."),
     port: int = typer.Option(8000, help="Port (0 picks a free one)."),
+    booking_service: bool = typer.Option(
+        True, help="Run the home-stay bookings as their own HTTP service (a second process, reached through "
+                   "its OpenAPI document), as a company's own system would be; --no-booking-service uses the "
+                   "built-in homestay domain."),
 ) -> None:
     """Start the gateway on the embedded defaults and stream a chat completion through it."""
+    service = _start_booking_service() if booking_service else None  # starts while the model loads
+    try:
+        _demo(prompt, config, serve, port, service)
+    finally:
+        if service is not None:
+            service[0].terminate()
+            try:
+                service[0].wait(10)
+            except subprocess.TimeoutExpired:
+                service[0].kill()
+
+
+def _start_booking_service() -> tuple[subprocess.Popen[bytes], str, str]:
+    """The home-stay booking service as a subprocess on a free loopback port: (process, url, token)."""
+    port = _free_port()
+    token = secrets.token_urlsafe(16)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "concierge.demo_services.homestay_api", "--port", str(port)],
+        env={**os.environ, "HOMESTAY_API_TOKEN": token}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    return process, f"http://127.0.0.1:{port}", token
+
+
+def _connect_booking_service(hub: object, service: tuple[subprocess.Popen[bytes], str, str]) -> None:
+    """Wait for the service, then connect it by configuration only: the deployment's ``support:`` section
+    names the packaged domain folder and the service's URL; the token comes from the environment."""
+    from dataclasses import replace
+
+    process, url, token = service
+    for _ in range(300):
+        if process.poll() is not None:
+            error = (process.stderr.read() if process.stderr else b"").decode(errors="replace").strip()
+            console.print(f"[red]error:[/red] the booking service exited: {error.splitlines()[-1] if error else '?'}")
+            raise typer.Exit(2)
+        try:
+            if httpx.get(f"{url}/openapi.json", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    os.environ["HOMESTAY_API_TOKEN"] = token  # the domain file sends "Bearer ${HOMESTAY_API_TOKEN}"
+    folder = Path(__file__).resolve().parents[1] / "demo_services" / "domains" / "homestay-http"
+    support = {
+        "domains": {"homestay-http": {"path": str(folder), "connectors": {"bookings": {"base_url": url}}}},
+        "tenants": {"demo": "homestay-http"},
+    }
+    hub.deployment = replace(hub.deployment, support=support)  # type: ignore[attr-defined]
+
+
+def _demo(prompt: str, config: Path | None, serve: bool, port: int,
+          service: tuple[subprocess.Popen[bytes], str, str] | None) -> None:
     import uvicorn
 
     from concierge import tenancy
@@ -68,6 +126,9 @@ def demo(
         except ModelError as exc:
             console.print(f"[red]error:[/red] {exc.message}")
             raise typer.Exit(2) from None
+    if service is not None:
+        with console.status("Connecting the home-stay booking service ..."):
+            _connect_booking_service(hub, service)
     port = port or _free_port()
     with console.status("Preparing the demo store (generated on first start) ..."):
         app = build_app(hub, GatewaySettings(), web=True)
@@ -132,9 +193,11 @@ def demo(
             cosine = sum(a * b for a, b in zip(vectors[0], vectors[1], strict=True))
             console.print(f"[bold]POST /v1/embeddings[/bold] model={embed_alias}: {len(vectors[0])} dims, cosine(trail running shoes, hiking boots) = {cosine:.2f}")
         _shop_walkthrough(client)
-        _support_walkthrough(client)
+        _support_walkthrough(client, service[1] if service is not None else None)
         console.rule("web app")
         console.print(f"shop       {base}/\nsupport    {base}/support\nconsole    {base}/console  (operator key: {key})")
+        if service is not None:
+            console.print(f"bookings   {service[1]}/docs  (the home-stay booking service, its own process)")
         console.print(f"[dim]the same key works for the OpenAI API at {base}/v1; usage: `concierge usage`[/dim]")
         if serve:
             console.print("Serving; Ctrl-C stops.")
@@ -174,8 +237,13 @@ def _shop_walkthrough(client: httpx.Client) -> None:
         console.print(f"[cyan]assistant:[/cyan] {answer['message']}")
 
 
-def _support_walkthrough(client: httpx.Client) -> None:
-    console.rule("support agent: POST /v1/support/chat (home-stay demo domain, guided mode)")
+def _support_walkthrough(client: httpx.Client, booking_service: str | None = None) -> None:
+    if booking_service:
+        console.rule("support agent: POST /v1/support/chat (bookings in the home-stay service, guided mode)")
+        console.print(f"[dim]domain homestay-http: its tools are the operations of {booking_service}/openapi.json, "
+                      "a separate process; writes carry an Idempotency-Key and are audited in the console[/dim]")
+    else:
+        console.rule("support agent: POST /v1/support/chat (home-stay demo domain, guided mode)")
     turns = [
         "Hi, I want to cancel my Lisbon stay, reservation HS10001, because my plans changed.",
         "My email is maya.okafor@example.com",
@@ -185,9 +253,10 @@ def _support_walkthrough(client: httpx.Client) -> None:
     turn: dict = {}
     while turns:
         text = turns.pop(0)
-        response = client.post(
-            "/v1/support/chat", json={"message": text, "conversation_id": conversation, "domain": "homestay"}
-        )
+        body = {"message": text, "conversation_id": conversation}
+        if not booking_service:
+            body["domain"] = "homestay"
+        response = client.post("/v1/support/chat", json=body)  # else the tenant's configured domain
         if response.status_code != 200:
             console.print(f"[red]support error {response.status_code}:[/red] {response.json()['error']['message']}")
             return

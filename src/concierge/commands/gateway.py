@@ -71,7 +71,11 @@ def serve(
         warm_up=warm_up,
         metrics_public=metrics_public,
     )
-    app = build_app(hub, settings, web=web)
+    try:
+        app = build_app(hub, settings, web=web)
+    except ValueError as exc:  # the deployment's support: section (a domain folder, a tenant's domain)
+        hub.close()
+        raise _bad(str(exc)) from None
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
     _out.print(f"concierge gateway on [bold]http://{shown}:{port}/v1[/bold]")
     for card in hub.models():

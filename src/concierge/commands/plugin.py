@@ -43,6 +43,9 @@ def register_commands(cli: Any) -> None:
     eval_app.command("recsys")(eval_recsys)
     cli.add_typer(eval_app, name="eval")
     cli.command("report")(report)
+    from concierge.commands.support_domains import app as support_app
+
+    cli.add_typer(support_app, name="support")
     cli.command("plugins")(plugins_command)
 
     # `concierge db ...` (migrations) lives in its own module; registered once that module exists.

@@ -8,6 +8,9 @@ A YAML (or TOML, by extension) file::
                        served_name: deepseek-ai/DeepSeek-V3, api_key_env: VLLM_KEY}
       embed: {model: all-minilm-l6-v2, embedded: minilm}
     defaults: {support: support-agent, shop: shop-assistant, embed: embed}
+    support:                      # optional: support domains defined outside the package (docs/integrations.md)
+      domains: {acme-bookings: {path: ./domains/acme-bookings, connectors: {bookings: {base_url: https://...}}}}
+      tenants: {acme: acme-bookings}
 
 Each alias has exactly one source: ``gguf`` (a local file; ``~`` and ``$VARS`` expanded,
 relative paths from the config file's folder), ``url`` (an OpenAI-compatible base URL: the
@@ -453,6 +456,10 @@ class Deployment:
     defaults: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
     warnings: tuple[str, ...] = ()
+    # The ``support:`` section as written (domain folders, tenant -> domain); checked by
+    # concierge.support.domains.external.parse_support_config, which this layer cannot import.
+    support: Mapping[str, Any] = field(default_factory=dict)
+    base_dir: Path | None = None  # relative paths in the file are relative to this folder
 
     def __contains__(self, alias: object) -> bool:
         return alias in self.aliases
@@ -522,9 +529,12 @@ def parse_deployment(data: Any, *, path: Path | None = None, base_dir: Path | No
     where = str(path) if path else "deployment"
     if not isinstance(data, Mapping):
         raise DeploymentError(f"{where}: expected a mapping with 'models' (and optionally 'defaults')")
-    unknown = sorted(set(data) - {"models", "defaults", "version"})
+    unknown = sorted(set(data) - {"models", "defaults", "version", "support"})
     if unknown:
-        raise DeploymentError(f"{where}: unknown top-level key {unknown[0]!r} (expected models, defaults)")
+        raise DeploymentError(f"{where}: unknown top-level key {unknown[0]!r} (expected models, defaults, support)")
+    support = data.get("support")
+    if support is not None and not isinstance(support, Mapping):
+        raise DeploymentError(f"{where}: 'support' must be a mapping (domains, tenants, default)")
     models = data.get("models")
     if not isinstance(models, Mapping) or not models:
         raise DeploymentError(f"{where}: 'models' must map at least one alias to its settings")
@@ -544,7 +554,8 @@ def parse_deployment(data: Any, *, path: Path | None = None, base_dir: Path | No
             suffix = f" (did you mean {hint[0]!r}?)" if hint else f" (aliases: {', '.join(aliases)})"
             raise DeploymentError(f"{where}: defaults.{role} names unknown alias {alias!r}{suffix}")
         defaults[str(role)] = str(alias)
-    return Deployment(aliases=aliases, defaults=defaults, path=path, warnings=tuple(warnings))
+    return Deployment(aliases=aliases, defaults=defaults, path=path, warnings=tuple(warnings),
+                      support=dict(support or {}), base_dir=base)
 
 
 def registry_path() -> Path:

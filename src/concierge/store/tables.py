@@ -168,3 +168,36 @@ class StoredResponse(Base):
     # OpenAI does not carry them over to a follow-up).
     history: Mapped[list[Any]] = mapped_column(JSON)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ExternalWrite(Base):
+    """One write a support tool made to a company's own system (an OpenAPI service, an MCP server).
+
+    The row is written BEFORE the call (``status`` ``pending``) and finished after it (``ok``,
+    ``error``: the system refused or failed; ``unknown``: no answer, it may or may not have applied),
+    each in its own transaction, so a crash mid-call leaves a ``pending`` row, never no trace.
+    ``idempotency_key`` is what the call carried (``Idempotency-Key`` header, MCP ``_meta``): a retry
+    of the same confirmed write sends the same key, so the system applies it once (see
+    :mod:`concierge.support.connectors.audit` for how it is derived).
+    """
+
+    __tablename__ = "external_writes"
+    __table_args__ = (Index("ix_external_writes_conversation", "conversation_id", "tool"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100), default="", index=True)
+    conversation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The conversation's saved version the turn started from: a row whose turn was never saved (a
+    # crash) has the same number as the retry of that turn, which is how the retry reuses its key.
+    turn: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    domain: Mapped[str] = mapped_column(String(50))
+    tool: Mapped[str] = mapped_column(String(100))
+    connector: Mapped[str] = mapped_column(String(100), default="")
+    arguments: Mapped[Any] = mapped_column(JSON)
+    arguments_hash: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(80), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    result: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -267,6 +267,7 @@ class Guard:
 
     def _ownership_problem(self, arguments: dict[str, Any]) -> str | None:
         db = getattr(self.domain, "db", {}) or {}
+        lookup = getattr(self.domain, "record", None)
         for arg, spec in self.rules.ownership.items():
             if arg not in arguments:
                 continue
@@ -275,8 +276,16 @@ class Guard:
                 if str(value) != self.user_id:
                     return f"I can only act on the identified customer's own account ({arg} does not match)."
                 continue
-            table = db.get(spec.get("table", ""), {})
-            record = table.get(value) if isinstance(table, dict) and isinstance(value, str) else None
+            if callable(lookup):
+                # Records a company's own system holds are looked up there (support.domains.external);
+                # ownership that cannot be checked is not assumed.
+                try:
+                    record = lookup(spec.get("table", ""), value)
+                except tool_error_type() as exc:
+                    return f"I could not check {arg} {value}: {exc}"
+            else:
+                table = db.get(spec.get("table", ""), {})
+                record = table.get(value) if isinstance(table, dict) and isinstance(value, str) else None
             owner = record.get(spec.get("field", "user_id")) if isinstance(record, dict) else None
             if owner is not None and owner != self.user_id:
                 return f"{arg} {value} belongs to another customer; I can only help with your own records."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from concierge.plugins import Register, hookimpl
 
 
@@ -10,3 +12,8 @@ def register_domains(register: Register) -> None:
     register("retail", "concierge.support.domains.retail:load")
     register("airline", "concierge.support.domains.airline:load")
     register("homestay", "concierge.support.domains.homestay:load")
+    if os.environ.get("CONCIERGE_DOMAINS"):  # domain folders by path (support.domains.external)
+        from concierge.support.domains.external import env_folders
+
+        for name, loader in env_folders().items():
+            register(name, loader)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
 import threading
 import uuid
@@ -45,10 +46,13 @@ from concierge.store.conversations import plain as _plain
 from concierge.store.db import session_scope
 from concierge.store.tables import Conversation, DomainRecord, Handoff, Message, Tenant, utcnow
 from concierge.support.agent import ToolAgent, TurnResult
+from concierge.support.connectors import CallContext
 from concierge.support.domains import flows_path, load_domain
 from concierge.support.guardrails import GuardRules, result_text
 from concierge.support.guided import GuidedAgent, load_flows
 from concierge.support.toolkit import DbSource
+
+log = logging.getLogger(__name__)
 
 MODES = ("agent", "guided")
 
@@ -164,6 +168,7 @@ class SupportSession:
         use_model: bool = True,
         domains: dict[str, Any] | None = None,
         max_steps: int = 12,
+        tenant_domains: dict[str, str] | None = None,
     ) -> None:
         if default_mode not in MODES:
             raise ValueError(f"unknown support mode {default_mode!r}")
@@ -175,6 +180,9 @@ class SupportSession:
         self.default_domain = default_domain
         self.use_model = use_model
         self.max_steps = max_steps
+        # tenant name -> the domain a new conversation of that tenant opens on (deployment config
+        # ``support: tenants:``); a request naming a domain still gets that one
+        self.tenant_domains: dict[str, str] = dict(tenant_domains or {})
         # Given or loaded domains; each one is also the no-tenant copy (so a caller's object sees writes).
         self._domains: dict[str, Any] = dict(domains or {})
         self._bases: dict[str, Any] = {}  # domain -> DbSource that tenants' copies start from
@@ -184,6 +192,12 @@ class SupportSession:
 
     # -- domains
 
+    def domain_for(self, tenant: int | str | None) -> str:
+        """The domain a new conversation of ``tenant`` opens on when the request names none."""
+        if isinstance(tenant, str) and tenant in self.tenant_domains:
+            return self.tenant_domains[tenant]
+        return self.default_domain
+
     def _template(self, name: str) -> Any:
         with self._lock:
             if name not in self._domains:
@@ -192,6 +206,11 @@ class SupportSession:
                 except FileNotFoundError as exc:
                     if isinstance(exc, DomainUnavailable):
                         raise
+                    if "domain folder" in str(exc):  # an outside domain: its system unreachable or its files broken
+                        log.warning("support domain %s cannot load: %s", name, exc)
+                        raise DomainUnavailable(
+                            "That support domain cannot reach its systems right now (the server log says why)."
+                        ) from exc
                     raise DomainUnavailable("That support domain has no data on this server.") from exc
             return self._domains[name]
 
@@ -312,6 +331,9 @@ class SupportSession:
                 return {"conversation_id": conversation_id, **result.to_dict()}, state
             name, scope = state["domain"], str(state.get("tenant") or "")
             fork, live, base_rev = self._fork(name, scope)
+            bind = getattr(fork, "bind", None)
+            if callable(bind):  # a domain whose tools write to a company's system: audit and idempotency keys
+                bind(CallContext(tenant=scope, conversation_id=conversation_id, db_url=self.db_url, turn=version))
             agent = build_agent(
                 fork,
                 state.get("mode", self.default_mode),
@@ -386,7 +408,7 @@ class SupportSession:
         """
         self.check(message, conversation_id=conversation_id, domain=domain)
         if conversation_id is None:
-            domain = domain or self.default_domain
+            domain = domain or self.domain_for(tenant)
             conversation_id = self.start(domain, mode, tenant)
         result, state = self._reply(conversation_id, message, tenant)
         text = str(result.get("message") or "")

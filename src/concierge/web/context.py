@@ -39,7 +39,7 @@ class WebServices:
 
     @property
     def support_domain(self) -> str:
-        return self.support.default_domain
+        return self.support.domain_for(self.tenant)
 
     @property
     def support_mode(self) -> str:

@@ -40,6 +40,7 @@ from concierge.store.conversations import ConversationConflict
 from concierge.store.db import session_scope
 from concierge.store.tables import ApiKey
 from concierge.support import handoffs
+from concierge.support.connectors import audit
 from concierge.support.session import awaiting_confirmation
 from concierge.web import security
 from concierge.web.context import WebServices
@@ -457,8 +458,19 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
             "reports": await in_thread(reports),
             "queue": await in_thread(lambda: handoffs.handoff_queue(db_url=services.db_url)),
             "conversations": await in_thread(lambda: convs.list_conversations(db_url=services.db_url)),
+            "external_writes": await in_thread(external_writes),
         }
         return page(request, "console.html", context)
+
+    def external_writes() -> list[dict[str, Any]]:
+        return audit.list_writes(limit=50, db_url=services.db_url)
+
+    @app.get("/console/fragments/external-writes", response_class=HTMLResponse, include_in_schema=False)
+    async def external_writes_fragment(request: Request) -> Response:
+        if await in_thread(operator, request) is None:
+            return htmx_login(request)
+        rows = await in_thread(external_writes)
+        return fragment(request, "_external_writes.html", {"external_writes": rows})
 
     @app.get("/console/fragments/queue", response_class=HTMLResponse, include_in_schema=False)
     async def queue_fragment(request: Request) -> Response:

@@ -51,5 +51,15 @@ def resolve_data_dir(name: str, data_dir: Path | str | None) -> Path | None:
 
 
 def flows_path(name: str) -> Path:
-    """Where a built-in domain keeps its guided-mode flows (``<domain>/flows.yaml``; it may not exist)."""
+    """Where a domain keeps its guided-mode flows: a built-in's ``<domain>/flows.yaml``, or the file a
+    domain folder's ``domain.yaml`` names (:mod:`.external`); the file may not exist."""
+    from concierge import plugins
+
+    try:
+        loader = plugins.get("domains", name)
+    except plugins.PluginError:
+        loader = None
+    custom = getattr(loader, "flows_file", None) if getattr(loader, "external", False) else None
+    if custom is not None:
+        return Path(custom)
     return DOMAINS_DIR / name / FLOWS_FILE

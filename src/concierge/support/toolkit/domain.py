@@ -175,6 +175,14 @@ class Domain:
         content = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
         return ToolOutcome(True, content, result, None)
 
+    def record(self, table: str, key: Any) -> Any:
+        """Record ``key`` of ``table`` (None if absent): what the guardrails read to check ownership.
+
+        A domain whose records live in another system (``support.domains.external``) looks it up there.
+        """
+        records = self.db.get(table)
+        return records.get(key) if isinstance(records, dict) and isinstance(key, str) else None
+
     # -- state
 
     def edit(self, table: str, key: str) -> dict[str, Any]:
