@@ -549,3 +549,15 @@ def test_support_never_imports_train() -> None:
                 else []
             )
             assert not any(n.startswith("concierge.train") for n in names), path
+
+
+def test_the_copies_a_session_makes_keep_the_domains_clock() -> None:
+    """The session forks a domain per tenant and per turn with dataclasses.replace; the home-stay
+    policy's fixed "today" must survive it, or guided mode reads dates against the real date."""
+    import dataclasses
+
+    home = load_domain("homestay")
+    assert home.now is not None
+    fork = dataclasses.replace(home, db=home.snapshot(), _initial=None)
+    assert fork.now == home.now
+    assert fork.undoable is True

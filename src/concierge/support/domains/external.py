@@ -114,6 +114,7 @@ class ExternalDomain(Domain):
     flows_file: Path | None = None
     folder: Path | None = None
     now: date | None = None
+    undoable: bool = False  # its writes are in the company's system: they cannot be taken back here
     context: CallContext = field(default_factory=CallContext)
     _looked_up: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 

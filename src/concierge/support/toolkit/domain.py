@@ -69,6 +69,12 @@ class Domain:
     tools: dict[str, ToolSpec] = field(default_factory=dict)
     source: DbSource | None = None
     _initial: dict[str, Any] | None = field(default=None, repr=False)
+    # The domain's clock (a date or datetime; None: today), read by guided mode and preconditions. A
+    # field, so the copies a session makes (dataclasses.replace) keep it.
+    now: Any = None
+    # Whether writes can be taken back (restore): true for the in-process database, false where tools
+    # write to another system.
+    undoable: bool = True
 
     @classmethod
     def build(

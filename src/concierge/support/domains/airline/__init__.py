@@ -19,7 +19,7 @@ def load(data_dir: Path | None, *, exclude_tools: tuple[str, ...] | list[str] = 
     domain = Domain.build(
         "airline", read_policy(data_dir), TOOLS, source=db_source(path), exclude_tools=exclude_tools
     )
-    domain.now = NOW  # type: ignore[attr-defined] - the policy's clock, read by guided mode
+    domain.now = NOW  # the policy's clock, read by guided mode
     return domain
 
 

@@ -63,7 +63,7 @@ def load(data_dir: Path | None = None, *, exclude_tools: tuple[str, ...] | list[
     else:
         source = _generated_source()
     domain = Domain.build("homestay", policy, TOOLS, source=source, exclude_tools=exclude_tools)
-    domain.now = TODAY  # type: ignore[attr-defined] - the domain's fixed clock, read by guided mode
+    domain.now = TODAY  # the domain's fixed clock, read by guided mode
     return domain
 
 
