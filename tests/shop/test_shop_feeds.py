@@ -317,3 +317,36 @@ def test_cli_ingests_a_feed_and_reports_rejected_rows(tmp_path: Path) -> None:
     assert "price: 'free' is not a price" in failed.output and "nothing written" in failed.output
     assert "Traceback" not in failed.output
     assert cat.list_catalogs(None, "acme")[0].products == 4
+
+
+def _wait(factory) -> None:  # noqa: ANN001
+    thread = factory.refreshing("acme", "feed")
+    if thread is not None:
+        thread.join(30)
+
+
+def test_a_running_shop_picks_up_a_reingested_feed_without_a_restart(tmp_path: Path) -> None:
+    from concierge.shop.session import AssistantFactory
+    from helpers.hubs import ShopHub
+
+    feed = tmp_path / "feed.tsv"
+    shutil.copy(MERCHANT_TSV, feed)
+    _ingest(feed)
+    factory = AssistantFactory(ShopHub(), refresh_every=0)
+    before = factory("acme", "feed")
+    _wait(factory)
+    assert factory("acme", "feed") is before  # nothing changed: the same assistant keeps serving
+
+    feed.write_text(
+        feed.read_text(encoding="utf-8").replace("Gooseneck Pour-Over Kettle", "Gooseneck Electric Kettle"),
+        encoding="utf-8",
+    )
+    _ingest(feed)
+    served = factory("acme", "feed")  # this request starts the check and is served by the old one
+    assert served is before
+    _wait(factory)
+    after = factory("acme", "feed")
+    assert after is not before
+    assert after.catalog.product("NW-KETTLE").title == "Gooseneck Electric Kettle"
+    assert after.index.search("electric kettle", k=1)[0].product_id == "NW-KETTLE"
+    assert before.catalog.product("NW-KETTLE").title == "Gooseneck Pour-Over Kettle"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -77,12 +78,22 @@ class AssistantFactory:
     first time and reusing the saved index after. One build per key at a time: a request that
     arrives while another thread builds gets :class:`ShopWarming` at once (the API answers 503 with
     Retry-After) instead of holding a connection for minutes. A failed build is not cached.
+
+    A catalogue re-ingested while the server runs (``concierge shop ingest`` in another process, a
+    feed re-read) is picked up without a restart: at most every ``refresh_every`` seconds a request
+    for a catalogue starts a background check of its ``updated_at``; when it moved, a new assistant
+    is opened beside the old one (the saved index is updated incrementally: only products whose
+    text changed are embedded) and swapped in. Requests keep the old assistant until then.
     """
 
-    def __init__(self, hub: ServingHub, *, model_alias: str | None = None) -> None:
+    def __init__(self, hub: ServingHub, *, model_alias: str | None = None, refresh_every: float = 10.0) -> None:
         self.hub = hub
         self.model_alias = model_alias or role_alias(hub, "shop", "shop-assistant")
+        self.refresh_every = refresh_every
         self._built: dict[tuple[str, str], Any] = {}
+        self._stamps: dict[tuple[str, str], Any] = {}  # the catalogue's updated_at the assistant was built at
+        self._checked: dict[tuple[str, str], float] = {}
+        self._refreshing: dict[tuple[str, str], threading.Thread] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -90,21 +101,58 @@ class AssistantFactory:
         key = (tenant, catalog)
         with self._lock:
             if key in self._built:
+                self._maybe_refresh(key)
                 return self._built[key]
             lock = self._locks.setdefault(key, threading.Lock())
         if not lock.acquire(blocking=False):
             raise ShopWarming(f"the shop for catalogue {catalog!r} is being prepared (building its search index)")
         try:
             if key not in self._built:
-                self._built[key] = self._build(tenant, catalog)
+                stamp = _catalog_stamp(tenant, catalog)
+                built = self._build(tenant, catalog)
+                with self._lock:
+                    self._built[key], self._stamps[key] = built, stamp
+                    self._checked[key] = time.monotonic()
             return self._built[key]
         finally:
             lock.release()
+
+    def _maybe_refresh(self, key: tuple[str, str]) -> None:
+        """(with ``_lock`` held) Start a background staleness check when one is due."""
+        now = time.monotonic()
+        if now - self._checked.get(key, 0.0) < self.refresh_every or key in self._refreshing:
+            return
+        self._checked[key] = now
+        thread = threading.Thread(target=self._refresh, args=key, name="concierge-shop-refresh", daemon=True)
+        self._refreshing[key] = thread
+        thread.start()
+
+    def _refresh(self, tenant: str, catalog: str) -> None:
+        key = (tenant, catalog)
+        try:
+            stamp = _catalog_stamp(tenant, catalog)
+            if stamp is None or stamp == self._stamps.get(key):
+                return
+            fresh = self._build(tenant, catalog)
+            with self._lock:
+                self._built[key], self._stamps[key] = fresh, stamp
+            log.info("shop %s/%s: catalogue changed, assistant refreshed", tenant, catalog)
+        except Exception:  # noqa: BLE001  (the old assistant keeps serving; the next check retries)
+            log.exception("refreshing the shop assistant for %s/%s failed", tenant, catalog)
+        finally:
+            with self._lock:
+                self._refreshing.pop(key, None)
+
+    def refreshing(self, tenant: str, catalog: str) -> threading.Thread | None:
+        """The background refresh under way for a catalogue, if any (tests and the console wait on it)."""
+        with self._lock:
+            return self._refreshing.get((tenant, catalog))
 
     def forget(self, tenant: str, catalog: str) -> None:
         """Drop a cached assistant (after the catalogue was re-ingested)."""
         with self._lock:
             self._built.pop((tenant, catalog), None)
+            self._stamps.pop((tenant, catalog), None)
 
     def _build(self, tenant: str, catalog: str) -> Any:
         from concierge.shop.assistant import ShopAssistant, hub_embedder
@@ -115,6 +163,13 @@ class AssistantFactory:
             return ShopAssistant.open(self.hub, tenant, catalog, embed=embed, model_alias=self.model_alias)
         except CatalogError as exc:
             raise CatalogUnavailable(str(exc)) from exc
+
+
+def _catalog_stamp(tenant: str, catalog: str) -> Any:
+    """When the catalogue was last ingested (None if it does not exist)."""
+    from concierge.shop.catalog import list_catalogs
+
+    return next((c.updated_at for c in list_catalogs(None, tenant) if c.name == catalog), None)
 
 
 def products_list(result: Any) -> list[dict[str, Any]]:
@@ -138,6 +193,7 @@ class ShopTurn:
     messages: list[dict[str, Any]]
     state: Any
     assistant: Any
+    client_history: list[dict[str, Any]] | None = None  # a stateless client's earlier messages
 
 
 class ShopSession:
@@ -160,15 +216,23 @@ class ShopSession:
         return self.assistants(tenant, catalog)
 
     def prepare(
-        self, tenant: str, text: str, *, catalog: str | None = None, conversation_id: str | None = None,
-        shopper_id: str | None = None,
+        self, tenant: str, text: str | None, *, catalog: str | None = None, conversation_id: str | None = None,
+        shopper_id: str | None = None, messages: list[dict[str, Any]] | None = None,
     ) -> ShopTurn:
         """Check the request and load its conversation (if any). Raises before any model call.
+
+        ``messages`` (instead of ``text`` and ``conversation_id``): a stateless client's whole
+        conversation, ``[{role: user|assistant, content}]`` ending with the shopper's message. The
+        assistant reads the earlier turns again (as it does for a stored conversation without
+        state); the turn is stored as a new conversation holding that history, whose id the answer
+        carries (the client may go on either way).
 
         Errors: ShopRequestError (400), ConversationNotFound, and the assistant's CatalogNotFoundError.
         An unknown shopper is found by the assistant when the turn starts (ShopperNotFoundError).
         """
-        text = text.strip()
+        if messages is not None:
+            return self._prepare_stateless(tenant, messages, catalog=catalog, shopper_id=shopper_id)
+        text = (text or "").strip()
         if not text:
             raise ShopRequestError("message must not be empty", param="message")
         # NUL cannot be stored (PostgreSQL refuses it in text and JSON): a 400, not a 500 at the insert.
@@ -200,11 +264,33 @@ class ShopSession:
             assistant=assistant,
         )
 
+    def _prepare_stateless(
+        self, tenant: str, messages: list[dict[str, Any]], *, catalog: str | None, shopper_id: str | None
+    ) -> ShopTurn:
+        from concierge.shop.answer import check_messages
+
+        convo = check_messages(messages)
+        if any(m["role"] not in ("user", "assistant") for m in convo):
+            raise ShopRequestError("messages: only user and assistant messages are accepted", param="messages")
+        for i, m in enumerate(convo):
+            if "\x00" in m["content"]:
+                raise ShopRequestError(f"messages.{i}.content must not contain NUL (\\u0000) characters",
+                                       param="messages")
+        catalog = catalog or self.catalog
+        assistant = self.assistant(tenant, catalog)
+        return ShopTurn(
+            conversation_id=None, version=0, tenant=tenant, catalog=catalog, shopper_id=shopper_id,
+            text=convo[-1]["content"].strip(), messages=convo, state=None, assistant=assistant,
+            client_history=convo[:-1],
+        )
+
     def _open(self, turn: ShopTurn) -> str:
         # A conversation row is written only once the assistant accepted the turn: a request that fails
         # validation (an unknown shopper, say) leaves nothing behind.
         if turn.conversation_id is None:
-            turn.conversation_id = self.conversations.start(turn.tenant, turn.catalog, turn.shopper_id)
+            turn.conversation_id = self.conversations.start(
+                turn.tenant, turn.catalog, turn.shopper_id, history=turn.client_history
+            )
         return turn.conversation_id
 
     def _persist(self, turn: ShopTurn, answer: Any) -> ShopAnswer:
