@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from fastapi import FastAPI
 
@@ -30,16 +31,22 @@ __all__ = ["WebServices", "build_app", "build_demo_services", "build_services", 
 
 def ensure_demo_store(
     tenant: str = "demo", catalog: str = "demo", *, n_products: int = 3000, n_shoppers: int = 500, seed: int = 7,
-    db_url: str | None = None,
+    db_url: str | None = None, progress: Callable[[str, int, int], None] | None = None,
 ) -> bool:
-    """Generate and ingest the demo store unless ``tenant/catalog`` exists; True when it was written."""
+    """Generate and ingest the demo store unless ``tenant/catalog`` exists; True when it was written.
+
+    ``progress(phase, done, total)`` hears of ``generating`` and ``writing`` (each 0/1 then 1/1)."""
     from concierge.shop.catalog import CatalogError, ingest_catalog, ingest_interactions, list_catalogs
     from concierge.shop.demo_store import generate_demo_store
 
     with session_scope(db_url) as db:
         if any(c.name == catalog for c in list_catalogs(db, tenant)):
             return False
+    step = progress or (lambda phase, done, total: None)
+    step("generating", 0, 1)
     products, events = generate_demo_store(seed=seed, n_products=n_products, n_shoppers=n_shoppers)
+    step("generating", 1, 1)
+    step("writing", 0, 1)
     label = f"demo(seed={seed}, products={n_products}, shoppers={n_shoppers})"
     with session_scope(db_url) as db:
         report = ingest_catalog(db, tenant, catalog, products, source_label=label)
@@ -49,6 +56,7 @@ def ensure_demo_store(
             events_report = ingest_interactions(db, tenant, catalog, events, source_label=label)
             if not events_report.ok:
                 raise CatalogError(f"demo interactions rejected: {events_report.summary()}")
+    step("writing", 1, 1)
     return True
 
 
@@ -61,13 +69,14 @@ def build_services(
     support_mode: str = "guided",
     use_model: bool = True,
     db_url: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> WebServices:
     """The shop and support sessions over ``hub`` (every tenant's catalogues and domains).
 
     ``tenant``, ``catalog``, ``support_domain`` and ``support_mode`` are the defaults: what the web
     pages serve, and what an API request that names no catalogue or domain gets.
     """
-    shop = ShopSession(AssistantFactory(hub), catalog=catalog, db_url=db_url)
+    shop = ShopSession(AssistantFactory(hub, progress=progress), catalog=catalog, db_url=db_url)
     support = SupportSession(
         hub, alias=role_alias(hub, "support", "support-agent"), default_mode=support_mode,
         default_domain=support_domain, use_model=use_model, db_url=db_url,
@@ -86,19 +95,24 @@ def build_demo_services(
     use_model: bool = True,
     warm: bool = True,
     db_url: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> WebServices:
     """Services on the demo store and the homestay support desk (what ``concierge serve`` shows).
 
     The demo store is generated and ingested on first start only. With ``warm`` the shop assistant
     (catalogue, search index: built once with the hub's embedding model, then reused from disk) is
-    prepared in a background thread so the first shopper does not wait for it.
+    prepared in a background thread so the first shopper does not wait for it; on a first start
+    only a spread of the catalogue is embedded before it serves, the rest in the background
+    (``AssistantFactory``). ``progress(phase, done, total)``: ``generating``, ``writing``,
+    ``embedding`` (the first index) and ``completing`` (the rest), for a progress bar.
     """
     from concierge import tenancy
 
     tenancy.create_tenant(tenant, db_url=db_url)
-    ensure_demo_store(tenant, catalog, n_products=n_products, n_shoppers=n_shoppers, db_url=db_url)
+    ensure_demo_store(tenant, catalog, n_products=n_products, n_shoppers=n_shoppers, db_url=db_url,
+                      progress=progress)
     services = build_services(hub, tenant=tenant, catalog=catalog, support_mode=support_mode, use_model=use_model,
-                              db_url=db_url)
+                              db_url=db_url, progress=progress)
     if warm:
 
         def prepare() -> None:

@@ -74,7 +74,7 @@ def test_shop_stateless_conversation_answers_as_the_stored_one(api) -> None:
     assert [p["id"] for p in one["products"]] == [p["id"] for p in stored["products"]]
     history = [
         {"role": "user", "content": first_text},
-        {"role": "assistant", "content": one["message"]},
+        {"role": "assistant", "content": one["message"], "refusal": None},  # echoed by OpenAI clients: dropped
         {"role": "user", "content": [{"type": "text", "text": second_text}]},  # OpenAI text parts
     ]
     two = _post(client, "/v1/shop/chat", {"messages": history})

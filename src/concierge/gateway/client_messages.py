@@ -6,7 +6,9 @@
 the server's or the client's, never a mix). Roles are ``user`` and ``assistant`` only: the
 instructions are the server's, so ``system``, ``developer`` and ``tool`` messages are refused, not
 silently dropped. ``content`` is a string or OpenAI text parts (``[{"type": "text", "text": ...}]``).
-The last message is the customer's (``user``). Every problem is a 400 naming ``messages.<i>...``.
+The last message is the customer's (``user``). Keys clients echo back from earlier answers
+(``refusal``, ``annotations``, ``audio``) are dropped; any other key (``tool_calls`` ...) is refused.
+Every problem is a 400 naming ``messages.<i>...``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from concierge.gateway.errors import GatewayError
 
 MAX_CLIENT_MESSAGES = 100
+_ECHOED = {"refusal", "annotations", "audio"}
 MAX_CONTENT_CHARS = 4000
 _REFUSED_ROLES = {
     "system": "the assistant's instructions are the server's",
@@ -82,6 +85,9 @@ def conversation_of(
         if isinstance(raw, dict) and raw.get("role") in _REFUSED_ROLES:
             role = raw["role"]
             raise GatewayError(400, f"{param}: {role!r} is not accepted: {_REFUSED_ROLES[role]}.", param=param)
+        if isinstance(raw, dict):
+            # Keys OpenAI clients echo back from earlier answers are dropped, as on /v1/chat/completions.
+            raw = {k: v for k, v in raw.items() if k not in _ECHOED}
         try:
             m = ClientMessage.model_validate(raw)
         except ValidationError as exc:

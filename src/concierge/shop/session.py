@@ -70,6 +70,11 @@ def embed_alias(hub: ServingHub, preferred: str = "embed") -> str:
     raise ValueError("the deployment has no embedding model; the shop search needs one")
 
 
+# A first start on a large catalogue embeds this many products (spread over it) before the shop
+# answers, and the rest in the background (scripts/bench_first_start.py measures the difference).
+FIRST_INDEX = 500
+
+
 class AssistantFactory:
     """One shop assistant per (tenant, catalogue), built on first use and kept.
 
@@ -79,6 +84,10 @@ class AssistantFactory:
     arrives while another thread builds gets :class:`ShopWarming` at once (the API answers 503 with
     Retry-After) instead of holding a connection for minutes. A failed build is not cached.
 
+    Without a saved index (a first start) only ``first_index`` products are embedded before the
+    assistant serves (BM25 and the filters cover all of them, the dense side those few); the rest
+    is embedded in a background thread and the complete index, saved, is swapped in.
+
     A catalogue re-ingested while the server runs (``concierge shop ingest`` in another process, a
     feed re-read) is picked up without a restart: at most every ``refresh_every`` seconds a request
     for a catalogue starts a background check of its ``updated_at``; when it moved, a new assistant
@@ -86,10 +95,16 @@ class AssistantFactory:
     text changed are embedded) and swapped in. Requests keep the old assistant until then.
     """
 
-    def __init__(self, hub: ServingHub, *, model_alias: str | None = None, refresh_every: float = 10.0) -> None:
+    def __init__(
+        self, hub: ServingHub, *, model_alias: str | None = None, refresh_every: float = 10.0,
+        first_index: int | None = FIRST_INDEX, progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
         self.hub = hub
         self.model_alias = model_alias or role_alias(hub, "shop", "shop-assistant")
         self.refresh_every = refresh_every
+        self.first_index = first_index
+        self.progress = progress  # (phase, done, total): "embedding" (the first index), "completing"
+        self.completions: list[threading.Thread] = []
         self._built: dict[tuple[str, str], Any] = {}
         self._stamps: dict[tuple[str, str], Any] = {}  # the catalogue's updated_at the assistant was built at
         self._checked: dict[tuple[str, str], float] = {}
@@ -159,10 +174,38 @@ class AssistantFactory:
         from concierge.shop.catalog import CatalogError
 
         embed = hub_embedder(self.hub, embed_alias(self.hub), tenant=tenant)
+        report = self._reporter("embedding")
         try:
-            return ShopAssistant.open(self.hub, tenant, catalog, embed=embed, model_alias=self.model_alias)
+            assistant = ShopAssistant.open(
+                self.hub, tenant, catalog, embed=embed, model_alias=self.model_alias, progress=report,
+                first_index=self.first_index,
+            )
         except CatalogError as exc:
             raise CatalogUnavailable(str(exc)) from exc
+        if getattr(assistant.index, "partial", False):
+            thread = threading.Thread(
+                target=self._complete, args=(assistant, tenant, catalog), name="concierge-shop-index", daemon=True
+            )
+            self.completions.append(thread)
+            thread.start()
+        return assistant
+
+    def _reporter(self, phase: str) -> Callable[[int, int], None] | None:
+        progress = self.progress
+        if progress is None:
+            return None
+        return lambda done, total: progress(phase, done, total)
+
+    def _complete(self, assistant: Any, tenant: str, catalog: str) -> None:
+        """Embed the rest of a quick first index in the background, then swap the full one in."""
+        from concierge.shop.search import index_folder
+
+        try:
+            full = assistant.index.completed(index_folder(tenant, catalog), progress=self._reporter("completing"))
+            assistant.index = full  # one reference swap: a search in flight finishes on the old index
+            log.info("shop %s/%s: search index complete (%d products)", tenant, catalog, len(full.products))
+        except Exception:  # noqa: BLE001  (the first index keeps serving; the next start builds it whole)
+            log.exception("completing the search index of %s/%s failed", tenant, catalog)
 
 
 def _catalog_stamp(tenant: str, catalog: str) -> Any:

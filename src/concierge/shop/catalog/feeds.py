@@ -513,18 +513,14 @@ def detect_format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in (".xml", ".rss", ".atom"):
         return "merchant"
-    if suffix in (".tsv", ".txt"):
-        return "merchant"
+    if suffix == ".tsv":
+        return "merchant"  # a .txt feed (Merchant Center accepts them) needs fmt="merchant"
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as fh:
             header = [h.strip() for h in next(csv.reader(fh), [])]
         if is_shopify_header(header):
             return "shopify"
-        if is_merchant_header(header):
-            raise CatalogError(
-                f"{path.name}: looks like a Merchant Center feed; Merchant feeds are tab-separated (.tsv) or XML"
-            )
-    return "catalog"
+    return "catalog"  # the catalogue's own columns (id, title, price ... share names with Merchant's)
 
 
 def read_feed(path: Path, fmt: str, *, currency: str = "USD") -> Iterator[_Row]:

@@ -85,6 +85,7 @@ class SearchIndex(LexicalSearch, DenseSearch):
         self.catalog: Catalog
         self.embed: Embedder
         self.folder: Path | None = None
+        self.partial = False  # a quick first index: not every product has a vector yet
         self.kind = "flat"
         self.dim = 0
         self.probe: list[float] = []
@@ -108,18 +109,29 @@ class SearchIndex(LexicalSearch, DenseSearch):
         kind: str = "auto",
         batch_size: int = 256,
         progress: Callable[[int, int], None] | None = None,
+        first: int | None = None,
     ) -> SearchIndex:
         """Embed every product and build both retrievers; saved to ``folder`` when given.
 
         ``kind``: ``"flat"`` (exact), ``"hnsw"`` (approximate graph) or ``"auto"`` (HNSW from
         ``HNSW_MIN_PRODUCTS`` products).
+
+        ``first``: a quick first index for a large catalogue: only ``first`` products, spread evenly
+        over the catalogue, are embedded (BM25 and the filters cover every product; the others are
+        found by keywords only) and nothing is saved. :meth:`completed` makes the full index from it.
         """
         self = cls()
         self.catalog = catalog
         self.embed = embed
-        self.folder = Path(folder) if folder is not None else None
         products = [p for p in catalog.products if p.variants]
         texts = [embed_text(p) for p in products]
+        rows = np.arange(len(products), dtype=np.int64)
+        if first is not None and first < len(products):
+            rows = np.unique(np.linspace(0, len(products) - 1, max(1, first)).astype(np.int64))
+            texts = [texts[i] for i in rows]
+            folder = None
+        self.folder = Path(folder) if folder is not None else None
+        self.partial = len(rows) < len(products)
         vectors = _embed_batched(embed, texts, batch_size, progress)
         self.probe = [float(x) for x in np.asarray(embed([PROBE_TEXT]), dtype=np.float32)[0]]
         self.dim = len(self.probe)
@@ -129,12 +141,44 @@ class SearchIndex(LexicalSearch, DenseSearch):
             raise ValueError(f"unknown index kind {kind!r}")
         self.kind = kind
         self._row_text_hash = [_text_hash(t) for t in texts]
-        self._row_product = np.arange(len(products), dtype=np.int64)
-        self._set_dense(vectors if len(products) else np.zeros((0, self.dim), np.float32))
+        self._row_product = rows
+        self._set_dense(vectors if len(texts) else np.zeros((0, self.dim), np.float32))
         self._rebuild_lexical(products)
         if self.folder is not None:
             self.save(self.folder)
         return self
+
+    def completed(
+        self, folder: str | Path | None = None, *, batch_size: int = 256,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SearchIndex:
+        """The full index of this index's catalogue, reusing the vectors it has (a new object: this
+        one keeps serving while it is made); saved to ``folder`` (default: this index's)."""
+        known = {
+            self._row_text_hash[row]: np.array(self._vectors[row])
+            for row in range(len(self._row_product))
+            if self._row_product[row] >= 0 and self._row_text_hash[row] is not None
+        }
+        embed = self.embed
+
+        def reuse(texts: list[str]) -> np.ndarray:
+            found = [known.get(_text_hash(t)) for t in texts]
+            missing = [i for i, v in enumerate(found) if v is None]
+            fresh = np.asarray(embed([texts[i] for i in missing]), dtype=np.float32) if missing else None
+            out = np.zeros((len(texts), self.dim), dtype=np.float32)
+            for i, v in enumerate(found):
+                if v is not None:
+                    out[i] = v
+            for k, i in enumerate(missing):
+                out[i] = fresh[k]
+            return out
+
+        full = type(self).build(
+            self.catalog, reuse, folder if folder is not None else self.folder, kind=self.kind,
+            batch_size=batch_size, progress=progress,
+        )
+        full.embed = embed
+        return full
 
     @property
     def products(self) -> list[Product]:
