@@ -25,14 +25,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=None, help="demo store size (default: the demo's)")
     parser.add_argument("--first-index", type=int, default=None,
-                        help="products embedded before the shop answers (default: the server's FIRST_INDEX; "
-                        "0: the whole catalogue, as before the quick first index)")
+                        help="at most this many products embedded before the shop answers (default: the "
+                        "server's FIRST_INDEX, within FIRST_INDEX_SECONDS); 0: the whole catalogue, as "
+                        "before the quick first index")
     args = parser.parse_args()
 
     from concierge import tenancy
     from concierge.models.hub import ModelHub
     from concierge.server import ensure_demo_store
-    from concierge.shop.session import FIRST_INDEX, AssistantFactory, ShopSession
+    from concierge.shop.session import FIRST_INDEX, FIRST_INDEX_SECONDS, AssistantFactory, ShopSession
 
     n_products = args.products or 3000
     print(json.dumps({"started": datetime.now(UTC).isoformat(timespec="seconds"), "loadavg": os.getloadavg(),
@@ -51,11 +52,16 @@ def main() -> None:
     phase("warm chat model", lambda: hub.warm_up(chat))
     tenancy.create_tenant("demo")
     phase("generate + ingest demo store", lambda: ensure_demo_store("demo", "demo", n_products=n_products))
-    first = FIRST_INDEX if args.first_index is None else (args.first_index or None)
-    factory = AssistantFactory(hub, first_index=first)
+    whole = args.first_index == 0
+    first = None if whole else (args.first_index or FIRST_INDEX)
+    seconds = None if whole else FIRST_INDEX_SECONDS
+    factory = AssistantFactory(hub, first_index=first, first_seconds=seconds)
     shop = ShopSession(factory, catalog="demo")
     t_index = time.perf_counter()
-    phase(f"search index (first {first or 'all'} products embedded)", lambda: shop.assistant("demo", "demo"))
+    label = "all products" if whole else f"first products: at most {first} in {seconds:g} s"
+    phase(f"search index ({label})", lambda: shop.assistant("demo", "demo"))
+    assistant = shop.assistant("demo", "demo")
+    embedded = int((assistant.index._row_product >= 0).sum())
 
     def first_answer() -> None:
         turn = shop.prepare("demo", "I need a tent for camping under $300")
@@ -64,7 +70,8 @@ def main() -> None:
     phase("first shop answer (the rest embedding alongside)" if factory.completions else "first shop answer",
           first_answer)
     total = round(sum(phases.values()), 2)
-    print(json.dumps({"first_answer_after_seconds": total, "first_index": first, "loadavg": os.getloadavg(),
+    print(json.dumps({"first_answer_after_seconds": total, "embedded_before_serving": embedded,
+                      "loadavg": os.getloadavg(),
                       "finished": datetime.now(UTC).isoformat(timespec="seconds")}), flush=True)
     for thread in factory.completions:
         thread.join()

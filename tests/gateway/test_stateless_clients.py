@@ -203,3 +203,14 @@ def test_support_stateless_turn_is_stored_and_can_continue_by_id(api) -> None:
     by_id = _post(client, "/v1/support/chat", {"message": "no", "conversation_id": first["conversation_id"]})
     assert "cancel_reservation" not in [a.get("tool") for a in by_id["actions"]]
     assert _reservation(services, "HS10005")["status"] == "confirmed"
+
+
+def test_support_stateless_handoff_is_queued_once_on_the_new_conversation(api) -> None:
+    client, services = api
+    history = [{"role": "user", "content": "I want to talk to a human please"},
+               {"role": "assistant", "content": "I am passing you to a person."},
+               {"role": "user", "content": "hello? is anyone there?"}]
+    turn = _post(client, "/v1/support/chat", {"messages": history})
+    assert turn["status"] == "handoff" and "person" in turn["message"]
+    queued = [h for h in services.support.handoffs() if h["conversation_id"] == turn["conversation_id"]]
+    assert len(queued) == 1

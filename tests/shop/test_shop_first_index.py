@@ -45,8 +45,12 @@ def test_first_index_embeds_a_spread_then_completes_to_the_whole_index(catalog: 
     quick = SearchIndex.build(catalog, embed, tmp_path / "index", first=30)
     assert quick.partial and embed.embedded == 30 + 1  # 30 products and the probe
     assert not (tmp_path / "index").exists()  # a partial index is never saved
+    # The 30 are spread over the catalogue, not its first 30.
+    embedded = np.flatnonzero(quick._product_row >= 0)
+    assert len(embedded) == 30 and embedded.max() > 90 and embedded.min() < 10
+    assert max(np.diff(embedded)) <= 8
     # Every product is still found by its words (BM25 and the filters cover the whole catalogue).
-    target = catalog.products[1]  # position 1 is not in an even spread of 30 over 120
+    target = catalog.products[int(np.flatnonzero(quick._product_row < 0)[0])]
     assert target.id in {h.product_id for h in quick.search(target.title, k=10)}
     assert quick.count(SearchFilters()) == len(catalog.products)
 
@@ -59,6 +63,19 @@ def test_first_index_embeds_a_spread_then_completes_to_the_whole_index(catalog: 
         assert ours == [(h.product_id, h.variant_id) for h in whole.search(query, k=10)]
     reopened = SearchIndex.load(tmp_path / "index", HashingEmbedder(), catalog)
     assert [h.product_id for h in reopened.similar(target.id, k=5)] == [h.product_id for h in whole.similar(target.id, k=5)]
+
+
+def test_a_time_budget_of_nothing_serves_by_keywords_and_completes(catalog: cat.Catalog) -> None:
+    embed = Counting()
+    quick = SearchIndex.build(catalog, embed, first_seconds=0.0)
+    assert quick.partial and embed.embedded == 1  # the probe only
+    target = catalog.products[7]
+    assert target.id in {h.product_id for h in quick.search(target.title, k=10)}
+    assert quick.similar(target.id) == []  # no vector yet: nothing to compare with
+    embed.embedded = 0
+    full = quick.completed()
+    assert embed.embedded == 120 + 1 and not full.partial  # every product, and the probe
+    assert full.similar(target.id, k=3)
 
 
 def test_a_first_start_serves_from_the_quick_index_and_swaps_in_the_full_one() -> None:
@@ -79,3 +96,23 @@ def test_a_first_start_serves_from_the_quick_index_and_swaps_in_the_full_one() -
     # The next start loads the saved, complete index: no quick index, nothing to complete.
     again = AssistantFactory(ShopHub(), first_index=20)
     assert not again("acme", "store").index.partial and again.completions == []
+
+
+def test_background_embedding_gives_way_to_a_running_turn() -> None:
+    import threading
+    import time
+
+    from concierge.shop.session import AssistantFactory
+    from helpers.hubs import ShopHub
+
+    factory = AssistantFactory(ShopHub())
+    calls: list[float] = []
+    polite = factory._give_way(lambda texts: calls.append(time.monotonic()))
+    with factory.serving():
+        worker = threading.Thread(target=polite, args=(["a text"],))
+        worker.start()
+        time.sleep(0.3)
+        assert calls == []  # waiting while a shop turn runs
+        released = time.monotonic()
+    worker.join(5)
+    assert len(calls) == 1 and calls[0] >= released

@@ -164,7 +164,7 @@ class _FirstStart:
     LABELS = {
         "generating": "generating the demo store",
         "writing": "writing the catalogue",
-        "embedding": "embedding the first products for search",
+        "embedding": "embedding products for search (a few seconds; the rest in the background)",
     }
 
     def __init__(self, out: Console) -> None:

@@ -171,6 +171,7 @@ class ShopAssistant(AnswerWriter):
         session: Any = None,
         progress: Callable[[int, int], None] | None = None,
         first_index: int | None = None,
+        first_seconds: float | None = None,
         **kwargs: Any,
     ) -> ShopAssistant:
         """The assistant for a stored catalogue: catalogue, interactions and search index (built if needed).
@@ -192,7 +193,9 @@ class ShopAssistant(AnswerWriter):
             index = SearchIndex.load(folder, embed, catalog)
         except IndexMismatchError:
             # first_index: a quick first index (see SearchIndex.build); the caller completes it.
-            index = SearchIndex.build(catalog, embed, folder, progress=progress, first=first_index)
+            index = SearchIndex.build(
+                catalog, embed, folder, progress=progress, first=first_index, first_seconds=first_seconds
+            )
         recommender = Personalizer(catalog, interactions) if interactions else None
         kwargs.setdefault("model_alias", as_hub(hub).deployment.role("shop", "shop-assistant"))
         return cls(hub, catalog, index, recommender, tenant=tenant, **kwargs)

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,9 +71,13 @@ def embed_alias(hub: ServingHub, preferred: str = "embed") -> str:
     raise ValueError("the deployment has no embedding model; the shop search needs one")
 
 
-# A first start on a large catalogue embeds this many products (spread over it) before the shop
-# answers, and the rest in the background (scripts/bench_first_start.py measures the difference).
-FIRST_INDEX = 500
+# A first start embeds products (spread over the catalogue) for at most FIRST_INDEX_SECONDS, and at
+# most FIRST_INDEX of them, before the shop answers; the rest in the background. A time budget, not a
+# count: on 2 busy cores one product took 0.03-0.23 s (scripts/bench_first_start.py).
+FIRST_INDEX = 1000
+FIRST_INDEX_SECONDS = 10.0
+COMPLETION_BATCH = 32  # the background embeds in small batches, each after any running turn
+COMPLETION_WAIT = 30.0  # ... waiting at most this long, so a busy shop still completes its index
 
 
 class AssistantFactory:
@@ -84,9 +89,10 @@ class AssistantFactory:
     arrives while another thread builds gets :class:`ShopWarming` at once (the API answers 503 with
     Retry-After) instead of holding a connection for minutes. A failed build is not cached.
 
-    Without a saved index (a first start) only ``first_index`` products are embedded before the
-    assistant serves (BM25 and the filters cover all of them, the dense side those few); the rest
-    is embedded in a background thread and the complete index, saved, is swapped in.
+    Without a saved index (a first start) only the products embedded within ``first_seconds`` (at
+    most ``first_index``) are embedded before the assistant serves (BM25 and the filters cover all
+    of them, the dense side those); the rest is embedded in a background thread, giving way to
+    running turns, and the complete index, saved, is swapped in.
 
     A catalogue re-ingested while the server runs (``concierge shop ingest`` in another process, a
     feed re-read) is picked up without a restart: at most every ``refresh_every`` seconds a request
@@ -97,14 +103,19 @@ class AssistantFactory:
 
     def __init__(
         self, hub: ServingHub, *, model_alias: str | None = None, refresh_every: float = 10.0,
-        first_index: int | None = FIRST_INDEX, progress: Callable[[str, int, int], None] | None = None,
+        first_index: int | None = FIRST_INDEX, first_seconds: float | None = FIRST_INDEX_SECONDS,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.hub = hub
         self.model_alias = model_alias or role_alias(hub, "shop", "shop-assistant")
         self.refresh_every = refresh_every
         self.first_index = first_index
+        self.first_seconds = first_seconds
         self.progress = progress  # (phase, done, total): "embedding" (the first index), "completing"
         self.completions: list[threading.Thread] = []
+        self._completing: dict[tuple[str, str], threading.Thread] = {}
+        self._turns = 0  # shop turns in progress (the background completion gives way to them)
+        self._idle = threading.Condition()
         self._built: dict[tuple[str, str], Any] = {}
         self._stamps: dict[tuple[str, str], Any] = {}  # the catalogue's updated_at the assistant was built at
         self._checked: dict[tuple[str, str], float] = {}
@@ -137,6 +148,9 @@ class AssistantFactory:
         now = time.monotonic()
         if now - self._checked.get(key, 0.0) < self.refresh_every or key in self._refreshing:
             return
+        completing = self._completing.get(key)
+        if completing is not None and completing.is_alive():
+            return  # its first index is still being completed: check once that is saved
         self._checked[key] = now
         thread = threading.Thread(target=self._refresh, args=key, name="concierge-shop-refresh", daemon=True)
         self._refreshing[key] = thread
@@ -178,7 +192,7 @@ class AssistantFactory:
         try:
             assistant = ShopAssistant.open(
                 self.hub, tenant, catalog, embed=embed, model_alias=self.model_alias, progress=report,
-                first_index=self.first_index,
+                first_index=self.first_index, first_seconds=self.first_seconds,
             )
         except CatalogError as exc:
             raise CatalogUnavailable(str(exc)) from exc
@@ -187,6 +201,7 @@ class AssistantFactory:
                 target=self._complete, args=(assistant, tenant, catalog), name="concierge-shop-index", daemon=True
             )
             self.completions.append(thread)
+            self._completing[(tenant, catalog)] = thread
             thread.start()
         return assistant
 
@@ -196,12 +211,38 @@ class AssistantFactory:
             return None
         return lambda done, total: progress(phase, done, total)
 
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Marks a shop turn in progress: background embedding waits for it (the cores are few)."""
+        with self._idle:
+            self._turns += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._turns -= 1
+                self._idle.notify_all()
+
+    def _give_way(self, embed: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
+        """``embed`` that first waits (up to ``COMPLETION_WAIT`` s) until no shop turn is running."""
+
+        def polite(texts: list[str]) -> Any:
+            with self._idle:
+                self._idle.wait_for(lambda: self._turns == 0, timeout=COMPLETION_WAIT)
+            return embed(texts)
+
+        return polite
+
     def _complete(self, assistant: Any, tenant: str, catalog: str) -> None:
         """Embed the rest of a quick first index in the background, then swap the full one in."""
         from concierge.shop.search import index_folder
 
+        index = assistant.index
         try:
-            full = assistant.index.completed(index_folder(tenant, catalog), progress=self._reporter("completing"))
+            full = index.completed(
+                index_folder(tenant, catalog), progress=self._reporter("completing"),
+                embed=self._give_way(index.embed), batch_size=COMPLETION_BATCH,
+            )
             assistant.index = full  # one reference swap: a search in flight finishes on the old index
             log.info("shop %s/%s: search index complete (%d products)", tenant, catalog, len(full.products))
         except Exception:  # noqa: BLE001  (the first index keeps serving; the next start builds it whole)
@@ -345,9 +386,14 @@ class ShopSession:
         )
         return answer
 
+    def _serving(self) -> Any:
+        serving = getattr(self.assistants, "serving", None)
+        return serving() if serving is not None else nullcontext()
+
     def answer(self, turn: ShopTurn) -> ShopAnswer:
         """Answer the turn and save it; the answer carries its conversation id."""
-        result = turn.assistant.answer(turn.messages, shopper_id=turn.shopper_id, state=turn.state)
+        with self._serving():
+            result = turn.assistant.answer(turn.messages, shopper_id=turn.shopper_id, state=turn.state)
         return self._persist(turn, result)
 
     def stream(self, turn: ShopTurn) -> Iterator[ShopProducts | str | ShopAnswer]:
@@ -356,11 +402,16 @@ class ShopSession:
         Yields a :class:`ShopProducts` as soon as the cards are known, text deltas (``str``) while the
         answer is written, then the :class:`ShopAnswer`, saved before it is yielded.
         """
-        source = turn.assistant.stream_answer(turn.messages, shopper_id=turn.shopper_id, state=turn.state)
+        with self._serving():  # the cards are found here, before the first event
+            source = turn.assistant.stream_answer(turn.messages, shopper_id=turn.shopper_id, state=turn.state)
         self._open(turn)
         return self._relay(turn, source)
 
     def _relay(self, turn: ShopTurn, source: Iterator[Any]) -> Iterator[ShopProducts | str | ShopAnswer]:
+        with self._serving():
+            yield from self._relay_items(turn, source)
+
+    def _relay_items(self, turn: ShopTurn, source: Iterator[Any]) -> Iterator[ShopProducts | str | ShopAnswer]:
         final: Any = None
         try:
             for item in source:

@@ -369,7 +369,7 @@ class SupportSession:
         """
         convo = _client_conversation(messages)
         final = convo[-1]["content"]
-        self.check(final, domain=domain if domain is not None else None)
+        self.check(final, domain=domain)
         domain = domain or self.default_domain
         mode = mode or self.default_mode
         if mode not in MODES:
@@ -381,18 +381,22 @@ class SupportSession:
         replay, _, _ = self._fork(domain, tenant_name or "")
         agent = self._agent(replay, state)
         shown: str | None = None
+        handoff: dict[str, Any] | None = None
         for m in convo[:-1]:
             if m["role"] == "assistant":
                 shown = m["content"]
                 continue
-            if state.get("status") not in (None, "open"):
-                break  # handed off: a person owns the case from there on
-            _client_step(agent, state, m["content"], shown)
+            step = _client_step(agent, state, m["content"], shown)
             shown = None
+            if step.status != "open":
+                state["status"], handoff = step.status, step.handoff
+                break  # handed off: a person owns the case from there on
         conversation_id = self._open_client(state, tenant_id, convo[:-1])
         if state.get("status") not in (None, "open"):
+            # Queued for a person on this (new) conversation, with the customer's messages.
             result = TurnResult(
-                "Your conversation has been passed to our team; a person will reply here.", status=state["status"]
+                "Your conversation has been passed to our team; a person will reply here.", status=state["status"],
+                handoff=handoff,
             )
             self._save(conversation_id, 0, state, final, result, run_agent=False)
         else:
