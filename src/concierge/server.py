@@ -26,7 +26,10 @@ from concierge.web.context import WebServices
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WebServices", "build_app", "build_demo_services", "build_services", "ensure_demo_store", "mount_all"]
+__all__ = [
+    "WebServices", "build_app", "build_demo_services", "build_services", "close_services", "ensure_demo_store",
+    "mount_all",
+]
 
 
 def ensure_demo_store(
@@ -150,4 +153,13 @@ def build_app(
     if services is None:
         services = build_demo_services(hub) if web else build_services(hub)
     mount_all(app, services, web=web)
+    app.state.concierge_services = services  # for the entry points' shutdown (close_services)
     return app
+
+
+def close_services(app: FastAPI) -> None:
+    """Stop the app's background work (a first start's index completion) before the models close."""
+    services = getattr(app.state, "concierge_services", None)
+    close = getattr(getattr(getattr(services, "shop", None), "assistants", None), "close", None)
+    if close is not None:
+        close()

@@ -116,3 +116,18 @@ def test_background_embedding_gives_way_to_a_running_turn() -> None:
         released = time.monotonic()
     worker.join(5)
     assert len(calls) == 1 and calls[0] >= released
+
+
+def test_closing_the_factory_stops_a_completion_and_saves_nothing() -> None:
+    from concierge.shop.session import AssistantFactory
+    from helpers.hubs import ShopHub
+
+    products, _ = generate_demo_store(seed=3, n_products=120, n_shoppers=0)
+    assert cat.ingest_catalog(None, "acme", "store", products).ok
+    factory = AssistantFactory(ShopHub(), first_index=20)
+    with factory.serving():  # a turn in progress: the completion waits before its first batch
+        assistant = factory("acme", "store")
+        factory.close(timeout=10)
+    assert not any(thread.is_alive() for thread in factory.completions)
+    assert assistant.index.partial
+    assert not (index_folder("acme", "store") / "meta.json").exists()

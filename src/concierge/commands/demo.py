@@ -150,6 +150,10 @@ def demo(
                 pass
     server.should_exit = True
     thread.join(timeout=10)
+    # The rest of a first start's search index may still be embedding: stop it before the models go.
+    from concierge.server import close_services
+
+    close_services(app)
     hub.close()
 
 

@@ -10,6 +10,7 @@ catalogue), so the session serves every tenant's catalogues. No web framework im
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -116,6 +117,8 @@ class AssistantFactory:
         self._completing: dict[tuple[str, str], threading.Thread] = {}
         self._turns = 0  # shop turns in progress (the background completion gives way to them)
         self._idle = threading.Condition()
+        self._stopping = False
+        self._atexit = False
         self._built: dict[tuple[str, str], Any] = {}
         self._stamps: dict[tuple[str, str], Any] = {}  # the catalogue's updated_at the assistant was built at
         self._checked: dict[tuple[str, str], float] = {}
@@ -202,6 +205,11 @@ class AssistantFactory:
             )
             self.completions.append(thread)
             self._completing[(tenant, catalog)] = thread
+            if not self._atexit:
+                # A thread still inside the embedding runtime when the interpreter exits aborts the
+                # process ("terminate called without an active exception"): stop it between batches.
+                atexit.register(self.close)
+                self._atexit = True
             thread.start()
         return assistant
 
@@ -210,6 +218,18 @@ class AssistantFactory:
         if progress is None:
             return None
         return lambda done, total: progress(phase, done, total)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop background index completions (between two batches) and wait for them.
+
+        A stopped completion saves nothing; the next start builds its first index again.
+        """
+        with self._idle:
+            self._stopping = True
+            self._idle.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self.completions:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     @contextmanager
     def serving(self) -> Iterator[None]:
@@ -228,7 +248,9 @@ class AssistantFactory:
 
         def polite(texts: list[str]) -> Any:
             with self._idle:
-                self._idle.wait_for(lambda: self._turns == 0, timeout=COMPLETION_WAIT)
+                self._idle.wait_for(lambda: self._turns == 0 or self._stopping, timeout=COMPLETION_WAIT)
+                if self._stopping:
+                    raise _Stopped
             return embed(texts)
 
         return polite
@@ -245,8 +267,14 @@ class AssistantFactory:
             )
             assistant.index = full  # one reference swap: a search in flight finishes on the old index
             log.info("shop %s/%s: search index complete (%d products)", tenant, catalog, len(full.products))
+        except _Stopped:
+            log.info("shop %s/%s: search index completion stopped (shutting down)", tenant, catalog)
         except Exception:  # noqa: BLE001  (the first index keeps serving; the next start builds it whole)
             log.exception("completing the search index of %s/%s failed", tenant, catalog)
+
+
+class _Stopped(Exception):
+    """The factory is closing: a background completion stops between two batches."""
 
 
 def _catalog_stamp(tenant: str, catalog: str) -> Any:

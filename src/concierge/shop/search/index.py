@@ -109,6 +109,8 @@ def _embed_first(
         chunks.append(vecs)
         if progress is not None:
             progress(len(chosen), limit)
+    if progress is not None and len(chosen) < limit:
+        progress(len(chosen), len(chosen))  # stopped by the time budget: this part is done
     if not chosen:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
     rows = np.asarray(chosen, dtype=np.int64)
