@@ -96,3 +96,34 @@ def test_the_agents_own_proposal_shown_back_unchanged_is_confirmed(session: Supp
     done = session.turn_messages([*history, {"role": "assistant", "content": PROPOSAL},
                                   {"role": "user", "content": "yes"}], domain="homestay")
     assert len(_cancels(done)) == 1 and _status(session) == "cancelled"
+
+
+def test_replaying_a_past_yes_never_calls_the_write_tool_again(
+    session: SupportSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    u1, u2 = f"Hi, my email is {EMAIL}", f"Please cancel {RESERVATION}, my plans changed"
+    first = session.turn_messages([{"role": "user", "content": u1}], domain="homestay")
+    history = [{"role": "user", "content": u1}, {"role": "assistant", "content": first.message},
+               {"role": "user", "content": u2}, {"role": "assistant", "content": PROPOSAL},
+               {"role": "user", "content": "yes"}]
+    done = session.turn_messages(history, domain="homestay")
+    assert len(_cancels(done)) == 1
+
+    # From here on, count every call that reaches the domain's tools (a company's own system, say).
+    domain_type = type(session.domain("homestay"))
+    real_call = domain_type.call
+    reached: list[str] = []
+
+    def counting(self, name, arguments):  # noqa: ANN001, ANN202
+        reached.append(name)
+        return real_call(self, name, arguments)
+
+    monkeypatch.setattr(domain_type, "call", counting)
+    later = session.turn_messages(
+        [*history, {"role": "assistant", "content": done.message}, {"role": "user", "content": "thanks, bye"}],
+        domain="homestay",
+    )
+    # The replayed yes made the credulous model call cancel_reservation again: the guard stopped it
+    # before the tool, so nothing reached the domain, not even on the throwaway copy.
+    assert "cancel_reservation" not in reached and "find_guest_by_email" in reached
+    assert _cancels(later) == [] and _status(session) == "cancelled"

@@ -355,8 +355,9 @@ class SupportSession:
 
         The client's assistant messages are never trusted as the agent's own. The agent's state
         (identified customer, pending proposal, flow position) is re-derived here: the earlier
-        customer messages are run through the agent again on a throwaway copy of the domain (their
-        writes are discarded: what happened in earlier requests is in the database already). Then
+        customer messages are run through the agent again on a throwaway copy of the domain, with
+        every write tool refused by the guard (what happened in earlier requests is in the database
+        already, and a tool that writes to a company's own system must not be called twice). Then
         the last message runs on a fresh copy, and only its writes are stored. A "yes" can confirm
         only a proposal the agent itself made in this re-derivation, and only when the client showed
         the customer that same proposal (the assistant message just before the yes, compared with
@@ -380,6 +381,7 @@ class SupportSession:
         state = _new_state(domain, mode, tenant_name)
         replay, _, _ = self._fork(domain, tenant_name or "")
         agent = self._agent(replay, state)
+        state["guard"]["replaying"] = True  # the guard refuses every write tool while replaying
         shown: str | None = None
         handoff: dict[str, Any] | None = None
         for m in convo[:-1]:
@@ -391,6 +393,7 @@ class SupportSession:
             if step.status != "open":
                 state["status"], handoff = step.status, step.handoff
                 break  # handed off: a person owns the case from there on
+        state["guard"].pop("replaying", None)
         conversation_id = self._open_client(state, tenant_id, convo[:-1])
         if state.get("status") not in (None, "open"):
             # Queued for a person on this (new) conversation, with the customer's messages.
