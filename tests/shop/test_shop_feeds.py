@@ -350,3 +350,38 @@ def test_a_running_shop_picks_up_a_reingested_feed_without_a_restart(tmp_path: P
     assert after.catalog.product("NW-KETTLE").title == "Gooseneck Electric Kettle"
     assert after.index.search("electric kettle", k=1)[0].product_id == "NW-KETTLE"
     assert before.catalog.product("NW-KETTLE").title == "Gooseneck Pour-Over Kettle"
+
+
+def test_merchant_atom_feed_and_a_sale_outside_its_dates(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.atom"
+    feed.write_text(
+        """<?xml version="1.0" encoding="UTF-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xmlns:g="http://base.google.com/ns/1.0">
+  <title>Northwind</title>
+  <entry>
+    <g:id>NW-MUG</g:id>
+    <title>Enamel Camp Mug</title>
+    <summary>A 350 ml enamel mug for the campfire.</summary>
+    <link href="https://northwind.example/products/mug"/>
+    <g:price>12.00 EUR</g:price>
+    <g:sale_price>9.00 EUR</g:sale_price>
+    <g:sale_price_effective_date>2020-01-01T00:00+0000/2020-01-31T23:59+0000</g:sale_price_effective_date>
+    <g:availability>in_stock</g:availability>
+  </entry>
+  <entry>
+    <g:id>NW-SPORK</g:id>
+    <title>Titanium Spork</title>
+    <g:price>8.50 EUR</g:price>
+    <g:sale_price>6.00 EUR</g:sale_price>
+    <g:availability>out_of_stock</g:availability>
+  </entry>
+</feed>
+""",
+        encoding="utf-8",
+    )
+    _ingest(feed)
+    catalog = cat.load_catalog(None, "acme", "feed")
+    mug, spork = catalog.product("NW-MUG"), catalog.product("NW-SPORK")
+    assert (mug.title, mug.description, mug.currency) == ("Enamel Camp Mug", "A 350 ml enamel mug for the campfire.", "EUR")
+    assert mug.price == 12.0  # the sale ended in 2020
+    assert spork.price == 6.0 and not spork.in_stock  # a sale without dates always holds
