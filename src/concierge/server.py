@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from fastapi import FastAPI
 
@@ -25,21 +26,30 @@ from concierge.web.context import WebServices
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WebServices", "build_app", "build_demo_services", "build_services", "ensure_demo_store", "mount_all"]
+__all__ = [
+    "WebServices", "build_app", "build_demo_services", "build_services", "close_services", "ensure_demo_store",
+    "mount_all",
+]
 
 
 def ensure_demo_store(
     tenant: str = "demo", catalog: str = "demo", *, n_products: int = 3000, n_shoppers: int = 500, seed: int = 7,
-    db_url: str | None = None,
+    db_url: str | None = None, progress: Callable[[str, int, int], None] | None = None,
 ) -> bool:
-    """Generate and ingest the demo store unless ``tenant/catalog`` exists; True when it was written."""
+    """Generate and ingest the demo store unless ``tenant/catalog`` exists; True when it was written.
+
+    ``progress(phase, done, total)`` hears of ``generating`` and ``writing`` (each 0/1 then 1/1)."""
     from concierge.shop.catalog import CatalogError, ingest_catalog, ingest_interactions, list_catalogs
     from concierge.shop.demo_store import generate_demo_store
 
     with session_scope(db_url) as db:
         if any(c.name == catalog for c in list_catalogs(db, tenant)):
             return False
+    step = progress or (lambda phase, done, total: None)
+    step("generating", 0, 1)
     products, events = generate_demo_store(seed=seed, n_products=n_products, n_shoppers=n_shoppers)
+    step("generating", 1, 1)
+    step("writing", 0, 1)
     label = f"demo(seed={seed}, products={n_products}, shoppers={n_shoppers})"
     with session_scope(db_url) as db:
         report = ingest_catalog(db, tenant, catalog, products, source_label=label)
@@ -49,6 +59,7 @@ def ensure_demo_store(
             events_report = ingest_interactions(db, tenant, catalog, events, source_label=label)
             if not events_report.ok:
                 raise CatalogError(f"demo interactions rejected: {events_report.summary()}")
+    step("writing", 1, 1)
     return True
 
 
@@ -61,6 +72,7 @@ def build_services(
     support_mode: str = "guided",
     use_model: bool = True,
     db_url: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> WebServices:
     """The shop and support sessions over ``hub`` (every tenant's catalogues and domains).
 
@@ -69,7 +81,7 @@ def build_services(
     """
     from concierge.support.domains.external import configure_from_deployment
 
-    shop = ShopSession(AssistantFactory(hub), catalog=catalog, db_url=db_url)
+    shop = ShopSession(AssistantFactory(hub, progress=progress), catalog=catalog, db_url=db_url)
     # The deployment config's support: section: domain folders (a company's own systems) and which
     # domain each tenant's support desk opens on.
     configured = configure_from_deployment(getattr(hub, "deployment", None))
@@ -92,19 +104,24 @@ def build_demo_services(
     use_model: bool = True,
     warm: bool = True,
     db_url: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> WebServices:
     """Services on the demo store and the homestay support desk (what ``concierge serve`` shows).
 
     The demo store is generated and ingested on first start only. With ``warm`` the shop assistant
     (catalogue, search index: built once with the hub's embedding model, then reused from disk) is
-    prepared in a background thread so the first shopper does not wait for it.
+    prepared in a background thread so the first shopper does not wait for it; on a first start
+    only a spread of the catalogue is embedded before it serves, the rest in the background
+    (``AssistantFactory``). ``progress(phase, done, total)``: ``generating``, ``writing``,
+    ``embedding`` (the first index) and ``completing`` (the rest), for a progress bar.
     """
     from concierge import tenancy
 
     tenancy.create_tenant(tenant, db_url=db_url)
-    ensure_demo_store(tenant, catalog, n_products=n_products, n_shoppers=n_shoppers, db_url=db_url)
+    ensure_demo_store(tenant, catalog, n_products=n_products, n_shoppers=n_shoppers, db_url=db_url,
+                      progress=progress)
     services = build_services(hub, tenant=tenant, catalog=catalog, support_mode=support_mode, use_model=use_model,
-                              db_url=db_url)
+                              db_url=db_url, progress=progress)
     if warm:
 
         def prepare() -> None:
@@ -142,4 +159,13 @@ def build_app(
     if services is None:
         services = build_demo_services(hub) if web else build_services(hub)
     mount_all(app, services, web=web)
+    app.state.concierge_services = services  # for the entry points' shutdown (close_services)
     return app
+
+
+def close_services(app: FastAPI) -> None:
+    """Stop the app's background work (a first start's index completion) before the models close."""
+    services = getattr(app.state, "concierge_services", None)
+    close = getattr(getattr(getattr(services, "shop", None), "assistants", None), "close", None)
+    if close is not None:
+        close()

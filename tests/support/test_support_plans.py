@@ -229,3 +229,17 @@ def test_an_option_name_that_holds_both_values_does_not_say_which() -> None:
     ]
     said = "Vacuum Cleaner {'type': 'upright', 'bagged/bagless': 'bagless'} to {'type': 'canister'}"
     assert best_variant(variants, current, said, ["v1"])["item_id"] == "v3"
+
+
+def test_a_replayed_yes_does_not_hold_back_the_next_request(retail) -> None:
+    """Stateless clients: the earlier turns are run again with every write refused by the guard. That
+    refusal is not a change the agent failed at, so the customer's next request still gets its
+    proposal instead of 'I could not work out everything'."""
+    agent, state = GuidedAgent(retail, use_model=False), {}
+    agent.respond(state, f"Hi, my email is {EMAIL}. Please cancel order #W0000003, I ordered it by mistake.")
+    state["guard"]["replaying"] = True
+    agent.respond(state, "Yes, please proceed.")
+    state["guard"].pop("replaying")
+    nxt = agent.respond(state, "Now I want to return the backpack from order #W0000002, refund to my visa ending 4242.")
+    assert "Shall I proceed" in nxt.message or "shall I proceed" in nxt.message, nxt.message
+    assert "could not work out" not in nxt.message

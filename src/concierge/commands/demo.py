@@ -130,8 +130,13 @@ def _demo(prompt: str, config: Path | None, serve: bool, port: int,
         with console.status("Connecting the home-stay booking service ..."):
             _connect_booking_service(hub, service)
     port = port or _free_port()
-    with console.status("Preparing the demo store (generated on first start) ..."):
-        app = build_app(hub, GatewaySettings(), web=True)
+    from concierge.server import build_demo_services
+
+    with _FirstStart(console) as progress:
+        services = build_demo_services(hub, progress=progress)
+        for thread in services.warmers:  # the shop's first index; the rest embeds in the background
+            thread.join()
+    app = build_app(hub, GatewaySettings(), web=True, services=services)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -208,7 +213,50 @@ def _demo(prompt: str, config: Path | None, serve: bool, port: int,
                 pass
     server.should_exit = True
     thread.join(timeout=10)
+    # The rest of a first start's search index may still be embedding: stop it before the models go.
+    from concierge.server import close_services
+
+    close_services(app)
     hub.close()
+
+
+class _FirstStart:
+    """A rich progress bar for what a first start prepares: the demo store and its search index.
+
+    ``progress(phase, done, total)`` comes from the server's builders (some from a worker thread;
+    rich's Progress is thread-safe). The background ``completing`` phase is not drawn: the bar
+    closes once the shop can answer, and the walkthrough's output follows.
+    """
+
+    LABELS = {
+        "generating": "generating the demo store",
+        "writing": "writing the catalogue",
+        "embedding": "embedding products for search (a few seconds; the rest in the background)",
+    }
+
+    def __init__(self, out: Console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=out, transient=False,
+        )
+        self.tasks: dict[str, object] = {}
+
+    def __enter__(self) -> _FirstStart:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self.LABELS:
+            return
+        task = self.tasks.get(phase)
+        if task is None:
+            task = self.tasks[phase] = self.bar.add_task(self.LABELS[phase], total=total)
+        self.bar.update(task, completed=done, total=total)  # type: ignore[arg-type]
 
 
 def _shop_walkthrough(client: httpx.Client) -> None:

@@ -85,6 +85,9 @@ def serve(
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
     finally:
+        from concierge.server import close_services
+
+        close_services(app)
         hub.close()
 
 

@@ -44,7 +44,15 @@ def _show_rejected(what: str, rejected: list) -> None:
 def ingest(
     tenant: str = typer.Option(..., "--tenant", help="Tenant name (created if missing)."),
     catalog: str = typer.Option(..., "--catalog", help="Catalogue name; re-ingesting replaces it."),
-    file: Path | None = typer.Option(None, "--file", help="Products file: .csv, .jsonl or .parquet."),
+    file: Path | None = typer.Option(
+        None, "--file",
+        help="Products file: the catalogue's own .csv, .jsonl or .parquet, a Shopify product export (.csv) "
+        "or a Google Merchant Center feed (.tsv or .xml).",
+    ),
+    fmt: str = typer.Option(
+        "auto", "--format", help="Format of --file: auto (from the extension and header), catalog, shopify, merchant."
+    ),
+    currency: str = typer.Option("USD", "--currency", help="Currency of a feed that carries none (Shopify)."),
     interactions: Path | None = typer.Option(
         None, "--interactions", help="Interactions file (user,item,event,timestamp), with --file."
     ),
@@ -65,6 +73,8 @@ def ingest(
         _fail("give exactly one of --file, --tau2-retail or --demo")
     if interactions is not None and file is None:
         _fail("--interactions goes with --file")
+    if fmt not in ("auto", "catalog", "shopify", "merchant"):
+        _fail(f"--format must be auto, catalog, shopify or merchant, not {fmt!r}")
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     try:
@@ -89,7 +99,9 @@ def ingest(
                 label = str(file)
             with session_scope() as session:
                 task = progress.add_task("validating and writing products")
-                report = ingest_catalog(session, tenant, catalog, product_src, source_label=label)
+                report = ingest_catalog(
+                    session, tenant, catalog, product_src, source_label=label, fmt=fmt, currency=currency
+                )
                 progress.remove_task(task)
                 if not report.ok:
                     raise _Rejected("product", report)

@@ -170,6 +170,8 @@ class ShopAssistant(AnswerWriter):
         embed: Callable[[list[str]], np.ndarray] | None = None,
         session: Any = None,
         progress: Callable[[int, int], None] | None = None,
+        first_index: int | None = None,
+        first_seconds: float | None = None,
         **kwargs: Any,
     ) -> ShopAssistant:
         """The assistant for a stored catalogue: catalogue, interactions and search index (built if needed).
@@ -190,7 +192,10 @@ class ShopAssistant(AnswerWriter):
         try:
             index = SearchIndex.load(folder, embed, catalog)
         except IndexMismatchError:
-            index = SearchIndex.build(catalog, embed, folder, progress=progress)
+            # first_index: a quick first index (see SearchIndex.build); the caller completes it.
+            index = SearchIndex.build(
+                catalog, embed, folder, progress=progress, first=first_index, first_seconds=first_seconds
+            )
         recommender = Personalizer(catalog, interactions) if interactions else None
         kwargs.setdefault("model_alias", as_hub(hub).deployment.role("shop", "shop-assistant"))
         return cls(hub, catalog, index, recommender, tenant=tenant, **kwargs)

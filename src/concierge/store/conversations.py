@@ -79,13 +79,22 @@ class ShopConversations:
     def __init__(self, db_url: str | None = None) -> None:
         self.db_url = db_url
 
-    def start(self, tenant: str, catalog: str, shopper_id: str | None = None) -> str:
+    def start(
+        self, tenant: str, catalog: str, shopper_id: str | None = None,
+        history: list[dict[str, Any]] | None = None,
+    ) -> str:
+        """Open a conversation; ``history``: a stateless client's earlier messages, kept as sent
+        (their rows are marked ``{"from_client": true}``)."""
         conversation_id = uuid.uuid4().hex
+        earlier = [{"role": m["role"], "content": m["content"]} for m in history or []]
         with session_scope(self.db_url) as db:
             tid = db.scalar(select(Tenant.id).where(Tenant.name == tenant))
-            state = {"catalog": catalog, "shopper_id": shopper_id, "tenant": tenant, "messages": [],
+            state = {"catalog": catalog, "shopper_id": shopper_id, "tenant": tenant, "messages": earlier,
                      "assistant_state": None, "version": 0}
             db.add(Conversation(id=conversation_id, tenant_id=tid, kind="shop", state=state, status="open"))
+            for m in earlier:
+                db.add(Message(conversation_id=conversation_id, role=m["role"], content=m["content"],
+                               data={"from_client": True}))
         return conversation_id
 
     def load(self, conversation_id: str, tenant: str | None = None) -> dict[str, Any]:

@@ -156,6 +156,10 @@ class Guard:
             return f"Unknown tool '{name}'."
         if name in self.rules.handoff_tools:
             return None
+        if kind == "write" and self.state.get("replaying"):
+            # A stateless client's earlier messages, run again to re-derive the state: a change they
+            # led to was made (or refused) in the request that carried them; never make it again.
+            return "Not done again: replaying the conversation sent by the client; past changes are not repeated."
         identified = self.user_id is not None
         if name in self.rules.identify_tools and self.rules.require_identity:
             # Identification comes from the customer's own words only: a model steered by text in a

@@ -278,15 +278,7 @@ class SupportSession:
         conversation_id = uuid.uuid4().hex
         with session_scope(self.db_url) as db:
             tenant_id, tenant_name = _tenant(db, tenant)
-            state = {
-                "domain": domain,
-                "mode": mode,
-                "tenant": tenant_name,
-                "messages": [],
-                "guard": {},
-                "status": "open",
-                "version": 0,
-            }
+            state = _new_state(domain, mode, tenant_name)
             db.add(
                 Conversation(
                     id=conversation_id, tenant_id=tenant_id, kind="support", state=state, status="open"
@@ -329,33 +321,129 @@ class SupportSession:
                 )
                 self._save(conversation_id, version, state, user_text, result, run_agent=False)
                 return {"conversation_id": conversation_id, **result.to_dict()}, state
-            name, scope = state["domain"], str(state.get("tenant") or "")
-            fork, live, base_rev = self._fork(name, scope)
-            bind = getattr(fork, "bind", None)
-            if callable(bind):  # a domain whose tools write to a company's system: audit and idempotency keys
-                bind(CallContext(tenant=scope, conversation_id=conversation_id, db_url=self.db_url, turn=version))
-            agent = build_agent(
-                fork,
-                state.get("mode", self.default_mode),
-                self.hub,
-                self.alias,
-                tenant=state.get("tenant"),
-                max_steps=self.max_steps,
-                use_model=self.use_model,
-            )
-            result = agent.respond(state, user_text)
-            changes = fork.diff()
-            writes = _Writes(name, scope, tenant_id, base_rev, changes) if changes else None
-            revision = self._save(conversation_id, version, state, user_text, result, run_agent=True, writes=writes)
-            if writes is not None and revision is not None:
-                with live.lock:
-                    # Skip when a sync already went past this revision: it brought these records
-                    # (or newer ones) from the database.
-                    if revision > live.rev:
-                        _apply(live.domain.db, changes)
-                        if revision == live.rev + 1:
-                            live.rev = revision
+            result = self._run(conversation_id, version, state, tenant_id, user_text)
             return {"conversation_id": conversation_id, **result.to_dict()}, state
+
+    def _agent(self, fork: Any, state: dict[str, Any]) -> ToolAgent | GuidedAgent:
+        return build_agent(
+            fork,
+            state.get("mode", self.default_mode),
+            self.hub,
+            self.alias,
+            tenant=state.get("tenant"),
+            max_steps=self.max_steps,
+            use_model=self.use_model,
+        )
+
+    def _run(
+        self, conversation_id: str, version: int, state: dict[str, Any], tenant_id: int | None, user_text: str,
+        *, shown: str | None | bool = False,
+    ) -> TurnResult:
+        """Run the agent on a fresh fork of the tenant's domain and store the turn with its writes.
+
+        ``shown`` (stateless clients): the agent's last message as the client showed it (None: the
+        client showed none); False: the server holds the conversation, nothing to compare.
+        """
+        name, scope = state["domain"], str(state.get("tenant") or "")
+        fork, live, base_rev = self._fork(name, scope)
+        bind = getattr(fork, "bind", None)
+        if callable(bind):  # a domain whose tools write to a company's system: audit and idempotency keys
+            bind(CallContext(tenant=scope, conversation_id=conversation_id, db_url=self.db_url, turn=version))
+        agent = self._agent(fork, state)
+        result = agent.respond(state, user_text) if shown is False else _client_step(agent, state, user_text, shown)
+        changes = fork.diff()
+        writes = _Writes(name, scope, tenant_id, base_rev, changes) if changes else None
+        revision = self._save(conversation_id, version, state, user_text, result, run_agent=True, writes=writes)
+        if writes is not None and revision is not None:
+            with live.lock:
+                # Skip when a sync already went past this revision: it brought these records
+                # (or newer ones) from the database.
+                if revision > live.rev:
+                    _apply(live.domain.db, changes)
+                    if revision == live.rev + 1:
+                        live.rev = revision
+        return result
+
+    def turn_messages(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        domain: str | None = None,
+        mode: str | None = None,
+        tenant: int | str | None = None,
+    ) -> SupportTurn:
+        """One turn for a stateless client that sends the whole conversation (``[{role, content}]``,
+        ``user`` and ``assistant`` only, ending with the customer's message).
+
+        The client's assistant messages are never trusted as the agent's own. The agent's state
+        (identified customer, pending proposal, flow position) is re-derived here: the earlier
+        customer messages are run through the agent again on a throwaway copy of the domain, with
+        every write tool refused by the guard (what happened in earlier requests is in the database
+        already, and a tool that writes to a company's own system must not be called twice). Then
+        the last message runs on a fresh copy, and only its writes are stored. A "yes" can confirm
+        only a proposal the agent itself made in this re-derivation, and only when the client showed
+        the customer that same proposal (the assistant message just before the yes, compared with
+        whitespace collapsed): otherwise the yes is not acted on and the agent shows its own
+        proposal again, with ``confirm`` true. A forged assistant turn thus cannot cause a write.
+
+        Each request costs one agent turn per customer message in it; the turn is stored as a new
+        conversation (the client's messages kept as sent, marked ``from_client``) whose id is
+        returned, so the client may continue by ``conversation_id`` instead.
+        """
+        convo = _client_conversation(messages)
+        final = convo[-1]["content"]
+        self.check(final, domain=domain)
+        domain = domain or self.default_domain
+        mode = mode or self.default_mode
+        if mode not in MODES:
+            raise ValueError(f"unknown support mode {mode!r}; use one of: {', '.join(MODES)}")
+        self._template(domain)
+        with session_scope(self.db_url) as db:
+            tenant_id, tenant_name = _tenant(db, tenant)
+        state = _new_state(domain, mode, tenant_name)
+        replay, _, _ = self._fork(domain, tenant_name or "")
+        agent = self._agent(replay, state)
+        state["guard"]["replaying"] = True  # the guard refuses every write tool while replaying
+        shown: str | None = None
+        handoff: dict[str, Any] | None = None
+        for m in convo[:-1]:
+            if m["role"] == "assistant":
+                shown = m["content"]
+                continue
+            step = _client_step(agent, state, m["content"], shown)
+            shown = None
+            if step.status != "open":
+                state["status"], handoff = step.status, step.handoff
+                break  # handed off: a person owns the case from there on
+        state["guard"].pop("replaying", None)
+        conversation_id = self._open_client(state, tenant_id, convo[:-1])
+        if state.get("status") not in (None, "open"):
+            # Queued for a person on this (new) conversation, with the customer's messages.
+            result = TurnResult(
+                "Your conversation has been passed to our team; a person will reply here.", status=state["status"],
+                handoff=handoff,
+            )
+            self._save(conversation_id, 0, state, final, result, run_agent=False)
+        else:
+            result = self._run(conversation_id, 0, state, tenant_id, final, shown=shown)
+        return SupportTurn(
+            conversation_id=conversation_id,
+            message=result.message,
+            actions=list(result.actions),
+            status=str(result.status or "open"),
+            confirm=awaiting_confirmation(state, result.message),
+        )
+
+    def _open_client(self, state: dict[str, Any], tenant_id: int | None, history: list[dict[str, str]]) -> str:
+        """Store a stateless client's conversation: the re-derived state and the messages as sent."""
+        conversation_id = uuid.uuid4().hex
+        with session_scope(self.db_url) as db:
+            db.add(Conversation(id=conversation_id, tenant_id=tenant_id, kind="support",
+                                state=copy.deepcopy(state), status="open"))
+            for m in history:
+                db.add(Message(conversation_id=conversation_id, role=m["role"], content=m["content"],
+                               data={"from_client": True}))
+        return conversation_id
 
     def chat(
         self,
@@ -551,6 +639,62 @@ def awaiting_confirmation(state: dict[str, Any], message: str) -> bool:
     from concierge.support.guardrails import asks_confirmation
 
     return asks_confirmation(message)
+
+
+def _new_state(domain: str, mode: str, tenant: str | None) -> dict[str, Any]:
+    return {"domain": domain, "mode": mode, "tenant": tenant, "messages": [], "guard": {}, "status": "open",
+            "version": 0}
+
+
+REASK = "Before I change anything, please confirm this with a yes or a no:"
+
+
+def _norm(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def _last_agent_message(state: dict[str, Any]) -> str | None:
+    for m in reversed(state.get("messages") or []):
+        if m.get("role") == "assistant" and isinstance(m.get("content"), str) and not m.get("tool_calls"):
+            return m["content"]
+    return None
+
+
+def _client_step(agent: Any, state: dict[str, Any], text: str, shown: str | None) -> TurnResult:
+    """One customer message of a stateless client's conversation.
+
+    When the agent awaits a yes/no, the answer only counts if the client showed the customer the
+    agent's own proposal (``shown``, whitespace collapsed): else the message is kept but not run,
+    and the agent's proposal is shown again (so the same rule replays the same way next request).
+    """
+    own = _last_agent_message(state)
+    if own is not None and awaiting_confirmation(state, own) and _norm(shown) != _norm(own):
+        again = own if own.startswith(REASK) else f"{REASK}\n\n{own}"
+        messages = state.setdefault("messages", [])
+        messages.append({"role": "user", "content": text})
+        messages.append({"role": "assistant", "content": again})
+        return TurnResult(again)
+    return agent.respond(state, text)
+
+
+def _client_conversation(messages: Any) -> list[dict[str, str]]:
+    """A stateless client's messages as ``[{role, content}]``; ConciergeError (400) names the problem."""
+    if not isinstance(messages, list) or not messages:
+        raise ConciergeError("messages: must be a non-empty list of {role, content}", param="messages")
+    out = []
+    for i, m in enumerate(messages):
+        role = m.get("role") if isinstance(m, dict) else None
+        content = m.get("content") if isinstance(m, dict) else None
+        if role not in ("user", "assistant"):
+            raise ConciergeError(f"messages.{i}.role: {role!r}; use 'user' or 'assistant'", param=f"messages.{i}.role")
+        if not isinstance(content, str) or not content.strip():
+            raise ConciergeError(f"messages.{i}.content: must be non-blank text", param=f"messages.{i}.content")
+        if "\x00" in content:
+            raise ConciergeError(f"messages.{i}.content: must not contain NUL characters", param=f"messages.{i}.content")
+        out.append({"role": role, "content": content})
+    if out[-1]["role"] != "user":
+        raise ConciergeError("messages: the last message must be the customer's ('user')", param="messages")
+    return out
 
 
 def _tenant(db: Any, tenant: int | str | None) -> tuple[int | None, str | None]:

@@ -9,6 +9,10 @@ another tenant's ids answer 404.
 
     {"message": "...", "conversation_id": null, "catalog": "demo", "shopper_id": null, "stream": false}
 
+or, for a stateless client, ``{"messages": [{"role": "user", "content": "..."}, ...], ...}`` instead of
+``message`` and ``conversation_id`` (see :mod:`concierge.gateway.client_messages`); the answer is the
+same, its ``conversation_id`` a new stored conversation holding the client's history.
+
 answers ``{"object": "shop.answer", "conversation_id", "message", "query", "products", "clarifying"}``;
 with ``stream: true`` it sends SSE events ``{"type": "products", "products"}`` (the cards, early),
 ``{"type": "delta", "content"}`` (the answer text), ``{"type": "answer", ...}`` (as the JSON answer),
@@ -25,6 +29,7 @@ import anyio.to_thread
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from concierge.gateway.client_messages import conversation_of
 from concierge.gateway.errors import from_exception, is_expected, sse_error
 from concierge.gateway.http import (
     SSE_DONE,
@@ -54,9 +59,10 @@ async def chat(request: Request, shop: ShopSession, model_alias: str) -> Respons
         principal = await authenticate(request, call)
         tenant = principal.tenant
         req: ShopChatRequest = parse(ShopChatRequest, await read_json(request))
+        convo = conversation_of(req.message, req.messages, req.conversation_id)
         turn = await in_thread(
-            lambda: shop.prepare(tenant, req.message, catalog=req.catalog,
-                                 conversation_id=req.conversation_id, shopper_id=req.shopper_id)
+            lambda: shop.prepare(tenant, req.message, catalog=req.catalog, conversation_id=req.conversation_id,
+                                 shopper_id=req.shopper_id, messages=convo)
         )
         # A turn calls the model: it queues on the model's alias like /v1/chat/completions does
         # (429 with Retry-After when the queue is full, tenant budgets checked).

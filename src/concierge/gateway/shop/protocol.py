@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from concierge.gateway.client_messages import messages_schema
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
@@ -15,7 +17,10 @@ class _Strict(BaseModel):
 
 
 class ShopChatRequest(_Strict):
-    message: str = Field(min_length=1, max_length=4000)
+    # One of message (a turn; with conversation_id to continue) or messages (a stateless client's
+    # whole conversation): checked by concierge.gateway.client_messages.conversation_of.
+    message: str | None = Field(default=None, min_length=1, max_length=4000)
+    messages: list[Any] | None = Field(default=None, json_schema_extra=messages_schema())
     conversation_id: str | None = Field(default=None, min_length=1, max_length=64)
     catalog: str | None = Field(default=None, pattern=NAME_PATTERN)
     shopper_id: str | None = Field(default=None, min_length=1, max_length=200)

@@ -7,6 +7,12 @@ before. The answer is ``{"object": "support.turn", "conversation_id", "message",
 "status", "confirm"}``: ``status`` is ``open``, ``handoff`` (queued for a person), ``human`` or
 ``closed``; ``confirm`` is true when the agent waits for a yes/no before changing a booking.
 Conversations belong to the key's tenant: another tenant's id answers 404.
+
+A stateless client sends ``messages`` (the whole conversation, OpenAI-style) instead of
+``message`` and ``conversation_id``; the answer has the same shape. The client's assistant
+messages are not trusted: the agent re-derives its state from the customer's messages, and a yes
+counts only for a proposal it made itself and the client showed unchanged
+(:meth:`~concierge.support.session.SupportSession.turn_messages`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from concierge.gateway.client_messages import conversation_of
 from concierge.gateway.http import Call, admit, authenticate, count, failure, in_thread, parse, read_json
 from concierge.gateway.support.protocol import SupportChatRequest
 from concierge.support.session import SupportSession
@@ -25,13 +32,20 @@ async def chat(request: Request, support: SupportSession, model_alias: str) -> R
         principal = await authenticate(request, call)
         tenant = principal.tenant
         req: SupportChatRequest = parse(SupportChatRequest, await read_json(request))
-        support.check(req.message, conversation_id=req.conversation_id, domain=req.domain)
+        convo = conversation_of(req.message, req.messages, req.conversation_id)
+        final = convo[-1]["content"] if convo is not None else req.message
+        support.check(final, conversation_id=req.conversation_id, domain=req.domain)
         slot = await admit(request, tenant, model_alias)  # queues on the model like chat completions
         try:
-            turn = await in_thread(
-                lambda: support.turn(req.message, conversation_id=req.conversation_id, domain=req.domain,
-                                     mode=req.mode, tenant=tenant)
-            )
+            if convo is not None:
+                turn = await in_thread(
+                    lambda: support.turn_messages(convo, domain=req.domain, mode=req.mode, tenant=tenant)
+                )
+            else:
+                turn = await in_thread(
+                    lambda: support.turn(req.message, conversation_id=req.conversation_id, domain=req.domain,
+                                         mode=req.mode, tenant=tenant)
+                )
         finally:
             slot.release()
         count(request, call, 200)

@@ -6,10 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from concierge.gateway.client_messages import messages_schema
+
 
 class SupportChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    message: str = Field(min_length=1, max_length=4000)
+    # One of message (a turn; with conversation_id to continue) or messages (a stateless client's
+    # whole conversation): checked by concierge.gateway.client_messages.conversation_of.
+    message: str | None = Field(default=None, min_length=1, max_length=4000)
+    messages: list[Any] | None = Field(default=None, json_schema_extra=messages_schema())
     conversation_id: str | None = Field(default=None, min_length=1, max_length=64)
     domain: str | None = Field(default=None, min_length=1, max_length=50)
     mode: Literal["agent", "guided"] | None = None

@@ -104,8 +104,11 @@ def _read_parquet(path: Path, json_cells: dict[str, type]) -> Iterator[_Row]:
         yield i, ({**data, _ERROR: error} if error else data)
 
 
-def _rows(source: str | Path | Iterable[Mapping[str, Any]], kind: str) -> tuple[Iterator[_Row], str]:
-    """Pick the reader for a path (by extension) or in-memory records; returns (rows, label)."""
+def _rows(
+    source: str | Path | Iterable[Mapping[str, Any]], kind: str, *, fmt: str = "auto", currency: str = "USD"
+) -> tuple[Iterator[_Row], str]:
+    """Pick the reader for a path (by extension and, for products, ``fmt``: ``auto``, ``catalog``,
+    ``shopify`` or ``merchant``) or in-memory records; returns (rows, label)."""
     allowed = PRODUCT_FIELDS if kind == "products" else INTERACTION_FIELDS
     json_cells = _JSON_CELLS if kind == "products" else {}
     if not isinstance(source, str | Path):
@@ -114,10 +117,20 @@ def _rows(source: str | Path | Iterable[Mapping[str, Any]], kind: str) -> tuple[
     if not path.is_file():
         raise CatalogError(f"no such file: {path}")
     suffix = path.suffix.lower()
+    if kind == "products":
+        from concierge.shop.catalog.feeds import detect_format, read_feed
+
+        if fmt == "auto":
+            fmt = detect_format(path)
+        if fmt != "catalog":
+            return read_feed(path, fmt, currency=currency), str(path)
     if suffix in (".jsonl", ".ndjson"):
         return _read_jsonl(path), str(path)
     if suffix == ".csv":
         return _read_csv(path, allowed, json_cells), str(path)
     if suffix in (".parquet", ".pq"):
         return _read_parquet(path, json_cells), str(path)
-    raise CatalogError(f"{path.name}: unknown file type (use .csv, .jsonl or .parquet)")
+    raise CatalogError(
+        f"{path.name}: unknown file type (use .csv, .jsonl or .parquet; feeds: a Shopify .csv export, "
+        "a Merchant Center .tsv or .xml)"
+    )

@@ -107,8 +107,14 @@ def ingest_catalog(
     source: str | Path | Iterable[Mapping[str, Any]],
     *,
     source_label: str | None = None,
+    fmt: str = "auto",
+    currency: str = "USD",
 ) -> IngestReport:
     """Validate a whole product file (or records) and replace the catalogue ``tenant/name`` with it.
+
+    ``fmt`` is the file's kind: ``catalog`` (the catalogue's own CSV/JSONL/Parquet), ``shopify``
+    (a Shopify product CSV export), ``merchant`` (a Google Merchant Center TSV or XML feed), or
+    ``auto`` (from the extension and the header). ``currency`` is for feeds that carry none (Shopify).
 
     All or nothing: any rejected row -> the report lists every rejected row and nothing is written.
     Otherwise only the difference is written (by content hash): removed and changed products are
@@ -116,7 +122,7 @@ def ingest_catalog(
     """
     _check_name("tenant", tenant)
     _check_name("catalogue", name)
-    rows, label = _rows(source, "products")
+    rows, label = _rows(source, "products", fmt=fmt, currency=currency)
     products, rejected, count = _validate_products(rows)
     report = IngestReport(tenant, name, source_label or label, rows=count, rejected=rejected)
     if rejected:

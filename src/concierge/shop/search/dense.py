@@ -17,12 +17,16 @@ BRUTE_FORCE_MAX = 10_000  # HNSW: at or under this many allowed products, scan t
 SEARCH_THREADS = 1  # one query uses one thread; concurrency comes from concurrent requests
 _BUILD_THREADS = faiss.omp_get_max_threads()  # bulk adds (HNSW graph building) use every core
 COMPACT_DEAD_FRACTION = 0.25
+PROGRESS_BATCH = 32  # texts per embed call when someone watches the progress
 
 
 def _embed_batched(
     embed: Embedder, texts: list[str], batch: int, progress: Callable[[int, int], None] | None
 ):
     out: list[np.ndarray] = []
+    if progress is not None:
+        progress(0, len(texts))
+        batch = min(batch, PROGRESS_BATCH)  # a bar that moves (the engine batches by 32 anyway)
     for i in range(0, len(texts), batch):
         vecs = np.asarray(embed(texts[i : i + batch]), dtype=np.float32)
         if vecs.ndim != 2 or vecs.shape[0] != len(texts[i : i + batch]):

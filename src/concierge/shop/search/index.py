@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from concierge.shop.search.dense import (
     COMPACT_DEAD_FRACTION,
     HNSW_EF_SEARCH,
     HNSW_MIN_PRODUCTS,
+    PROGRESS_BATCH,
     DenseSearch,
     _embed_batched,
     _faiss_vectors,
@@ -78,6 +80,44 @@ def index_folder(tenant: str, catalog: str) -> Path:
     return config.home() / "indexes" / tenant / catalog
 
 
+def _spread_order(n: int) -> np.ndarray:
+    """0..n-1 in an order whose every prefix is spread evenly (a golden-ratio low-discrepancy sequence)."""
+    return np.argsort((np.arange(n) * 0.6180339887498949) % 1.0, kind="stable")
+
+
+def _embed_first(
+    embed: Embedder, texts: list[str], limit: int, seconds: float | None,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed up to ``limit`` texts in spread order, stopping once ``seconds`` are spent.
+
+    Returns (the embedded positions in ascending order, their vectors in that order)."""
+    order = _spread_order(len(texts))[:limit]
+    deadline = time.perf_counter() + seconds if seconds is not None else None
+    chosen: list[int] = []
+    chunks: list[np.ndarray] = []
+    if progress is not None:
+        progress(0, limit)
+    for i in range(0, limit, PROGRESS_BATCH):
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+        batch = [int(j) for j in order[i : i + PROGRESS_BATCH]]
+        vecs = np.asarray(embed([texts[j] for j in batch]), dtype=np.float32)
+        if vecs.ndim != 2 or vecs.shape[0] != len(batch):
+            raise ValueError(f"embed returned shape {vecs.shape} for {len(batch)} texts")
+        chosen.extend(batch)
+        chunks.append(vecs)
+        if progress is not None:
+            progress(len(chosen), limit)
+    if progress is not None and len(chosen) < limit:
+        progress(len(chosen), len(chosen))  # stopped by the time budget: this part is done
+    if not chosen:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    rows = np.asarray(chosen, dtype=np.int64)
+    keep = np.argsort(rows)
+    return rows[keep], np.vstack(chunks)[keep]
+
+
 class SearchIndex(LexicalSearch, DenseSearch):
     """Hybrid search over one catalogue. Build, load, update, search, similar."""
 
@@ -85,6 +125,7 @@ class SearchIndex(LexicalSearch, DenseSearch):
         self.catalog: Catalog
         self.embed: Embedder
         self.folder: Path | None = None
+        self.partial = False  # a quick first index: not every product has a vector yet
         self.kind = "flat"
         self.dim = 0
         self.probe: list[float] = []
@@ -108,19 +149,36 @@ class SearchIndex(LexicalSearch, DenseSearch):
         kind: str = "auto",
         batch_size: int = 256,
         progress: Callable[[int, int], None] | None = None,
+        first: int | None = None,
+        first_seconds: float | None = None,
     ) -> SearchIndex:
         """Embed every product and build both retrievers; saved to ``folder`` when given.
 
         ``kind``: ``"flat"`` (exact), ``"hnsw"`` (approximate graph) or ``"auto"`` (HNSW from
         ``HNSW_MIN_PRODUCTS`` products).
+
+        A quick first index for a large catalogue: ``first`` (at most this many products) and/or
+        ``first_seconds`` (embed for about this long) embed only part of the catalogue, in an order
+        whose every prefix is spread evenly over it; BM25 and the filters cover every product, the
+        others are found by their words only. A partial index is not saved (``partial`` is True);
+        :meth:`completed` makes the full index from it.
         """
         self = cls()
         self.catalog = catalog
         self.embed = embed
-        self.folder = Path(folder) if folder is not None else None
         products = [p for p in catalog.products if p.variants]
         texts = [embed_text(p) for p in products]
-        vectors = _embed_batched(embed, texts, batch_size, progress)
+        rows = np.arange(len(products), dtype=np.int64)
+        limit = len(products) if first is None else max(0, min(first, len(products)))
+        if limit < len(products) or first_seconds is not None:
+            rows, vectors = _embed_first(embed, texts, limit, first_seconds, progress)
+            texts = [texts[i] for i in rows]
+        else:
+            vectors = _embed_batched(embed, texts, batch_size, progress)
+        self.partial = len(rows) < len(products)
+        if self.partial:
+            folder = None
+        self.folder = Path(folder) if folder is not None else None
         self.probe = [float(x) for x in np.asarray(embed([PROBE_TEXT]), dtype=np.float32)[0]]
         self.dim = len(self.probe)
         if kind == "auto":
@@ -129,12 +187,49 @@ class SearchIndex(LexicalSearch, DenseSearch):
             raise ValueError(f"unknown index kind {kind!r}")
         self.kind = kind
         self._row_text_hash = [_text_hash(t) for t in texts]
-        self._row_product = np.arange(len(products), dtype=np.int64)
-        self._set_dense(vectors if len(products) else np.zeros((0, self.dim), np.float32))
+        self._row_product = rows
+        self._set_dense(vectors if len(texts) else np.zeros((0, self.dim), np.float32))
         self._rebuild_lexical(products)
         if self.folder is not None:
             self.save(self.folder)
         return self
+
+    def completed(
+        self, folder: str | Path | None = None, *, batch_size: int = 256,
+        progress: Callable[[int, int], None] | None = None, embed: Embedder | None = None,
+    ) -> SearchIndex:
+        """The full index of this index's catalogue, reusing the vectors it has (a new object: this
+        one keeps serving while it is made); saved to ``folder`` (default: this index's).
+
+        ``embed``: what embeds the missing products (default: this index's embedder; the same model,
+        perhaps wrapped to give way to requests). The full index searches with this index's embedder.
+        """
+        known = {
+            self._row_text_hash[row]: np.array(self._vectors[row])
+            for row in range(len(self._row_product))
+            if self._row_product[row] >= 0 and self._row_text_hash[row] is not None
+        }
+        query_embed = self.embed
+        embed = embed or self.embed
+
+        def reuse(texts: list[str]) -> np.ndarray:
+            found = [known.get(_text_hash(t)) for t in texts]
+            missing = [i for i, v in enumerate(found) if v is None]
+            fresh = np.asarray(embed([texts[i] for i in missing]), dtype=np.float32) if missing else None
+            out = np.zeros((len(texts), self.dim), dtype=np.float32)
+            for i, v in enumerate(found):
+                if v is not None:
+                    out[i] = v
+            for k, i in enumerate(missing):
+                out[i] = fresh[k]
+            return out
+
+        full = type(self).build(
+            self.catalog, reuse, folder if folder is not None else self.folder, kind=self.kind,
+            batch_size=batch_size, progress=progress,
+        )
+        full.embed = query_embed
+        return full
 
     @property
     def products(self) -> list[Product]:
@@ -148,7 +243,9 @@ class SearchIndex(LexicalSearch, DenseSearch):
         if target is None:
             raise ValueError("no folder to save the index to")
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+        # Unique per process and thread: a background completion and a refresh may save at once.
+        tag = f"{os.getpid()}-{threading.get_ident()}"
+        tmp = target.parent / f".{target.name}.tmp-{tag}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         faiss.write_index(self._dense, str(tmp / "dense.faiss"))
@@ -172,7 +269,7 @@ class SearchIndex(LexicalSearch, DenseSearch):
             "saved_at": time.time(),
         }
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        old = target.parent / f".{target.name}.old-{tag}"
         if target.exists():
             target.rename(old)
         tmp.rename(target)

@@ -512,8 +512,11 @@ class GuidedAgent:
                 except _EndFlow:
                     pass
                 fs["active"] = None
+                replaying = bool(guard.state.get("replaying"))
                 bad = [
-                    a for a in result.actions[first_action:] if a.get("kind") == "write" and not a.get("ok")
+                    a
+                    for a in result.actions[first_action:]
+                    if a.get("kind") == "write" and not a.get("ok") and not (replaying and a.get("refused"))
                 ]
                 if bad:
                     failed = str(bad[0].get("error") or "the change was refused")
@@ -939,6 +942,10 @@ class GuidedAgent:
                 replies.append(self.flows.message("handoff"))
                 raise _Handoff
             if not action.get("ok"):
+                if action.get("refused") and guard.state.get("replaying") and action.get("kind") == "write":
+                    # A stateless client's earlier turn, run again: that change was made (or not) then.
+                    active["outcome"] = "replayed"
+                    raise _EndFlow
                 active["vars"]["error"] = action.get("error")
                 on_error = step.get("on_error", "reply")
                 if on_error == "continue" or (items is not None and on_error == "skip"):
