@@ -129,16 +129,14 @@ def tau2_catalog_from(shared: Path) -> Catalog:
 
 
 def present(store: SimpleNamespace, text: str) -> list[dict[str, Any]]:
-    """The assistant's cards for one request, marked exact/near by the one call the assistant is to make
-    (:func:`present_matches`, with near alternatives when nothing is exact)."""
+    """The assistant's cards for one request as a shopper sees them: the exact matches (``products``)
+    and the near alternatives (``alternatives``), each card marked ``match`` "exact" or "near"."""
     answer = store.assistant.answer([{"role": "user", "content": text}])
     if answer.clarifying:
         return []
-    query = StructuredQuery.model_validate(answer.query)
-    constraints = HardConstraints.from_dict(answer.constraints)
-    return present_matches(
-        answer.products, store.catalog, store.index, text, query, constraints, store.vocab, k=5
-    )
+    assert all(c["match"] == "exact" and not c["unmet"] for c in answer.products)
+    assert all(c["match"] == "near" and c["unmet"] for c in answer.alternatives)
+    return [*answer.products, *answer.alternatives]
 
 
 def evaluate(store: SimpleNamespace, requests: list[dict[str, Any]]) -> dict[str, Any]:
@@ -293,7 +291,16 @@ def test_requests_without_a_match_get_near_alternatives_marked_as_such(demo: Sim
               "attributes": {"noise cancelling": ["yes"], "battery life": ["40 h"]}}  # fmt: skip
     assert not matching_variants(demo.catalog, expect)
     answer = demo.assistant.answer([{"role": "user", "content": text}])
-    assert answer.products == []  # the exact search shows nothing rather than a wrong card
+    assert answer.products == []  # nothing is shown as a match ...
+    assert answer.alternatives  # ... but near alternatives are, marked as such
+    assert answer.message.startswith("Nothing in stock meets everything you asked for.")
+    for card in answer.alternatives:
+        variant = demo.catalog.get_variant(card["id"])
+        product = demo.catalog.product(variant.product_id)
+        assert card["match"] == "near" and card["unmet"]
+        assert problems(product, variant, expect)  # the independent checker agrees: not a match
+        assert variant.in_stock
+    assert demo.assistant.verify(answer) == []  # grounded: real, in stock, titles and prices right
     vocab = demo.vocab
     q, _ = update_query(None, parse_rules(text, vocab), vocab)
     c = constraints_for(q, vocab)
@@ -301,9 +308,8 @@ def test_requests_without_a_match_get_near_alternatives_marked_as_such(demo: Sim
     assert near
     for m in near:
         assert m.match == "near" and m.unmet
-        assert problems(m.product, m.variant, expect)  # the independent checker agrees: not a match
-        assert m.variant.in_stock
-        assert m.card_fields() == {"match": "near", "unmet": m.unmet}
+        assert problems(m.product, m.variant, expect)
+        assert m.card_fields() == {"match": "near", "unmet": m.unmet, "meets": m.meets}
 
 
 def test_classify_hits_marks_exact_and_near(demo: SimpleNamespace) -> None:

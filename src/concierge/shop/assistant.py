@@ -50,6 +50,7 @@ from concierge.shop.query import (
     merge_deltas,
     model_request,
     parse_rules,
+    present_matches,
     sanitize_model_output,
     search_text,
     update_query,
@@ -225,6 +226,7 @@ class ShopAssistant(AnswerWriter):
             query=plan.query.model_dump() if plan.query else {},
             constraints=plan.constraints.to_dict(),
             clarifying=plan.clarifying,
+            alternatives=[dict(c) for c in plan.alternatives],
         )
         t0 = time.perf_counter()
         parts: list[str] = []
@@ -351,10 +353,26 @@ class ShopAssistant(AnswerWriter):
                 cards.append(card)
         cards, report = validate_products(cards, self.catalog, constraints, report)
         cards = cards[: self.max_products]
-        new_state.shown = [{"id": c["id"], "product_id": c["product_id"], "price": c["price"]} for c in cards]
-        personalised = any(r.personal > 0 for r in ranked[: len(cards)])
+        # Exact matches, and -- where a card misses something or nothing is exact -- near alternatives,
+        # each marked with what it meets and misses: never shown as a match.
+        t0 = time.perf_counter()
+        marked = present_matches(
+            cards, self.catalog, self.index, text, query, constraints, self.vocab, k=self.max_products
+        )
+        exact = [c for c in marked if c["match"] == "exact"]
+        near = [c for c in marked if c["match"] == "near"]
+        for c in near:
+            c["reason"] = "close, but " + "; ".join(c["unmet"])
+        # Alternatives are grounded like cards (real, in stock, title and price), not on the constraints.
+        near, _ = validate_products(near, self.catalog, HardConstraints(in_stock=True), report)
+        trace["timings_ms"]["match"] = round((time.perf_counter() - t0) * 1000, 1)
+        new_state.shown = [
+            {"id": c["id"], "product_id": c["product_id"], "price": c["price"]} for c in exact + near
+        ]
+        personalised = any(r.personal > 0 for r in ranked[: len(exact)])
         return _Plan(
-            query, constraints, cards, False, new_state, report, trace, text, personalised=personalised
+            query, constraints, exact, False, new_state, report, trace, text, personalised=personalised,
+            alternatives=near,
         )
 
     def _understand(

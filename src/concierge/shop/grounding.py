@@ -248,7 +248,7 @@ def _shape(token: str) -> str:
 
 
 _BOUND_CUE = re.compile(
-    r"(?:under|below|less than|up to|no more than|at most|within|budget(?: of)?|max(?:imum)?|between|and|"
+    r"(?:under|below|less than|up to|no more than|at most|within|budget(?: of)?|max(?:imum)?|min(?:imum)?(?: of)?|between|and|"
     r"from|to|over|above|more than|at least|around|about)\s*$",
     re.I,
 )

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from concierge.models.engine import ServingHub
@@ -31,17 +31,21 @@ log = logging.getLogger("concierge.shop.assistant")
 
 ANSWER_MAX_TOKENS = 80
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
-ANSWER_TEXT_CHECKS = ("text_nonempty", "text_format", *TEXT_CHECKS, "text_mentions_product")
+ANSWER_TEXT_CHECKS = ("text_nonempty", "text_format", *TEXT_CHECKS, "text_mentions_product", "text_echo")
 
 ANSWER_SYSTEM_PROMPT = (
-    "You are a friendly shop assistant. Answer the shopper in one or two short sentences, recommending "
-    "products from the list you are given by their exact names. Do not mention anything else."
+    "You are a friendly shop assistant. In one or two short sentences, recommend products from the list "
+    "by their exact names: say what they all meet and how they differ. Do not mention anything else."
 )
-# One worked example: small models follow a demonstration far better than instructions alone.
+# One worked example: small models follow a demonstration far better than instructions alone. The
+# shopper's own words are not in the prompt (only what was understood), so the answer cannot echo them.
 ANSWER_EXAMPLE = (
-    "Products:\n1. Example Co. Everyday Daypack ($49.99, black)\nShopper: a black backpack",
-    "The Example Co. Everyday Daypack in black, at $49.99, is a great everyday pick.",
+    "Products:\n1. Example Co. Everyday Daypack ($49.99, color: black)\n2. Example Co. City Pack ($64.99, "
+    "color: black)\nAll meet: backpacks, color black, under $70\nThey differ in: price",
+    "Both the Example Co. Everyday Daypack ($49.99) and the Example Co. City Pack ($64.99) are black "
+    "backpacks under $70; the Everyday Daypack costs less.",
 )
+ECHO_WORDS = 5  # an answer never copies this many consecutive words of the shopper's message
 
 
 @dataclass
@@ -58,6 +62,12 @@ class _Plan:
     user_text: str
     question: str = ""
     personalised: bool = False
+    alternatives: list[dict[str, Any]] = field(default_factory=list)  # near: each with "unmet"
+
+    @property
+    def shown(self) -> list[dict[str, Any]]:
+        """Every card on screen (exact matches, then near alternatives): what the text may name."""
+        return [*self.cards, *self.alternatives]
 
 
 def _money(value: float) -> str:
@@ -66,7 +76,58 @@ def _money(value: float) -> str:
 
 def _join(items: Sequence[str]) -> str:
     items = list(items)
+    if not items:
+        return ""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def copied_span(request: str, text: str, n: int = ECHO_WORDS) -> str | None:
+    """The first run of ``n`` consecutive words of ``request`` that ``text`` repeats (None: no echo)."""
+    req, out = _words(request), _words(text)
+    grams = {tuple(out[i : i + n]) for i in range(len(out) - n + 1)}
+    for i in range(len(req) - n + 1):
+        if tuple(req[i : i + n]) in grams:
+            return " ".join(req[i : i + n])
+    return None
+
+
+def common_meets(cards: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The constraints every card meets (from the cards' own ``meets``), in the first card's order."""
+    if not cards:
+        return []
+    first = list(cards[0].get("meets") or [])
+    return [m for m in first if all(m in (c.get("meets") or []) for c in cards[1:])]
+
+
+def differences(cards: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The option names whose values differ between the cards, then "price" when the prices differ."""
+    out: list[str] = []
+    keys = list(dict.fromkeys(k for c in cards for k in (c.get("options") or {})))
+    for key in keys:
+        values = {str((c.get("options") or {}).get(key, "")).lower() for c in cards}
+        if len(values) > 1:
+            out.append(key)
+    if len({round(float(c["price"]), 2) for c in cards}) > 1:
+        out.append("price")
+    titles = {c.get("title") for c in cards}
+    if len(titles) > 1 and not out:
+        out.append("model")
+    return out
+
+
+def _describe_card(card: Mapping[str, Any], keys: Sequence[str]) -> str:
+    options = card.get("options") or {}
+    bits = []
+    for key in keys:
+        if key in ("price", "model") or key not in options:
+            continue
+        value = str(options[key])
+        bits.append(value if key in ("color", "colour") else f"{key} {value}")
+    return ", ".join(bits)
 
 
 class AnswerWriter:
@@ -99,11 +160,15 @@ class AnswerWriter:
         return names.pop().lower() if len(names) == 1 else "options"
 
     def template(self, plan: _Plan) -> str:
-        """The deterministic answer: always grounded (titles and prices of the cards, the stated bounds)."""
+        """The deterministic answer, always grounded (titles and prices of the cards, the stated bounds): why
+        the cards fit (the constraints they all meet), what differs between them, and -- when nothing is an
+        exact match -- that the cards shown are near alternatives and what each misses."""
         if plan.clarifying:
             return plan.question
         desc = plan.constraints.describe()
         what = self._what(plan)
+        if not plan.cards and plan.alternatives:
+            return self._near_text(plan)
         if not plan.cards:
             c = plan.constraints
             if c.price_max is not None:
@@ -115,22 +180,54 @@ class AnswerWriter:
             else:
                 tip = "Could you describe it in other words?"
             return f"Sorry, I couldn't find any {what} in stock{' ' + desc if desc else ''}. {tip}"
-        listed = [f"{c['title']} ({_money(c['price'])})" for c in plan.cards[:3]]
-        more = len(plan.cards) - len(listed)
-        text = f"Here {'is' if len(plan.cards) == 1 else 'are'} {len(plan.cards)} {what}"
-        text += f" {desc}" if desc else ""
-        text += f": {_join(listed)}"
-        text += f", plus {more} more." if more else "."
+        cards = plan.cards
+        fit = [m for m in common_meets(cards) if m != what]
+        listed = [f"{c['title']} ({_money(c['price'])})" for c in cards[:3]]
+        more = len(cards) - len(listed)
+        if len(cards) == 1:
+            text = f"The {listed[0]} fits: {_join(fit)}." if fit else f"The {listed[0]} is the one I found."
+        else:
+            lead = f"I found {len(cards)} {what}"
+            lead += f" that meet all of it ({_join(fit)})" if fit else ""
+            text = f"{lead}: {_join(listed)}" + (f", plus {more} more." if more else ".")
+            diff = differences(cards[:3])
+            keyed = [k for k in diff if k not in ("price", "model")]
+            parts = [f"the {c['title']} is {d}" for c in cards[:3] if (d := _describe_card(c, keyed))]
+            if parts:
+                text += f" They differ in {_join(diff)}: {'; '.join(parts)}."
+            elif "price" in diff:
+                cheapest = min(cards[:3], key=lambda c: c["price"])
+                text += f" They differ in price; the {cheapest['title']} costs least."
+        if plan.alternatives:
+            text += f" {len(plan.alternatives)} more below come close but miss something you asked for."
         if plan.personalised:
             text += " I put items like the ones you looked at first."
         return text
 
+    def _near_text(self, plan: _Plan) -> str:
+        """No exact match: say so, then the near alternatives, each with what it misses."""
+        parts = []
+        for c in plan.alternatives[:3]:
+            own = _money(c["price"]).replace(".00", "") + ", "
+            misses = [m[len(own) :] if m.startswith(own) else m for m in c.get("unmet") or []]
+            parts.append(f"the {c['title']} ({_money(c['price'])}): {'; '.join(misses) or 'not exact'}")
+        n = len(plan.alternatives)
+        head = "Nothing in stock meets everything you asked for."
+        closest = "the closest alternative" if n == 1 else f"{n} close alternatives"
+        return f"{head} Here {'is' if n == 1 else 'are'} {closest}, not exact matches: {'; '.join(parts)}."
+
     def _answer_request(self, plan: _Plan, feedback: list[Violation] | None = None) -> dict[str, Any]:
         lines = []
         for i, c in enumerate(plan.cards, 1):
-            details = ", ".join([_money(c["price"]), *c["options"].values()])
+            details = ", ".join([_money(c["price"]), *(f"{k}: {v}" for k, v in c["options"].items())])
             lines.append(f"{i}. {c['title']} ({details})")
-        user = "Products:\n" + "\n".join(lines) + f"\nShopper: {plan.user_text}"
+        user = "Products:\n" + "\n".join(lines)
+        fit = common_meets(plan.cards)
+        if fit:
+            user += "\nAll meet: " + ", ".join(fit)
+        diff = differences(plan.cards)
+        if len(plan.cards) > 1 and diff:
+            user += "\nThey differ in: " + ", ".join(diff)
         if feedback:
             bad = ", ".join(sorted({v.item for v in feedback if v.item}))[:200]
             user += "\nName only products from the list" + (f" (not {bad})." if bad else ".")
@@ -146,8 +243,13 @@ class AnswerWriter:
         }
 
     def check_text(self, text: str, plan: _Plan, *, require_product: bool = True) -> list[Violation]:
-        """Grounding of an answer text: only the cards' titles, ids, brands, prices and colours; on topic."""
-        return self._check_text(text, plan.cards, plan.constraints, require_product=require_product)
+        """Grounding of an answer text: only the cards' titles, ids, brands, prices and colours; on topic;
+        never the shopper's own words read back."""
+        out = self._check_text(text, plan.shown, plan.constraints, require_product=require_product)
+        echo = copied_span(plan.user_text, text)
+        if echo:
+            out.append(Violation(echo, "text_echo", "repeats the shopper's message"))
+        return out
 
     def verify(self, answer: ShopAnswer) -> list[Violation]:
         """Re-check a finished answer: its cards against the catalogue, its text against its cards."""
@@ -155,10 +257,13 @@ class AnswerWriter:
             HardConstraints.from_dict(answer.constraints) if answer.constraints else HardConstraints()
         )
         _, report = validate_products(answer.products, self.catalog, constraints)
+        # Near alternatives are grounded as cards (real, in stock, title and price), not on the constraints.
+        validate_products(answer.alternatives, self.catalog, HardConstraints(in_stock=True), report)
         if answer.clarifying:
             return report.violations
+        shown = [*answer.products, *answer.alternatives]
         return report.violations + self._check_text(
-            answer.message, answer.products, constraints, require_product=bool(answer.products)
+            answer.message, shown, constraints, require_product=bool(shown)
         )
 
     def _check_text(
@@ -305,6 +410,7 @@ class AnswerWriter:
             products=[dict(c) for c in plan.cards],
             clarifying=plan.clarifying,
             state=plan.state.to_dict(),
+            alternatives=[dict(c) for c in plan.alternatives],
             constraints=plan.constraints.to_dict(),
             grounding=plan.report.to_dict(),
             trace=plan.trace,
