@@ -24,15 +24,12 @@ import yaml
 from concierge.shop.assistant import ShopAssistant
 from concierge.shop.catalog import Catalog
 from concierge.shop.demo_store import generate_demo_store
-from concierge.shop.grounding import HardConstraints
 from concierge.shop.query import (
-    StructuredQuery,
     classify_hits,
     constraints_for,
     near_alternatives,
     normalise_numbers,
     parse_rules,
-    present_matches,
     search_text,
     unverified_terms,
     update_query,
