@@ -45,6 +45,7 @@ from concierge.shop.query import (
     ShopRequestError,
     ShopVocabulary,
     StructuredQuery,
+    consistent_query,
     constraints_for,
     is_vague,
     merge_deltas,
@@ -54,6 +55,7 @@ from concierge.shop.query import (
     sanitize_model_output,
     search_text,
     update_query,
+    validate_query_dict,
 )
 from concierge.shop.search import SearchFilters, SearchIndex, tokenize
 from concierge.shop.writing import AnswerWriter, _money, _Plan
@@ -199,25 +201,36 @@ class ShopAssistant(AnswerWriter):
     # -- public API ---------------------------------------------------------------------------
 
     def answer(
-        self, messages: Any, shopper_id: str | None = None, state: Mapping[str, Any] | None = None
+        self,
+        messages: Any,
+        shopper_id: str | None = None,
+        state: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
     ) -> ShopAnswer:
-        """One assistant turn for the conversation ``messages`` (the last one is the shopper's)."""
+        """One assistant turn for the conversation ``messages`` (the last one is the shopper's).
+
+        ``query``: a structured query to search with instead of reading the last message -- the filters
+        the previous answer showed, as the shopper edited them (one removed, a price changed)."""
         started = time.perf_counter()
-        plan = self._plan(messages, shopper_id, state)
+        plan = self._plan(messages, shopper_id, state, query)
         t0 = time.perf_counter()
         message = self._write(plan)
         plan.trace["timings_ms"]["answer"] = round((time.perf_counter() - t0) * 1000, 1)
         return self._finish(plan, message, started)
 
     def stream_answer(
-        self, messages: Any, shopper_id: str | None = None, state: Mapping[str, Any] | None = None
+        self,
+        messages: Any,
+        shopper_id: str | None = None,
+        state: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
     ) -> Iterator[ShopProducts | str | ShopAnswer]:
         """:class:`ShopProducts`, then text deltas (``str``), then the final :class:`ShopAnswer`.
 
         Request errors (bad messages, unknown shopper) raise at the call, before anything is yielded.
         """
         started = time.perf_counter()
-        plan = self._plan(messages, shopper_id, state)
+        plan = self._plan(messages, shopper_id, state, query)
         return self._stream(plan, started)
 
     def _stream(self, plan: _Plan, started: float) -> Iterator[ShopProducts | str | ShopAnswer]:
@@ -302,7 +315,13 @@ class ShopAssistant(AnswerWriter):
 
     # -- planning -----------------------------------------------------------------------------
 
-    def _plan(self, messages: Any, shopper_id: str | None, state_in: Mapping[str, Any] | None) -> _Plan:
+    def _plan(
+        self,
+        messages: Any,
+        shopper_id: str | None,
+        state_in: Mapping[str, Any] | None,
+        edited: Mapping[str, Any] | None = None,
+    ) -> _Plan:
         t_start = time.perf_counter()
         convo = check_messages(messages)
         if shopper_id is not None:
@@ -320,7 +339,13 @@ class ShopAssistant(AnswerWriter):
             state = self._replay(convo, user_turns[:-1])
         trace: dict[str, Any] = {"timings_ms": {}, "model_calls": 0, "model_errors": []}
         text = convo[-1]["content"]
-        query, delta_source, dropped, mode = self._understand(convo, text, state, trace, use_model=True)
+        if edited is not None:
+            # The shopper edited the filters shown with the last answer: search with them as given.
+            query = consistent_query(validate_query_dict(dict(edited)), self.vocab)
+            delta_source, dropped, mode = "edited", [], "edited"
+            text = ""  # the filters say it all: no words left for the matcher to check
+        else:
+            query, delta_source, dropped, mode = self._understand(convo, text, state, trace, use_model=True)
         trace.update(query_source=delta_source, model_dropped=dropped, mode=mode)
         trace["timings_ms"]["understand"] = round((time.perf_counter() - t_start) * 1000, 1)
         report = GroundingReport()
@@ -332,7 +357,7 @@ class ShopAssistant(AnswerWriter):
             last_clarifying=False,
             turns=len(user_turns),
         )
-        if is_vague(query, self.vocab) and state.clarifications == 0:
+        if edited is None and is_vague(query, self.vocab) and state.clarifications == 0:
             new_state.clarifications += 1
             new_state.last_clarifying = True
             validate_products([], self.catalog, constraints, report)  # nothing shown; the audit is uniform

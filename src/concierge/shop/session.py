@@ -20,10 +20,12 @@ from concierge.errors import NotFound, Unavailable
 from concierge.models.engine import ServingHub
 from concierge.models.hub import as_hub
 from concierge.shop.assistant import ShopAnswer, ShopProducts
-from concierge.shop.query import ShopRequestError
+from concierge.shop.query import ShopRequestError, validate_query_dict
 from concierge.store.conversations import ShopConversations, plain
 
 log = logging.getLogger(__name__)
+
+EDITED_FILTERS = "(changed the filters)"  # what a turn that only edited the filters records as its message
 
 __all__ = [
     "AssistantFactory",
@@ -138,6 +140,14 @@ class ShopTurn:
     messages: list[dict[str, Any]]
     state: Any
     assistant: Any
+    query: dict[str, Any] | None = None  # edited filters: searched as given (see ShopSession.prepare)
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the assistant's ``answer``/``stream_answer`` for this turn."""
+        out: dict[str, Any] = {"shopper_id": self.shopper_id, "state": self.state}
+        if self.query is not None:
+            out["query"] = self.query
+        return out
 
 
 class ShopSession:
@@ -161,14 +171,24 @@ class ShopSession:
 
     def prepare(
         self, tenant: str, text: str, *, catalog: str | None = None, conversation_id: str | None = None,
-        shopper_id: str | None = None,
+        shopper_id: str | None = None, query: dict[str, Any] | None = None,
     ) -> ShopTurn:
         """Check the request and load its conversation (if any). Raises before any model call.
+
+        ``query``: the structured query to search with instead of reading ``text`` (the filters of the
+        last answer, edited by the shopper); ``text`` may then be empty (the conversation records
+        :data:`EDITED_FILTERS`).
 
         Errors: ShopRequestError (400), ConversationNotFound, and the assistant's CatalogNotFoundError.
         An unknown shopper is found by the assistant when the turn starts (ShopperNotFoundError).
         """
         text = text.strip()
+        if query is not None:
+            try:
+                validate_query_dict(query)  # a 400 before anything is loaded
+            except ShopRequestError as exc:
+                raise ShopRequestError(exc.message, param="query") from None
+            text = text or EDITED_FILTERS
         if not text:
             raise ShopRequestError("message must not be empty", param="message")
         # NUL cannot be stored (PostgreSQL refuses it in text and JSON): a 400, not a 500 at the insert.
@@ -197,7 +217,7 @@ class ShopSession:
             conversation_id=conversation_id or None, version=int(state.get("version", 0)), tenant=tenant,
             catalog=catalog, shopper_id=shopper_id, text=text,
             messages=[*history, {"role": "user", "content": text}], state=state.get("assistant_state"),
-            assistant=assistant,
+            assistant=assistant, query=query,
         )
 
     def _open(self, turn: ShopTurn) -> str:
@@ -212,13 +232,14 @@ class ShopSession:
         answer.conversation_id = self._open(turn)
         self.conversations.record(
             answer.conversation_id, turn.version, turn.text, message=answer.message, state=plain(answer.state),
-            data=plain({"query": answer.query, "products": answer.products, "clarifying": answer.clarifying}),
+            data=plain({"query": answer.query, "products": answer.products, "alternatives": answer.alternatives,
+                        "clarifying": answer.clarifying}),
         )
         return answer
 
     def answer(self, turn: ShopTurn) -> ShopAnswer:
         """Answer the turn and save it; the answer carries its conversation id."""
-        result = turn.assistant.answer(turn.messages, shopper_id=turn.shopper_id, state=turn.state)
+        result = turn.assistant.answer(turn.messages, **turn.kwargs())
         return self._persist(turn, result)
 
     def stream(self, turn: ShopTurn) -> Iterator[ShopProducts | str | ShopAnswer]:
@@ -227,7 +248,7 @@ class ShopSession:
         Yields a :class:`ShopProducts` as soon as the cards are known, text deltas (``str``) while the
         answer is written, then the :class:`ShopAnswer`, saved before it is yielded.
         """
-        source = turn.assistant.stream_answer(turn.messages, shopper_id=turn.shopper_id, state=turn.state)
+        source = turn.assistant.stream_answer(turn.messages, **turn.kwargs())
         self._open(turn)
         return self._relay(turn, source)
 

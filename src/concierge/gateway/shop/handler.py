@@ -7,9 +7,14 @@ another tenant's ids answer 404.
 
 ``POST /v1/shop/chat`` body::
 
-    {"message": "...", "conversation_id": null, "catalog": "demo", "shopper_id": null, "stream": false}
+    {"message": "...", "conversation_id": null, "catalog": "demo", "shopper_id": null, "stream": false,
+     "query": null}
 
-answers ``{"object": "shop.answer", "conversation_id", "message", "query", "products", "clarifying"}``;
+answers ``{"object": "shop.answer", "conversation_id", "message", "query", "products", "alternatives",
+"clarifying"}``: ``query`` is what was understood, as filters; send it back edited (a filter removed, a
+price changed) as ``query`` with the same ``conversation_id`` and the search runs again with exactly
+those filters. ``products`` are exact matches; ``alternatives`` are near ones, each with ``unmet``.
+Every card has ``meets``: the stated constraints it meets, in words.
 with ``stream: true`` it sends SSE events ``{"type": "products", "products"}`` (the cards, early),
 ``{"type": "delta", "content"}`` (the answer text), ``{"type": "answer", ...}`` (as the JSON answer),
 then ``[DONE]``; request errors (404 unknown shopper ...) come as ordinary error responses first.
@@ -56,7 +61,8 @@ async def chat(request: Request, shop: ShopSession, model_alias: str) -> Respons
         req: ShopChatRequest = parse(ShopChatRequest, await read_json(request))
         turn = await in_thread(
             lambda: shop.prepare(tenant, req.message, catalog=req.catalog,
-                                 conversation_id=req.conversation_id, shopper_id=req.shopper_id)
+                                 conversation_id=req.conversation_id, shopper_id=req.shopper_id,
+                                 query=req.query)
         )
         # A turn calls the model: it queues on the model's alias like /v1/chat/completions does
         # (429 with Retry-After when the queue is full, tenant budgets checked).
@@ -92,7 +98,8 @@ def event(item: ShopProducts | str | ShopAnswer) -> dict[str, Any]:
     if isinstance(item, str):
         return {"type": "delta", "content": item}
     if isinstance(item, ShopProducts):
-        return {"type": "products", "products": item.products}
+        return {"type": "products", "products": item.products, "alternatives": item.alternatives,
+                "query": item.query}
     return {"type": "answer", **item.to_public()}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
@@ -15,11 +15,21 @@ class _Strict(BaseModel):
 
 
 class ShopChatRequest(_Strict):
-    message: str = Field(min_length=1, max_length=4000)
+    # The filters to search with instead of reading the message: the ``query`` of the last answer as
+    # the shopper edited it (a filter removed, a price changed). The message may then be left out.
+    query: dict[str, Any] | None = None
+    message: str = Field(default="", max_length=4000, validate_default=True)
     conversation_id: str | None = Field(default=None, min_length=1, max_length=64)
     catalog: str | None = Field(default=None, pattern=NAME_PATTERN)
     shopper_id: str | None = Field(default=None, min_length=1, max_length=200)
     stream: bool = False
+
+    @field_validator("message")
+    @classmethod
+    def _message_or_query(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip() and info.data.get("query") is None:
+            raise ValueError("message must not be empty (or send the edited query)")
+        return value
 
 
 class ShopItemRequest(_Strict):
@@ -36,6 +46,7 @@ class ShopAnswerBody(BaseModel):
     message: str
     query: dict[str, Any] | None
     products: list[dict[str, Any]]
+    alternatives: list[dict[str, Any]] = []
     clarifying: bool
 
 

@@ -121,6 +121,11 @@ def _narrows(prev: set[str], new: set[str]) -> bool:
     return all(any(n == p or n.startswith(p + " > ") for p in prev) for n in new)
 
 
+def consistent_query(q: StructuredQuery, vocab: ShopVocabulary) -> StructuredQuery:
+    """A query as the catalogue can search it (a shopper-edited one too): see :func:`_consistent`."""
+    return _consistent(q.model_copy(deep=True), vocab)
+
+
 def _consistent(q: StructuredQuery, vocab: ShopVocabulary) -> StructuredQuery:
     """Exclusions win over attribute values they name; a category the catalogue lacks is dropped."""
     excluded = {e.lower() for e in q.exclusions}
