@@ -75,42 +75,6 @@ __all__ = [
     "hub_embedder",
 ]
 
-# Complementary categories by segment name: the fallback when interactions say nothing.
-COMPLEMENT_RULES: dict[str, tuple[str, ...]] = {
-    "dresses": ("sandals", "handbags", "boots"),
-    "tops": ("trousers", "sneakers", "handbags"),
-    "trousers": ("tops", "shirts", "sneakers", "boots"),
-    "shirts": ("trousers", "jackets", "sneakers"),
-    "jackets": ("boots", "shirts", "backpacks"),
-    "sneakers": ("trousers", "backpacks"),
-    "boots": ("jackets", "trousers"),
-    "sandals": ("dresses", "handbags"),
-    "backpacks": ("chargers & cables", "laptop sleeves"),
-    "handbags": ("dresses", "sandals"),
-    "travel": ("backpacks", "chargers & cables"),
-    "bedding": ("cushions & throws", "lighting"),
-    "lighting": ("cushions & throws", "storage"),
-    "cushions & throws": ("bedding", "lighting"),
-    "storage": ("cushions & throws",),
-    "cookware": ("tableware", "storage"),
-    "tableware": ("cookware", "appliances"),
-    "appliances": ("tableware",),
-    "headphones": ("chargers & cables",),
-    "phone cases": ("chargers & cables",),
-    "chargers & cables": ("phone cases", "headphones"),
-    "laptop sleeves": ("chargers & cables", "backpacks"),
-    "skincare": ("makeup",),
-    "makeup": ("skincare", "fragrance"),
-    "fragrance": ("makeup",),
-    "tents": ("sleeping bags", "gear"),
-    "sleeping bags": ("tents", "gear"),
-    "gear": ("tents", "jackets"),
-    "building sets": ("games & puzzles",),
-    "plush": ("games & puzzles",),
-    "games & puzzles": ("building sets",),
-}
-
-
 def hub_embedder(
     hub: ServingHub, alias: str = "embed", tenant: str | None = None
 ) -> Callable[[list[str]], np.ndarray]:
@@ -269,22 +233,31 @@ class ShopAssistant(AnswerWriter):
         return kept[:k]
 
     def complete_the_look(self, product_id: str, k: int = 4) -> list[dict[str, Any]]:
-        """Complementary in-stock items from other categories: co-purchases first, then category rules."""
+        """Complementary in-stock items from other categories, from the catalogue's own data: products bought
+        with this one, then categories its buyers buy more than shoppers at large, then the category tree
+        (other branches of its department, then its sibling categories, then other departments). At most
+        two items per category, preferring a shared colour and, where interactions exist, popular items."""
         product, variant = self._resolve(product_id)
         k = max(1, int(k))
-        colours = {v.options.get("color", "").lower() for v in ([variant] if variant else product.variants)}
+        colours = self._colours([variant] if variant else product.variants)
         picks: list[dict[str, Any]] = []
         taken: set[str] = {product.id}
+        per_category: dict[str, int] = {}
 
         def add(other: Product, reason: str) -> None:
+            if other.id in taken or other.category == product.category:
+                return
+            if per_category.get(other.category, 0) >= 2:
+                return
             chosen = self._pick_variant(other, colours)
-            if chosen is None or other.id in taken or other.category == product.category:
+            if chosen is None:
                 return
             card = self._card(other.id, chosen.id)
             if card is not None:
                 card["reason"] = reason
                 picks.append(card)
                 taken.add(other.id)
+                per_category[other.category] = per_category.get(other.category, 0) + 1
 
         if self.recommender is not None:
             for pid, _ in self.recommender.co_purchases(product.id):
@@ -293,23 +266,23 @@ class ShopAssistant(AnswerWriter):
                     add(other, f"often bought together with {product.title}")
                 if len(picks) >= k:
                     break
-        if len(picks) < k:
-            for category in self._complement_categories(product):
+        name = product.category.split(" > ")[-1].lower()
+        # One item per category per round, so the look spans several categories before any repeats.
+        categories = self._complement_categories(product)
+        for _round in range(2):
+            for category in categories:
+                if len(picks) >= k:
+                    break
                 pool = [p for p in self.catalog.products if p.category == category and p.id not in taken]
                 if self.recommender is not None:
                     pop = self.recommender.popularity
                     pool.sort(key=lambda p: -pop.get(p.id, 0))
-                # Prefer items that share a colour with the product.
-                pool.sort(
-                    key=lambda p: not any(v.options.get("color", "").lower() in colours for v in p.variants)
-                )
-                leaf = category.split(" > ")[-1].lower()
-                for other in pool[:2]:
-                    add(other, f"goes with {product.category.split(' > ')[-1].lower()}: {leaf}")
-                    if len(picks) >= k:
+                pool.sort(key=lambda p: not (self._colours(p.variants) & colours))  # a shared colour first
+                before = len(picks)
+                for other in pool:
+                    add(other, f"goes with {name}: {category.split(' > ')[-1].lower()}")
+                    if len(picks) > before:
                         break
-                if len(picks) >= k:
-                    break
         kept, _ = validate_products(picks, self.catalog, HardConstraints(in_stock=True))
         return kept[:k]
 
@@ -549,38 +522,46 @@ class ShopAssistant(AnswerWriter):
         return ", ".join(parts[:5])
 
     def _shared(self, a: Product, b: Product) -> str:
+        """What two products have in common, in words: the category, then shared attribute values."""
         shared = []
         if a.category == b.category:
             shared.append(f"also {a.category.split(' > ')[-1].lower()}")
-        mat_a, mat_b = a.attributes.get("material"), b.attributes.get("material")
-        if mat_a and mat_a == mat_b:
-            shared.append(str(mat_a))
+        for key, value in a.attributes.items():
+            other = b.attributes.get(key)
+            if key != "brand" and value and other == value and isinstance(value, str) and len(shared) < 3:
+                shared.append(f"{key} {value}".lower() if key not in ("color", "colour", "material") else value)
         return ", ".join(shared)
+
+    def _colours(self, variants: Any) -> set[str]:
+        key = self.vocab.color_key
+        if not key:
+            return set()
+        return {str(v.options.get(key, "")).lower() for v in variants} - {""}
 
     def _pick_variant(self, product: Product, colours: set[str]) -> Variant | None:
         in_stock = [v for v in product.variants if v.in_stock]
         if not in_stock:
             return None
-        return next(
-            (v for v in in_stock if v.options.get("color", "").lower() in colours - {""}), in_stock[0]
-        )
+        return next((v for v in in_stock if self._colours([v]) & colours), in_stock[0])
 
     def _complement_categories(self, product: Product) -> list[str]:
+        """Other leaf categories to complete a look with, best first: those the product's buyers buy more
+        than shoppers at large (interactions), then the category tree -- other branches of the product's
+        department ("Electronics > Phones" for "Electronics > Audio > Earbuds"), its siblings, and last the
+        other departments. No category is named in code: any catalogue's tree works."""
         out: list[str] = []
         if self.recommender is not None:
             out += [c for c, _ in self.recommender.category_complements(product.category)]
-        gender = product.category.split(" > ")[0].lower()
-        for name in COMPLEMENT_RULES.get(product.category.split(" > ")[-1].lower(), ()):
-            paths = (
-                self.vocab.leaves_under(self.vocab.resolve_category(name))
-                if self.vocab.resolve_category(name)
-                else []
-            )
-            same = [p for p in paths if p.split(" > ")[0].lower() == gender]
-            out += same or paths
-        # Last resort: sibling leaves under the same top-level category.
-        top = product.category.split(" > ")[0]
-        out += [leaf for leaf in self.vocab.leaves if leaf.startswith(top + " > ")]
+        segs = product.category.split(" > ")
+        top, parent = segs[0], " > ".join(segs[:-1])
+
+        def under(prefix: str) -> list[str]:
+            return [leaf for leaf in self.vocab.leaves if leaf.startswith(prefix + " > ")]
+
+        siblings = under(parent) if len(segs) > 1 else []
+        department = under(top) if len(segs) > 1 else []
+        cousins = [leaf for leaf in department if leaf not in siblings]
+        out += cousins + siblings + [leaf for leaf in self.vocab.leaves if leaf not in department]
         return [c for c in dict.fromkeys(out) if c != product.category]
 
     def _resolve(self, item_id: str) -> tuple[Product, Variant | None]:
