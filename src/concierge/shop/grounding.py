@@ -295,7 +295,10 @@ class TextChecker:
         product = self.catalog.get_product(product_id)
         if product is None or not self.colour_key:
             return set()
-        return {v.options.get(self.colour_key, "").lower() for v in product.variants} - {""}
+        # Every colour-like option counts ("dial color", "lens color"), not only the main colour.
+        return {
+            str(value).lower() for v in product.variants for key, value in v.options.items() if "colo" in key.lower()
+        } - {""}
 
     def check(
         self,
@@ -353,13 +356,17 @@ class TextChecker:
         out: list[Violation] = []
         # Titles become placeholders first, so "Pavement Co. Sneaker" is not split into two sentences.
         placeholder = text
-        order = sorted(range(len(cards)), key=lambda i: -len(str(cards[i].get("title", ""))))
-        for i in order:
-            title = str(cards[i].get("title", ""))
+        # Cards that share a title (two products, or two variants, of one name) are named together.
+        groups: dict[str, list[Mapping[str, Any]]] = {}
+        for card in cards:
+            title = str(card.get("title", ""))
             if title:
-                placeholder = re.sub(re.escape(title), f" \u27e6{i}\u27e7 ", placeholder, flags=re.IGNORECASE)
+                groups.setdefault(title.lower(), []).append(card)
+        titles = sorted(groups, key=len, reverse=True)
+        for i, title in enumerate(titles):
+            placeholder = re.sub(re.escape(title), f" \u27e6{i}\u27e7 ", placeholder, flags=re.IGNORECASE)
         for sentence in _SENTENCE_SPLIT.split(placeholder):
-            named = [cards[int(i)] for i in re.findall("\u27e6(\\d+)\u27e7", sentence)]
+            named = [c for i in re.findall("\u27e6(\\d+)\u27e7", sentence) for c in groups[titles[int(i)]]]
             scope = named or list(cards)
             prices = [float(c["price"]) for c in scope if c.get("price") is not None]
             bare = re.sub("\u27e6\\d+\u27e7", " ", sentence)
@@ -379,7 +386,12 @@ class TextChecker:
                 allowed = set(words)
                 for c in scope:
                     allowed |= self._product_colours(str(c.get("product_id")))
+                # A value the shopper named is not a colour claim ("warm white" light, "rose gold").
+                masked = bare.lower()
+                for word in sorted(words, key=len, reverse=True):
+                    if len(word) > 3:
+                        masked = masked.replace(word, " ")
                 for colour, pattern in self._colour_re.items():
-                    if colour not in allowed and pattern.search(bare.lower()):
+                    if colour not in allowed and pattern.search(masked):
                         out.append(Violation(colour, "text_colours", "not a colour of the products it names"))
         return out

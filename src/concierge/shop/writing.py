@@ -95,14 +95,6 @@ def copied_span(request: str, text: str, n: int = ECHO_WORDS) -> str | None:
     return None
 
 
-def common_meets(cards: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The constraints every card meets (from the cards' own ``meets``), in the first card's order."""
-    if not cards:
-        return []
-    first = list(cards[0].get("meets") or [])
-    return [m for m in first if all(m in (c.get("meets") or []) for c in cards[1:])]
-
-
 def differences(cards: Sequence[Mapping[str, Any]]) -> list[str]:
     """The option names whose values differ between the cards, then "price" when the prices differ."""
     out: list[str] = []
@@ -117,6 +109,20 @@ def differences(cards: Sequence[Mapping[str, Any]]) -> list[str]:
     if len(titles) > 1 and not out:
         out.append("model")
     return out
+
+
+def _card_values(product: Any, variant: Any, key: str) -> set[str]:
+    """A variant's values for one constraint key: its option, else the product attribute, else the brand."""
+    key = key.lower()
+    for k, v in variant.options.items():
+        if k.lower() == key:
+            return {str(v).lower()}
+    for k, v in product.attributes.items():
+        if k.lower() == key:
+            return {str(x).lower() for x in (v if isinstance(v, list) else [v])}
+    if key == "brand" and product.brand:
+        return {product.brand.lower()}
+    return set()
 
 
 def _describe_card(card: Mapping[str, Any], keys: Sequence[str]) -> str:
@@ -181,7 +187,7 @@ class AnswerWriter:
                 tip = "Could you describe it in other words?"
             return f"Sorry, I couldn't find any {what} in stock{' ' + desc if desc else ''}. {tip}"
         cards = plan.cards
-        fit = [m for m in common_meets(cards) if m != what]
+        fit = self._fit(plan)
         listed = [f"{c['title']} ({_money(c['price'])})" for c in cards[:3]]
         more = len(cards) - len(listed)
         if len(cards) == 1:
@@ -204,6 +210,42 @@ class AnswerWriter:
             text += " I put items like the ones you looked at first."
         return text
 
+    def _fit(self, plan: _Plan) -> list[str]:
+        """What every exact card meets of the stated constraints, one phrase per constraint ("color black
+        or navy", "power 1500 w or 2200 w", "under $120", "no leather"): the reason they are shown."""
+        c, out = plan.constraints, []
+        pairs = []
+        for card in plan.cards:
+            variant = self.catalog.get_variant(card["id"])
+            product = self.catalog.get_product(card["product_id"]) if variant is not None else None
+            if product is None:
+                return []
+            pairs.append((product, variant))
+        for key, wanted in c.attributes.items():
+            allowed = {w.lower() for w in wanted}
+            have = [sorted(_card_values(p, v, key) & allowed) for p, v in pairs]
+            if not all(have):
+                continue
+            distinct = list(dict.fromkeys(h[0] for h in have))
+            if key == "brand":
+                out.append("by " + " or ".join(dict.fromkeys(p.brand for p, _ in pairs)))
+            elif distinct in (["yes"], ["no"]):
+                out.append(key if distinct == ["yes"] else f"not {key}")
+            elif key in ("color", "colour"):
+                out.append(" or ".join(distinct))
+            else:
+                out.append(f"{key} {' or '.join(distinct)}")
+        if c.price_min is not None and c.price_max is not None:
+            out.append(f"between {_money(c.price_min)} and {_money(c.price_max)}".replace(".00", ""))
+        elif c.price_max is not None:
+            out.append(f"under {_money(c.price_max)}".replace(".00", ""))
+        elif c.price_min is not None:
+            out.append(f"over {_money(c.price_min)}".replace(".00", ""))
+        excluded = [v for vals in c.exclude_attributes.values() for v in vals] + list(c.exclude_terms)
+        if excluded:
+            out.append("no " + " or ".join(dict.fromkeys(excluded)))
+        return out
+
     def _near_text(self, plan: _Plan) -> str:
         """No exact match: say so, then the near alternatives, each with what it misses."""
         parts = []
@@ -222,7 +264,7 @@ class AnswerWriter:
             details = ", ".join([_money(c["price"]), *(f"{k}: {v}" for k, v in c["options"].items())])
             lines.append(f"{i}. {c['title']} ({details})")
         user = "Products:\n" + "\n".join(lines)
-        fit = common_meets(plan.cards)
+        fit = self._fit(plan)
         if fit:
             user += "\nAll meet: " + ", ".join(fit)
         diff = differences(plan.cards)

@@ -32,6 +32,7 @@ from concierge.shop.query.vocabulary import GENERIC_WORDS
 from concierge.shop.search import STOPWORDS, product_text, tokenize, variant_text
 
 Match = Literal["exact", "near"]
+MAX_PER_PRODUCT = 2  # near alternatives: at most this many variants of one product
 
 
 def _money(value: float) -> str:
@@ -66,7 +67,9 @@ def unmet_constraints(product: Product, variant: Variant, c: HardConstraints) ->
         if not any(
             path[: len(w)] == w for w in ([s.strip().lower() for s in x.split(">")] for x in c.categories)
         ):
-            out.append(f"in {product.category}, not {' or '.join(c.categories)}")
+            leaf = (product.category or "").split(" > ")[-1].lower()
+            wanted = " or ".join(dict.fromkeys(x.split(" > ")[-1].lower() for x in c.categories))
+            out.append(f"a {leaf}, not {wanted}")
     for key, wanted in c.attributes.items():
         have = _values(product, variant, key)
         if not have & {w.lower() for w in wanted}:
@@ -180,20 +183,23 @@ def near_alternatives(
 ) -> list[MatchedHit]:
     """Up to ``k`` in-stock variants that miss as few of the constraints as possible (never none: those
     are exact matches, which the caller searched for first). One constraint group is relaxed at a time,
-    then two; the category is relaxed last. Sorted by how many constraints they miss, then search rank."""
+    then two; the category is relaxed last, and only when nothing in it comes close. At most
+    :data:`MAX_PER_PRODUCT` variants of one product. Sorted by how many constraints they miss, then search
+    rank."""
     seen: set[str] = set(exclude_ids)
+    per_product: dict[str, int] = {}
     found: list[tuple[int, int, MatchedHit]] = []
     order = 0
 
     def collect(relaxed: HardConstraints) -> None:
         nonlocal order
         for hit in index.search(text, relaxed.to_filters(), k=max(k * 2, 10)):
-            if hit.variant.id in seen or hit.product.id in seen:
+            if hit.variant.id in seen or per_product.get(hit.product.id, 0) >= MAX_PER_PRODUCT:
                 continue
             unmet = unmet_constraints(hit.product, hit.variant, constraints)
             if not unmet or not hit.variant.in_stock:
                 continue
-            seen.add(hit.product.id)
+            per_product[hit.product.id] = per_product.get(hit.product.id, 0) + 1
             seen.add(hit.variant.id)
             meets = met_constraints(hit.product, hit.variant, constraints)
             found.append((len(unmet), order, MatchedHit(hit.product, hit.variant, "near", unmet, hit, meets)))
@@ -206,7 +212,8 @@ def near_alternatives(
         for i, (_, first) in enumerate(singles):
             for _, relaxed in _relaxations(first)[i:]:
                 collect(relaxed)
-    if len(found) < k and constraints.categories:
+    if not found and constraints.categories:
+        # Other categories only when the one asked for has nothing close: a desk lamp is no laptop.
         collect(replace(constraints, categories=[]))
     found.sort(key=lambda x: (x[0], x[1]))
     return [m for _, _, m in found[:k]]
