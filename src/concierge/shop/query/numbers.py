@@ -42,6 +42,7 @@ _units("person", 1.0, "person", "people", "persons", "man")
 _units("piece", 1.0, "piece", "pieces", "pcs", "pc")
 _units("cup", 1.0, "cup", "cups")
 _units("x", 1.0, "x")
+_units("c", 1.0, "c", "°c", "celsius")  # temperature ratings ("-5 C"); "°f" is not converted
 
 # Longest first, so "ml" wins over "m", "inches" over "in".
 _UNIT_ALT = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))
@@ -76,7 +77,7 @@ def parse_quantity(number: str, unit: str) -> Quantity | None:
 
 
 _VALUE_RANGE = re.compile(rf"^\s*({NUMBER})\s*(?:-|–|to)\s*({NUMBER})\s*-?\s*({_UNIT_ALT})(?![a-z0-9])")
-_VALUE_ONE = re.compile(rf"^\s*({NUMBER})\s*-?\s*({_UNIT_ALT})(?![a-z0-9])")
+_VALUE_ONE = re.compile(rf"^\s*(-?{NUMBER})\s*-?\s*({_UNIT_ALT})(?![a-z0-9])")
 
 
 def value_quantity(key: str, value: str) -> Quantity | None:
