@@ -487,3 +487,29 @@ def test_second_round_phrases(demo: SimpleNamespace, tau2: SimpleNamespace) -> N
     assert c.attributes["noise cancelling"] == ["yes"]
     _, c = read(demo, "bpa free food storage, blue")
     assert c.attributes["material"] == ["bpa-free plastic"]
+
+
+def test_third_round_phrases(demo: SimpleNamespace) -> None:
+    _, c = read(demo, "grey/black jacket for men, large")
+    assert c.attributes["size"] == ["l"]  # a size word on its own, where sizes are letters
+    _, c = read(demo, "summer dress in medium, no polyester pls")
+    assert c.attributes["size"] == ["m"]
+    _, c = read(demo, "trainers in white size 8")  # EU sizes only: a size nothing has matches nothing
+    assert c.attributes["size"] == ["8 (none in the catalogue)"]
+    _, c = read(demo, "a cream kettle, at least 1500 watts")  # a colour right before the product word
+    assert c.attributes["color"] == ["cream"] and sorted(c.attributes["power"]) == ["1500 w", "2200 w"]
+    _, c = read(demo, "small soft toy, pink or blue")
+    assert c.attributes["size"] == ["small"]
+    q, c = read(demo, "headphones that last 20 hours or more but arent more than 150")
+    assert (q.price_min, q.price_max) == (None, 150)
+    q, c = read(demo, "ivory cushion cover 50x50")  # "cover 50" holds no "over 50"
+    assert q.price_min is None and c.attributes["size"] == ["50 x 50 cm"] and c.attributes["color"] == ["cream"]
+    q, _ = read(demo, "boots under one fifty")
+    assert q.price_max == 150
+    _, c = read(demo, "lamp with a glass shade, no brass")  # brass: a colour and a material of lamps
+    assert c.exclude_attributes["color"] == ["brass"] and "brass" in c.exclude_terms
+    _, c = read(demo, "sleeping bag good to -5 C or colder")
+    assert sorted(c.attributes["temperature rating"]) == ["-10 c", "-5 c"]
+    _, c = read(demo, "pnik dress, not a fan of florals")
+    assert c.attributes["color"] == ["pink"]
+    assert demo.vocab.fix_typos("plus a park for the cold") == "plus a park for the cold"

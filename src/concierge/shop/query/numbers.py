@@ -119,7 +119,19 @@ _MONEY_AFTER = r"(?:bucks|dollars?|usd|quid|grand|k)"
 
 
 def _group_value(words: list[str]) -> tuple[float, float] | None:
-    """(value, smallest scale) of an and-free run ("two hundred fifty", "a hundred", "a half")."""
+    """(value, smallest scale) of an and-free run ("two hundred fifty", "a hundred", "a half"); a digit
+    word before tens, as prices are said, is hundreds ("one fifty" = 150, "two ninety nine" = 299)."""
+    if (
+        len(words) in (2, 3)
+        and words[0] in _ONES
+        and 1 <= _ONES[words[0]] <= 9
+        and (words[1] in _TENS or 10 <= _ONES.get(words[1], 0) <= 19)
+        and (len(words) == 2 or (words[1] in _TENS and 1 <= _ONES.get(words[2], 0) <= 9))
+    ):
+        rest = _TENS.get(words[1]) or _ONES[words[1]]
+        if len(words) == 3:
+            rest += _ONES[words[2]]
+        return float(_ONES[words[0]] * 100 + rest), 1.0
     total = current = 0.0
     seen = False
     scale = 1.0

@@ -63,7 +63,7 @@ _PRICE_BETWEEN = re.compile(
 )
 _PRICE_RANGE = re.compile(rf"{_CUR}{_NUM}\s*(?:-|–|to)\s*{_CUR}?{_NUM}(?![\d])")
 _PRICE_MAX = re.compile(
-    rf"(?:nothing (?:over|above|more than)|not (?:over|above)|no (?:higher|more) than|"
+    rf"(?<![a-z0-9])(?:nothing (?:over|above|more than)|not (?:over|above)|no (?:higher|more) than|"
     rf"(?:is|are|does|do|should|must)n'?t (?:cost |be )?(?:more than|over|above)|"
     rf"under|below|less than|cheaper than|up to|no more than|not more than|max(?:imum)?(?: of)?|at most|"
     rf"within|budget (?:of|is)|budget:?|for less than|<=?|tops)\s*{_CUR}?{_NUM}(?![\d]){_CUR_AFTER}?{_UNIT_AFTER}"
@@ -72,12 +72,12 @@ _PRICE_MAX_AFTER = re.compile(
     rf"{_CUR}?{_NUM}{_CUR_AFTER}?\s*(?:or less|or under|or below|max(?:imum)?|tops|or cheaper)(?![a-z0-9])"
 )
 _PRICE_MIN = re.compile(
-    rf"(?:over|above|more than|at least|starting at|min(?:imum)?(?: of)?|>=?|upwards of)\s*{_CUR}?{_NUM}(?![\d])"
+    rf"(?<![a-z0-9])(?:over|above|more than|at least|starting at|min(?:imum)?(?: of)?|>=?|upwards of)\s*{_CUR}?{_NUM}(?![\d])"
     rf"{_CUR_AFTER}?{_UNIT_AFTER}"
 )
 _PRICE_MIN_AFTER = re.compile(rf"{_CUR}?{_NUM}{_CUR_AFTER}?\s*(?:or more|and up|and above|\+)(?![a-z0-9])")
 _PRICE_AROUND = re.compile(
-    rf"(?:around|about|roughly|approximately|approx\.?|~)\s*(?:{_CUR}{_NUM}|{_NUM}{_CUR_AFTER})(?![\d])"
+    rf"(?<![a-z0-9])(?:around|about|roughly|approximately|approx\.?|~)\s*(?:{_CUR}{_NUM}|{_NUM}{_CUR_AFTER})(?![\d])"
 )
 _PRICE_BARE = re.compile(rf"(?:{_CUR}{_NUM}(?![\d])|(?<![a-z0-9.]){_NUM}{_CUR_AFTER})")
 

@@ -169,6 +169,12 @@ def constraints_for(q: StructuredQuery, vocab: ShopVocabulary) -> HardConstraint
             exclude(vocab.color_key or "color", low)
             for key in option_keys:
                 exclude(key, low)
+            # "no brass": a colour that is also a product attribute's value in scope (a brass lamp) goes too.
+            if any(
+                low in values and key not in vocab.option_keys and key != vocab.color_key
+                for key, values in scope.items()
+            ):
+                exclude_terms.append(term)
         elif vocab.is_brand(term):
             exclude_attributes.setdefault("brand", []).append(vocab.brands[low])
         elif option_keys:
