@@ -177,3 +177,28 @@ def test_a_model_answer_that_reads_the_request_back_is_replaced(stores: dict[str
     # The model is never shown the shopper's words to copy: its prompt carries what was understood.
     prompt = hub.calls[0].request["messages"][-1]["content"]
     assert "please" not in prompt.lower() and "All meet:" in prompt
+
+
+def _first_title(req: dict[str, Any]) -> str:
+    return re.search(r"^1\. (.+?) \(\$", req["messages"][-1]["content"], re.M).group(1)
+
+
+def test_model_answers_give_reasons_and_never_ramble(stores: dict[str, SimpleNamespace]) -> None:
+    store = stores["demo"]
+
+    def run(*answers: Any) -> Any:
+        hub = ScriptedHub(*answers, default=answers[-1], structured="{}", roles={"shop": "shop-assistant"},
+                          embed_dim=HashingEmbedder().dim)  # fmt: skip
+        a = ShopAssistant(hub, store.catalog, store.index, None, query_model="never")
+        return a, a.answer([{"role": "user", "content": "blue sneakers under $80"}])
+
+    # Names a product but no reason: the met constraints are added, the model's words kept.
+    a, answer = run(lambda r: f"You might like the {_first_title(r)}.")
+    assert answer.grounding["text_source"] == "model"
+    assert answer.message.startswith("You might like the ") and "under $80" in answer.message
+    assert a.verify(answer) == []
+    # Says the same thing twice (a small model's loop): replaced by the template.
+    loop = lambda r: f"The {_first_title(r)} is blue and cheap, it is blue and cheap, it is blue and cheap."  # noqa: E731
+    _, answer = run(loop, loop)
+    assert any("text_repeats" in v for v in answer.grounding["text_violations"])
+    assert answer.grounding["text_source"] == "template"

@@ -31,7 +31,10 @@ log = logging.getLogger("concierge.shop.assistant")
 
 ANSWER_MAX_TOKENS = 80
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
-ANSWER_TEXT_CHECKS = ("text_nonempty", "text_format", *TEXT_CHECKS, "text_mentions_product", "text_echo")
+ANSWER_TEXT_CHECKS = (
+    "text_nonempty", "text_format", *TEXT_CHECKS, "text_mentions_product", "text_echo", "text_repeats",
+    "text_reasons",
+)  # fmt: skip
 
 ANSWER_SYSTEM_PROMPT = (
     "You are a friendly shop assistant. In one or two short sentences, recommend products from the list "
@@ -85,9 +88,18 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
-def copied_span(request: str, text: str, n: int = ECHO_WORDS) -> str | None:
-    """The first run of ``n`` consecutive words of ``request`` that ``text`` repeats (None: no echo)."""
+def copied_span(request: str, text: str, n: int = ECHO_WORDS, *, skip_self: bool = False) -> str | None:
+    """The first run of ``n`` consecutive words of ``request`` that ``text`` repeats (None: no echo).
+    ``skip_self``: ``request`` is ``text`` itself, and a run counts only where it occurs twice."""
     req, out = _words(request), _words(text)
+    if skip_self:
+        seen: set[tuple[str, ...]] = set()
+        for i in range(len(out) - n + 1):
+            gram = tuple(out[i : i + n])
+            if gram in seen:
+                return " ".join(gram)
+            seen.add(gram)
+        return None
     grams = {tuple(out[i : i + n]) for i in range(len(out) - n + 1)}
     for i in range(len(req) - n + 1):
         if tuple(req[i : i + n]) in grams:
@@ -284,13 +296,36 @@ class AnswerWriter:
             "max_tokens": ANSWER_MAX_TOKENS,
         }
 
-    def check_text(self, text: str, plan: _Plan, *, require_product: bool = True) -> list[Violation]:
+    def _with_reasons(self, text: str, plan: _Plan) -> str:
+        """A model answer that names none of the met constraints, with them added as one sentence."""
+        fit = self._fit(plan)
+        if not fit:
+            return text
+        lead = "It meets" if len(plan.cards) == 1 else "They all meet"
+        return f"{text.rstrip()} {lead} {_join(fit)}."
+
+    def check_text(
+        self, text: str, plan: _Plan, *, require_product: bool = True, final: bool = True
+    ) -> list[Violation]:
         """Grounding of an answer text: only the cards' titles, ids, brands, prices and colours; on topic;
         never the shopper's own words read back."""
         out = self._check_text(text, plan.shown, plan.constraints, require_product=require_product)
         echo = copied_span(plan.user_text, text)
         if echo:
             out.append(Violation(echo, "text_echo", "repeats the shopper's message"))
+        plain = text  # product names may recur ("both X and Y ...; the Y costs less"): not a repetition
+        for i, card in enumerate(sorted(plan.shown, key=lambda c: -len(str(c.get("title", ""))))):
+            if card.get("title"):
+                plain = re.sub(re.escape(str(card["title"])), f" p{i} ", plain, flags=re.IGNORECASE)
+        again = copied_span(plain, plain, n=4, skip_self=True)
+        if again:
+            out.append(Violation(again, "text_repeats", "says the same thing twice"))
+        if final and require_product and plan.cards:
+            # A finished answer says why the cards fit: it names one of the constraints they all meet.
+            fit = self._fit(plan)
+            low = " ".join(_words(text))
+            if fit and not any(" ".join(_words(phrase.split(" ", 1)[-1])) in low for phrase in fit):
+                out.append(Violation(text[:40], "text_reasons", "names none of the constraints the cards meet"))
         return out
 
     def verify(self, answer: ShopAnswer) -> list[Violation]:
@@ -363,18 +398,29 @@ class AnswerWriter:
             plan.report.text_source = plan.report.text_source or "template"
             return self.template(plan)
         text, problems = self._generate(plan, None)
+        text, problems = self._add_reasons(text, plan, problems)
         if not problems:
             plan.report.text_source = "model"
             return text
         plan.report.text_violations.extend(problems)
         if not any(v.check == "model_error" for v in problems):
             text, again = self._generate(plan, problems)
+            text, again = self._add_reasons(text, plan, again)
             if not again:
                 plan.report.text_source = "model-repaired"
                 return text
             plan.report.text_violations.extend(again)
         plan.report.text_source = "template"
         return self.template(plan)
+
+    def _add_reasons(
+        self, text: str, plan: _Plan, problems: list[Violation]
+    ) -> tuple[str, list[Violation]]:
+        """When the only problem is that the text gives no reason, add the reasons rather than regenerate."""
+        if problems and all(v.check == "text_reasons" for v in problems):
+            text = self._with_reasons(text, plan)
+            return text, self.check_text(text, plan)
+        return text, problems
 
     def _stream_text(self, plan: _Plan) -> Iterator[str]:
         """Model text released sentence by sentence, each release re-checked; template on failure."""
@@ -405,7 +451,7 @@ class AnswerWriter:
                 if problems:
                     break
                 # Hold text back until it names a product shown: an off-topic opening is never sent.
-                if emitted or not self.check_text(candidate, plan):
+                if emitted or not self.check_text(candidate, plan, final=False):
                     release = pending[:cut] if emitted else pending[:cut].lstrip()
                     yield release
                     emitted += release
@@ -419,7 +465,7 @@ class AnswerWriter:
                 close()
         if not problems:
             final = self._trim(emitted + pending, finish)
-            problems = self.check_text(final, plan)
+            final, problems = self._add_reasons(final, plan, self.check_text(final, plan))
             if not problems:
                 rest = final[len(emitted) :] if final.startswith(emitted) else ""
                 if rest:
