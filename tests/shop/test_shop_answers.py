@@ -56,23 +56,24 @@ def _store(catalog: Catalog) -> SimpleNamespace:
     return SimpleNamespace(catalog=catalog, index=index, assistant=assistant)
 
 
-@pytest.fixture(scope="module")
-def stores(shared_data_optional: Path | None) -> dict[str, SimpleNamespace]:
-    products, _ = generate_demo_store(seed=7, n_products=800, n_shoppers=200)
-    out = {"demo": _store(Catalog.from_records(products, tenant="acme", name="demo"))}
-    if shared_data_optional is not None:
+_STORES: dict[str, SimpleNamespace] = {}
+
+
+@pytest.fixture
+def stores(request: pytest.FixtureRequest) -> dict[str, SimpleNamespace]:
+    """The demo store always; the τ² catalogue where the shared data folder has it (built once each)."""
+    if "demo" not in _STORES:
+        products, _ = generate_demo_store(seed=7, n_products=800, n_shoppers=200)
+        _STORES["demo"] = _store(Catalog.from_records(products, tenant="acme", name="demo"))
+    wants_tau2 = "tau2" in getattr(getattr(request.node, "callspec", None), "params", {}).values()
+    if wants_tau2 and "tau2" not in _STORES:
         from concierge.shop.tau2_adapter import tau2_catalog
 
-        out["tau2"] = _store(tau2_catalog(shared_data_optional / "tau2" / "retail" / "db.json"))
-    return out
-
-
-@pytest.fixture(scope="module")
-def shared_data_optional() -> Path | None:
-    from conftest import shared_data_path
-
-    path = shared_data_path() / "tau2" / "retail" / "db.json"
-    return shared_data_path() if path.is_file() else None
+        path = request.getfixturevalue("shared_data") / "tau2" / "retail" / "db.json"
+        if not path.is_file():
+            pytest.skip(f"τ² retail catalogue {path} not found")
+        _STORES["tau2"] = _store(tau2_catalog(path))
+    return _STORES
 
 
 # --------------------------------------------------------------------------------------------------
@@ -130,8 +131,6 @@ def named_difference(cards: list[dict[str, Any]], answer: str) -> bool:
 
 @pytest.mark.parametrize("catalog", ["demo", "tau2"])
 def test_answers_say_why_the_cards_fit_and_how_they_differ(stores: dict[str, SimpleNamespace], catalog: str) -> None:
-    if catalog not in stores:
-        pytest.skip("τ² retail catalogue not found in the shared data folder")
     store = stores[catalog]
     judged = several = 0
     for r in (r for r in REQUESTS if r["catalog"] == catalog and r["split"] == "dev"):

@@ -517,3 +517,11 @@ def test_third_round_phrases(demo: SimpleNamespace) -> None:
     _, c = read(demo, "pnik dress, not a fan of florals")
     assert c.attributes["color"] == ["pink"]
     assert demo.vocab.fix_typos("plus a park for the cold") == "plus a park for the cold"
+
+
+def test_post_negations_and_category_words_that_are_option_values(demo: SimpleNamespace, tau2: SimpleNamespace) -> None:
+    _, c = read(demo, "suede crossbody, brown is a no")
+    assert c.exclude_attributes["color"] == ["brown"] and c.attributes == {"material": ["suede"]}
+    _, c = read(tau2, "camera backpack, any material except leather")  # the backpack's camera compartment
+    assert c.categories == ["Bags > Backpack"] and c.attributes == {"compartment": ["camera"]}
+    assert c.exclude_attributes == {"material": ["leather"]}

@@ -122,6 +122,7 @@ class _Text:
             low = normalise_numbers(vocab.fix_typos(low))
         self.low = low
         self.used = [False] * len(self.low)
+        self.released: set[tuple[int, int]] = set()  # category words that name an option value instead
 
     def untake(self, start: int, end: int) -> None:
         for i in range(start, end):
@@ -161,6 +162,7 @@ def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str
     _parse_bool_attributes(t, d, vocab)
     _parse_not_just(t, d, vocab)
     _parse_exclusions(t, d, vocab)
+    _parse_post_negations(t, d, vocab)
     _parse_gender(t, d)
     _parse_category(t, d, vocab)
     paths = vocab.resolve_category(q.category) or list(context_paths)
@@ -366,6 +368,29 @@ def _parse_exclusions(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
             end = end + more.end() + nxt[1]
 
 
+_POST_NEGATION = re.compile(
+    r"\s+(?:is|are|'s|'re)\s+(?:a no(?:-go| go)?|out|off the table|not for me|a dealbreaker|a deal breaker|"
+    r"not an option|not ok(?:ay)?)(?![a-z0-9])"
+)
+
+
+def _parse_post_negations(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
+    """ "brown is a no", "leather is out": the value just before the phrase is excluded."""
+    for m in list(t.finditer(_POST_NEGATION)):
+        for start in range(max(0, m.start() - 30), m.start()):
+            if start and t.low[start - 1].isalnum():
+                continue
+            found = _longest_value_at(t, start, vocab)
+            if found is None or start + found[1] != m.start() or not t.free(start, m.start()):
+                continue
+            term = found[0]
+            if term.lower() not in [e.lower() for e in d.query.exclusions]:
+                d.query.exclusions.append(term)
+            d.certain.add("exclusions")
+            t.take(start, m.end())
+            break
+
+
 def _parse_gender(t: _Text, d: TurnDelta) -> None:
     for gender, words in GENDER_WORDS.items():
         for word in sorted(words, key=len, reverse=True):
@@ -423,6 +448,13 @@ def _parse_category(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
         gendered = [p for p in paths if p.split(" > ")[0].lower() == d.gender]
         paths = gendered or paths
     d.query.category = vocab.canonical_category(paths)
+    # A category word that names an option value of the product sought is that value ("camera backpack":
+    # the backpack's camera compartment, not a camera): released for the attribute reader.
+    scope_values = {v for values in vocab.attributes_for(paths).values() for v in values}
+    for x in everything:
+        if not (x.paths & chosen) and t.low[x.start : x.end] in scope_values:
+            t.untake(x.start, x.end)
+            t.released.add((x.start, x.end))
     if all(x.certain for x in clause):
         d.certain.add("category")
 
@@ -493,6 +525,7 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
                 )
                 if not (
                     named_colour
+                    or (start, end) in t.released
                     or (paths and _listed_alone(t.low, start, end))
                     # Colours and sizes only: titles use words such as "Relaxed" loosely, so a typed
                     # title must not become a fit.
