@@ -3,13 +3,15 @@
 and catalogue, for docs/benchmarks.md.
 
     PYTHONPATH=src python scripts/bench_shop_understanding.py [--data /path/to/shared/data] [--split dev]
-        [--show]
+        [--show] [--markdown]
 
 (a) coverage: requests with a matching in-stock variant that got at least one matching card;
 (b) violations: cards presented as exact matches that break a stated constraint ("near": cards shown as
 near alternatives, with what they miss -- not counted as matches either way).
 Both are judged by the test's independent checker (catalogue data + the written constraints).
 ``--show`` lists the misses and violations (use it on the dev split only: the test split is held out).
+Each split is also broken down by writing round: rounds 1-2 (the first requests) and round 3 (ids
+``n-*``, written before the third round of tuning). ``--markdown`` prints the docs/benchmarks.md table.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def main() -> int:
     ap.add_argument("--data", default=default_data, help="the shared data folder (holds tau2/retail/db.json)")
     ap.add_argument("--split", choices=("dev", "test", "all"), default="all")
     ap.add_argument("--show", action="store_true", help="list misses and violations")
+    ap.add_argument("--markdown", action="store_true", help="print the docs/benchmarks.md table too")
     args = ap.parse_args()
     os.environ.setdefault("CONCIERGE_HOME", str(Path("/tmp") / f"concierge-bench-{os.getpid()}"))
 
@@ -44,31 +47,48 @@ def main() -> int:
     else:
         print(f"(τ² retail catalogue not found at {db_json}: skipped)")
     splits = ("dev", "test") if args.split == "all" else (args.split,)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         f"# shop understanding -- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
-        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average {load}, "
+        f"Python {platform.python_version()}"
     )
     print(
-        f"{'catalogue':<10}{'split':<6}{'requests':>9}{'answerable':>11}{'(a) coverage':>16}"
+        f"{'catalogue':<10}{'split':<6}{'round':<7}{'requests':>9}{'answerable':>11}{'(a) coverage':>16}"
         f"{'cards':>7}{'near':>6}{'(b) violations':>16}{'s':>7}"
     )
+    table = []
     for name, make in stores.items():
         store = make()
         for split in splits:
             reqs = t._requests(name, split)
-            t0 = time.perf_counter()
-            r = t.evaluate(store, reqs)
-            secs = time.perf_counter() - t0
-            cov = f"{r['covered']}/{r['answerable']} {100 * r['coverage']:.0f}%"
-            print(
-                f"{name:<10}{split:<6}{r['requests']:>9}{r['answerable']:>11}{cov:>16}{r['cards']:>7}{r['near']:>6}"
-                f"{len(r['violations']):>16}{secs:>7.1f}"
-            )
-            if args.show:
-                for m in r["misses"]:
-                    print(f"    miss: {m}")
-                for v in r["violations"]:
-                    print(f"    violation: {v}")
+            rounds = [("all", reqs), ("1-2", [r for r in reqs if not r["id"].startswith("n-")]),
+                      ("3", [r for r in reqs if r["id"].startswith("n-")])]  # fmt: skip
+            for label, subset in rounds:
+                t0 = time.perf_counter()
+                r = t.evaluate(store, subset)
+                secs = time.perf_counter() - t0
+                cov = f"{r['covered']}/{r['answerable']} {100 * r['coverage']:.0f}%"
+                print(
+                    f"{name:<10}{split:<6}{label:<7}{r['requests']:>9}{r['answerable']:>11}{cov:>16}{r['cards']:>7}"
+                    f"{r['near']:>6}{len(r['violations']):>16}{secs:>7.1f}"
+                )
+                table.append((name, split, label, r))
+                if args.show and label == "all":
+                    for m in r["misses"]:
+                        print(f"    miss: {m}")
+                    for v in r["violations"]:
+                        print(f"    violation: {v}")
+    if args.markdown:
+        print()
+        print("| catalogue | split | round | requests | answerable | coverage | cards | near | violations |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+        for name, split, label, r in table:
+            shown = "τ² retail" if name == "tau2" else name
+            cov = f"{r['covered']}/{r['answerable']} ({100 * r['coverage']:.0f} %)"
+            row = f"| {shown} | {split} | {label} | {r['requests']} | {r['answerable']} | {cov} | {r['cards']} | "
+            row += f"{r['near']} | {len(r['violations'])} |"
+            print(row)
     return 0
 
 

@@ -67,7 +67,7 @@ TEXT = {"type": "string", "maxLength": 300}
 
 # The form fields each web POST reads (``form_text``/``after_of`` in web/routes.py).
 WEB_FORMS: dict[str, dict[str, Any]] = {
-    "/ui/shop/chat": {"message": TEXT},
+    "/ui/shop/chat": {"message": TEXT, "query": TEXT, "price_min": TEXT, "price_max": TEXT},
     "/ui/shop/similar": {"product_id": TEXT, "title": TEXT},
     "/ui/shop/reset": {},
     "/ui/support/chat": {"message": TEXT, "after": {"type": "integer"}},

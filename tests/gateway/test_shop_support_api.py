@@ -130,6 +130,70 @@ def test_shop_chat_answers_with_products_and_continues_by_id(api) -> None:
     assert state["version"] == 2
 
 
+def test_shop_chat_query_is_editable_filters(api) -> None:
+    """The answer's ``query`` is what was understood; sent back edited (a filter removed), the search runs
+    again with exactly those filters, in the same conversation."""
+    from concierge.shop.catalog import load_catalog
+    from concierge.store.conversations import ShopConversations
+
+    client, headers, *_ = api
+    catalog = load_catalog(None, "demo", "demo")
+    first = client.post("/v1/shop/chat", json={"message": "sneakers under $60 please"}, headers=headers)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["query"]["price_max"] == 60 and body["query"]["category"]
+    assert body["products"] and body["alternatives"] == []
+    for card in body["products"]:
+        assert card["price"] <= 60 and card["match"] == "exact" and card["unmet"] == []
+        assert "under $60" in card["meets"]  # each card says which constraint it meets
+        assert "sneakers" in card["meets"]
+    # Remove the price filter: the same category, now with cards over the old budget where the catalogue has them.
+    edited = {**body["query"], "price_max": None}
+    second = client.post(
+        "/v1/shop/chat", json={"conversation_id": body["conversation_id"], "query": edited}, headers=headers
+    )
+    assert second.status_code == 200, second.text
+    again = second.json()
+    assert again["conversation_id"] == body["conversation_id"]
+    assert again["query"]["price_max"] is None and again["query"]["category"] == body["query"]["category"]
+    pricier = [
+        v for p in catalog.products if p.category.endswith("Sneakers") for v in p.variants if v.in_stock and v.price > 60
+    ]
+    assert pricier, "the test store has sneakers over $60"
+    assert any(c["price"] > 60 for c in again["products"]), [c["price"] for c in again["products"]]
+    assert all(c["category"].endswith("Sneakers") for c in again["products"])
+    assert all(not any(m.startswith("under $") for m in c["meets"]) for c in again["products"])
+    state = ShopConversations().load(body["conversation_id"], "demo")
+    assert state["messages"][2]["content"] == "(changed the filters)"
+    # Change a filter: a price floor the shopper typed.
+    third = client.post(
+        "/v1/shop/chat",
+        json={"conversation_id": body["conversation_id"], "message": "from $70", "query": {**edited, "price_min": 70}},
+        headers=headers,
+    )
+    assert third.status_code == 200, third.text
+    assert third.json()["products"] and all(c["price"] >= 70 for c in third.json()["products"])
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"query": {"price_max": "cheap"}}, "query"),
+        ({"query": {"colour": ["red"]}}, "query"),
+        ({"message": "  "}, None),
+        ({}, None),
+    ],
+)
+def test_shop_chat_refuses_bad_edited_queries(api, body: dict, param: str | None) -> None:
+    client, headers, *_ = api
+    response = client.post("/v1/shop/chat", json=body, headers=headers)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    if param:
+        assert error["param"] == param
+
+
 def test_shop_chat_unknown_ids_are_404(api) -> None:
     client, headers, other, _ = api
     unknown_catalog = client.post("/v1/shop/chat", json={"message": "shoes", "catalog": "nope"}, headers=headers)

@@ -8,6 +8,8 @@ skip, saying why, where either is missing. Screenshots go to ``test-output/scree
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import shutil
@@ -104,6 +106,63 @@ def test_posts_from_other_sites_are_refused(live: Live) -> None:
                           headers={"Origin": "https://evil.example"})
         assert login.status_code == 403
         assert "concierge_operator" not in login.headers.get("set-cookie", "")
+
+
+def _ndjson(response: httpx.Response) -> list[dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+
+def _chip_forms(html_text: str) -> dict[str, dict[str, str]]:
+    """The filter chips of an answer's HTML: label -> the form fields its remove button posts."""
+    out = {}
+    for form in re.findall(r'<li class="chip chip-\w+">(.*?)</li>', html_text, re.S):
+        label = html.unescape(re.search(r'<span class="chip-label">(.*?)</span>', form).group(1))
+        fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form))
+        out[label] = {k: html.unescape(v) for k, v in fields.items()}
+    return out
+
+
+def test_shop_page_shows_filters_that_can_be_removed_or_changed(live: Live) -> None:
+    from concierge.shop.catalog import load_catalog
+
+    catalog = load_catalog(None, "demo", "demo")
+    with live.client() as client:
+        events = _ndjson(client.post("/ui/shop/chat", data={"message": "sneakers under $60 please"}))
+        answer = events[-1]
+        assert answer["type"] == "answer", events
+        assert events[0]["type"] == "products" and "Filters:" in events[0]["html"]  # with the early cards
+        chips = _chip_forms(answer["html"])
+        assert "under $60" in chips and "Sneakers" in chips, chips
+        assert "Meets: sneakers, under $60" in html.unescape(answer["html"])  # each card says what it meets
+        prices = [float(x.replace(",", "")) for x in re.findall(r'card-price">\$([\d,.]+)<', answer["html"])]
+        assert prices and max(prices) <= 60
+        # Remove the price filter: the same search without it.
+        events = _ndjson(client.post("/ui/shop/chat", data=chips["under $60"]))
+        again = events[-1]
+        assert again["type"] == "answer", events
+        chips_after = _chip_forms(again["html"])
+        assert "Sneakers" in chips_after and not any(label.startswith("under $") for label in chips_after)
+        prices = [float(x.replace(",", "")) for x in re.findall(r'card-price">\$([\d,.]+)<', again["html"])]
+        assert any(
+            v.price > 60 for p in catalog.products if p.category.endswith("Sneakers") for v in p.variants if v.in_stock
+        )
+        assert prices and max(prices) > 60
+        # Change the price instead: the price form posts the current filters with new bounds.
+        query = json.loads(chips_after["Sneakers"]["query"])  # (any chip's query carries the other filters)
+        query["category"] = json.loads(chips["under $60"]["query"])["category"]
+        events = _ndjson(client.post("/ui/shop/chat", data={"message": "Change the price", "query": json.dumps(query),
+                                                           "price_min": "70", "price_max": ""}))
+        changed = events[-1]
+        chips_changed = _chip_forms(changed["html"])
+        assert "over $70" in chips_changed, chips_changed
+        prices = [float(x.replace(",", "")) for x in re.findall(r'card-price">\$([\d,.]+)<', changed["html"])]
+        assert prices and min(prices) >= 70
+        # Filters a form could not have sent are a plain error line, not a 500.
+        bad = _ndjson(client.post("/ui/shop/chat", data={"message": "x", "query": "{not json"}))
+        assert bad == [{"type": "error", "message": "the filters could not be read"}]
+        bad = _ndjson(client.post("/ui/shop/chat", data={"message": "x", "query": "{}", "price_max": "lots"}))
+        assert bad[0]["type"] == "error" and "not a price" in bad[0]["message"]
 
 
 def test_visitor_cookie_is_signed_httponly_and_strict(live: Live) -> None:
@@ -291,6 +350,30 @@ def test_shopping_conversation_shows_product_cards(live: Live, browser: Any) -> 
     # The conversation survives a reload (it is kept on the server, named by the visitor cookie).
     page.reload()
     assert page.locator("#shop-log .msg-user").count() == 2
+    assert not errors, errors
+    context.close()
+
+
+def test_removing_a_filter_in_the_browser_searches_again(live: Live, browser: Any) -> None:
+    context = _context(browser)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(live.base + "/")
+    box = page.get_by_label("Your message")
+    box.fill("sneakers under $60")
+    box.press("Enter")
+    remove = page.get_by_role("button", name="Remove filter under $60")
+    remove.first.wait_for()
+    page.locator("#shop-log .msg-assistant:not([aria-busy])").first.wait_for()
+    remove.first.click()
+    page.locator("#shop-log .msg-user").nth(1).wait_for()
+    page.locator("#shop-log .msg-assistant:not([aria-busy])").nth(1).wait_for()
+    last = page.locator("#shop-log .msg-assistant").nth(1)
+    assert last.locator(".chip-label", has_text="Sneakers").count() == 1
+    assert last.locator(".chip-label", has_text="under $60").count() == 0
+    _no_horizontal_scroll(page)
+    page.screenshot(path=str(SCREENSHOTS / "shop-filters.png"), full_page=True)
     assert not errors, errors
     context.close()
 

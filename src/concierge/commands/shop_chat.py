@@ -31,6 +31,15 @@ def _show(answer: Any) -> None:
             options = ", ".join(f"{k} {v}" for k, v in p["options"].items())
             table.add_row(p["id"], p["title"], f"{p['price']:.2f}", options, p["reason"])
         console.print(table)
+    alternatives = getattr(answer, "alternatives", None) or []
+    if alternatives:
+        near = Table(show_header=True, header_style="bold", title="close, but not exact matches")
+        for column in ("variant", "title", "price", "options", "misses"):
+            near.add_column(column)
+        for p in alternatives:
+            options = ", ".join(f"{k} {v}" for k, v in p["options"].items())
+            near.add_row(p["id"], p["title"], f"{p['price']:.2f}", options, "; ".join(p.get("unmet") or []))
+        console.print(near)
 
 
 def shop_chat(

@@ -70,6 +70,7 @@ class ShopProducts:
     query: dict[str, Any]
     constraints: dict[str, Any]
     clarifying: bool
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -83,6 +84,9 @@ class ShopAnswer:
     grounding: dict[str, Any] = field(default_factory=dict)
     trace: dict[str, Any] = field(default_factory=dict)  # mode, query source, timings, model usage
     conversation_id: str | None = None  # set once the turn is saved (concierge.shop.session)
+    # Near alternatives (``match: "near"``, with the constraints each misses in ``unmet``): shown when a
+    # card misses something the shopper stated, never among ``products`` (the exact matches).
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +99,7 @@ class ShopAnswer:
             "message": str(self.message or ""),
             "query": self.query,
             "products": list(self.products or []),
+            "alternatives": list(self.alternatives or []),
             "clarifying": bool(self.clarifying),
         })
 

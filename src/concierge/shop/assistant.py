@@ -45,14 +45,17 @@ from concierge.shop.query import (
     ShopRequestError,
     ShopVocabulary,
     StructuredQuery,
+    consistent_query,
     constraints_for,
     is_vague,
     merge_deltas,
     model_request,
     parse_rules,
+    present_matches,
     sanitize_model_output,
     search_text,
     update_query,
+    validate_query_dict,
 )
 from concierge.shop.search import SearchFilters, SearchIndex, tokenize
 from concierge.shop.writing import AnswerWriter, _money, _Plan
@@ -71,42 +74,6 @@ __all__ = [
     "ShopperNotFoundError",
     "hub_embedder",
 ]
-
-# Complementary categories by segment name: the fallback when interactions say nothing.
-COMPLEMENT_RULES: dict[str, tuple[str, ...]] = {
-    "dresses": ("sandals", "handbags", "boots"),
-    "tops": ("trousers", "sneakers", "handbags"),
-    "trousers": ("tops", "shirts", "sneakers", "boots"),
-    "shirts": ("trousers", "jackets", "sneakers"),
-    "jackets": ("boots", "shirts", "backpacks"),
-    "sneakers": ("trousers", "backpacks"),
-    "boots": ("jackets", "trousers"),
-    "sandals": ("dresses", "handbags"),
-    "backpacks": ("chargers & cables", "laptop sleeves"),
-    "handbags": ("dresses", "sandals"),
-    "travel": ("backpacks", "chargers & cables"),
-    "bedding": ("cushions & throws", "lighting"),
-    "lighting": ("cushions & throws", "storage"),
-    "cushions & throws": ("bedding", "lighting"),
-    "storage": ("cushions & throws",),
-    "cookware": ("tableware", "storage"),
-    "tableware": ("cookware", "appliances"),
-    "appliances": ("tableware",),
-    "headphones": ("chargers & cables",),
-    "phone cases": ("chargers & cables",),
-    "chargers & cables": ("phone cases", "headphones"),
-    "laptop sleeves": ("chargers & cables", "backpacks"),
-    "skincare": ("makeup",),
-    "makeup": ("skincare", "fragrance"),
-    "fragrance": ("makeup",),
-    "tents": ("sleeping bags", "gear"),
-    "sleeping bags": ("tents", "gear"),
-    "gear": ("tents", "jackets"),
-    "building sets": ("games & puzzles",),
-    "plush": ("games & puzzles",),
-    "games & puzzles": ("building sets",),
-}
-
 
 def hub_embedder(
     hub: ServingHub, alias: str = "embed", tenant: str | None = None
@@ -203,25 +170,36 @@ class ShopAssistant(AnswerWriter):
     # -- public API ---------------------------------------------------------------------------
 
     def answer(
-        self, messages: Any, shopper_id: str | None = None, state: Mapping[str, Any] | None = None
+        self,
+        messages: Any,
+        shopper_id: str | None = None,
+        state: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
     ) -> ShopAnswer:
-        """One assistant turn for the conversation ``messages`` (the last one is the shopper's)."""
+        """One assistant turn for the conversation ``messages`` (the last one is the shopper's).
+
+        ``query``: a structured query to search with instead of reading the last message -- the filters
+        the previous answer showed, as the shopper edited them (one removed, a price changed)."""
         started = time.perf_counter()
-        plan = self._plan(messages, shopper_id, state)
+        plan = self._plan(messages, shopper_id, state, query)
         t0 = time.perf_counter()
         message = self._write(plan)
         plan.trace["timings_ms"]["answer"] = round((time.perf_counter() - t0) * 1000, 1)
         return self._finish(plan, message, started)
 
     def stream_answer(
-        self, messages: Any, shopper_id: str | None = None, state: Mapping[str, Any] | None = None
+        self,
+        messages: Any,
+        shopper_id: str | None = None,
+        state: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
     ) -> Iterator[ShopProducts | str | ShopAnswer]:
         """:class:`ShopProducts`, then text deltas (``str``), then the final :class:`ShopAnswer`.
 
         Request errors (bad messages, unknown shopper) raise at the call, before anything is yielded.
         """
         started = time.perf_counter()
-        plan = self._plan(messages, shopper_id, state)
+        plan = self._plan(messages, shopper_id, state, query)
         return self._stream(plan, started)
 
     def _stream(self, plan: _Plan, started: float) -> Iterator[ShopProducts | str | ShopAnswer]:
@@ -230,6 +208,7 @@ class ShopAssistant(AnswerWriter):
             query=plan.query.model_dump() if plan.query else {},
             constraints=plan.constraints.to_dict(),
             clarifying=plan.clarifying,
+            alternatives=[dict(c) for c in plan.alternatives],
         )
         t0 = time.perf_counter()
         parts: list[str] = []
@@ -259,22 +238,31 @@ class ShopAssistant(AnswerWriter):
         return kept[:k]
 
     def complete_the_look(self, product_id: str, k: int = 4) -> list[dict[str, Any]]:
-        """Complementary in-stock items from other categories: co-purchases first, then category rules."""
+        """Complementary in-stock items from other categories, from the catalogue's own data: products bought
+        with this one, then categories its buyers buy more than shoppers at large, then the category tree
+        (other branches of its department, then its sibling categories, then other departments). At most
+        two items per category, preferring a shared colour and, where interactions exist, popular items."""
         product, variant = self._resolve(product_id)
         k = max(1, int(k))
-        colours = {v.options.get("color", "").lower() for v in ([variant] if variant else product.variants)}
+        colours = self._colours([variant] if variant else product.variants)
         picks: list[dict[str, Any]] = []
         taken: set[str] = {product.id}
+        per_category: dict[str, int] = {}
 
         def add(other: Product, reason: str) -> None:
+            if other.id in taken or other.category == product.category:
+                return
+            if per_category.get(other.category, 0) >= 2:
+                return
             chosen = self._pick_variant(other, colours)
-            if chosen is None or other.id in taken or other.category == product.category:
+            if chosen is None:
                 return
             card = self._card(other.id, chosen.id)
             if card is not None:
                 card["reason"] = reason
                 picks.append(card)
                 taken.add(other.id)
+                per_category[other.category] = per_category.get(other.category, 0) + 1
 
         if self.recommender is not None:
             for pid, _ in self.recommender.co_purchases(product.id):
@@ -283,29 +271,35 @@ class ShopAssistant(AnswerWriter):
                     add(other, f"often bought together with {product.title}")
                 if len(picks) >= k:
                     break
-        if len(picks) < k:
-            for category in self._complement_categories(product):
+        name = product.category.split(" > ")[-1].lower()
+        # One item per category per round, so the look spans several categories before any repeats.
+        categories = self._complement_categories(product)
+        for _round in range(2):
+            for category in categories:
+                if len(picks) >= k:
+                    break
                 pool = [p for p in self.catalog.products if p.category == category and p.id not in taken]
                 if self.recommender is not None:
                     pop = self.recommender.popularity
                     pool.sort(key=lambda p: -pop.get(p.id, 0))
-                # Prefer items that share a colour with the product.
-                pool.sort(
-                    key=lambda p: not any(v.options.get("color", "").lower() in colours for v in p.variants)
-                )
-                leaf = category.split(" > ")[-1].lower()
-                for other in pool[:2]:
-                    add(other, f"goes with {product.category.split(' > ')[-1].lower()}: {leaf}")
-                    if len(picks) >= k:
+                pool.sort(key=lambda p: not (self._colours(p.variants) & colours))  # a shared colour first
+                before = len(picks)
+                for other in pool:
+                    add(other, f"goes with {name}: {category.split(' > ')[-1].lower()}")
+                    if len(picks) > before:
                         break
-                if len(picks) >= k:
-                    break
         kept, _ = validate_products(picks, self.catalog, HardConstraints(in_stock=True))
         return kept[:k]
 
     # -- planning -----------------------------------------------------------------------------
 
-    def _plan(self, messages: Any, shopper_id: str | None, state_in: Mapping[str, Any] | None) -> _Plan:
+    def _plan(
+        self,
+        messages: Any,
+        shopper_id: str | None,
+        state_in: Mapping[str, Any] | None,
+        edited: Mapping[str, Any] | None = None,
+    ) -> _Plan:
         t_start = time.perf_counter()
         convo = check_messages(messages)
         if shopper_id is not None:
@@ -323,7 +317,13 @@ class ShopAssistant(AnswerWriter):
             state = self._replay(convo, user_turns[:-1])
         trace: dict[str, Any] = {"timings_ms": {}, "model_calls": 0, "model_errors": []}
         text = convo[-1]["content"]
-        query, delta_source, dropped, mode = self._understand(convo, text, state, trace, use_model=True)
+        if edited is not None:
+            # The shopper edited the filters shown with the last answer: search with them as given.
+            query = consistent_query(validate_query_dict(dict(edited)), self.vocab)
+            delta_source, dropped, mode = "edited", [], "edited"
+            text = ""  # the filters say it all: no words left for the matcher to check
+        else:
+            query, delta_source, dropped, mode = self._understand(convo, text, state, trace, use_model=True)
         trace.update(query_source=delta_source, model_dropped=dropped, mode=mode)
         trace["timings_ms"]["understand"] = round((time.perf_counter() - t_start) * 1000, 1)
         report = GroundingReport()
@@ -335,7 +335,7 @@ class ShopAssistant(AnswerWriter):
             last_clarifying=False,
             turns=len(user_turns),
         )
-        if is_vague(query, self.vocab) and state.clarifications == 0:
+        if edited is None and is_vague(query, self.vocab) and state.clarifications == 0:
             new_state.clarifications += 1
             new_state.last_clarifying = True
             validate_products([], self.catalog, constraints, report)  # nothing shown; the audit is uniform
@@ -356,10 +356,26 @@ class ShopAssistant(AnswerWriter):
                 cards.append(card)
         cards, report = validate_products(cards, self.catalog, constraints, report)
         cards = cards[: self.max_products]
-        new_state.shown = [{"id": c["id"], "product_id": c["product_id"], "price": c["price"]} for c in cards]
-        personalised = any(r.personal > 0 for r in ranked[: len(cards)])
+        # Exact matches, and -- where a card misses something or nothing is exact -- near alternatives,
+        # each marked with what it meets and misses: never shown as a match.
+        t0 = time.perf_counter()
+        marked = present_matches(
+            cards, self.catalog, self.index, text, query, constraints, self.vocab, k=self.max_products
+        )
+        exact = [c for c in marked if c["match"] == "exact"]
+        near = [c for c in marked if c["match"] == "near"]
+        for c in near:
+            c["reason"] = "close, but " + "; ".join(c["unmet"])
+        # Alternatives are grounded like cards (real, in stock, title and price), not on the constraints.
+        near, _ = validate_products(near, self.catalog, HardConstraints(in_stock=True), report)
+        trace["timings_ms"]["match"] = round((time.perf_counter() - t0) * 1000, 1)
+        new_state.shown = [
+            {"id": c["id"], "product_id": c["product_id"], "price": c["price"]} for c in exact + near
+        ]
+        personalised = any(r.personal > 0 for r in ranked[: len(exact)])
         return _Plan(
-            query, constraints, cards, False, new_state, report, trace, text, personalised=personalised
+            query, constraints, exact, False, new_state, report, trace, text, personalised=personalised,
+            alternatives=near,
         )
 
     def _understand(
@@ -511,38 +527,46 @@ class ShopAssistant(AnswerWriter):
         return ", ".join(parts[:5])
 
     def _shared(self, a: Product, b: Product) -> str:
+        """What two products have in common, in words: the category, then shared attribute values."""
         shared = []
         if a.category == b.category:
             shared.append(f"also {a.category.split(' > ')[-1].lower()}")
-        mat_a, mat_b = a.attributes.get("material"), b.attributes.get("material")
-        if mat_a and mat_a == mat_b:
-            shared.append(str(mat_a))
+        for key, value in a.attributes.items():
+            other = b.attributes.get(key)
+            if key != "brand" and value and other == value and isinstance(value, str) and len(shared) < 3:
+                shared.append(f"{key} {value}".lower() if key not in ("color", "colour", "material") else value)
         return ", ".join(shared)
+
+    def _colours(self, variants: Any) -> set[str]:
+        key = self.vocab.color_key
+        if not key:
+            return set()
+        return {str(v.options.get(key, "")).lower() for v in variants} - {""}
 
     def _pick_variant(self, product: Product, colours: set[str]) -> Variant | None:
         in_stock = [v for v in product.variants if v.in_stock]
         if not in_stock:
             return None
-        return next(
-            (v for v in in_stock if v.options.get("color", "").lower() in colours - {""}), in_stock[0]
-        )
+        return next((v for v in in_stock if self._colours([v]) & colours), in_stock[0])
 
     def _complement_categories(self, product: Product) -> list[str]:
+        """Other leaf categories to complete a look with, best first: those the product's buyers buy more
+        than shoppers at large (interactions), then the category tree -- other branches of the product's
+        department ("Electronics > Phones" for "Electronics > Audio > Earbuds"), its siblings, and last the
+        other departments. No category is named in code: any catalogue's tree works."""
         out: list[str] = []
         if self.recommender is not None:
             out += [c for c, _ in self.recommender.category_complements(product.category)]
-        gender = product.category.split(" > ")[0].lower()
-        for name in COMPLEMENT_RULES.get(product.category.split(" > ")[-1].lower(), ()):
-            paths = (
-                self.vocab.leaves_under(self.vocab.resolve_category(name))
-                if self.vocab.resolve_category(name)
-                else []
-            )
-            same = [p for p in paths if p.split(" > ")[0].lower() == gender]
-            out += same or paths
-        # Last resort: sibling leaves under the same top-level category.
-        top = product.category.split(" > ")[0]
-        out += [leaf for leaf in self.vocab.leaves if leaf.startswith(top + " > ")]
+        segs = product.category.split(" > ")
+        top, parent = segs[0], " > ".join(segs[:-1])
+
+        def under(prefix: str) -> list[str]:
+            return [leaf for leaf in self.vocab.leaves if leaf.startswith(prefix + " > ")]
+
+        siblings = under(parent) if len(segs) > 1 else []
+        department = under(top) if len(segs) > 1 else []
+        cousins = [leaf for leaf in department if leaf not in siblings]
+        out += cousins + siblings + [leaf for leaf in self.vocab.leaves if leaf not in department]
         return [c for c in dict.fromkeys(out) if c != product.category]
 
     def _resolve(self, item_id: str) -> tuple[Product, Variant | None]:

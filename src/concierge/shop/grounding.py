@@ -248,7 +248,7 @@ def _shape(token: str) -> str:
 
 
 _BOUND_CUE = re.compile(
-    r"(?:under|below|less than|up to|no more than|at most|within|budget(?: of)?|max(?:imum)?|between|and|"
+    r"(?:under|below|less than|up to|no more than|at most|within|budget(?: of)?|max(?:imum)?|min(?:imum)?(?: of)?|between|and|"
     r"from|to|over|above|more than|at least|around|about)\s*$",
     re.I,
 )
@@ -295,7 +295,12 @@ class TextChecker:
         product = self.catalog.get_product(product_id)
         if product is None or not self.colour_key:
             return set()
-        return {v.options.get(self.colour_key, "").lower() for v in product.variants} - {""}
+        # Every value the product has counts: colour-like options ("dial color", "lens color") and the
+        # attributes a colour word can also be ("cream" makeup, a "brass" lamp).
+        values = {str(value).lower() for v in product.variants for value in v.options.values()}
+        for value in product.attributes.values():
+            values |= {str(x).lower() for x in (value if isinstance(value, list) else [value])}
+        return values - {""}
 
     def check(
         self,
@@ -319,8 +324,9 @@ class TextChecker:
         for title in allowed_titles:
             if title:
                 low = low.replace(title, " " * len(title))
+        named = {w.lower() for w in extra_words}  # an option value the shopper named ("laptop" compartment)
         for title, pids in self.titles:
-            if len(title) >= 4 and title in low and not pids & allowed_products:
+            if len(title) >= 4 and title in low and not pids & allowed_products and title not in named:
                 out.append(Violation(title, "text_titles", "names a product that is not in the answer"))
                 low = low.replace(title, " " * len(title))
         card_prices = [float(c["price"]) for c in cards if c.get("price") is not None]
@@ -353,13 +359,17 @@ class TextChecker:
         out: list[Violation] = []
         # Titles become placeholders first, so "Pavement Co. Sneaker" is not split into two sentences.
         placeholder = text
-        order = sorted(range(len(cards)), key=lambda i: -len(str(cards[i].get("title", ""))))
-        for i in order:
-            title = str(cards[i].get("title", ""))
+        # Cards that share a title (two products, or two variants, of one name) are named together.
+        groups: dict[str, list[Mapping[str, Any]]] = {}
+        for card in cards:
+            title = str(card.get("title", ""))
             if title:
-                placeholder = re.sub(re.escape(title), f" \u27e6{i}\u27e7 ", placeholder, flags=re.IGNORECASE)
+                groups.setdefault(title.lower(), []).append(card)
+        titles = sorted(groups, key=len, reverse=True)
+        for i, title in enumerate(titles):
+            placeholder = re.sub(re.escape(title), f" \u27e6{i}\u27e7 ", placeholder, flags=re.IGNORECASE)
         for sentence in _SENTENCE_SPLIT.split(placeholder):
-            named = [cards[int(i)] for i in re.findall("\u27e6(\\d+)\u27e7", sentence)]
+            named = [c for i in re.findall("\u27e6(\\d+)\u27e7", sentence) for c in groups[titles[int(i)]]]
             scope = named or list(cards)
             prices = [float(c["price"]) for c in scope if c.get("price") is not None]
             bare = re.sub("\u27e6\\d+\u27e7", " ", sentence)
@@ -379,7 +389,12 @@ class TextChecker:
                 allowed = set(words)
                 for c in scope:
                     allowed |= self._product_colours(str(c.get("product_id")))
+                # A value the shopper named is not a colour claim ("warm white" light, "rose gold").
+                masked = bare.lower()
+                for word in sorted(words, key=len, reverse=True):
+                    if len(word) > 3:
+                        masked = masked.replace(word, " ")
                 for colour, pattern in self._colour_re.items():
-                    if colour not in allowed and pattern.search(bare.lower()):
+                    if colour not in allowed and pattern.search(masked):
                         out.append(Violation(colour, "text_colours", "not a colour of the products it names"))
         return out

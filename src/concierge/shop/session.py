@@ -23,10 +23,12 @@ from concierge.errors import NotFound, Unavailable
 from concierge.models.engine import ServingHub
 from concierge.models.hub import as_hub
 from concierge.shop.assistant import ShopAnswer, ShopProducts
-from concierge.shop.query import ShopRequestError
+from concierge.shop.query import ShopRequestError, validate_query_dict
 from concierge.store.conversations import ShopConversations, plain
 
 log = logging.getLogger(__name__)
+
+EDITED_FILTERS = "(changed the filters)"  # what a turn that only edited the filters records as its message
 
 __all__ = [
     "AssistantFactory",
@@ -306,6 +308,14 @@ class ShopTurn:
     state: Any
     assistant: Any
     client_history: list[dict[str, Any]] | None = None  # a stateless client's earlier messages
+    query: dict[str, Any] | None = None  # edited filters: searched as given (see ShopSession.prepare)
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the assistant's ``answer``/``stream_answer`` for this turn."""
+        out: dict[str, Any] = {"shopper_id": self.shopper_id, "state": self.state}
+        if self.query is not None:
+            out["query"] = self.query
+        return out
 
 
 class ShopSession:
@@ -330,6 +340,7 @@ class ShopSession:
     def prepare(
         self, tenant: str, text: str | None, *, catalog: str | None = None, conversation_id: str | None = None,
         shopper_id: str | None = None, messages: list[dict[str, Any]] | None = None,
+        query: dict[str, Any] | None = None,
     ) -> ShopTurn:
         """Check the request and load its conversation (if any). Raises before any model call.
 
@@ -339,12 +350,25 @@ class ShopSession:
         state); the turn is stored as a new conversation holding that history, whose id the answer
         carries (the client may go on either way).
 
+        ``query``: the structured query to search with instead of reading ``text`` (the filters of the
+        last answer, edited by the shopper); ``text`` may then be empty (the conversation records
+        :data:`EDITED_FILTERS`).
+
         Errors: ShopRequestError (400), ConversationNotFound, and the assistant's CatalogNotFoundError.
         An unknown shopper is found by the assistant when the turn starts (ShopperNotFoundError).
         """
+        if query is not None:
+            try:
+                validate_query_dict(query)  # a 400 before anything is loaded
+            except ShopRequestError as exc:
+                raise ShopRequestError(exc.message, param="query") from None
         if messages is not None:
-            return self._prepare_stateless(tenant, messages, catalog=catalog, shopper_id=shopper_id)
+            turn = self._prepare_stateless(tenant, messages, catalog=catalog, shopper_id=shopper_id)
+            turn.query = query
+            return turn
         text = (text or "").strip()
+        if query is not None:
+            text = text or EDITED_FILTERS
         if not text:
             raise ShopRequestError("message must not be empty", param="message")
         # NUL cannot be stored (PostgreSQL refuses it in text and JSON): a 400, not a 500 at the insert.
@@ -373,7 +397,7 @@ class ShopSession:
             conversation_id=conversation_id or None, version=int(state.get("version", 0)), tenant=tenant,
             catalog=catalog, shopper_id=shopper_id, text=text,
             messages=[*history, {"role": "user", "content": text}], state=state.get("assistant_state"),
-            assistant=assistant,
+            assistant=assistant, query=query,
         )
 
     def _prepare_stateless(
@@ -410,7 +434,8 @@ class ShopSession:
         answer.conversation_id = self._open(turn)
         self.conversations.record(
             answer.conversation_id, turn.version, turn.text, message=answer.message, state=plain(answer.state),
-            data=plain({"query": answer.query, "products": answer.products, "clarifying": answer.clarifying}),
+            data=plain({"query": answer.query, "products": answer.products, "alternatives": answer.alternatives,
+                        "clarifying": answer.clarifying}),
         )
         return answer
 
@@ -421,7 +446,7 @@ class ShopSession:
     def answer(self, turn: ShopTurn) -> ShopAnswer:
         """Answer the turn and save it; the answer carries its conversation id."""
         with self._serving():
-            result = turn.assistant.answer(turn.messages, shopper_id=turn.shopper_id, state=turn.state)
+            result = turn.assistant.answer(turn.messages, **turn.kwargs())
         return self._persist(turn, result)
 
     def stream(self, turn: ShopTurn) -> Iterator[ShopProducts | str | ShopAnswer]:
@@ -431,7 +456,7 @@ class ShopSession:
         answer is written, then the :class:`ShopAnswer`, saved before it is yielded.
         """
         with self._serving():  # the cards are found here, before the first event
-            source = turn.assistant.stream_answer(turn.messages, shopper_id=turn.shopper_id, state=turn.state)
+            source = turn.assistant.stream_answer(turn.messages, **turn.kwargs())
         self._open(turn)
         return self._relay(turn, source)
 

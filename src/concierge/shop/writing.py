@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from concierge.models.engine import ServingHub
@@ -31,17 +31,24 @@ log = logging.getLogger("concierge.shop.assistant")
 
 ANSWER_MAX_TOKENS = 80
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
-ANSWER_TEXT_CHECKS = ("text_nonempty", "text_format", *TEXT_CHECKS, "text_mentions_product")
+ANSWER_TEXT_CHECKS = (
+    "text_nonempty", "text_format", *TEXT_CHECKS, "text_mentions_product", "text_echo", "text_repeats",
+    "text_reasons",
+)  # fmt: skip
 
 ANSWER_SYSTEM_PROMPT = (
-    "You are a friendly shop assistant. Answer the shopper in one or two short sentences, recommending "
-    "products from the list you are given by their exact names. Do not mention anything else."
+    "You are a friendly shop assistant. In one or two short sentences, recommend products from the list "
+    "by their exact names: say what they all meet and how they differ. Do not mention anything else."
 )
-# One worked example: small models follow a demonstration far better than instructions alone.
+# One worked example: small models follow a demonstration far better than instructions alone. The
+# shopper's own words are not in the prompt (only what was understood), so the answer cannot echo them.
 ANSWER_EXAMPLE = (
-    "Products:\n1. Example Co. Everyday Daypack ($49.99, black)\nShopper: a black backpack",
-    "The Example Co. Everyday Daypack in black, at $49.99, is a great everyday pick.",
+    "Products:\n1. Example Co. Everyday Daypack ($49.99, color: black)\n2. Example Co. City Pack ($64.99, "
+    "color: black)\nAll meet: backpacks, color black, under $70\nThey differ in: price",
+    "Both the Example Co. Everyday Daypack ($49.99) and the Example Co. City Pack ($64.99) are black "
+    "backpacks under $70; the Everyday Daypack costs less.",
 )
+ECHO_WORDS = 5  # an answer never copies this many consecutive words of the shopper's message
 
 
 @dataclass
@@ -58,6 +65,12 @@ class _Plan:
     user_text: str
     question: str = ""
     personalised: bool = False
+    alternatives: list[dict[str, Any]] = field(default_factory=list)  # near: each with "unmet"
+
+    @property
+    def shown(self) -> list[dict[str, Any]]:
+        """Every card on screen (exact matches, then near alternatives): what the text may name."""
+        return [*self.cards, *self.alternatives]
 
 
 def _money(value: float) -> str:
@@ -66,7 +79,73 @@ def _money(value: float) -> str:
 
 def _join(items: Sequence[str]) -> str:
     items = list(items)
+    if not items:
+        return ""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def copied_span(request: str, text: str, n: int = ECHO_WORDS, *, skip_self: bool = False) -> str | None:
+    """The first run of ``n`` consecutive words of ``request`` that ``text`` repeats (None: no echo).
+    ``skip_self``: ``request`` is ``text`` itself, and a run counts only where it occurs twice."""
+    req, out = _words(request), _words(text)
+    if skip_self:
+        seen: set[tuple[str, ...]] = set()
+        for i in range(len(out) - n + 1):
+            gram = tuple(out[i : i + n])
+            if gram in seen:
+                return " ".join(gram)
+            seen.add(gram)
+        return None
+    grams = {tuple(out[i : i + n]) for i in range(len(out) - n + 1)}
+    for i in range(len(req) - n + 1):
+        if tuple(req[i : i + n]) in grams:
+            return " ".join(req[i : i + n])
+    return None
+
+
+def differences(cards: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The option names whose values differ between the cards, then "price" when the prices differ."""
+    out: list[str] = []
+    keys = list(dict.fromkeys(k for c in cards for k in (c.get("options") or {})))
+    for key in keys:
+        values = {str((c.get("options") or {}).get(key, "")).lower() for c in cards}
+        if len(values) > 1:
+            out.append(key)
+    if len({round(float(c["price"]), 2) for c in cards}) > 1:
+        out.append("price")
+    titles = {c.get("title") for c in cards}
+    if len(titles) > 1 and not out:
+        out.append("model")
+    return out
+
+
+def _card_values(product: Any, variant: Any, key: str) -> set[str]:
+    """A variant's values for one constraint key: its option, else the product attribute, else the brand."""
+    key = key.lower()
+    for k, v in variant.options.items():
+        if k.lower() == key:
+            return {str(v).lower()}
+    for k, v in product.attributes.items():
+        if k.lower() == key:
+            return {str(x).lower() for x in (v if isinstance(v, list) else [v])}
+    if key == "brand" and product.brand:
+        return {product.brand.lower()}
+    return set()
+
+
+def _describe_card(card: Mapping[str, Any], keys: Sequence[str]) -> str:
+    options = card.get("options") or {}
+    bits = []
+    for key in keys:
+        if key in ("price", "model") or key not in options:
+            continue
+        value = str(options[key])
+        bits.append(value if key in ("color", "colour") else f"{key} {value}")
+    return ", ".join(bits)
 
 
 class AnswerWriter:
@@ -99,11 +178,15 @@ class AnswerWriter:
         return names.pop().lower() if len(names) == 1 else "options"
 
     def template(self, plan: _Plan) -> str:
-        """The deterministic answer: always grounded (titles and prices of the cards, the stated bounds)."""
+        """The deterministic answer, always grounded (titles and prices of the cards, the stated bounds): why
+        the cards fit (the constraints they all meet), what differs between them, and -- when nothing is an
+        exact match -- that the cards shown are near alternatives and what each misses."""
         if plan.clarifying:
             return plan.question
         desc = plan.constraints.describe()
         what = self._what(plan)
+        if not plan.cards and plan.alternatives:
+            return self._near_text(plan)
         if not plan.cards:
             c = plan.constraints
             if c.price_max is not None:
@@ -115,22 +198,90 @@ class AnswerWriter:
             else:
                 tip = "Could you describe it in other words?"
             return f"Sorry, I couldn't find any {what} in stock{' ' + desc if desc else ''}. {tip}"
-        listed = [f"{c['title']} ({_money(c['price'])})" for c in plan.cards[:3]]
-        more = len(plan.cards) - len(listed)
-        text = f"Here {'is' if len(plan.cards) == 1 else 'are'} {len(plan.cards)} {what}"
-        text += f" {desc}" if desc else ""
-        text += f": {_join(listed)}"
-        text += f", plus {more} more." if more else "."
+        cards = plan.cards
+        fit = self._fit(plan)
+        listed = [f"{c['title']} ({_money(c['price'])})" for c in cards[:3]]
+        more = len(cards) - len(listed)
+        if len(cards) == 1:
+            text = f"The {listed[0]} fits: {_join(fit)}." if fit else f"The {listed[0]} is the one I found."
+        else:
+            lead = f"I found {len(cards)} {what}"
+            lead += f" that meet all of it ({_join(fit)})" if fit else ""
+            text = f"{lead}: {_join(listed)}" + (f", plus {more} more." if more else ".")
+            diff = differences(cards[:3])
+            keyed = [k for k in diff if k not in ("price", "model")]
+            parts = [f"the {c['title']} is {d}" for c in cards[:3] if (d := _describe_card(c, keyed))]
+            if parts:
+                text += f" They differ in {_join(diff)}: {'; '.join(parts)}."
+            elif "price" in diff:
+                cheapest = min(cards[:3], key=lambda c: c["price"])
+                text += f" They differ in price; the {cheapest['title']} costs least."
+        if plan.alternatives:
+            text += f" {len(plan.alternatives)} more below come close but miss something you asked for."
         if plan.personalised:
             text += " I put items like the ones you looked at first."
         return text
 
+    def _fit(self, plan: _Plan) -> list[str]:
+        """What every exact card meets of the stated constraints, one phrase per constraint ("color black
+        or navy", "power 1500 w or 2200 w", "under $120", "no leather"): the reason they are shown."""
+        c, out = plan.constraints, []
+        pairs = []
+        for card in plan.cards:
+            variant = self.catalog.get_variant(card["id"])
+            product = self.catalog.get_product(card["product_id"]) if variant is not None else None
+            if product is None:
+                return []
+            pairs.append((product, variant))
+        for key, wanted in c.attributes.items():
+            allowed = {w.lower() for w in wanted}
+            have = [sorted(_card_values(p, v, key) & allowed) for p, v in pairs]
+            if not all(have):
+                continue
+            distinct = list(dict.fromkeys(h[0] for h in have))
+            if key == "brand":
+                out.append("by " + " or ".join(dict.fromkeys(p.brand for p, _ in pairs)))
+            elif distinct in (["yes"], ["no"]):
+                out.append(key if distinct == ["yes"] else f"not {key}")
+            elif key in ("color", "colour"):
+                out.append(" or ".join(distinct))
+            else:
+                out.append(f"{key} {' or '.join(distinct)}")
+        if c.price_min is not None and c.price_max is not None:
+            out.append(f"between {_money(c.price_min)} and {_money(c.price_max)}".replace(".00", ""))
+        elif c.price_max is not None:
+            out.append(f"under {_money(c.price_max)}".replace(".00", ""))
+        elif c.price_min is not None:
+            out.append(f"over {_money(c.price_min)}".replace(".00", ""))
+        excluded = [v for vals in c.exclude_attributes.values() for v in vals] + list(c.exclude_terms)
+        if excluded:
+            out.append("no " + " or ".join(dict.fromkeys(excluded)))
+        return out
+
+    def _near_text(self, plan: _Plan) -> str:
+        """No exact match: say so, then the near alternatives, each with what it misses."""
+        parts = []
+        for c in plan.alternatives[:3]:
+            own = _money(c["price"]).replace(".00", "") + ", "
+            misses = [m[len(own) :] if m.startswith(own) else m for m in c.get("unmet") or []]
+            parts.append(f"the {c['title']} ({_money(c['price'])}): {'; '.join(misses) or 'not exact'}")
+        n = len(plan.alternatives)
+        head = "Nothing in stock meets everything you asked for."
+        closest = "the closest alternative" if n == 1 else f"{n} close alternatives"
+        return f"{head} Here {'is' if n == 1 else 'are'} {closest}, not exact matches: {'; '.join(parts)}."
+
     def _answer_request(self, plan: _Plan, feedback: list[Violation] | None = None) -> dict[str, Any]:
         lines = []
         for i, c in enumerate(plan.cards, 1):
-            details = ", ".join([_money(c["price"]), *c["options"].values()])
+            details = ", ".join([_money(c["price"]), *(f"{k}: {v}" for k, v in c["options"].items())])
             lines.append(f"{i}. {c['title']} ({details})")
-        user = "Products:\n" + "\n".join(lines) + f"\nShopper: {plan.user_text}"
+        user = "Products:\n" + "\n".join(lines)
+        fit = self._fit(plan)
+        if fit:
+            user += "\nAll meet: " + ", ".join(fit)
+        diff = differences(plan.cards)
+        if len(plan.cards) > 1 and diff:
+            user += "\nThey differ in: " + ", ".join(diff)
         if feedback:
             bad = ", ".join(sorted({v.item for v in feedback if v.item}))[:200]
             user += "\nName only products from the list" + (f" (not {bad})." if bad else ".")
@@ -145,9 +296,37 @@ class AnswerWriter:
             "max_tokens": ANSWER_MAX_TOKENS,
         }
 
-    def check_text(self, text: str, plan: _Plan, *, require_product: bool = True) -> list[Violation]:
-        """Grounding of an answer text: only the cards' titles, ids, brands, prices and colours; on topic."""
-        return self._check_text(text, plan.cards, plan.constraints, require_product=require_product)
+    def _with_reasons(self, text: str, plan: _Plan) -> str:
+        """A model answer that names none of the met constraints, with them added as one sentence."""
+        fit = self._fit(plan)
+        if not fit:
+            return text
+        lead = "It meets" if len(plan.cards) == 1 else "They all meet"
+        return f"{text.rstrip()} {lead} {_join(fit)}."
+
+    def check_text(
+        self, text: str, plan: _Plan, *, require_product: bool = True, final: bool = True
+    ) -> list[Violation]:
+        """Grounding of an answer text: only the cards' titles, ids, brands, prices and colours; on topic;
+        never the shopper's own words read back."""
+        out = self._check_text(text, plan.shown, plan.constraints, require_product=require_product)
+        echo = copied_span(plan.user_text, text)
+        if echo:
+            out.append(Violation(echo, "text_echo", "repeats the shopper's message"))
+        plain = text  # product names may recur ("both X and Y ...; the Y costs less"): not a repetition
+        for i, card in enumerate(sorted(plan.shown, key=lambda c: -len(str(c.get("title", ""))))):
+            if card.get("title"):
+                plain = re.sub(re.escape(str(card["title"])), f" p{i} ", plain, flags=re.IGNORECASE)
+        again = copied_span(plain, plain, n=4, skip_self=True)
+        if again:
+            out.append(Violation(again, "text_repeats", "says the same thing twice"))
+        if final and require_product and plan.cards:
+            # A finished answer says why the cards fit: it names one of the constraints they all meet.
+            fit = self._fit(plan)
+            low = " ".join(_words(text))
+            if fit and not any(" ".join(_words(phrase.split(" ", 1)[-1])) in low for phrase in fit):
+                out.append(Violation(text[:40], "text_reasons", "names none of the constraints the cards meet"))
+        return out
 
     def verify(self, answer: ShopAnswer) -> list[Violation]:
         """Re-check a finished answer: its cards against the catalogue, its text against its cards."""
@@ -155,10 +334,13 @@ class AnswerWriter:
             HardConstraints.from_dict(answer.constraints) if answer.constraints else HardConstraints()
         )
         _, report = validate_products(answer.products, self.catalog, constraints)
+        # Near alternatives are grounded as cards (real, in stock, title and price), not on the constraints.
+        validate_products(answer.alternatives, self.catalog, HardConstraints(in_stock=True), report)
         if answer.clarifying:
             return report.violations
+        shown = [*answer.products, *answer.alternatives]
         return report.violations + self._check_text(
-            answer.message, answer.products, constraints, require_product=bool(answer.products)
+            answer.message, shown, constraints, require_product=bool(shown)
         )
 
     def _check_text(
@@ -216,18 +398,29 @@ class AnswerWriter:
             plan.report.text_source = plan.report.text_source or "template"
             return self.template(plan)
         text, problems = self._generate(plan, None)
+        text, problems = self._add_reasons(text, plan, problems)
         if not problems:
             plan.report.text_source = "model"
             return text
         plan.report.text_violations.extend(problems)
         if not any(v.check == "model_error" for v in problems):
             text, again = self._generate(plan, problems)
+            text, again = self._add_reasons(text, plan, again)
             if not again:
                 plan.report.text_source = "model-repaired"
                 return text
             plan.report.text_violations.extend(again)
         plan.report.text_source = "template"
         return self.template(plan)
+
+    def _add_reasons(
+        self, text: str, plan: _Plan, problems: list[Violation]
+    ) -> tuple[str, list[Violation]]:
+        """When the only problem is that the text gives no reason, add the reasons rather than regenerate."""
+        if problems and all(v.check == "text_reasons" for v in problems):
+            text = self._with_reasons(text, plan)
+            return text, self.check_text(text, plan)
+        return text, problems
 
     def _stream_text(self, plan: _Plan) -> Iterator[str]:
         """Model text released sentence by sentence, each release re-checked; template on failure."""
@@ -258,7 +451,7 @@ class AnswerWriter:
                 if problems:
                     break
                 # Hold text back until it names a product shown: an off-topic opening is never sent.
-                if emitted or not self.check_text(candidate, plan):
+                if emitted or not self.check_text(candidate, plan, final=False):
                     release = pending[:cut] if emitted else pending[:cut].lstrip()
                     yield release
                     emitted += release
@@ -272,7 +465,7 @@ class AnswerWriter:
                 close()
         if not problems:
             final = self._trim(emitted + pending, finish)
-            problems = self.check_text(final, plan)
+            final, problems = self._add_reasons(final, plan, self.check_text(final, plan))
             if not problems:
                 rest = final[len(emitted) :] if final.startswith(emitted) else ""
                 if rest:
@@ -305,6 +498,7 @@ class AnswerWriter:
             products=[dict(c) for c in plan.cards],
             clarifying=plan.clarifying,
             state=plan.state.to_dict(),
+            alternatives=[dict(c) for c in plan.alternatives],
             constraints=plan.constraints.to_dict(),
             grounding=plan.report.to_dict(),
             trace=plan.trace,

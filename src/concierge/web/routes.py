@@ -42,7 +42,7 @@ from concierge.store.tables import ApiKey
 from concierge.support import handoffs
 from concierge.support.connectors import audit
 from concierge.support.session import awaiting_confirmation
-from concierge.web import security
+from concierge.web import filters, security
 from concierge.web.context import WebServices
 
 log = logging.getLogger("concierge.web")
@@ -198,13 +198,23 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
             return forbidden()
         text = await form_text(request, "message")
         data = visitor(request)
+        form = await request.form()
+        edited: dict[str, Any] | None = None
+        raw_query = form.get("query")
+        if isinstance(raw_query, str) and raw_query.strip():
+            # A filter removed or changed: search again with exactly the filters the form sends.
+            price = {k: v if isinstance(v := form.get(k), str) else None for k in ("price_min", "price_max")}
+            try:
+                edited = filters.edited_query(raw_query, price["price_min"], price["price_max"])
+            except filters.FilterError as exc:
+                return _ndjson_once({"type": "error", "message": str(exc)})
 
         def start() -> tuple[Any, Any]:
             try:
-                turn = shop.prepare(services.tenant, text, conversation_id=data.get("shop"))
+                turn = shop.prepare(services.tenant, text, conversation_id=data.get("shop"), query=edited)
             except convs.ConversationNotFound:
                 # The conversation is gone (a reset database): start a new one rather than fail.
-                turn = shop.prepare(services.tenant, text)
+                turn = shop.prepare(services.tenant, text, query=edited)
             return turn, shop.stream(turn)
 
         try:
@@ -217,6 +227,11 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
             return _ndjson_once({"type": "error", "message": oops(exc, "shop chat")})
         cards = templates.get_template("_cards.html")
 
+        def render_cards(item: Any) -> str:
+            chips = [] if item.clarifying else filters.filter_chips(item.query)
+            return cards.render(products=item.products, alternatives=item.alternatives, chips=chips,
+                                query=json.dumps(item.query or {}, sort_keys=True), price=item.query or {})
+
         async def lines() -> AsyncIterator[str]:
             try:
                 while True:
@@ -227,10 +242,9 @@ def mount_web(app: FastAPI, services: WebServices) -> None:
                         yield json.dumps({"type": "delta", "text": item}) + "\n"
                     elif isinstance(item, ShopProducts):
                         # Cards first: the shopper sees products while the answer is still being written.
-                        yield json.dumps({"type": "products", "html": cards.render(products=item.products)}) + "\n"
+                        yield json.dumps({"type": "products", "html": render_cards(item)}) + "\n"
                     else:
-                        yield json.dumps({"type": "answer", "message": item.message,
-                                          "html": cards.render(products=item.products),
+                        yield json.dumps({"type": "answer", "message": item.message, "html": render_cards(item),
                                           "clarifying": bool(item.clarifying)}) + "\n"
             except Exception as exc:  # noqa: BLE001  (reported in-band: the stream has started)
                 yield json.dumps({"type": "error", "message": oops(exc, "shop stream")}) + "\n"

@@ -7,13 +7,18 @@ another tenant's ids answer 404.
 
 ``POST /v1/shop/chat`` body::
 
-    {"message": "...", "conversation_id": null, "catalog": "demo", "shopper_id": null, "stream": false}
+    {"message": "...", "conversation_id": null, "catalog": "demo", "shopper_id": null, "stream": false,
+     "query": null}
 
 or, for a stateless client, ``{"messages": [{"role": "user", "content": "..."}, ...], ...}`` instead of
 ``message`` and ``conversation_id`` (see :mod:`concierge.gateway.client_messages`); the answer is the
 same, its ``conversation_id`` a new stored conversation holding the client's history.
 
-answers ``{"object": "shop.answer", "conversation_id", "message", "query", "products", "clarifying"}``;
+answers ``{"object": "shop.answer", "conversation_id", "message", "query", "products", "alternatives",
+"clarifying"}``: ``query`` is what was understood, as filters; send it back edited (a filter removed, a
+price changed) as ``query`` with the same ``conversation_id`` and the search runs again with exactly
+those filters. ``products`` are exact matches; ``alternatives`` are near ones, each with ``unmet``.
+Every card has ``meets``: the stated constraints it meets, in words.
 with ``stream: true`` it sends SSE events ``{"type": "products", "products"}`` (the cards, early),
 ``{"type": "delta", "content"}`` (the answer text), ``{"type": "answer", ...}`` (as the JSON answer),
 then ``[DONE]``; request errors (404 unknown shopper ...) come as ordinary error responses first.
@@ -59,10 +64,13 @@ async def chat(request: Request, shop: ShopSession, model_alias: str) -> Respons
         principal = await authenticate(request, call)
         tenant = principal.tenant
         req: ShopChatRequest = parse(ShopChatRequest, await read_json(request))
-        convo = conversation_of(req.message, req.messages, req.conversation_id)
+        if req.query is not None and req.message is None and req.messages is None:
+            convo, message = None, ""  # the edited filters alone: search with exactly those
+        else:
+            convo, message = conversation_of(req.message, req.messages, req.conversation_id), req.message
         turn = await in_thread(
-            lambda: shop.prepare(tenant, req.message, catalog=req.catalog, conversation_id=req.conversation_id,
-                                 shopper_id=req.shopper_id, messages=convo)
+            lambda: shop.prepare(tenant, message, catalog=req.catalog, conversation_id=req.conversation_id,
+                                 shopper_id=req.shopper_id, messages=convo, query=req.query)
         )
         # A turn calls the model: it queues on the model's alias like /v1/chat/completions does
         # (429 with Retry-After when the queue is full, tenant budgets checked).
@@ -98,7 +106,8 @@ def event(item: ShopProducts | str | ShopAnswer) -> dict[str, Any]:
     if isinstance(item, str):
         return {"type": "delta", "content": item}
     if isinstance(item, ShopProducts):
-        return {"type": "products", "products": item.products}
+        return {"type": "products", "products": item.products, "alternatives": item.alternatives,
+                "query": item.query}
     return {"type": "answer", **item.to_public()}
 
 

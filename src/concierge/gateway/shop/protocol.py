@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from concierge.gateway.client_messages import messages_schema
 
@@ -17,14 +17,24 @@ class _Strict(BaseModel):
 
 
 class ShopChatRequest(_Strict):
+    # The filters to search with instead of reading the message: the ``query`` of the last answer as
+    # the shopper edited it (a filter removed, a price changed). The message may then be left out.
+    query: dict[str, Any] | None = None
     # One of message (a turn; with conversation_id to continue) or messages (a stateless client's
     # whole conversation): checked by concierge.gateway.client_messages.conversation_of.
-    message: str | None = Field(default=None, min_length=1, max_length=4000)
+    message: str | None = Field(default=None, max_length=4000)
     messages: list[Any] | None = Field(default=None, json_schema_extra=messages_schema())
     conversation_id: str | None = Field(default=None, min_length=1, max_length=64)
     catalog: str | None = Field(default=None, pattern=NAME_PATTERN)
     shopper_id: str | None = Field(default=None, min_length=1, max_length=200)
     stream: bool = False
+
+    @field_validator("message")
+    @classmethod
+    def _message_or_query(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not value.strip() and info.data.get("query") is None:
+            raise ValueError("message must not be empty (or send the edited query)")
+        return value
 
 
 class ShopItemRequest(_Strict):
@@ -41,6 +51,7 @@ class ShopAnswerBody(BaseModel):
     message: str
     query: dict[str, Any] | None
     products: list[dict[str, Any]]
+    alternatives: list[dict[str, Any]] = []
     clarifying: bool
 
 

@@ -55,7 +55,14 @@ from concierge.shop.query.structured import (
     StructuredQuery,
     validate_query_dict,
 )
-from concierge.shop.query.update import constraints_for, gender_of, is_vague, search_text, update_query
+from concierge.shop.query.update import (
+    consistent_query,
+    constraints_for,
+    gender_of,
+    is_vague,
+    search_text,
+    update_query,
+)
 from concierge.shop.query.vocabulary import (
     COLOUR_SYNONYMS,
     GENDER_WORDS,
@@ -90,6 +97,7 @@ __all__ = [
     "TurnDelta",
     "VALUE_SYNONYMS",
     "classify_hits",
+    "consistent_query",
     "constraints_for",
     "gender_of",
     "is_vague",

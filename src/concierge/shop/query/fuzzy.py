@@ -6,8 +6,9 @@ substitutions and adjacent transpositions), so the exact rules downstream read i
 dependency: the candidate lists are small (a few hundred words per catalogue).
 
 Thresholds were chosen on the development half of ``tests/data/shop_requests_people.yaml``: words of
-5-7 letters may be one edit away, longer words two; shorter words are never changed (too many
-ordinary words sit one edit from a colour or material: "cold"/"gold", "wood"/"good").
+5-7 letters may be one edit away, longer words two; four-letter words only by two swapped letters or
+one dropped letter ("pnik", "blak", "gren"), never by a substituted one (too many ordinary words sit one
+substitution from a colour or material: "cold"/"gold", "wood"/"good"); shorter words never change.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ KEEP = frozenset(
     daughter every father first friend friends gifts gonna great green grey husband large larger least
     light lighter little longer maybe mother nicer other people pretty price prices quite really right
     since sister small smaller something still style their there these thing think those thought under
-    until water where which while white whole would wanna wants write years young""".split()
+    until water where which while white whole would wanna wants write years young
+    plus park lite mini maxi pale gone done dear""".split()
 )
 
 
@@ -50,10 +52,25 @@ def osa_distance(a: str, b: str, limit: int = 3) -> int:
     return prev[-1]
 
 
+SHORT_LENGTH = 4  # four-letter words: only a swapped or a dropped letter is repaired ("pnik", "blak")
+
+
 def allowed_edits(word: str) -> int:
-    if len(word) < MIN_LENGTH:
+    if len(word) < SHORT_LENGTH:
         return 0
+    if len(word) < MIN_LENGTH:
+        return 1
     return 2 if len(word) >= LONG_WORD else 1
+
+
+def _swap_or_drop(word: str, target: str) -> bool:
+    """``target`` is ``word`` with two neighbouring letters swapped back, or with one letter put back."""
+    if len(target) == len(word):
+        diff = [i for i, (a, b) in enumerate(zip(word, target, strict=True)) if a != b]
+        return len(diff) == 2 and diff[1] == diff[0] + 1 and word[diff[0]] == target[diff[1]]
+    if len(target) == len(word) + 1:
+        return any(target[:i] + target[i + 1 :] == word for i in range(len(target)))
+    return False
 
 
 class TypoFixer:
@@ -77,6 +94,8 @@ class TypoFixer:
                 if abs(len(target) - len(word)) > edits:
                     continue
                 d = osa_distance(word, target, edits)
+                if len(word) < MIN_LENGTH and (target[0] != word[0] or not _swap_or_drop(word, target)):
+                    continue  # "cold" is not "gold": a short word changes only by a swap or a lost letter
                 if d <= edits and (d < 2 or target[0] == word[0]):
                     scored.append((d, -self.weights.get(target, 0), target))
             if scored:

@@ -14,6 +14,9 @@ The shop assistant shows all this with one call, after ``validate_products`` in 
 
     cards = present_matches(cards, self.catalog, self.index, text, query, constraints, self.vocab,
                             k=self.max_products)
+
+and answers with the exact ones as ``products`` and the near ones as ``alternatives``; every card
+carries ``meets`` (the stated constraints it meets, in words) beside ``match`` and ``unmet``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from concierge.shop.query.vocabulary import GENERIC_WORDS
 from concierge.shop.search import STOPWORDS, product_text, tokenize, variant_text
 
 Match = Literal["exact", "near"]
+MAX_PER_PRODUCT = 2  # near alternatives: at most this many variants of one product
 
 
 def _money(value: float) -> str:
@@ -55,15 +59,17 @@ def unmet_constraints(product: Product, variant: Variant, c: HardConstraints) ->
     if c.in_stock and not variant.in_stock:
         out.append("out of stock")
     if c.price_min is not None and variant.price < c.price_min:
-        out.append(f"{_money(variant.price)}, under the {_money(c.price_min)} minimum")
+        out.append(f"{_money(variant.price)}, below the minimum of {_money(c.price_min)}")
     if c.price_max is not None and variant.price > c.price_max:
-        out.append(f"{_money(variant.price)}, over the {_money(c.price_max)} budget")
+        out.append(f"{_money(variant.price)}, above the budget of {_money(c.price_max)}")
     if c.categories:
         path = [s.strip().lower() for s in (product.category or "").split(">")]
         if not any(
             path[: len(w)] == w for w in ([s.strip().lower() for s in x.split(">")] for x in c.categories)
         ):
-            out.append(f"in {product.category}, not {' or '.join(c.categories)}")
+            leaf = (product.category or "").split(" > ")[-1].lower()
+            wanted = " or ".join(dict.fromkeys(x.split(" > ")[-1].lower() for x in c.categories))
+            out.append(f"a {leaf}, not {wanted}")
     for key, wanted in c.attributes.items():
         have = _values(product, variant, key)
         if not have & {w.lower() for w in wanted}:
@@ -82,6 +88,47 @@ def unmet_constraints(product: Product, variant: Variant, c: HardConstraints) ->
     return out
 
 
+def met_constraints(product: Product, variant: Variant, c: HardConstraints) -> list[str]:
+    """The stated constraints the variant meets, in words ("color black", "under $50", "no leather"):
+    what a card says it fits by. Price and stock are checked like :func:`unmet_constraints` does."""
+    out: list[str] = []
+    if c.categories:
+        path = [s.strip().lower() for s in (product.category or "").split(">")]
+        for x in c.categories:
+            want = [s.strip().lower() for s in x.split(">")]
+            if path[: len(want)] == want:
+                out.append(product.category.split(" > ")[-1].lower())
+                break
+    for key, wanted in c.attributes.items():
+        have = _values(product, variant, key) & {w.lower() for w in wanted}
+        if have:
+            value = sorted(have)[0]
+            if key == "brand":
+                out.append(f"by {product.brand}")
+            elif value in ("yes", "no"):
+                out.append(key if value == "yes" else f"not {key}")
+            else:
+                out.append(f"{key} {value}")
+    lo, hi = c.price_min, c.price_max
+    if (lo is None or variant.price >= lo) and (hi is None or variant.price <= hi):
+        if lo is not None and hi is not None:
+            out.append(f"within {_money(lo)}-{_money(hi)}")
+        elif hi is not None:
+            out.append(f"under {_money(hi)}")
+        elif lo is not None:
+            out.append(f"over {_money(lo)}")
+    banned = []
+    for key, values in c.exclude_attributes.items():
+        if not _values(product, variant, key) & {b.lower() for b in values}:
+            banned += [v for v in values if v not in banned]
+    if c.exclude_terms:
+        words = set(tokenize(product_text(product))) | set(tokenize(variant_text(variant)))
+        banned += [t for t in c.exclude_terms if not (set(tokenize(t)) and set(tokenize(t)) <= words)]
+    if banned:
+        out.append("no " + " or ".join(banned))
+    return out
+
+
 @dataclass
 class MatchedHit:
     """A hit with its match kind and the constraints it misses."""
@@ -92,9 +139,11 @@ class MatchedHit:
     unmet: list[str] = field(default_factory=list)
     hit: Any = None
 
+    meets: list[str] = field(default_factory=list)
+
     def card_fields(self) -> dict[str, Any]:
-        """What a product card carries about the match: ``{"match": "near", "unmet": [...]}``."""
-        return {"match": self.match, "unmet": list(self.unmet)}
+        """What a product card carries about the match: ``{"match": "near", "unmet": [...], "meets": [...]}``."""
+        return {"match": self.match, "unmet": list(self.unmet), "meets": list(self.meets)}
 
 
 def classify_hits(hits: Iterable[Any], constraints: HardConstraints) -> list[MatchedHit]:
@@ -102,7 +151,8 @@ def classify_hits(hits: Iterable[Any], constraints: HardConstraints) -> list[Mat
     out = []
     for h in hits:
         unmet = unmet_constraints(h.product, h.variant, constraints)
-        out.append(MatchedHit(h.product, h.variant, "near" if unmet else "exact", unmet, h))
+        meets = met_constraints(h.product, h.variant, constraints)
+        out.append(MatchedHit(h.product, h.variant, "near" if unmet else "exact", unmet, h, meets))
     return out
 
 
@@ -133,22 +183,26 @@ def near_alternatives(
 ) -> list[MatchedHit]:
     """Up to ``k`` in-stock variants that miss as few of the constraints as possible (never none: those
     are exact matches, which the caller searched for first). One constraint group is relaxed at a time,
-    then two; the category is relaxed last. Sorted by how many constraints they miss, then search rank."""
+    then two; the category is relaxed last, and only when nothing in it comes close. At most
+    :data:`MAX_PER_PRODUCT` variants of one product. Sorted by how many constraints they miss, then search
+    rank."""
     seen: set[str] = set(exclude_ids)
+    per_product: dict[str, int] = {}
     found: list[tuple[int, int, MatchedHit]] = []
     order = 0
 
     def collect(relaxed: HardConstraints) -> None:
         nonlocal order
         for hit in index.search(text, relaxed.to_filters(), k=max(k * 2, 10)):
-            if hit.variant.id in seen or hit.product.id in seen:
+            if hit.variant.id in seen or per_product.get(hit.product.id, 0) >= MAX_PER_PRODUCT:
                 continue
             unmet = unmet_constraints(hit.product, hit.variant, constraints)
             if not unmet or not hit.variant.in_stock:
                 continue
-            seen.add(hit.product.id)
+            per_product[hit.product.id] = per_product.get(hit.product.id, 0) + 1
             seen.add(hit.variant.id)
-            found.append((len(unmet), order, MatchedHit(hit.product, hit.variant, "near", unmet, hit)))
+            meets = met_constraints(hit.product, hit.variant, constraints)
+            found.append((len(unmet), order, MatchedHit(hit.product, hit.variant, "near", unmet, hit, meets)))
             order += 1
 
     singles = _relaxations(constraints)
@@ -158,7 +212,8 @@ def near_alternatives(
         for i, (_, first) in enumerate(singles):
             for _, relaxed in _relaxations(first)[i:]:
                 collect(relaxed)
-    if len(found) < k and constraints.categories:
+    if not found and constraints.categories:
+        # Other categories only when the one asked for has nothing close: a desk lamp is no laptop.
         collect(replace(constraints, categories=[]))
     found.sort(key=lambda x: (x[0], x[1]))
     return [m for _, _, m in found[:k]]
@@ -232,7 +287,8 @@ def mark(
         for term in unverified
         if not _has_term(product, variant, term)
     ]
-    return MatchedHit(product, variant, "near" if unmet else "exact", unmet)
+    meets = met_constraints(product, variant, constraints)
+    return MatchedHit(product, variant, "near" if unmet else "exact", unmet, meets=meets)
 
 
 def present_matches(

@@ -42,6 +42,7 @@ _units("person", 1.0, "person", "people", "persons", "man")
 _units("piece", 1.0, "piece", "pieces", "pcs", "pc")
 _units("cup", 1.0, "cup", "cups")
 _units("x", 1.0, "x")
+_units("c", 1.0, "c", "°c", "celsius")  # temperature ratings ("-5 C"); "°f" is not converted
 
 # Longest first, so "ml" wins over "m", "inches" over "in".
 _UNIT_ALT = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))
@@ -76,7 +77,7 @@ def parse_quantity(number: str, unit: str) -> Quantity | None:
 
 
 _VALUE_RANGE = re.compile(rf"^\s*({NUMBER})\s*(?:-|–|to)\s*({NUMBER})\s*-?\s*({_UNIT_ALT})(?![a-z0-9])")
-_VALUE_ONE = re.compile(rf"^\s*({NUMBER})\s*-?\s*({_UNIT_ALT})(?![a-z0-9])")
+_VALUE_ONE = re.compile(rf"^\s*(-?{NUMBER})\s*-?\s*({_UNIT_ALT})(?![a-z0-9])")
 
 
 def value_quantity(key: str, value: str) -> Quantity | None:
@@ -118,7 +119,19 @@ _MONEY_AFTER = r"(?:bucks|dollars?|usd|quid|grand|k)"
 
 
 def _group_value(words: list[str]) -> tuple[float, float] | None:
-    """(value, smallest scale) of an and-free run ("two hundred fifty", "a hundred", "a half")."""
+    """(value, smallest scale) of an and-free run ("two hundred fifty", "a hundred", "a half"); a digit
+    word before tens, as prices are said, is hundreds ("one fifty" = 150, "two ninety nine" = 299)."""
+    if (
+        len(words) in (2, 3)
+        and words[0] in _ONES
+        and 1 <= _ONES[words[0]] <= 9
+        and (words[1] in _TENS or 10 <= _ONES.get(words[1], 0) <= 19)
+        and (len(words) == 2 or (words[1] in _TENS and 1 <= _ONES.get(words[2], 0) <= 9))
+    ):
+        rest = _TENS.get(words[1]) or _ONES[words[1]]
+        if len(words) == 3:
+            rest += _ONES[words[2]]
+        return float(_ONES[words[0]] * 100 + rest), 1.0
     total = current = 0.0
     seen = False
     scale = 1.0

@@ -42,6 +42,14 @@ _MAX_POST = (
 _GAP = r"(?:\s+[a-z]+)?\s*"
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    # Temperatures, signed: "-5 C or colder" / "rated to -5 C" (at most -5), "10 C or warmer" (at least).
+    (
+        "temperature",
+        re.compile(
+            r"(?<![a-z0-9.])(?:(rated to|good to|down to|comfortable to|comfort to)\s+)?(-?\d{1,2})\s*°?\s*(c|celsius)"
+            r"(?![a-z0-9])(?:\s+or\s+(colder|lower|less|below|warmer|higher|more|above))?"
+        ),
+    ),
     (
         "between",
         re.compile(rf"(?<![a-z0-9])(?:between|from)\s+{_N}\s*(?:{_UNIT_ALT})?\s*(?:and|to|-)\s*{_Q}"),
@@ -88,7 +96,15 @@ def parse_range_spans(t: Any) -> list[RangeSpan]:
     for kind, pattern in _PATTERNS:
         for m in t.finditer(pattern):
             g = m.groups()
-            if kind in ("between", "span"):
+            if kind == "temperature":
+                down, num, unit, bound = g[0], float(g[1]), g[2], g[3]
+                if bound in ("warmer", "higher", "more", "above"):
+                    r = _range(unit, num, None)
+                elif bound or down:
+                    r = _range(unit, None, num)
+                else:
+                    r = _range(unit, num, num)
+            elif kind in ("between", "span"):
                 unit, lo, hi = g[2], float(g[0]), float(g[1])
                 r = _range(unit, lo, hi)
             elif kind == "min_plus":

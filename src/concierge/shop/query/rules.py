@@ -22,7 +22,9 @@ from concierge.shop.query.vocabulary import (
 from concierge.shop.search import tokenize
 
 _NEGATION = re.compile(
-    r"(?<![a-z0-9])(?:not|no|without|except|excluding|avoid|anything but|nothing in|don'?t want|do not want|"
+    r"(?<![a-z0-9])(?:not a fan of|not keen on|not into|rather not have|rather not|stay away from|steer clear of|"
+    r"can'?t stand|dislike|anything other than|anything except|"
+    r"not|no|without|except|excluding|avoid|anything but|nothing in|don'?t want|do not want|"
     r"don'?t like|do not like|hate|allergic to|non|never|other than|apart from|besides|can'?t be|cant be|"
     r"cannot be|must not be|mustn'?t be|shouldn'?t be|isn'?t|aren'?t)(?![a-z0-9])[\s-]*"
     r"(?:made (?:of|from|with)\s+|in\s+|from\s+|any\s+|a\s+|an\s+|the\s+)?"
@@ -48,7 +50,7 @@ _SORT_DESC = re.compile(
 
 _NUM = r"(\d{1,6}(?:[.,]\d{1,2})?)"
 _CUR = r"(?:[$€£]\s*)"
-_CUR_AFTER = r"(?:\s*(?:dollars?|usd|bucks|euros?|eur|pounds?|gbp)(?![a-z0-9]))"
+_CUR_AFTER = r"(?:\s*(?:dollars?|usd|bucks|quid|euros?|eur|pounds?|gbp)(?![a-z0-9]))"
 # A number followed by a unit is a size or capacity, never a price.
 _UNIT_AFTER = (
     r"(?!\s*-?\s*(?:cm|mm|ml|l|w|in|inch|inches|h|hours?|person|people|pieces?|pcs|x|gb|mah|kg|g|c|years?|yrs?|"
@@ -61,7 +63,8 @@ _PRICE_BETWEEN = re.compile(
 )
 _PRICE_RANGE = re.compile(rf"{_CUR}{_NUM}\s*(?:-|–|to)\s*{_CUR}?{_NUM}(?![\d])")
 _PRICE_MAX = re.compile(
-    rf"(?:nothing (?:over|above|more than)|not (?:over|above)|no (?:higher|more) than|"
+    rf"(?<![a-z0-9])(?:nothing (?:over|above|more than)|not (?:over|above)|no (?:higher|more) than|"
+    rf"(?:is|are|does|do|should|must)n'?t (?:cost |be )?(?:more than|over|above)|"
     rf"under|below|less than|cheaper than|up to|no more than|not more than|max(?:imum)?(?: of)?|at most|"
     rf"within|budget (?:of|is)|budget:?|for less than|<=?|tops)\s*{_CUR}?{_NUM}(?![\d]){_CUR_AFTER}?{_UNIT_AFTER}"
 )
@@ -69,16 +72,17 @@ _PRICE_MAX_AFTER = re.compile(
     rf"{_CUR}?{_NUM}{_CUR_AFTER}?\s*(?:or less|or under|or below|max(?:imum)?|tops|or cheaper)(?![a-z0-9])"
 )
 _PRICE_MIN = re.compile(
-    rf"(?:over|above|more than|at least|starting at|min(?:imum)?(?: of)?|>=?|upwards of)\s*{_CUR}?{_NUM}(?![\d])"
+    rf"(?<![a-z0-9])(?:over|above|more than|at least|starting at|min(?:imum)?(?: of)?|>=?|upwards of)\s*{_CUR}?{_NUM}(?![\d])"
     rf"{_CUR_AFTER}?{_UNIT_AFTER}"
 )
 _PRICE_MIN_AFTER = re.compile(rf"{_CUR}?{_NUM}{_CUR_AFTER}?\s*(?:or more|and up|and above|\+)(?![a-z0-9])")
 _PRICE_AROUND = re.compile(
-    rf"(?:around|about|roughly|approximately|approx\.?|~)\s*(?:{_CUR}{_NUM}|{_NUM}{_CUR_AFTER})(?![\d])"
+    rf"(?<![a-z0-9])(?:around|about|roughly|approximately|approx\.?|~)\s*(?:{_CUR}{_NUM}|{_NUM}{_CUR_AFTER})(?![\d])"
 )
 _PRICE_BARE = re.compile(rf"(?:{_CUR}{_NUM}(?![\d])|(?<![a-z0-9.]){_NUM}{_CUR_AFTER})")
 
 _SIZE_WORDS = {"extra small": "xs", "small": "s", "medium": "m", "large": "l", "extra large": "xl"}
+_SIZE_WORD = re.compile(r"(?<![a-z0-9-])((?:extra[\s-]+|x-)?(?:small|medium|large))(?![a-z0-9-])")
 
 
 def _num(raw: str) -> float:
@@ -118,6 +122,7 @@ class _Text:
             low = normalise_numbers(vocab.fix_typos(low))
         self.low = low
         self.used = [False] * len(self.low)
+        self.released: set[tuple[int, int]] = set()  # category words that name an option value instead
 
     def untake(self, start: int, end: int) -> None:
         for i in range(start, end):
@@ -157,6 +162,7 @@ def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str
     _parse_bool_attributes(t, d, vocab)
     _parse_not_just(t, d, vocab)
     _parse_exclusions(t, d, vocab)
+    _parse_post_negations(t, d, vocab)
     _parse_gender(t, d)
     _parse_category(t, d, vocab)
     paths = vocab.resolve_category(q.category) or list(context_paths)
@@ -362,6 +368,29 @@ def _parse_exclusions(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
             end = end + more.end() + nxt[1]
 
 
+_POST_NEGATION = re.compile(
+    r"\s+(?:is|are|'s|'re)\s+(?:a no(?:-go| go)?|out|off the table|not for me|a dealbreaker|a deal breaker|"
+    r"not an option|not ok(?:ay)?)(?![a-z0-9])"
+)
+
+
+def _parse_post_negations(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
+    """ "brown is a no", "leather is out": the value just before the phrase is excluded."""
+    for m in list(t.finditer(_POST_NEGATION)):
+        for start in range(max(0, m.start() - 30), m.start()):
+            if start and t.low[start - 1].isalnum():
+                continue
+            found = _longest_value_at(t, start, vocab)
+            if found is None or start + found[1] != m.start() or not t.free(start, m.start()):
+                continue
+            term = found[0]
+            if term.lower() not in [e.lower() for e in d.query.exclusions]:
+                d.query.exclusions.append(term)
+            d.certain.add("exclusions")
+            t.take(start, m.end())
+            break
+
+
 def _parse_gender(t: _Text, d: TurnDelta) -> None:
     for gender, words in GENDER_WORDS.items():
         for word in sorted(words, key=len, reverse=True):
@@ -419,6 +448,13 @@ def _parse_category(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
         gendered = [p for p in paths if p.split(" > ")[0].lower() == d.gender]
         paths = gendered or paths
     d.query.category = vocab.canonical_category(paths)
+    # A category word that names an option value of the product sought is that value ("camera backpack":
+    # the backpack's camera compartment, not a camera): released for the attribute reader.
+    scope_values = {v for values in vocab.attributes_for(paths).values() for v in values}
+    for x in everything:
+        if not (x.paths & chosen) and t.low[x.start : x.end] in scope_values:
+            t.untake(x.start, x.end)
+            t.released.add((x.start, x.end))
     if all(x.certain for x in clause):
         d.certain.add("category")
 
@@ -439,15 +475,32 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
     for m in t.finditer(
         re.compile(
             r"(?<![a-z0-9])(?:size|sized|in a|in an)\s+((?:extra\s+)?[a-z0-9+]+(?:\s*(?:cm|in|ml|l))?)(?![a-z0-9])|(?<![a-z0-9])((?:extra\s+)?(?:small|medium|large|x{0,2}[sl]|m))\s+size(?![a-z0-9])"
+            # "a dress in medium", "in extra large": a size word after "in" ends its phrase.
+            r"|(?<![a-z0-9])in\s+((?:extra\s+)?(?:small|medium|large))(?=\s*(?:[,.;!?]|$|and\b|or\b|please\b|pls\b|no\b|not\b))"
         )
     ):
-        raw = (m.group(1) or m.group(2)).strip()
+        raw = (m.group(1) or m.group(2) or m.group(3)).strip()
         for candidate in (raw, _SIZE_WORDS.get(raw, "")):
             key = next((k for k in size_keys if candidate and candidate in scope.get(k, ())), None)
             if key:
                 add(key, candidate)
                 t.take(m.start(), m.end())
                 break
+        else:
+            # "size 8" where the categories' sizes are 36-46: a stated size nothing has, so no card is an
+            # exact match (near alternatives say what differs) rather than any size passing.
+            said = m.group(0).split()[0] in ("size", "sized")
+            if said and paths and "size" in scope and re.fullmatch(r"\d{1,2}(?:\.5)?|x{0,3}[sml]", raw):
+                add("size", f"{raw} (none in the catalogue)")
+                t.take(m.start(), m.end())
+    # Size words on their own ("a jacket for men, large"): S, M, L ... where the sizes are letters.
+    for m in t.finditer(_SIZE_WORD):
+        word = re.sub(r"[\s-]+", " ", m.group(1))
+        letter = _SIZE_WORDS.get(word.replace("x large", "extra large").replace("x small", "extra small"))
+        key = next((k for k in size_keys if k.endswith("size") and letter in scope.get(k, ())), None)
+        if key and word not in scope.get(key, ()):
+            add(key, letter)
+            t.take(m.start(), m.end())
     # Every other vocabulary value, longest first; each phrase read once, for one key.
     matched: dict[tuple[int, int], list[tuple[str, str]]] = {}
     for pattern, key, value in vocab._value_patterns:
@@ -470,7 +523,14 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
                 named_colour = key == vocab.color_key and re.search(
                     r"(?<![a-z])(?:in|colou?r|colou?red)\s+$", before
                 )
-                if not (named_colour or (paths and _listed_alone(t.low, start, end))):
+                if not (
+                    named_colour
+                    or (start, end) in t.released
+                    or (paths and _listed_alone(t.low, start, end))
+                    # Colours and sizes only: titles use words such as "Relaxed" loosely, so a typed
+                    # title must not become a fit.
+                    or ((key == vocab.color_key or key.endswith("size")) and _before_category(t.low, end, vocab))
+                ):
                     waiting.append((key, value))
                     continue
             usable.append((key, value))
@@ -514,6 +574,17 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
                     expanded.append(same)
         d.query.attributes[key] = expanded
         d.certain.add("attributes")
+
+
+def _before_category(low: str, end: int, vocab: ShopVocabulary) -> bool:
+    """The phrase sits right before a category word ("a cream kettle", "small soft toy"): an adjective of
+    the product sought, so a value that needs its option named nearby counts here too."""
+    rest = low[end:]
+    gap = re.match(r"\s+", rest)
+    if gap is None:
+        return False
+    rest = rest[gap.end() :]
+    return any(pattern.match(rest) for pattern, _, certain, _ in vocab._category_phrases if certain)
 
 
 def _listed_alone(low: str, start: int, end: int) -> bool:

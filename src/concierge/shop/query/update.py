@@ -121,6 +121,11 @@ def _narrows(prev: set[str], new: set[str]) -> bool:
     return all(any(n == p or n.startswith(p + " > ") for p in prev) for n in new)
 
 
+def consistent_query(q: StructuredQuery, vocab: ShopVocabulary) -> StructuredQuery:
+    """A query as the catalogue can search it (a shopper-edited one too): see :func:`_consistent`."""
+    return _consistent(q.model_copy(deep=True), vocab)
+
+
 def _consistent(q: StructuredQuery, vocab: ShopVocabulary) -> StructuredQuery:
     """Exclusions win over attribute values they name; a category the catalogue lacks is dropped."""
     excluded = {e.lower() for e in q.exclusions}
@@ -164,6 +169,12 @@ def constraints_for(q: StructuredQuery, vocab: ShopVocabulary) -> HardConstraint
             exclude(vocab.color_key or "color", low)
             for key in option_keys:
                 exclude(key, low)
+            # "no brass": a colour that is also a product attribute's value in scope (a brass lamp) goes too.
+            if any(
+                low in values and key not in vocab.option_keys and key != vocab.color_key
+                for key, values in scope.items()
+            ):
+                exclude_terms.append(term)
         elif vocab.is_brand(term):
             exclude_attributes.setdefault("brand", []).append(vocab.brands[low])
         elif option_keys:

@@ -1,6 +1,7 @@
 // Shopper page: send the message with fetch and show the answer as it streams (NDJSON lines:
-// {"type":"products","html"} (cards, early), {"type":"delta","text"} (answer text), then
-// {"type":"answer","message","html"}; or {"type":"error","message"}).
+// {"type":"products","html"} (filters and cards, early), {"type":"delta","text"} (answer text), then
+// {"type":"answer","message","html"}; or {"type":"error","message"}). The filters shown with an answer
+// are forms too (remove one, change the price): they post the edited query the same way.
 (function () {
   "use strict";
   var form = document.getElementById("shop-form");
@@ -36,6 +37,20 @@
     }
     var body = new FormData(form);
     input.value = "";
+    ask(body, message);
+  });
+
+  // A filter removed or changed: the same request, with the edited query.
+  log.addEventListener("submit", function (event) {
+    var target = event.target;
+    if (!target || !target.classList || !target.classList.contains("filter-form")) { return; }
+    event.preventDefault();
+    if (send.disabled) { return; }
+    var body = new FormData(target);
+    ask(body, String(body.get("message") || "Changed the filters"));
+  });
+
+  function ask(body, message) {
     bubble("user", message);
     var reply = bubble("assistant", "Thinking");
     reply.div.setAttribute("aria-busy", "true");
@@ -104,5 +119,5 @@
       status.textContent = "";
       input.focus();
     });
-  });
+  }
 })();
