@@ -94,8 +94,11 @@ def _build_network(
             x = self.items(seq) * math.sqrt(hidden) + self.positions(pos)[None]
             x = self.dropout(x) * real[..., None]
             # Causal mask, padded keys hidden too; every query may see itself so no row is all -inf.
-            causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
-            eye = torch.eye(length, dtype=torch.bool, device=seq.device)
+            # Built from index comparisons rather than tril/eye so the graph exports to ONNX (onnxruntime
+            # has no boolean EyeLike): the masks are the same.
+            idx = torch.arange(length, device=seq.device)
+            causal = idx[None, :] <= idx[:, None]
+            eye = idx[None, :] == idx[:, None]
             allowed = causal[None] & (real[:, None, :] | eye[None])
             mask = torch.zeros(batch, length, length, device=seq.device).masked_fill(~allowed, float("-inf"))
             mask = mask.repeat_interleave(heads, dim=0)
