@@ -307,6 +307,8 @@ def test_cli_refits_from_stored_interactions_and_the_shop_picks_it_up(isolated_h
     served = shop.served.current()
     assert served is not None and served.info.extra["interactions"] == len(shop_interactions())
     assert served.path == isolated_home / "recommenders" / "acme" / "tiny" / "sasrec.onnx"
+    assert served.path.stat().st_mode & 0o044  # readable by a server running as another user
+    assert [p.name for p in served.path.parent.iterdir()] == ["sasrec.onnx"]  # no temporary left behind
     row = shop.scores(user)  # the running Personalizer, not rebuilt
     assert row is not None and co_only is not None and not np.allclose(row, co_only)
 

@@ -159,11 +159,10 @@ class Personalizer:
             self.model.fit(split)
         self._cache: dict[tuple[str, int], np.ndarray] = {}
         if served == "auto":
-            served = (
-                ModelSlot(recommender_path(catalog.tenant, catalog.name))
-                if catalog.tenant and catalog.name
-                else None
-            )
+            try:
+                served = ModelSlot(recommender_path(catalog.tenant, catalog.name))
+            except ValueError:  # no tenant/name (an in-memory catalogue): nothing trained to serve
+                served = None
         if served is not None and not isinstance(served, ModelSlot):
             raise ValueError("served must be 'auto', None or a ModelSlot")
         self.served = served

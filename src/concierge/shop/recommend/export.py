@@ -101,6 +101,9 @@ def export_onnx(
         entry = graph.metadata_props.add()
         entry.key, entry.value = META_KEY, info.to_json()
         onnx.save(graph, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; a server under another user must read it
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
