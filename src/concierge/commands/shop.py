@@ -138,3 +138,35 @@ def ingest(
         table.add_row("interactions", str(event_report.inserted))
         table.add_row("interactions replaced", str(event_report.replaced))
     console.print(table)
+
+
+@app.command("train-recommender")
+def train_recommender(
+    tenant: str = typer.Option(..., "--tenant", help="Tenant name."),
+    catalog: str = typer.Option(..., "--catalog", help="Catalogue whose stored interactions to train on."),
+    members: int = typer.Option(2, min=1, help="SASRec models in the ensemble (the evaluated default is 2)."),
+    epochs: int = typer.Option(
+        200, min=1, help="Most epochs per SASRec; early stopping on validation decides."
+    ),
+    seed: int = typer.Option(0, help="Seed of the first SASRec (the others take the next ones)."),
+) -> None:
+    """Refit the in-house SASRec recommender and swap it in; running servers pick it up without a restart."""
+    from concierge.shop.catalog import CatalogError
+    from concierge.shop.personalize import train_recommender as refit
+    from concierge.shop.recommend import torch_available
+    from concierge.shop.recommend.sasrec import TORCH_MISSING
+
+    if not torch_available():
+        _fail(TORCH_MISSING)
+    columns = (TextColumn("{task.description}"), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=True) as progress:
+            summary = refit(tenant, catalog, members=members, epochs=epochs, seed=seed, progress=progress)
+    except (CatalogError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    table = Table(title=f"Recommender {tenant}/{catalog}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for name in ("interactions", "shoppers", "items", "weight", "valid_NDCG@10", "trained_at", "path"):
+        table.add_row(name, str(summary[name]))
+    console.print(table)

@@ -24,14 +24,13 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from concierge.shop.recommend.base import PROTOCOL, Recommender, Split, top_k
+from concierge.shop.recommend.base import PROTOCOL, Interactions, Recommender, Split, leave_last_out, top_k
 from concierge.shop.recommend.metrics import evaluate, metrics_from_ranks, rank_targets
 
 __all__ = [
@@ -49,32 +48,6 @@ __all__ = [
     "split_summary",
     "top_k",
 ]
-
-
-@dataclass(frozen=True)
-class Interactions:
-    """Implicit interactions as three parallel arrays (any hashable-sortable ids, numeric timestamps)."""
-
-    user_ids: np.ndarray
-    item_ids: np.ndarray
-    timestamps: np.ndarray
-
-    def __post_init__(self) -> None:
-        n = len(self.user_ids)
-        if len(self.item_ids) != n or len(self.timestamps) != n:
-            raise ValueError("user_ids, item_ids and timestamps must have the same length")
-
-    def __len__(self) -> int:
-        return len(self.user_ids)
-
-    @classmethod
-    def from_records(cls, records: Iterable[tuple[Any, Any, float]]) -> Interactions:
-        """From (user, item, timestamp) tuples, e.g. the shop's own interaction log."""
-        rows = list(records)
-        if not rows:
-            return cls(np.array([]), np.array([]), np.array([], dtype=np.float64))
-        users, items, times = zip(*rows, strict=True)
-        return cls(np.asarray(users), np.asarray(items), np.asarray(times, dtype=np.float64))
 
 
 def load_ratings_csv(path: Path) -> Interactions:
@@ -111,35 +84,6 @@ def load_ratings_csv(path: Path) -> Interactions:
         np.asarray(items, dtype=np.int64),
         np.asarray(times, dtype=np.float64),
     )
-
-
-def leave_last_out(data: Interactions) -> Split:
-    """Split per user by time (ties by item id): last -> test, second-to-last -> validation."""
-    if len(data) == 0:
-        raise ValueError("no interactions")
-    user_index, u = np.unique(data.user_ids, return_inverse=True)
-    item_index, i = np.unique(data.item_ids, return_inverse=True)
-    t = np.asarray(data.timestamps, dtype=np.float64)
-    # Sort by user, then time, then item index (np.lexsort: last key is primary).
-    order = np.lexsort((i, t, u))
-    u, i = u[order], i[order]
-    # Keep the first occurrence of each (user, item): stable unique on the pair key, in sorted order.
-    key = u.astype(np.int64) * len(item_index) + i
-    _, first = np.unique(key, return_index=True)
-    keep = np.sort(first)
-    u, i = u[keep], i[keep]
-    bounds = np.searchsorted(u, np.arange(len(user_index) + 1))
-    train: list[np.ndarray] = []
-    valid = np.full(len(user_index), -1, dtype=np.int64)
-    test = np.full(len(user_index), -1, dtype=np.int64)
-    for user in range(len(user_index)):
-        seq = i[bounds[user] : bounds[user + 1]].astype(np.int64)
-        if len(seq) >= 3:
-            train.append(seq[:-2])
-            valid[user], test[user] = seq[-2], seq[-1]
-        else:
-            train.append(seq)
-    return Split(user_index, item_index, train, valid, test)
 
 
 def split_summary(split: Split) -> dict[str, Any]:

@@ -3,6 +3,11 @@
 :class:`Personalizer` fits an item-to-item recommender (ItemKNN co-occurrence by default; any
 ``concierge.shop.recommend.base.Recommender`` works) on every shopper's product sequence, then
 
+* :meth:`Personalizer.scores` is the in-house SASRec ensemble, served from ONNX without torch
+  (:mod:`concierge.shop.recommend.serving`), blended with co-occurrence at the weight chosen on
+  validation when the catalogue has a trained model (``concierge shop train-recommender``), else
+  co-occurrence alone; a history outside the model's vocabulary falls back to co-occurrence, and a
+  product the model has not seen gets its co-occurrence score in place of the model's;
 * :meth:`Personalizer.rerank` blends each search hit's rank with the shopper's recommender score
   (a cold shopper, or one whose history touches none of the candidates, keeps the search order);
 * :meth:`Personalizer.co_purchases` lists products bought (carted or purchased) together with a
@@ -29,6 +34,8 @@ from concierge.shop.catalog import Catalog, Interaction
 from concierge.shop.query import ShopperNotFoundError
 from concierge.shop.recommend.base import Recommender, Split
 from concierge.shop.recommend.baselines import ItemKNN
+from concierge.shop.recommend.blend import standardise
+from concierge.shop.recommend.serving import ModelSlot, OnnxSASRec, recommender_path
 
 BOUGHT = ("cart", "purchase")
 SESSION_GAP = timedelta(minutes=30)
@@ -94,7 +101,11 @@ class Personalizer:
         known_shoppers: Iterable[str] = (),
         weight: float = 0.35,
         session_gap: timedelta = SESSION_GAP,
+        served: ModelSlot | str | None = "auto",
     ) -> None:
+        """``served``: the catalogue's trained SASRec (``"auto"``: the file ``train-recommender`` writes for
+        ``catalog.tenant``/``catalog.name``, picked up whenever it appears or changes; None: co-occurrence
+        only)."""
         if not 0.0 <= weight <= 1.0:
             raise ValueError("weight must be between 0 and 1")
         self.catalog = catalog
@@ -129,6 +140,7 @@ class Personalizer:
         self.items = sorted(users_of)
         self._item_pos = {pid: i for i, pid in enumerate(self.items)}
         self.model: Recommender | None = None
+        self._split: Split | None = None
         if self.items:
             users = sorted(self._history)
             train = []
@@ -142,9 +154,20 @@ class Personalizer:
                 valid=np.full(len(users), -1, dtype=np.int64),
                 test=np.full(len(users), -1, dtype=np.int64),
             )
+            self._split = split
             self.model = model if model is not None else ItemKNN(neighbours=100, shrink=5.0)
             self.model.fit(split)
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: dict[tuple[str, int], np.ndarray] = {}
+        if served == "auto":
+            try:
+                served = ModelSlot(recommender_path(catalog.tenant, catalog.name))
+            except ValueError:  # no tenant/name (an in-memory catalogue): nothing trained to serve
+                served = None
+        if served is not None and not isinstance(served, ModelSlot):
+            raise ValueError("served must be 'auto', None or a ModelSlot")
+        self.served = served
+        self._helpers: dict[tuple[Any, ...], ItemKNN] = {}
+        self._model_pos: tuple[int, np.ndarray] | None = None  # (slot version, model index -> our position)
 
     @classmethod
     def from_store(cls, catalog: Catalog, session: Any = None, **kwargs: Any) -> Personalizer:
@@ -176,16 +199,61 @@ class Personalizer:
         """Recommender scores over ``self.items`` for the shopper (None: cold, nothing to go on)."""
         if self.model is None:
             return None
-        cached = self._cache.get(shopper_id)
+        served = self.served.current() if self.served is not None else None
+        key = (shopper_id, self.served.version if served is not None and self.served is not None else -1)
+        cached = self._cache.get(key)
         if cached is not None:
             return cached
         hist = [self._item_pos[p] for p in self.history(shopper_id) if p in self._item_pos]
         if not hist:
             return None
-        row = np.asarray(self.model.score([np.asarray(hist, dtype=np.int64)])[0], dtype=np.float64)
+        history = np.asarray(hist, dtype=np.int64)
+        if served is None:
+            row = np.asarray(self.model.score([history])[0], dtype=np.float64)
+        else:
+            row = self._served_scores(served, history)
         if len(self._cache) > 1024:
             self._cache.clear()
-        self._cache[shopper_id] = row
+        self._cache[key] = row
+        return row
+
+    def _helper(self, params: Mapping[str, Any]) -> ItemKNN:
+        """The co-occurrence model the served blend was evaluated with, fitted on these interactions."""
+        key = tuple(sorted(params.items()))
+        helper = self._helpers.get(key)
+        if helper is None:
+            helper = ItemKNN(
+                neighbours=int(params.get("neighbours", 200)),
+                shrink=float(params.get("shrink", 10.0)),
+                half_life=params.get("half_life"),
+            )
+            assert self._split is not None
+            helper.fit(self._split)
+            self._helpers[key] = helper
+        return helper
+
+    def _served_scores(self, served: OnnxSASRec, history: np.ndarray) -> np.ndarray:
+        """``Blend.score`` over our items: standardised SASRec + weight x standardised co-occurrence.
+
+        History items the model has never seen are left out of its input; with none left the row is
+        co-occurrence alone. A product outside the model's vocabulary has no SASRec score, so its
+        co-occurrence z-score stands in for it (``(1 + weight) x co``), on the same scale as the rest.
+        """
+        weight = served.info.weight
+        co = standardise(self._helper(served.info.helper).score([history]).astype(np.float64))[0]
+        co = co.astype(np.float64)
+        version = self.served.version if self.served is not None else 0
+        if self._model_pos is None or self._model_pos[0] != version:
+            pos = np.array([self._item_pos.get(pid, -1) for pid in served.info.items], dtype=np.int64)
+            self._model_pos = (version, pos)
+        pos = self._model_pos[1]
+        vocab = [served.index[self.items[i]] for i in history if self.items[i] in served.index]
+        if not vocab:
+            return co
+        seq = standardise(served.score([np.asarray(vocab, dtype=np.int64)]))[0].astype(np.float64)
+        row = (1.0 + weight) * co
+        known = pos >= 0
+        row[pos[known]] = seq[known] + weight * co[pos[known]]
         return row
 
     def _because(self, shopper_id: str, product_id: str) -> tuple[str | None, str | None]:
@@ -274,3 +342,64 @@ class Personalizer:
             if count >= 2 and lift >= min_lift:
                 out.append((other, lift))
         return sorted(out, key=lambda kv: (-kv[1], kv[0]))
+
+
+# -- refitting the served model (training extra) -----------------------------------------------
+
+
+def train_recommender(
+    tenant: str,
+    catalog_name: str,
+    *,
+    session: Any = None,
+    members: int = 2,
+    epochs: int = 200,
+    seed: int = 0,
+    path: Any = None,
+    progress: Any | None = None,
+    **sasrec_options: Any,
+) -> dict[str, Any]:
+    """Refit the catalogue's SASRec blend from its stored interactions and swap the served file.
+
+    The model is the evaluated ``sasrec-x2+knn`` (``members`` SASRecs from seeds ``seed``.., blended
+    with recency-weighted ItemKNN), trained on each shopper's products but the last two: the
+    second-to-last is the validation target that early-stops SASRec and picks the blend weight. The
+    ONNX file replaces the old one atomically; every running :class:`Personalizer` of the catalogue
+    picks it up on its next request. Needs the training extra (RuntimeError with the install line).
+    """
+    from concierge.shop.catalog import load_interactions
+    from concierge.shop.recommend.base import Interactions, leave_last_out
+    from concierge.shop.recommend.blend import Blend, Ensemble
+    from concierge.shop.recommend.export import export_onnx
+    from concierge.shop.recommend.metrics import evaluate
+    from concierge.shop.recommend.sasrec import SASRec, _torch
+
+    _torch()  # the one-line install hint before any work
+    if members < 1:
+        raise ValueError("members must be at least 1")
+    rows = load_interactions(session, tenant, catalog_name)
+    if not rows:
+        raise ValueError(f"catalogue {tenant}/{catalog_name} has no stored interactions to train on")
+    data = Interactions.from_records((r.user, r.product_id, _ts(r.timestamp).timestamp()) for r in rows)
+    split = leave_last_out(data)
+    if not len(split.eval_users("valid")):
+        raise ValueError(
+            "no shopper has 3 or more products: nothing to validate on (early stopping, blend weight)"
+        )
+    base = Ensemble([SASRec(epochs=epochs, seed=seed + k, **sasrec_options) for k in range(members)])
+    helper = ItemKNN(half_life=5.0)  # as the plugin's itemknn-seq
+    model = Blend(base, helper, name="sasrec-x2+knn" if members == 2 else f"sasrec-x{members}+knn")
+    model.fit(split, progress=progress)
+    valid = evaluate(model, split, "valid", coverage=False)
+    extra = {
+        "tenant": tenant,
+        "catalog": catalog_name,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "interactions": len(rows),
+        "shoppers": split.n_users,
+        "valid_NDCG@10": round(float(valid["NDCG@10"]), 4),
+        "model": model.params(),
+    }
+    target = path if path is not None else recommender_path(tenant, catalog_name)
+    info = export_onnx(model, target, [str(i) for i in split.item_index], extra=extra)
+    return {"path": str(target), "items": len(info.items), "weight": info.weight, **extra}

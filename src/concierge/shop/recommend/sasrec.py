@@ -5,16 +5,19 @@ item, pre-norm transformer blocks with a causal mask, trained to predict the nex
 with full-softmax cross-entropy over the whole catalogue (better suited to full-ranking metrics than
 BCE against one sampled negative, and cheap for catalogues of ~10k items).
 
-Choices that mattered on MovieLens latest-small (671 users, so validation is noisy; a GPU sweep of
-18 settings x up to 6 seeds is summarised in docs/benchmarks.md):
+Choices on MovieLens latest-small (671 users, so validation is noisy; a GPU sweep of 18 settings x up
+to 6 seeds is summarised in docs/benchmarks.md):
 
-* ``max_len`` 200 beat 50 and 100 (valid NDCG@10 ~0.08 vs ~0.065);
+* ``max_len`` 200 beat 50 and 100 on validation (valid NDCG@10 ~0.08 vs ~0.065);
 * ``crop="all"``: each epoch cuts every user's whole history into consecutive windows at a random
-  offset, so every interaction is a target once per epoch (test NDCG@10 0.065 +- 0.004 over 6 seeds
-  against 0.056-0.061 for one random window per user);
+  offset, so every interaction is a target once per epoch. **Chosen on test figures** (the GPU sweep
+  reported test NDCG@10, 0.065 +- 0.004 over 6 seeds against 0.056-0.061 for one random window per
+  user), which the project's rule forbids; ``scripts/sweep_sasrec.py`` re-makes this choice on the
+  validation targets only and has not yet been run at full size (it needs a GPU or a quiet machine);
 * ``mask_seen``: each position's softmax leaves out the items already seen in its window, as the
   evaluation leaves out the history; an item output bias, label smoothing, one head, more width or
-  depth, and EMA decay 0.995 all stayed within seed noise of the default;
+  depth, and EMA decay 0.995 all stayed within seed noise of the default (also read on test figures;
+  the same script's ``--settings`` covers them);
 * AdamW with a short warm-up, learning rate halved when validation stalls for ``lr_patience`` epochs,
   early stopping after ``patience`` epochs without a better validation NDCG@10, best weights restored;
   the weights evaluated are an exponential moving average of the trained ones (``ema``).
@@ -94,8 +97,11 @@ def _build_network(
             x = self.items(seq) * math.sqrt(hidden) + self.positions(pos)[None]
             x = self.dropout(x) * real[..., None]
             # Causal mask, padded keys hidden too; every query may see itself so no row is all -inf.
-            causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
-            eye = torch.eye(length, dtype=torch.bool, device=seq.device)
+            # Built from index comparisons rather than tril/eye so the graph exports to ONNX (onnxruntime
+            # has no boolean EyeLike): the masks are the same.
+            idx = torch.arange(length, device=seq.device)
+            causal = idx[None, :] <= idx[:, None]
+            eye = idx[None, :] == idx[:, None]
             allowed = causal[None] & (real[:, None, :] | eye[None])
             mask = torch.zeros(batch, length, length, device=seq.device).masked_fill(~allowed, float("-inf"))
             mask = mask.repeat_interleave(heads, dim=0)
