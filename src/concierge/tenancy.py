@@ -10,6 +10,7 @@ loses nothing that was metered.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -94,9 +95,13 @@ class UsageRow:
     created_at: datetime | None = None  # when the call was metered (None: when written)
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data["created_at"] = self.created_at.isoformat() if self.created_at else None
-        return json.dumps(data)
+        # Field by field: dataclasses.asdict deep-copies, and this runs once per metered call.
+        return json.dumps({
+            "tenant": self.tenant, "model": self.model, "endpoint": self.endpoint,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "latency_ms": self.latency_ms, "status": self.status, "tenant_id": self.tenant_id,
+            "uid": self.uid, "created_at": self.created_at.isoformat() if self.created_at else None,
+        })
 
     @classmethod
     def from_json(cls, text: str) -> UsageRow:
@@ -243,48 +248,71 @@ def active_principals(key_hashes: list[str], *, db_url: str | None = None) -> di
     return {r[0]: Principal(tenant_id=r[3], tenant=r[4], key_id=r[1], scope=r[2]) for r in rows}
 
 
-def _tenant_ids(session: Any, names: set[str]) -> dict[str, int]:
-    if not names:
-        return {}
-    rows = session.execute(select(Tenant.name, Tenant.id).where(Tenant.name.in_(names))).all()
-    return {name: tid for name, tid in rows}
+_USAGE_INSERTS: dict[str, Any] = {}
 
 
-def _usage_insert(session: Any):  # noqa: ANN202 - the dialect's INSERT (both have ON CONFLICT)
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(UsageRecord)
+def _usage_insert(dialect: str) -> Any:
+    """``INSERT INTO usage ... ON CONFLICT (uid) DO NOTHING`` for ``dialect``, built once.
+
+    The tenant id comes from the row when it knows it, else from a sub-select on the tenant's
+    name inside the same statement, so a batch costs one statement and no name look-up.
+    """
+    stmt = _USAGE_INSERTS.get(dialect)
+    if stmt is None:
+        from sqlalchemy import Integer, bindparam
+
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        by_name = select(Tenant.id).where(Tenant.name == bindparam("p_tenant")).scalar_subquery()
+        stmt = _USAGE_INSERTS[dialect] = (
+            insert(UsageRecord.__table__)
+            .values(
+                uid=bindparam("p_uid"),
+                tenant_id=func.coalesce(bindparam("p_tenant_id", type_=Integer), by_name),
+                model=bindparam("p_model"),
+                endpoint=bindparam("p_endpoint"),
+                prompt_tokens=bindparam("p_prompt"),
+                completion_tokens=bindparam("p_completion"),
+                latency_ms=bindparam("p_latency"),
+                status=bindparam("p_status"),
+                created_at=bindparam("p_created", type_=UsageRecord.__table__.c.created_at.type),
+            )
+            .on_conflict_do_nothing(index_elements=["uid"])
+        )
+    return stmt
 
 
 def record_usage(rows: UsageRow | list[UsageRow], *, db_url: str | None = None) -> int:
     """Insert usage rows in one transaction; tenant names with no tenant row are stored as NULL.
 
     A row whose ``uid`` is already stored is skipped (replays are idempotent); returns the rows
-    given, written now or before.
+    given, written now or before. One statement over many parameter sets: compiled once, where a
+    multi-row VALUES clause would be compiled anew for every batch size.
     """
     batch = [rows] if isinstance(rows, UsageRow) else list(rows)
     if not batch:
         return 0
     now = datetime.now(UTC)
+    values = [
+        {
+            "p_uid": r.uid or uuid.uuid4().hex,
+            "p_tenant_id": r.tenant_id,
+            "p_tenant": r.tenant,
+            "p_model": r.model[:200],
+            "p_endpoint": r.endpoint[:50],
+            "p_prompt": int(r.prompt_tokens),
+            "p_completion": int(r.completion_tokens),
+            "p_latency": float(r.latency_ms),
+            "p_status": int(r.status),
+            "p_created": r.created_at or now,
+        }
+        for r in batch
+    ]
     with session_scope(db_url) as session:
-        ids = _tenant_ids(session, {r.tenant for r in batch if r.tenant and r.tenant_id is None})
-        values = [
-            {
-                "uid": r.uid or uuid.uuid4().hex,
-                "tenant_id": r.tenant_id if r.tenant_id is not None else ids.get(r.tenant or ""),
-                "model": r.model[:200],
-                "endpoint": r.endpoint[:50],
-                "prompt_tokens": int(r.prompt_tokens),
-                "completion_tokens": int(r.completion_tokens),
-                "latency_ms": float(r.latency_ms),
-                "status": int(r.status),
-                "created_at": r.created_at or now,
-            }
-            for r in batch
-        ]
-        session.execute(_usage_insert(session).values(values).on_conflict_do_nothing(index_elements=["uid"]))
+        connection = session.connection()
+        connection.execute(_usage_insert(connection.dialect.name), values)
     return len(batch)
 
 
@@ -336,18 +364,36 @@ def usage_summary(
         ]
 
 
+class _Appended:
+    """One row waiting for the outbox's next commit (see :meth:`UsageOutbox.append`)."""
+
+    __slots__ = ("row", "done", "error")
+
+    def __init__(self, row: tuple[str, str, str]) -> None:
+        self.row = row
+        self.done = False
+        self.error: sqlite3.Error | None = None
+
+
 class UsageOutbox:
     """Usage rows on disk until the database has them: a small SQLite file, one row per metered call.
 
-    ``append`` commits with ``synchronous=FULL`` (fsync) before it returns, so a row survives a
-    SIGKILL or a power cut once the call's response is on its way. Processes that share a home
-    and a database share the file; the rows' ``uid`` makes a row written twice count once.
+    ``append`` returns only once its row is committed with ``synchronous=FULL`` (fsync), so a row
+    survives a SIGKILL or a power cut once the call's response is on its way. Appends that arrive
+    while a commit is under way are committed together by the next one (group commit): one fsync
+    for all of them instead of one each, so the disk's flush time bounds the batch, not the request
+    rate. Processes that share a home and a database share the file; the rows' ``uid`` makes a row
+    written twice count once.
     """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection
+        self._group = threading.Condition()  # the rows waiting to be committed, and who commits them
+        self._waiting: list[_Appended] = []
+        self._committing = False
+        self.commits = 0  # transactions that appended rows (for tests and the operator)
         self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
@@ -364,12 +410,50 @@ class UsageOutbox:
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
         return cls(config.home() / "outbox" / f"usage-{digest}.sqlite")
 
-    def append(self, kind: str, uid: str, body: str) -> int:
+    def append(self, kind: str, uid: str, body: str) -> None:
+        """Put one row on disk; returns once it is committed (fsync'd), raises ``sqlite3.Error`` if not.
+
+        The first caller to find no commit under way commits every row waiting (its own and those
+        that queued behind the previous commit) in one transaction; the others wait for it.
+        """
+        mine = _Appended((kind, uid, body))
+        with self._group:
+            self._waiting.append(mine)
+            while not mine.done:
+                if self._committing:
+                    self._group.wait()
+                    continue
+                batch, self._waiting = self._waiting, []
+                self._committing = True
+                self._group.release()
+                error: sqlite3.Error | None = None
+                try:
+                    self._commit([entry.row for entry in batch])
+                except sqlite3.Error as exc:
+                    error = exc
+                except BaseException:  # interrupted: the others must not take their rows as written
+                    error = sqlite3.OperationalError("the outbox commit was interrupted")
+                    raise
+                finally:
+                    self._group.acquire()
+                    self._committing = False
+                    for entry in batch:
+                        entry.done, entry.error = True, error
+                    self._group.notify_all()
+        if mine.error is not None:
+            raise mine.error
+
+    def _commit(self, rows: list[tuple[str, str, str]]) -> None:
         with self._lock:
-            cursor = self._conn.execute(
-                "INSERT OR IGNORE INTO outbox (kind, uid, body) VALUES (?, ?, ?)", (kind, uid, body)
-            )
-            return int(cursor.lastrowid or 0)
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany("INSERT OR IGNORE INTO outbox (kind, uid, body) VALUES (?, ?, ?)", rows)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self.commits += 1
 
     def head(self, limit: int, after: int = 0) -> list[tuple[int, str, str, str]]:
         with self._lock:
@@ -380,8 +464,15 @@ class UsageOutbox:
     def remove(self, seqs: list[int]) -> None:
         if not seqs:
             return
-        with self._lock:
-            self._conn.executemany("DELETE FROM outbox WHERE seq = ?", [(n,) for n in seqs])
+        with self._lock:  # one transaction: one fsync for the batch, not one per row
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany("DELETE FROM outbox WHERE seq = ?", [(n,) for n in seqs])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     def pending(self) -> int:
         with self._lock:
@@ -416,10 +507,15 @@ class UsageWriter:
         batch_size: int = 200,
         outbox: UsageOutbox | None = None,
         max_backoff_s: float = 2.0,
+        interval_s: float = 0.1,
     ) -> None:
         self.db_url = db_url
         self.batch_size = batch_size
         self.max_backoff_s = max_backoff_s
+        # Rows are safe on disk, so the database gets them in batches at most this often (a flush
+        # or a close does not wait): one transaction per interval instead of one per call.
+        self.interval_s = interval_s
+        self._urgent = threading.Event()
         self.outbox = outbox or UsageOutbox.for_database(db_url)
         self._wake = threading.Event()
         self._cond = threading.Condition()
@@ -435,8 +531,7 @@ class UsageWriter:
 
     def submit(self, row: UsageRow) -> None:
         if row.uid is None or row.created_at is None:
-            row = UsageRow(**{**asdict(row), "uid": row.uid or uuid.uuid4().hex,
-                              "created_at": row.created_at or datetime.now(UTC)})
+            row = dataclasses.replace(row, uid=row.uid or uuid.uuid4().hex, created_at=row.created_at or datetime.now(UTC))
         try:
             self.outbox.append("usage", row.uid or "", row.to_json())
         except sqlite3.Error as exc:  # the outbox's disk failed (full?): straight to the database
@@ -462,12 +557,14 @@ class UsageWriter:
         """Block until rows submitted before this call are in the database; False on timeout."""
         target = self.outbox.last_seq()
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._urgent.set()
         self._wake.set()
         with self._cond:
             while self._done_seq < target:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
+                self._urgent.set()
                 self._wake.set()
                 self._cond.wait(0.05 if left is None else min(left, 0.05))
         return True
@@ -477,6 +574,7 @@ class UsageWriter:
             return
         self._closed = True
         self._stop = True
+        self._urgent.set()
         self._wake.set()
         self._thread.join(timeout)
 
@@ -492,6 +590,9 @@ class UsageWriter:
             if self._stop:
                 return
             backoff = 0.0 if ok else min(self.max_backoff_s, max(0.05, backoff * 2))
+            if ok and self.interval_s > 0:
+                self._urgent.wait(self.interval_s)  # let the next batch gather (a flush ends the wait)
+            self._urgent.clear()
 
     def _drain_once(self) -> bool:
         """Move the outbox into the database; False when a row could not be written (kept for later)."""
