@@ -81,6 +81,9 @@ class Run:
     started: float = 0.0
     ended: float = 0.0
     cpu: dict[str, float] | None = None  # CPU seconds of the gateway and the client (--spawn)
+    rate: float | None = None  # --rate: requests started per second, at most
+    paced_from: float = 0.0  # time.perf_counter() of request 0's start slot
+    late: int = 0  # requests that started more than 10 ms after their slot (every worker was busy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,6 +185,13 @@ class RawConnection:
 
 async def post(client: Any, run: Run, route: str, body: dict[str, Any], key: str,
                text: str | None = None) -> Result:
+    if run.rate:
+        slot = run.paced_from + run.sent / run.rate  # open loop: request i starts at i / rate
+        wait = slot - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        elif wait < -0.01:
+            run.late += 1
     run.sent += 1
     started = time.perf_counter()
     try:
@@ -240,7 +250,8 @@ async def drive(args: argparse.Namespace, base_url: str) -> Run:
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as shared:
         clients = [HttpxClient(shared) if args.client == "httpx" else RawConnection(base_url, args.timeout)
                    for _ in range(args.concurrency)]
-        run.started = time.perf_counter()
+        run.started = run.paced_from = time.perf_counter()
+        run.rate = args.rate
         deadline = time.monotonic() + args.duration
         await asyncio.gather(*(worker(i, clients[i], run, args, kinds, guests, deadline)
                                for i in range(args.concurrency)))
@@ -278,7 +289,7 @@ def figures(run: Run) -> dict[str, Any]:
     for r in run.results:
         by_route[r.route].append(r)
     by_route["all"] = list(run.results)
-    out: dict[str, Any] = {"wall_s": round(wall, 1), "routes": {}}
+    out: dict[str, Any] = {"wall_s": round(wall, 1), "routes": {}, "rate": run.rate, "late": run.late}
     if run.cpu is not None and run.results:
         # CPU per request does not depend on how busy the shared machine was, unlike requests/s.
         out["cpu_ms_per_request"] = {side: round(seconds * 1000 / len(run.results), 3)
@@ -349,6 +360,8 @@ def print_report(fig: dict[str, Any], check: dict[str, Any] | None, meta: dict[s
     print(f"wall {fig['wall_s']} s, concurrency {meta['concurrency']}, models {meta['models']}, "
           f"database {meta['database']}, client in {meta['client']}")
     print(f"load average (1, 5, 15 min) before {meta['load_average']}, after {meta.get('load_average_after')}")
+    if fig.get("rate"):
+        print(f"offered {fig['rate']} requests/s; {fig['late']} started over 10 ms late (every worker busy)")
     if "cpu_ms_per_request" in fig:
         cpu = fig["cpu_ms_per_request"]
         print(f"CPU per request: gateway {cpu['server_s']} ms, client {cpu['client_s']} ms")
@@ -573,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=5000, help="stop after this many requests")
     parser.add_argument("--duration", type=float, default=180.0, help="stop after this many seconds")
     parser.add_argument("--concurrency", type=int, default=32, help="conversations in flight at once")
+    parser.add_argument("--rate", type=float, help="start at most this many requests per second in all "
+                        "(open loop, up to --concurrency in flight); default: each worker as fast as it can")
     parser.add_argument("--mix", default="chat=2,shop=3,support=3", help="weights of chat, shop, support")
     parser.add_argument("--max-tokens", type=int, default=8, help="max_tokens of each chat completion")
     parser.add_argument("--chat-model", default="chat", help="alias for the chat completions")

@@ -34,5 +34,9 @@ class GatewaySettings:
     # request names none) and prompt text in characters (None: no ceiling beyond the context).
     max_tokens_ceiling: int | None = None
     max_prompt_chars: int | None = None
+    # FastAPI's native OpenTelemetry instrumentation (traces, metrics, logs to the providers that
+    # OpenTelemetry is configured with). Off by default: with no provider it only costs CPU on
+    # every request; the gateway's own metrics are on /metrics.
+    opentelemetry: bool = False
     # The most choices one request may ask for (``n``): each is one engine call.
     max_n: int = 8
