@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import json
 import logging
 import re
@@ -392,62 +391,50 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+def direct(endpoint: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """Mark a route's endpoint as plain: it takes the ``Request`` alone (no dependencies, no
+    parameters for FastAPI to solve) and turns every error into a response itself, so
+    :class:`DirectRoutes` may call it without FastAPI's routing machinery. Put it under the
+    ``@router.post(...)`` line; do not include its router with dependencies."""
+    endpoint.__concierge_direct__ = True  # type: ignore[attr-defined]
+    return endpoint
+
+
 class DirectRoutes:
-    """Serve the API's exact-path routes straight from a table, past FastAPI's routing machinery.
+    """Serve requests for :func:`direct` endpoints straight from a table, past FastAPI's routing.
 
-    The gateway's endpoints take the ``Request`` and nothing else (no dependencies, no parameters
-    for FastAPI to solve) and turn every error into a response themselves, so the router, the
-    per-route exception middleware, the exit stacks and the dependency solver do nothing for them
-    but cost CPU: about a third of a canned chat completion's (docs/benchmarks.md). This middleware
-    looks ``(method, path)`` up in a table of such routes and awaits the endpoint itself; anything
-    else (other paths, path parameters, routes with dependencies, a ``root_path``) goes on to the
-    app as before. The routes stay registered, so the OpenAPI document and 404/405 answers are
-    unchanged. A route is in the table only if the router itself would pick it for that method
-    and path (the first full match in route order), so the table never changes which route serves
-    a request. It is built on the first request and again whenever routes were added.
+    For the gateway's endpoints the router, the per-route exception middleware, the exit stacks
+    and the dependency solver do nothing but cost CPU: about a fifth of a canned chat
+    completion's (docs/benchmarks.md). The table is learnt from the router itself: after a
+    request went through the app, the endpoint the router chose (``scope["endpoint"]``) is
+    recorded for that method and path when it is marked :func:`direct` and the path has no
+    parameters; later requests for that method and path await it directly. So the table never
+    changes which endpoint serves a request, and everything else (other paths, other methods and
+    their 405, a ``root_path``) goes through the app as before. The routes stay registered, so
+    the OpenAPI document is unchanged. Routes added to the app empty the table.
     """
-
-    PREFIXES = ("/v1/", "/tokenize", "/detokenize")
 
     def __init__(self, app: ASGIApp, routes: Callable[[], list[Any]]) -> None:
         self.app = app
         self.routes = routes
         self._table: dict[tuple[str, str], Callable[[Request], Any]] = {}
-        self._built_for = -1
-
-    def _build(self, routes: list[Any]) -> None:
-        from fastapi.routing import APIRoute
-        from starlette.routing import Match
-
-        table: dict[tuple[str, str], Callable[[Request], Any]] = {}
-        for route in routes:
-            if not (isinstance(route, APIRoute) and route.path.startswith(self.PREFIXES) and "{" not in route.path):
-                continue
-            dependant = route.dependant
-            if (dependant.dependencies or dependant.path_params or dependant.query_params
-                    or dependant.header_params or dependant.cookie_params or dependant.body_params
-                    or not dependant.request_param_name or not inspect.iscoroutinefunction(route.endpoint)):
-                continue
-            for method in route.methods or ():
-                probe = {"type": "http", "path": route.path, "method": method, "root_path": ""}
-                first = next((r for r in routes if r.matches(probe)[0] == Match.FULL), None)
-                if first is route:
-                    table[(method, route.path)] = _endpoint_call(route.endpoint, dependant.request_param_name)
-        self._table = table
+        self._routes_seen = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("root_path"):
-            routes = self.routes()
-            if len(routes) != self._built_for:
-                self._build(routes)
-                self._built_for = len(routes)
-            endpoint = self._table.get((scope["method"], scope["path"]))
-            if endpoint is not None:
-                response = await endpoint(Request(scope, receive, send))
-                await response(scope, receive, send)
-                return
+        if scope["type"] != "http" or scope.get("root_path"):
+            await self.app(scope, receive, send)
+            return
+        routes = len(self.routes())
+        if routes != self._routes_seen:
+            self._table.clear()
+            self._routes_seen = routes
+        key = (scope["method"], scope["path"])
+        endpoint = self._table.get(key)
+        if endpoint is not None:
+            response = await endpoint(Request(scope, receive, send))
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
-
-
-def _endpoint_call(endpoint: Callable[..., Any], param: str) -> Callable[[Request], Any]:
-    return lambda request: endpoint(**{param: request})
+        chosen = scope.get("endpoint")
+        if getattr(chosen, "__concierge_direct__", False) and not scope.get("path_params"):
+            self._table[key] = chosen
