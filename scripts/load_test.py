@@ -84,6 +84,7 @@ class Run:
     rate: float | None = None  # --rate: requests started per second, at most
     paced_from: float = 0.0  # time.perf_counter() of request 0's start slot
     late: int = 0  # requests that started more than 10 ms after their slot (every worker was busy)
+    server_stats: dict[str, Any] | None = None  # --spawn: SQL statements and outbox commits while serving
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,6 +295,13 @@ def figures(run: Run) -> dict[str, Any]:
         # CPU per request does not depend on how busy the shared machine was, unlike requests/s.
         out["cpu_ms_per_request"] = {side: round(seconds * 1000 / len(run.results), 3)
                                      for side, seconds in run.cpu.items()}
+    if run.server_stats is not None and run.results:
+        n = len(run.results)
+        sql = run.server_stats["sql_statements"]
+        out["per_request"] = {"sql_statements": round(sum(sql.values()) / n, 2),
+                              "by_kind": {k: round(v / n, 2) for k, v in sorted(sql.items())},
+                              "outbox_commits": None if run.server_stats["outbox_commits"] is None
+                              else round(run.server_stats["outbox_commits"] / n, 3)}
     for route, rows in by_route.items():
         answered = [r.latency_s for r in rows if r.status]
         ok = [r for r in rows if 200 <= r.status < 300]
@@ -365,6 +373,10 @@ def print_report(fig: dict[str, Any], check: dict[str, Any] | None, meta: dict[s
     if "cpu_ms_per_request" in fig:
         cpu = fig["cpu_ms_per_request"]
         print(f"CPU per request: gateway {cpu['server_s']} ms, client {cpu['client_s']} ms")
+    if "per_request" in fig:
+        per = fig["per_request"]
+        print(f"per request: {per['sql_statements']} SQL statements {per['by_kind']}, "
+              f"{per['outbox_commits']} outbox commits")
     header = f"{'route':<22}{'req':>6}{'ok':>6}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'429':>6}{'err':>5}"
     print(header)
     for route, f in fig["routes"].items():
@@ -492,6 +504,9 @@ class InProcessGateway:
         mount_all(self.app, services)
         self.args.key = tenancy.create_key(services.tenant).key
         self.args.chat_key = tenancy.create_key("load-chat").key
+        if self.args.budget:
+            # Limits far above what a run uses: every admitted call still claims on the shared counters.
+            tenancy.set_budget("load-chat", rpm=10**9, tokens_per_day=10**12)
         port = self.port or free_port()
         self.url = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -519,17 +534,31 @@ class InProcessGateway:
 def serve(args: argparse.Namespace) -> int:
     """``--serve``: the in-process gateway alone, until SIGTERM; prints one ``READY {json}`` line."""
     os.environ["CONCIERGE_HOME"] = str(args.home)
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
     from concierge import config
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    statements = Counter()
+
+    def counted(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements[statement.split(None, 1)[0].upper() if statement.strip() else "?"] += 1
+
     with InProcessGateway(args) as gateway:
         ready = {"url": gateway.url, "key": args.key, "chat_key": args.chat_key,
                  "database_url": config.database_url(), "pid": os.getpid()}
+        # Statements sent to the database while serving (SQLAlchemy's, not the outbox file's).
+        event.listen(Engine, "before_cursor_execute", counted)
         print("READY " + json.dumps(ready), flush=True)
         stop.wait()
+        event.remove(Engine, "before_cursor_execute", counted)
+        outbox = gateway.app.state.usage_writer.outbox
+        stats = {"sql_statements": dict(statements), "outbox_commits": getattr(outbox, "commits", None)}
         gateway.flush()
+    print("STATS " + json.dumps(stats), flush=True)
     return 0
 
 
@@ -548,6 +577,8 @@ class SpawnedGateway:
                    "--hub", self.args.hub, "--products", str(self.args.products)]
         if self.args.log_requests:
             command.append("--log-requests")
+        if self.args.budget:
+            command.append("--budget")
         print(f"starting the gateway process ({self.args.hub} models, demo store) ...", flush=True)
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
         assert self.process.stdout is not None
@@ -560,10 +591,12 @@ class SpawnedGateway:
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()
         try:
-            self.process.wait(60)
+            out, _ = self.process.communicate(timeout=60)
         except Exception:  # noqa: BLE001
             self.process.kill()
-            self.process.wait()
+            out, _ = self.process.communicate()
+        self.stats = next((json.loads(line[len("STATS "):]) for line in (out or "").splitlines()
+                           if line.startswith("STATS ")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -583,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hub", choices=["default", "instant"], default="default",
                         help="in-process models: the embedded default deployment, or canned instant answers")
     parser.add_argument("--log-requests", action="store_true", help="turn the request log on (in-process)")
+    parser.add_argument("--budget", action="store_true",
+                        help="give the chat tenant a (never reached) budget, so every call claims on the shared counters")
     parser.add_argument("--requests", type=int, default=5000, help="stop after this many requests")
     parser.add_argument("--duration", type=float, default=180.0, help="stop after this many seconds")
     parser.add_argument("--concurrency", type=int, default=32, help="conversations in flight at once")
@@ -624,12 +659,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.spawn:
         home = args.home or Path(tempfile.mkdtemp(prefix="concierge-load-"))
         try:
-            with SpawnedGateway(args, home) as ready:
+            spawned = SpawnedGateway(args, home)
+            with spawned as ready:
                 args.key, args.chat_key = ready["key"], ready["chat_key"]
                 meta["database"] = ready["database_url"].split("@")[-1]
                 server_cpu, client_cpu = cpu_seconds(ready["pid"]), cpu_seconds()
                 run = asyncio.run(drive(args, ready["url"]))
                 run.cpu = {"server_s": cpu_seconds(ready["pid"]) - server_cpu, "client_s": cpu_seconds() - client_cpu}
+            run.server_stats = spawned.stats
             # The process has exited: every usage row is written.
             check = check_database(run, ready["database_url"], "load-chat")
         finally:
