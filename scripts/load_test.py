@@ -1,6 +1,7 @@
 """Bounded load test of the gateway: chat completions, shop and support conversations at once.
 
     .venv/bin/python scripts/load_test.py --duration 180 --concurrency 32          # in-process gateway
+    .venv/bin/python scripts/load_test.py --spawn --hub instant --mix chat=1,shop=0,support=0  # own process
     .venv/bin/python scripts/load_test.py --url http://127.0.0.1:8000 --key ck-... \\
         --chat-key ck-... --database-url sqlite:////root/.concierge/concierge.db   # a running one
 
@@ -9,6 +10,13 @@ wiring: embedded default models, the demo store with ``--products`` products, th
 desk in guided mode) on a fresh ``CONCIERGE_HOME`` (or ``--home``; ``CONCIERGE_DATABASE_URL`` selects
 PostgreSQL), with keys made for it. ``--hub instant`` swaps the models for canned instant answers, to
 measure the gateway, flows and database alone.
+With ``--spawn`` that gateway runs in a child process (this script's ``--serve`` mode), so the load
+client does not share its GIL; the report then adds the CPU each side spent per request and the SQL
+statements and outbox commits the gateway made per request. ``--client raw`` (default) is a minimal
+keep-alive HTTP/1.1 client (httpx, ``--client httpx``, costs ten times its CPU per request).
+``--rate`` starts requests at a fixed rate (open loop, still at most ``--concurrency`` in flight);
+``--budget`` gives the chat tenant a budget it never reaches, so every call claims on the shared
+counters.
 
 ``--concurrency`` workers each run one conversation at a time, turn after turn, so that many
 conversation ids are open at once: a shop conversation (3 turns), a support conversation (2-3 turns

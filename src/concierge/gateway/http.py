@@ -198,8 +198,8 @@ class Workers:
     """Worker threads for blocking calls: at most ``size`` run at once, the rest wait their turn (FIFO).
 
     A ``concurrent.futures`` pool rather than ``anyio.to_thread``: the hand-off is a C queue and
-    one wake-up instead of a capacity limiter, a condition variable and cancellation checkpoints,
-    which on two busy cores was a tenth of a canned chat completion's CPU (docs/benchmarks.md).
+    one wake-up instead of a capacity limiter, a condition variable and cancellation checkpoints
+    (15 instead of 40 µs of CPU per call at 16 concurrent here; docs/benchmarks.md).
     Like ``anyio.to_thread.run_sync``: the call sees the caller's context variables, and a caller
     cancelled while its call runs waits for the call to end (it may hold a model slot) before the
     cancellation goes on; a call still queued is dropped.
@@ -404,7 +404,7 @@ class DirectRoutes:
     """Serve requests for :func:`direct` endpoints straight from a table, past FastAPI's routing.
 
     For the gateway's endpoints the router, the per-route exception middleware, the exit stacks
-    and the dependency solver do nothing but cost CPU: about a fifth of a canned chat
+    and the dependency solver do nothing but cost CPU: about a quarter of a canned chat
     completion's (docs/benchmarks.md). The table is learnt from the router itself: after a
     request went through the app, the endpoint the router chose (``scope["endpoint"]``) is
     recorded for that method and path when it is marked :func:`direct` and the path has no
