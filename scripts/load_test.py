@@ -503,7 +503,10 @@ class InProcessGateway:
 
         print(f"starting the gateway ({self.args.hub} models, demo store) ...", flush=True)
         self.hub = InstantHub() if self.args.hub == "instant" else ModelHub.from_config(None)
-        self.app = create_app(self.hub, GatewaySettings(warm_up=True, log_requests=self.args.log_requests))
+        settings = GatewaySettings(warm_up=True, log_requests=self.args.log_requests)
+        if self.args.metering_sigkill_safe:
+            settings.metering_power_safe = False
+        self.app = create_app(self.hub, settings)
         services = build_demo_services(self.hub, n_products=self.args.products, n_shoppers=max(20, self.args.products // 10),
                                        warm=False)
         # Build the shop's search index now, so the run measures serving, not the first index build.
@@ -587,6 +590,8 @@ class SpawnedGateway:
             command.append("--log-requests")
         if self.args.budget:
             command.append("--budget")
+        if self.args.metering_sigkill_safe:
+            command.append("--metering-sigkill-safe")
         print(f"starting the gateway process ({self.args.hub} models, demo store) ...", flush=True)
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
         assert self.process.stdout is not None
@@ -624,6 +629,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hub", choices=["default", "instant"], default="default",
                         help="in-process models: the embedded default deployment, or canned instant answers")
     parser.add_argument("--log-requests", action="store_true", help="turn the request log on (in-process)")
+    parser.add_argument("--metering-sigkill-safe", action="store_true",
+                        help="GatewaySettings.metering_power_safe=False: the outbox commits without fsync")
     parser.add_argument("--budget", action="store_true",
                         help="give the chat tenant a (never reached) budget, so every call claims on the shared counters")
     parser.add_argument("--requests", type=int, default=5000, help="stop after this many requests")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -246,3 +250,20 @@ def test_usage_rows_whose_outbox_commit_fails_are_written_to_the_database_direct
         thread.join(10)
     writer.close()
     assert tenancy.usage_summary("acme")[0].requests == 8  # every waiter of the failed commit fell back
+
+
+@pytest.mark.parametrize("power_safe", [True, False])
+def test_an_outbox_row_survives_the_process_being_killed_once_append_returns(home: Path, power_safe: bool) -> None:
+    path = home / "killed.sqlite"
+    script = (
+        "import os, signal, sys; from pathlib import Path; from concierge.tenancy import UsageOutbox; "
+        f"box = UsageOutbox(Path({str(path)!r}), power_safe={power_safe}); "
+        "box.append('usage', 'uid-1', '{}'); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ}, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    reader = sqlite3.connect(path)
+    try:
+        assert reader.execute("SELECT uid FROM outbox").fetchall() == [("uid-1",)]
+    finally:
+        reader.close()

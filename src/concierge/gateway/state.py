@@ -113,7 +113,9 @@ class Gateway:
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
-        self.writer = app.state.usage_writer = UsageWriter(db_url=self.settings.database_url)
+        self.writer = app.state.usage_writer = UsageWriter(
+            db_url=self.settings.database_url, power_safe=self.settings.metering_power_safe
+        )
         detach = _attach_observer(self.hub, self.on_call)
         warmer = None
         if self.settings.warm_up:
