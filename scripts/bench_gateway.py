@@ -13,7 +13,7 @@
    all of them are read) vs a measured copy bandwidth.
 
 Usage: .venv/bin/python scripts/bench_gateway.py [--rounds 3] [--tokens 64] [--requests 16] [--markdown OUT]
-       [--latency-only] [--loop auto|asyncio|uvloop] [--http auto|h11|httptools]
+       [--latency-only (every endpoint family)] [--loop auto|asyncio|uvloop] [--http auto|h11|httptools]
 """
 
 from __future__ import annotations
@@ -95,30 +95,64 @@ def measure(call, concurrency: int, tokens: int, requests: int = 16) -> dict:
     return {"tokens": sum(r[1] for r in results), "wall": wall, "ttft": ttfts}
 
 
-def request_latency(direct: httpx.Client, gateway: httpx.Client, n: int = 60) -> str:
-    """Median / p95 wall time of a whole 1-token request through each path (the fixed cost per request)."""
-    body = {"model": "chat", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 1, "temperature": 0}
+# The fixed cost per request of each endpoint family (--latency-only): (label, path, llama.cpp's body,
+# the gateway's body, streamed). Both sides get the same 1-token work where llama.cpp serves that
+# endpoint; llama.cpp has no counterpart of the gateway's embeddings (ONNX MiniLM here), so that row
+# has a gateway figure only.
+_SAY_HI = [{"role": "user", "content": "Say hi."}]
+_CHAT = {"model": "chat", "messages": _SAY_HI, "max_tokens": 1, "temperature": 0}
+_COMPLETION = {"model": "chat", "prompt": "Say hi.", "max_tokens": 1, "temperature": 0}
+_RESPONSES = {"model": "chat", "input": "Say hi.", "max_output_tokens": 1, "temperature": 0}
+_MESSAGES = {"model": "chat", "messages": _SAY_HI, "max_tokens": 1, "temperature": 0}
+ENDPOINTS = [
+    ("chat completions", "/v1/chat/completions", _CHAT, _CHAT, False),
+    ("chat completions, streamed", "/v1/chat/completions", {**_CHAT, "stream": True}, {**_CHAT, "stream": True}, True),
+    ("completions", "/v1/completions", _COMPLETION, _COMPLETION, False),
+    ("completions, streamed", "/v1/completions", {**_COMPLETION, "stream": True}, {**_COMPLETION, "stream": True}, True),
+    ("responses", "/v1/responses", _RESPONSES, _RESPONSES, False),
+    ("responses, streamed", "/v1/responses", {**_RESPONSES, "stream": True}, {**_RESPONSES, "stream": True}, True),
+    ("messages", "/v1/messages", _MESSAGES, _MESSAGES, False),
+    ("messages, streamed", "/v1/messages", {**_MESSAGES, "stream": True}, {**_MESSAGES, "stream": True}, True),
+    ("tokenize", "/tokenize", {"content": "Say hi."}, {"model": "chat", "prompt": "Say hi."}, False),
+    ("embeddings (gateway only)", "/v1/embeddings", None, {"model": "embed", "input": "Say hi."}, False),
+]
 
-    def once(client: httpx.Client, stream: bool) -> float:
+
+def request_latency(direct: httpx.Client, gateway: httpx.Client, n: int = 60) -> str:
+    """Median / p95 wall time of a whole 1-token request of each endpoint family through each path
+    (the fixed cost per request), direct and gateway alternating one by one."""
+
+    def once(client: httpx.Client, path: str, body: dict, stream: bool) -> float | None:
+        """Seconds for the whole answer; None for an error status or no answer within 20 s."""
         start = time.perf_counter()
-        if stream:
-            with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
-                for _ in response.iter_lines():
-                    pass
-        else:
-            client.post("/v1/chat/completions", json=body).raise_for_status()
-        return time.perf_counter() - start
+        try:
+            if stream:
+                with client.stream("POST", path, json=body, timeout=20) as response:
+                    for _ in response.iter_lines():
+                        pass
+                    ok = response.is_success
+            else:
+                ok = client.post(path, json=body, timeout=20).is_success
+        except httpx.HTTPError:
+            return None
+        return time.perf_counter() - start if ok else None
 
     lines = ["| request (1 token) | direct p50 / p95 ms | gateway p50 / p95 ms | added p50 ms |", "|---|---|---|---:|"]
-    for stream in (False, True):
-        d, g = [], []
+    for label, path, direct_body, gateway_body, stream in ENDPOINTS:
+        d: list[float] = []
+        g: list[float] = []
+        direct_ok = direct_body is not None and once(direct, path, direct_body, stream) is not None
+        if once(gateway, path, gateway_body, stream) is None:
+            lines.append(f"| {label} | | gateway refused the request | |")
+            continue
         for _ in range(n):
-            d.append(once(direct, stream))
-            g.append(once(gateway, stream))
-        lines.append(
-            f"| {'streamed' if stream else 'plain'} | {pct(d, 50):.1f} / {pct(d, 95):.1f} | "
-            f"{pct(g, 50):.1f} / {pct(g, 95):.1f} | {pct(g, 50) - pct(d, 50):.1f} |"
-        )
+            if direct_ok:
+                d.append(once(direct, path, direct_body, stream) or float("nan"))
+            g.append(once(gateway, path, gateway_body, stream) or float("nan"))
+        direct_cell = (f"{pct(d, 50):.1f} / {pct(d, 95):.1f}" if direct_ok else
+                       "no counterpart" if direct_body is None else "llama.cpp gave no answer")
+        added = f"{pct(g, 50) - pct(d, 50):.1f}" if direct_ok else ""
+        lines.append(f"| {label} | {direct_cell} | {pct(g, 50):.1f} / {pct(g, 95):.1f} | {added} |")
     return "\n".join(lines)
 
 
@@ -241,7 +275,8 @@ def main() -> None:
     threads = os.cpu_count() or 2
     workdir = Path(tempfile.mkdtemp(prefix="concierge-bench-"))
     config = workdir / "deploy.yaml"
-    config.write_text(f"models:\n  chat: {{model: smollm2-135m-instruct, gguf: {gguf}, n_ctx: 8192, n_parallel: 8, threads: {threads}}}\n")
+    config.write_text(f"models:\n  chat: {{model: smollm2-135m-instruct, gguf: {gguf}, n_ctx: 8192, n_parallel: 8, threads: {threads}}}\n"
+                      "  embed: {model: all-minilm-l6-v2, embedded: minilm}\n")
 
     rows = []
     proc, base, child = start_child(config, workdir / "home", args.loop, args.http)
@@ -260,11 +295,12 @@ def main() -> None:
             def via_gateway(i: int, t: int) -> tuple[float, int, float]:
                 return run_stream(gateway, "chat", i, t)
 
-            measure(via_direct, 1, 8, requests=2)  # warm-up
-            measure(via_gateway, 1, 8, requests=2)
-            if args.latency_only:
+            if args.latency_only:  # plain OpenAI bodies: the gateway refuses llama.cpp's own fields
+                request_latency(direct, gateway, n=2)  # warm-up
                 print(request_latency(direct, gateway))
                 return
+            measure(via_direct, 1, 8, requests=2)  # warm-up
+            measure(via_gateway, 1, 8, requests=2)
             # One stream: direct and gateway requests interleave one by one (the order flips every pair),
             # so a slow moment on this shared machine hits both sides alike.
             direct_runs, gateway_runs = [], []

@@ -1,6 +1,7 @@
 """Bounded load test of the gateway: chat completions, shop and support conversations at once.
 
     .venv/bin/python scripts/load_test.py --duration 180 --concurrency 32          # in-process gateway
+    .venv/bin/python scripts/load_test.py --spawn --hub instant --mix chat=1,shop=0,support=0  # own process
     .venv/bin/python scripts/load_test.py --url http://127.0.0.1:8000 --key ck-... \\
         --chat-key ck-... --database-url sqlite:////root/.concierge/concierge.db   # a running one
 
@@ -9,6 +10,13 @@ wiring: embedded default models, the demo store with ``--products`` products, th
 desk in guided mode) on a fresh ``CONCIERGE_HOME`` (or ``--home``; ``CONCIERGE_DATABASE_URL`` selects
 PostgreSQL), with keys made for it. ``--hub instant`` swaps the models for canned instant answers, to
 measure the gateway, flows and database alone.
+With ``--spawn`` that gateway runs in a child process (this script's ``--serve`` mode), so the load
+client does not share its GIL; the report then adds the CPU each side spent per request and the SQL
+statements and outbox commits the gateway made per request. ``--client raw`` (default) is a minimal
+keep-alive HTTP/1.1 client (httpx, ``--client httpx``, costs ten times its CPU per request).
+``--rate`` starts requests at a fixed rate (open loop, still at most ``--concurrency`` in flight);
+``--budget`` gives the chat tenant a budget it never reaches, so every call claims on the shared
+counters.
 
 ``--concurrency`` workers each run one conversation at a time, turn after turn, so that many
 conversation ids are open at once: a shop conversation (3 turns), a support conversation (2-3 turns
@@ -33,7 +41,9 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -78,6 +88,11 @@ class Run:
     sent: int = 0
     started: float = 0.0
     ended: float = 0.0
+    cpu: dict[str, float] | None = None  # CPU seconds of the gateway and the client (--spawn)
+    rate: float | None = None  # --rate: requests started per second, at most
+    paced_from: float = 0.0  # time.perf_counter() of request 0's start slot
+    late: int = 0  # requests that started more than 10 ms after their slot (every worker was busy)
+    server_stats: dict[str, Any] | None = None  # --spawn: SQL statements and outbox commits while serving
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,24 +121,102 @@ def support_script(guest: tuple[str, list[str]], rng: random.Random) -> list[str
     return ["What is your cancellation policy?", f"I'm {email}, how long do refunds take?"]
 
 
-async def post(client: httpx.AsyncClient, run: Run, route: str, body: dict[str, Any], key: str,
+class HttpxClient:
+    """``--client httpx``: requests through one shared ``httpx.AsyncClient`` (a real client's costs)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def post(self, route: str, body: bytes, key: str) -> tuple[int, bytes]:
+        response = await self.client.post(route, content=body, headers={
+            "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        return response.status_code, response.content
+
+    async def close(self) -> None:
+        pass
+
+
+class RawConnection:
+    """``--client raw`` (default): one keep-alive HTTP/1.1 connection per worker, answers parsed by
+    httptools (the parser uvicorn uses). httpx costs about 3 ms of CPU per request, more than the
+    gateway itself; this costs a tenth of that, so the figures measure the gateway, not the client."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(base_url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.timeout = timeout
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, route: str, body: bytes, key: str) -> tuple[int, bytes]:
+        import httptools
+
+        try:
+            async with asyncio.timeout(self.timeout):
+                if self.writer is None:
+                    self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+                assert self.reader is not None
+                head = (f"POST {route} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n").encode()
+                self.writer.write(head + body)
+                chunks: list[bytes] = []
+                state = {"done": False, "keep": True}
+
+                class Answer:
+                    def on_body(self, data: bytes) -> None:
+                        chunks.append(data)
+
+                    def on_message_complete(self) -> None:
+                        state["done"] = True
+
+                parser = httptools.HttpResponseParser(Answer())
+                while not state["done"]:
+                    data = await self.reader.read(65536)
+                    if not data:
+                        raise ConnectionError("the server closed the connection")
+                    parser.feed_data(data)
+                status = parser.get_status_code()
+                if not parser.should_keep_alive():
+                    await self.close()
+                return status, b"".join(chunks)
+        except BaseException:
+            await self.close()  # a half-read answer leaves the connection unusable
+            raise
+
+    async def close(self) -> None:
+        writer, self.writer, self.reader = self.writer, None, None
+        if writer is not None:
+            writer.close()
+
+
+async def post(client: Any, run: Run, route: str, body: dict[str, Any], key: str,
                text: str | None = None) -> Result:
+    if run.rate:
+        slot = run.paced_from + run.sent / run.rate  # open loop: request i starts at i / rate
+        wait = slot - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        elif wait < -0.01:
+            run.late += 1
     run.sent += 1
     started = time.perf_counter()
     try:
-        response = await client.post(route, json=body, headers={"Authorization": f"Bearer {key}"})
-        result = Result(route, response.status_code, time.perf_counter() - started, text=text)
-        if response.is_success:
-            result.conversation_id = response.json().get("conversation_id")
+        status, content = await client.post(route, json.dumps(body).encode(), key)
+        result = Result(route, status, time.perf_counter() - started, text=text)
+        if 200 <= status < 300:
+            result.conversation_id = json.loads(content).get("conversation_id")
         else:
-            result.error = (response.json().get("error") or {}).get("code") if response.content else None
-    except (httpx.HTTPError, ValueError) as exc:
+            result.error = (json.loads(content).get("error") or {}).get("code") if content else None
+    except (httpx.HTTPError, OSError, TimeoutError, ValueError, ImportError) as exc:
         result = Result(route, 0, time.perf_counter() - started, text=text, error=type(exc).__name__)
     run.results.append(result)
     return result
 
 
-async def worker(index: int, client: httpx.AsyncClient, run: Run, args: argparse.Namespace,
+async def worker(index: int, client: Any, run: Run, args: argparse.Namespace,
                  kinds: itertools.cycle, guests: list[tuple[str, list[str]]], deadline: float) -> None:
     rng = random.Random(args.seed * 1000 + index)
 
@@ -163,12 +256,17 @@ async def drive(args: argparse.Namespace, base_url: str) -> Run:
     run = Run()
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     timeout = httpx.Timeout(args.timeout, connect=10.0)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as client:
-        run.started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as shared:
+        clients = [HttpxClient(shared) if args.client == "httpx" else RawConnection(base_url, args.timeout)
+                   for _ in range(args.concurrency)]
+        run.started = run.paced_from = time.perf_counter()
+        run.rate = args.rate
         deadline = time.monotonic() + args.duration
-        await asyncio.gather(*(worker(i, client, run, args, kinds, guests, deadline)
+        await asyncio.gather(*(worker(i, clients[i], run, args, kinds, guests, deadline)
                                for i in range(args.concurrency)))
         run.ended = time.perf_counter()
+        for client in clients:
+            await client.close()
     return run
 
 
@@ -185,13 +283,33 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User plus system CPU time of a process so far (this one by default; Linux /proc for another)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def figures(run: Run) -> dict[str, Any]:
     wall = max(run.ended - run.started, 1e-9)
     by_route: dict[str, list[Result]] = defaultdict(list)
     for r in run.results:
         by_route[r.route].append(r)
     by_route["all"] = list(run.results)
-    out: dict[str, Any] = {"wall_s": round(wall, 1), "routes": {}}
+    out: dict[str, Any] = {"wall_s": round(wall, 1), "routes": {}, "rate": run.rate, "late": run.late}
+    if run.cpu is not None and run.results:
+        # CPU per request does not depend on how busy the shared machine was, unlike requests/s.
+        out["cpu_ms_per_request"] = {side: round(seconds * 1000 / len(run.results), 3)
+                                     for side, seconds in run.cpu.items()}
+    if run.server_stats is not None and run.results:
+        n = len(run.results)
+        sql = run.server_stats["sql_statements"]
+        out["per_request"] = {"sql_statements": round(sum(sql.values()) / n, 2),
+                              "by_kind": {k: round(v / n, 2) for k, v in sorted(sql.items())},
+                              "outbox_commits": None if run.server_stats["outbox_commits"] is None
+                              else round(run.server_stats["outbox_commits"] / n, 3)}
     for route, rows in by_route.items():
         answered = [r.latency_s for r in rows if r.status]
         ok = [r for r in rows if 200 <= r.status < 300]
@@ -256,7 +374,17 @@ def check_database(run: Run, db_url: str | None, chat_tenant: str | None) -> dic
 def print_report(fig: dict[str, Any], check: dict[str, Any] | None, meta: dict[str, Any]) -> None:
     print(f"\n{meta['date']}  {meta['machine']}  {meta['command']}")
     print(f"wall {fig['wall_s']} s, concurrency {meta['concurrency']}, models {meta['models']}, "
-          f"database {meta['database']}")
+          f"database {meta['database']}, client in {meta['client']}")
+    print(f"load average (1, 5, 15 min) before {meta['load_average']}, after {meta.get('load_average_after')}")
+    if fig.get("rate"):
+        print(f"offered {fig['rate']} requests/s; {fig['late']} started over 10 ms late (every worker busy)")
+    if "cpu_ms_per_request" in fig:
+        cpu = fig["cpu_ms_per_request"]
+        print(f"CPU per request: gateway {cpu['server_s']} ms, client {cpu['client_s']} ms")
+    if "per_request" in fig:
+        per = fig["per_request"]
+        print(f"per request: {per['sql_statements']} SQL statements {per['by_kind']}, "
+              f"{per['outbox_commits']} outbox commits")
     header = f"{'route':<22}{'req':>6}{'ok':>6}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'429':>6}{'err':>5}"
     print(header)
     for route, f in fig["routes"].items():
@@ -351,11 +479,18 @@ class InstantHub:
         pass
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class InProcessGateway:
     """``concierge serve``'s app on a free loopback port, in a thread of this process."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, port: int = 0) -> None:
         self.args = args
+        self.port = port
 
     def __enter__(self) -> InProcessGateway:
         import uvicorn
@@ -368,7 +503,10 @@ class InProcessGateway:
 
         print(f"starting the gateway ({self.args.hub} models, demo store) ...", flush=True)
         self.hub = InstantHub() if self.args.hub == "instant" else ModelHub.from_config(None)
-        self.app = create_app(self.hub, GatewaySettings(warm_up=True, log_requests=self.args.log_requests))
+        settings = GatewaySettings(warm_up=True, log_requests=self.args.log_requests)
+        if self.args.metering_sigkill_safe:
+            settings.metering_power_safe = False
+        self.app = create_app(self.hub, settings)
         services = build_demo_services(self.hub, n_products=self.args.products, n_shoppers=max(20, self.args.products // 10),
                                        warm=False)
         # Build the shop's search index now, so the run measures serving, not the first index build.
@@ -377,9 +515,10 @@ class InProcessGateway:
         mount_all(self.app, services)
         self.args.key = tenancy.create_key(services.tenant).key
         self.args.chat_key = tenancy.create_key("load-chat").key
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        if self.args.budget:
+            # Limits far above what a run uses: every admitted call still claims on the shared counters.
+            tenancy.set_budget("load-chat", rpm=10**9, tokens_per_day=10**12)
+        port = self.port or free_port()
         self.url = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
@@ -403,9 +542,82 @@ class InProcessGateway:
         self.hub.close()
 
 
+def serve(args: argparse.Namespace) -> int:
+    """``--serve``: the in-process gateway alone, until SIGTERM; prints one ``READY {json}`` line."""
+    os.environ["CONCIERGE_HOME"] = str(args.home)
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from concierge import config
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    statements = Counter()
+
+    def counted(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements[statement.split(None, 1)[0].upper() if statement.strip() else "?"] += 1
+
+    with InProcessGateway(args) as gateway:
+        ready = {"url": gateway.url, "key": args.key, "chat_key": args.chat_key,
+                 "database_url": config.database_url(), "pid": os.getpid()}
+        # Statements sent to the database while serving (SQLAlchemy's, not the outbox file's).
+        event.listen(Engine, "before_cursor_execute", counted)
+        print("READY " + json.dumps(ready), flush=True)
+        stop.wait()
+        event.remove(Engine, "before_cursor_execute", counted)
+        outbox = gateway.app.state.usage_writer.outbox
+        stats = {"sql_statements": dict(statements), "outbox_commits": getattr(outbox, "commits", None)}
+        gateway.flush()
+    print("STATS " + json.dumps(stats), flush=True)
+    return 0
+
+
+class SpawnedGateway:
+    """``--spawn``: the gateway as its own process (this script with ``--serve``), so the load client
+    does not share its GIL; stopped with SIGTERM, which writes every usage row before it exits."""
+
+    def __init__(self, args: argparse.Namespace, home: Path) -> None:
+        self.args = args
+        self.home = home
+
+    def __enter__(self) -> dict[str, Any]:
+        import subprocess
+
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve", "--home", str(self.home),
+                   "--hub", self.args.hub, "--products", str(self.args.products)]
+        if self.args.log_requests:
+            command.append("--log-requests")
+        if self.args.budget:
+            command.append("--budget")
+        if self.args.metering_sigkill_safe:
+            command.append("--metering-sigkill-safe")
+        print(f"starting the gateway process ({self.args.hub} models, demo store) ...", flush=True)
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith("READY "):
+                return json.loads(line[len("READY "):])
+            print(line, end="")
+        raise SystemExit(f"the gateway process exited ({self.process.wait()}) before it was ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        try:
+            out, _ = self.process.communicate(timeout=60)
+        except Exception:  # noqa: BLE001
+            self.process.kill()
+            out, _ = self.process.communicate()
+        self.stats = next((json.loads(line[len("STATS "):]) for line in (out or "").splitlines()
+                           if line.startswith("STATS ")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running gateway (default: start one in this process)")
+    parser.add_argument("--spawn", action="store_true",
+                        help="start the gateway (as without --url) in a process of its own, not in this one")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # what --spawn starts
     parser.add_argument("--key", help="API key of the tenant that owns the demo store (with --url)")
     parser.add_argument("--chat-key", help="API key used only for /v1/chat/completions, so its usage rows "
                         "can be counted (default: --key, and the usage check is skipped)")
@@ -417,18 +629,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hub", choices=["default", "instant"], default="default",
                         help="in-process models: the embedded default deployment, or canned instant answers")
     parser.add_argument("--log-requests", action="store_true", help="turn the request log on (in-process)")
+    parser.add_argument("--metering-sigkill-safe", action="store_true",
+                        help="GatewaySettings.metering_power_safe=False: the outbox commits without fsync")
+    parser.add_argument("--budget", action="store_true",
+                        help="give the chat tenant a (never reached) budget, so every call claims on the shared counters")
     parser.add_argument("--requests", type=int, default=5000, help="stop after this many requests")
     parser.add_argument("--duration", type=float, default=180.0, help="stop after this many seconds")
     parser.add_argument("--concurrency", type=int, default=32, help="conversations in flight at once")
+    parser.add_argument("--rate", type=float, help="start at most this many requests per second in all "
+                        "(open loop, up to --concurrency in flight); default: each worker as fast as it can")
     parser.add_argument("--mix", default="chat=2,shop=3,support=3", help="weights of chat, shop, support")
     parser.add_argument("--max-tokens", type=int, default=8, help="max_tokens of each chat completion")
     parser.add_argument("--chat-model", default="chat", help="alias for the chat completions")
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                        help="HTTP client: a minimal keep-alive one (default, cheap) or httpx")
     parser.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the figures and the check here")
     args = parser.parse_args(argv)
     if args.url and not args.key:
         parser.error("--url needs --key")
+    if args.serve:
+        return serve(args)
 
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -439,6 +661,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "concurrency": args.concurrency,
         "models": "the gateway at --url" if args.url else args.hub,
+        "client": "own process" if args.url or args.spawn else "the gateway's process",
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     check = None
     if args.url:
@@ -447,6 +671,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.database_url:
             time.sleep(3)  # the gateway writes usage rows from a background thread
             check = check_database(run, args.database_url, args.chat_tenant if args.chat_key else None)
+    elif args.spawn:
+        home = args.home or Path(tempfile.mkdtemp(prefix="concierge-load-"))
+        try:
+            spawned = SpawnedGateway(args, home)
+            with spawned as ready:
+                args.key, args.chat_key = ready["key"], ready["chat_key"]
+                meta["database"] = ready["database_url"].split("@")[-1]
+                server_cpu, client_cpu = cpu_seconds(ready["pid"]), cpu_seconds()
+                run = asyncio.run(drive(args, ready["url"]))
+                run.cpu = {"server_s": cpu_seconds(ready["pid"]) - server_cpu, "client_s": cpu_seconds() - client_cpu}
+            run.server_stats = spawned.stats
+            # The process has exited: every usage row is written.
+            check = check_database(run, ready["database_url"], "load-chat")
+        finally:
+            if not args.home:
+                shutil.rmtree(home, ignore_errors=True)
     else:
         home = args.home or Path(tempfile.mkdtemp(prefix="concierge-load-"))
         os.environ["CONCIERGE_HOME"] = str(home)
@@ -461,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if not args.home:
                 shutil.rmtree(home, ignore_errors=True)
+    meta["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     fig = figures(run)
     print_report(fig, check, meta)
     if args.json:

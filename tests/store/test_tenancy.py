@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,3 +190,80 @@ def test_cli_usage_table_and_json() -> None:
         }
     ]
     assert "No usage" in runner.invoke(_cli(), ["usage", "--tenant", "nobody"]).stdout
+
+
+def test_outbox_appends_that_wait_share_one_commit_and_each_is_on_disk_when_append_returns(home: Path) -> None:
+    outbox = tenancy.UsageOutbox(home / "outbox.sqlite")
+    commit = outbox._commit
+    first_started, others_queued = threading.Event(), threading.Event()
+    n = 12
+
+    def slow_first(rows: list) -> None:
+        if not first_started.is_set():  # hold the first commit until every other append waits behind it
+            first_started.set()
+            assert others_queued.wait(10)
+        commit(rows)
+
+    outbox._commit = slow_first  # type: ignore[method-assign]
+    missing: list[str] = []
+
+    def append(i: int) -> None:
+        outbox.append("usage", f"uid-{i}", "{}")
+        reader = sqlite3.connect(home / "outbox.sqlite")  # another connection sees the row at once
+        try:
+            if reader.execute("SELECT COUNT(*) FROM outbox WHERE uid = ?", (f"uid-{i}",)).fetchone()[0] != 1:
+                missing.append(f"uid-{i}")
+        finally:
+            reader.close()
+
+    threads = [threading.Thread(target=append, args=(0,))]
+    threads[0].start()
+    assert first_started.wait(10)
+    threads += [threading.Thread(target=append, args=(i,)) for i in range(1, n)]
+    for thread in threads[1:]:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(outbox._waiting) < n - 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    others_queued.set()
+    for thread in threads:
+        thread.join(10)
+    assert not missing
+    assert outbox.pending() == n
+    assert outbox.commits == 2  # the first row alone, then the eleven that queued behind it together
+    outbox.close()
+
+
+def test_usage_rows_whose_outbox_commit_fails_are_written_to_the_database_directly() -> None:
+    tenancy.create_tenant("acme")
+    writer = tenancy.UsageWriter()
+
+    def broken(rows: list) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    writer.outbox._commit = broken  # type: ignore[method-assign]
+    threads = [threading.Thread(target=writer.submit, args=(tenancy.UsageRow("acme", "tiny", "chat", 1, 2, 1.0),))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    writer.close()
+    assert tenancy.usage_summary("acme")[0].requests == 8  # every waiter of the failed commit fell back
+
+
+@pytest.mark.parametrize("power_safe", [True, False])
+def test_an_outbox_row_survives_the_process_being_killed_once_append_returns(home: Path, power_safe: bool) -> None:
+    path = home / "killed.sqlite"
+    script = (
+        "import os, signal, sys; from pathlib import Path; from concierge.tenancy import UsageOutbox; "
+        f"box = UsageOutbox(Path({str(path)!r}), power_safe={power_safe}); "
+        "box.append('usage', 'uid-1', '{}'); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ}, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    reader = sqlite3.connect(path)
+    try:
+        assert reader.execute("SELECT uid FROM outbox").fetchall() == [("uid-1",)]
+    finally:
+        reader.close()

@@ -9,6 +9,9 @@ model routers; the shop and support routers are added by :mod:`concierge.server`
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -19,7 +22,7 @@ from concierge.gateway.completions.routes import router as completions_router
 from concierge.gateway.embeddings.routes import router as embeddings_router
 from concierge.gateway.errors import error_body
 from concierge.gateway.health.routes import router as health_router
-from concierge.gateway.http import NO_LABEL, BodyLimit, Call, failure
+from concierge.gateway.http import NO_LABEL, BodyLimit, Call, DirectRoutes, failure
 from concierge.gateway.messages.routes import router as messages_router
 from concierge.gateway.models.routes import router as models_router
 from concierge.gateway.responses.routes import router as responses_router
@@ -38,7 +41,8 @@ _ENDPOINTS = {
 def create_app(hub: ServingHub, settings: GatewaySettings | None = None) -> FastAPI:
     """The gateway app over ``hub`` (the caller owns the hub and closes it)."""
     gw = Gateway(hub, settings or GatewaySettings())
-    app = FastAPI(title="concierge gateway", lifespan=gw.lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="concierge gateway", lifespan=gw.lifespan, docs_url=None, redoc_url=None,
+                  **_telemetry(gw.settings.opentelemetry))
     app.state.gateway = gw
     app.state.metrics = gw.metrics
     app.state.settings = gw.settings
@@ -49,12 +53,26 @@ def create_app(hub: ServingHub, settings: GatewaySettings | None = None) -> Fast
     def rejected_body(path: str) -> None:
         gw.metrics.count_request(NO_LABEL, None, _ENDPOINTS.get(path, "other"), 413)
 
+    # Inner first: the API's plain routes are served from a table (DirectRoutes), inside the body limit.
+    app.add_middleware(DirectRoutes, routes=lambda: app.router.routes)
     app.add_middleware(BodyLimit, max_bytes=gw.settings.max_body_bytes, on_reject=rejected_body)
     for router in (chat_router, completions_router, responses_router, messages_router, embeddings_router, models_router, tokenize_router,
                    health_router):
         app.include_router(router)
     install_error_handlers(app)
     return app
+
+
+def _telemetry(enabled: bool) -> dict[str, Any]:
+    """FastAPI's own OpenTelemetry switch (FastAPI versions that have one).
+
+    Off unless ``GatewaySettings.opentelemetry``: even with no OpenTelemetry provider configured,
+    FastAPI checks for one on every request (environment look-ups), a tenth of a canned chat
+    completion's CPU here (docs/benchmarks.md).
+    """
+    if enabled or "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def install_error_handlers(app: FastAPI) -> None:

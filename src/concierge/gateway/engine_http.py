@@ -13,6 +13,7 @@ meters its calls itself (the hub cannot see them).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -77,11 +78,20 @@ def _error(status: int, content: bytes, where: str) -> ModelError:
     return BadRequestError(message)
 
 
+# One client for every engine call: a client per call built its own SSL context and connection
+# pool, which cost about 20 ms of a 1-token /tokenize (docs/benchmarks.md). No keep-alive: llama.cpp's
+# listener drops idle connections, which a pool would then reuse and fail on; a new loopback
+# connection per call costs a fraction of a millisecond.
+@functools.cache
+def _client() -> httpx.Client:
+    return httpx.Client(trust_env=False, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def post(ep: EngineEndpoint, path: str, body: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:
     if ep.model is not None and "model" in body:
         body = {**body, "model": ep.model}
     try:
-        response = httpx.post(ep.base + path, json=body, headers=ep.headers, timeout=timeout, trust_env=False)
+        response = _client().post(ep.base + path, json=body, headers=ep.headers, timeout=timeout)
     except httpx.HTTPError as exc:
         raise EngineUnavailableError(f"{ep.kind} engine is unreachable: {type(exc).__name__}") from exc
     if response.status_code >= 400:
@@ -94,9 +104,7 @@ def stream(ep: EngineEndpoint, path: str, body: dict[str, Any], timeout: float =
     if ep.model is not None:
         body = {**body, "model": ep.model}
     try:
-        with httpx.Client(timeout=timeout, trust_env=False) as client, client.stream(
-            "POST", ep.base + path, json=body, headers=ep.headers
-        ) as response:
+        with _client().stream("POST", ep.base + path, json=body, headers=ep.headers, timeout=timeout) as response:
             if response.status_code >= 400:
                 raise _error(response.status_code, response.read(), f"{ep.kind} engine")
             for line in response.iter_lines():

@@ -7,17 +7,21 @@ routers mounted on an app without them (a bare FastAPI app in a test) still work
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import logging
 import re
 import secrets
+import threading
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import anyio.to_thread
+import orjson
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
@@ -32,6 +36,7 @@ log = logging.getLogger("concierge.gateway")
 NO_LABEL = "-"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_DONE = "data: [DONE]\n\n"
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "function-after", "NamedToolChoice", "TextPart", "ImagePart"}
 
 
@@ -62,8 +67,8 @@ async def read_json(request: Request) -> Any:
     if not raw.strip():
         raise GatewayError(400, "The request body is empty; send a JSON object.")
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return orjson.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # orjson's error is a JSONDecodeError
         detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "body is not UTF-8"
         raise GatewayError(400, f"Malformed JSON body: {detail}.") from None
     except RecursionError:
@@ -189,9 +194,60 @@ async def admit(request: Request, tenant: str | None, alias: str) -> Slot:
     return await limits.admit(tenant, alias) if limits is not None else Slot(None)
 
 
-async def in_thread(fn: Callable[..., Any], *args: Any, limiter: anyio.CapacityLimiter | None = None) -> Any:
-    """Run blocking work (model calls, database) in a worker thread; the event loop stays free."""
-    return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+class Workers:
+    """Worker threads for blocking calls: at most ``size`` run at once, the rest wait their turn (FIFO).
+
+    A ``concurrent.futures`` pool rather than ``anyio.to_thread``: the hand-off is a C queue and
+    one wake-up instead of a capacity limiter, a condition variable and cancellation checkpoints
+    (15 instead of 40 µs of CPU per call at 16 concurrent here; docs/benchmarks.md).
+    Like ``anyio.to_thread.run_sync``: the call sees the caller's context variables, and a caller
+    cancelled while its call runs waits for the call to end (it may hold a model slot) before the
+    cancellation goes on; a call still queued is dropped.
+    """
+
+    def __init__(self, size: int, name: str = "concierge-worker") -> None:
+        self.size = max(1, size)
+        self.name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                pool = self._pool
+                if pool is None:
+                    pool = self._pool = ThreadPoolExecutor(self.size, thread_name_prefix=self.name)
+        return pool
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        context = contextvars.copy_context()
+        future = self._executor().submit(context.run, fn, *args)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if not future.cancel():  # running: let it finish first
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait([asyncio.wrap_future(future)])
+            raise
+
+    def close(self) -> None:
+        """Let the threads go once idle (a later call starts a new pool); running calls finish."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+
+_DEFAULT_WORKERS = Workers(40, "concierge-io")  # as many as anyio's default limiter
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any, limiter: Workers | None = None) -> Any:
+    """Run blocking work (model calls, database) in a worker thread; the event loop stays free.
+
+    ``limiter``: the pool to run it in (the gateway's, for model calls); else a shared one of 40.
+    """
+    return await (limiter or _DEFAULT_WORKERS).run(fn, *args)
 
 
 # ---- response --------------------------------------------------------------------------------
@@ -231,9 +287,28 @@ def failure(request: Request, exc: BaseException, call: Call) -> JSONResponse:
     return response
 
 
+def dumps(value: Any) -> str:
+    """Compact JSON text (orjson: several times faster than ``json.dumps``, which remains the
+    fallback for what orjson refuses, such as integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class JSONBody(JSONResponse):
+    """A JSON response rendered by orjson (see :func:`dumps`)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content, option=_ORJSON_OPTIONS)
+        except TypeError:
+            return super().render(content)
+
+
 def sse(event: Any) -> str:
     """One server-sent event carrying ``event`` as JSON."""
-    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+    return f"data: {dumps(event)}\n\n"
 
 
 class ClosingStream(StreamingResponse):
@@ -314,3 +389,52 @@ class BodyLimit:
             return await receive()  # later calls wait for http.disconnect, as streaming needs
 
         await self.app(scope, replay, send)
+
+
+def direct(endpoint: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """Mark a route's endpoint as plain: it takes the ``Request`` alone (no dependencies, no
+    parameters for FastAPI to solve) and turns every error into a response itself, so
+    :class:`DirectRoutes` may call it without FastAPI's routing machinery. Put it under the
+    ``@router.post(...)`` line; do not include its router with dependencies."""
+    endpoint.__concierge_direct__ = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+class DirectRoutes:
+    """Serve requests for :func:`direct` endpoints straight from a table, past FastAPI's routing.
+
+    For the gateway's endpoints the router, the per-route exception middleware, the exit stacks
+    and the dependency solver do nothing but cost CPU: about a quarter of a canned chat
+    completion's (docs/benchmarks.md). The table is learnt from the router itself: after a
+    request went through the app, the endpoint the router chose (``scope["endpoint"]``) is
+    recorded for that method and path when it is marked :func:`direct` and the path has no
+    parameters; later requests for that method and path await it directly. So the table never
+    changes which endpoint serves a request, and everything else (other paths, other methods and
+    their 405, a ``root_path``) goes through the app as before. The routes stay registered, so
+    the OpenAPI document is unchanged. Routes added to the app empty the table.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Callable[[], list[Any]]) -> None:
+        self.app = app
+        self.routes = routes
+        self._table: dict[tuple[str, str], Callable[[Request], Any]] = {}
+        self._routes_seen = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("root_path"):
+            await self.app(scope, receive, send)
+            return
+        routes = len(self.routes())
+        if routes != self._routes_seen:
+            self._table.clear()
+            self._routes_seen = routes
+        key = (scope["method"], scope["path"])
+        endpoint = self._table.get(key)
+        if endpoint is not None:
+            response = await endpoint(Request(scope, receive, send))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+        chosen = scope.get("endpoint")
+        if getattr(chosen, "__concierge_direct__", False) and not scope.get("path_params"):
+            self._table[key] = chosen

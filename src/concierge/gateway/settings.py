@@ -34,5 +34,13 @@ class GatewaySettings:
     # request names none) and prompt text in characters (None: no ceiling beyond the context).
     max_tokens_ceiling: int | None = None
     max_prompt_chars: int | None = None
+    # Metering's outbox fsyncs every commit (a metered call survives a power cut); False keeps it
+    # SIGKILL-safe only (the commit reaches the OS, not the disk) and saves the disk's flush time on
+    # every call's latency (docs/reliability.md).
+    metering_power_safe: bool = True
+    # FastAPI's native OpenTelemetry instrumentation (traces, metrics, logs to the providers that
+    # OpenTelemetry is configured with). Off by default: with no provider it only costs CPU on
+    # every request; the gateway's own metrics are on /metrics.
+    opentelemetry: bool = False
     # The most choices one request may ask for (``n``): each is one engine call.
     max_n: int = 8

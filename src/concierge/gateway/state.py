@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 
 from concierge.gateway.auth import KeyAuthenticator
 from concierge.gateway.errors import GatewayError
-from concierge.gateway.http import Call
+from concierge.gateway.http import Call, Workers
 from concierge.gateway.limits import Limits
 from concierge.gateway.metrics import GatewayMetrics
 from concierge.gateway.redact import redact_json
@@ -45,7 +45,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.authn = KeyAuthenticator(ttl_s=settings.key_cache_ttl_s, db_url=settings.database_url)
         self.started = int(time.time())
-        self.limiter = anyio.CapacityLimiter(settings.max_concurrent_calls)
+        self.limiter = Workers(settings.max_concurrent_calls, "concierge-model")  # threads for hub calls
         self.limits = Limits(self.hub, settings)  # per-alias queues and tenant budgets (429 when full)
         self.writer: UsageWriter | None = None
         self.warm_up_status = "off"
@@ -113,7 +113,9 @@ class Gateway:
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
-        self.writer = app.state.usage_writer = UsageWriter(db_url=self.settings.database_url)
+        self.writer = app.state.usage_writer = UsageWriter(
+            db_url=self.settings.database_url, power_safe=self.settings.metering_power_safe
+        )
         detach = _attach_observer(self.hub, self.on_call)
         warmer = None
         if self.settings.warm_up:
@@ -131,6 +133,7 @@ class Gateway:
                 # Let a model load finish: closing the hub under a running llama.cpp call aborts.
                 await anyio.to_thread.run_sync(warmer.join, 60.0)
             detach()
+            self.limiter.close()
             self.writer.close()  # flushes queued usage rows before the process exits
             try:
                 await anyio.to_thread.run_sync(self.limits.flush)  # settle the shared counters

@@ -7,7 +7,6 @@ length, engine down) get their real HTTP status; later ones are reported in-band
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Any
@@ -16,7 +15,7 @@ import anyio
 import anyio.to_thread
 import jsonschema
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from concierge.gateway.chat.fanin import FanIn
 from concierge.gateway.chat.protocol import ChatCompletionRequest, NamedToolChoice
@@ -27,10 +26,12 @@ from concierge.gateway.http import (
     SSE_HEADERS,
     Call,
     ClosingStream,
+    JSONBody,
     authenticate,
     ceilings,
     check_openai_options,
     count,
+    dumps,
     failure,
     in_thread,
     log_unexpected,
@@ -73,7 +74,7 @@ async def chat_completions(request: Request) -> Response:
                 slot.release_unless_handed_over()
         count(request, call, 200)
         gw.log_exchange(call, body, result)
-        return JSONResponse(result)
+        return JSONBody(result)
     except Exception as exc:  # noqa: BLE001  (every failure becomes an OpenAI error body)
         return failure(request, with_limit(exc, gw.hub, call.model), call)
 
@@ -253,7 +254,7 @@ class ChatRenderer:
         if out is None:
             return []
         self.collected.append(out)
-        return [f"data: {json.dumps(out, ensure_ascii=False)}\n\n"]
+        return [f"data: {dumps(out)}\n\n"]
 
     def end(self) -> list[str]:
         return [SSE_DONE]

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from concierge.gateway import engine_http
 from concierge.gateway.chat.handler import ChatRenderer, stream_chat, with_limit
@@ -21,6 +21,7 @@ from concierge.gateway.completions.protocol import CompletionRequest
 from concierge.gateway.errors import GatewayError
 from concierge.gateway.http import (
     Call,
+    JSONBody,
     authenticate,
     ceilings,
     count,
@@ -70,7 +71,7 @@ async def completions(request: Request) -> Response:
         result = await complete_all(gw, call, payload, prompts, n)
         count(request, call, 200)
         gw.log_exchange(call, body, result)
-        return JSONResponse(result)
+        return JSONBody(result)
     except Exception as exc:  # noqa: BLE001
         return failure(request, with_limit(exc, gw.hub, call.model), call)
 

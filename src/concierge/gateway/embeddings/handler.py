@@ -6,7 +6,7 @@ import base64
 
 import numpy as np
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from concierge.gateway.embeddings.protocol import (
     EmbeddingObject,
@@ -15,7 +15,7 @@ from concierge.gateway.embeddings.protocol import (
     EmbeddingUsage,
 )
 from concierge.gateway.errors import GatewayError
-from concierge.gateway.http import Call, authenticate, count, failure, in_thread, parse, read_json
+from concierge.gateway.http import Call, JSONBody, authenticate, count, failure, in_thread, parse, read_json
 from concierge.gateway.state import gateway
 
 
@@ -53,7 +53,7 @@ async def embeddings(request: Request) -> Response:
         )
         count(request, call, 200)
         gw.log_exchange(call, body, {"data": f"{len(vectors)} vectors of {dim}", "usage": result.usage.model_dump()})
-        return JSONResponse(result.model_dump())
+        return JSONBody(result.model_dump())
     except Exception as exc:  # noqa: BLE001
         return failure(request, exc, call)
 

@@ -15,7 +15,7 @@ import secrets
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from concierge.gateway.auth import unauthorized
 from concierge.gateway.chat.handler import chat_events, chat_once, check_chat, with_limit
@@ -23,6 +23,7 @@ from concierge.gateway.chat.protocol import ChatCompletionRequest
 from concierge.gateway.errors import GatewayError, from_exception
 from concierge.gateway.http import (
     Call,
+    JSONBody,
     authenticate,
     ceilings,
     count,
@@ -61,7 +62,7 @@ def _failure(request: Request, exc: BaseException, call: Call) -> Response:
     response = failure(request, exc, call)
     body = json.loads(bytes(response.body))
     headers = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "www-authenticate")}
-    return JSONResponse(anthropic_error(response.status_code, body), status_code=response.status_code, headers=headers)
+    return JSONBody(anthropic_error(response.status_code, body), status_code=response.status_code, headers=headers)
 
 
 async def _authenticate(request: Request, call: Call) -> None:
@@ -169,7 +170,7 @@ async def messages(request: Request) -> Response:
         answer = to_message(result, card.alias)
         count(request, call, 200)
         gw.log_exchange(call, body, answer)
-        return JSONResponse(answer)
+        return JSONBody(answer)
     except Exception as exc:  # noqa: BLE001
         return _failure(request, with_limit(exc, gw.hub, call.model), call)
 
@@ -284,6 +285,6 @@ async def count_tokens(request: Request) -> Response:
         tools = chat_tools(req).get("tools")
         tokens = await in_thread(lambda: count_chat_tokens(gw, card.alias, msgs, tools), limiter=gw.limiter)
         count(request, call, 200)
-        return JSONResponse({"input_tokens": tokens})
+        return JSONBody({"input_tokens": tokens})
     except Exception as exc:  # noqa: BLE001
         return _failure(request, exc, call)

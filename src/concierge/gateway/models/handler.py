@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from concierge.gateway.http import Call, authenticate, count, failure
+from concierge.gateway.http import Call, JSONBody, authenticate, count, failure
 from concierge.gateway.models.protocol import ModelList, ModelObject
 from concierge.gateway.state import gateway
 from concierge.models.hub import ModelCard
@@ -45,7 +45,7 @@ async def list_models(request: Request) -> Response:
             data=[model_object(c, gw.started, operator=operator) for c in gw.hub.models()]
         )
         count(request, call, 200)
-        return JSONResponse({"object": listing.object, "data": [_dump(m) for m in listing.data]})
+        return JSONBody({"object": listing.object, "data": [_dump(m) for m in listing.data]})
     except Exception as exc:  # noqa: BLE001
         return failure(request, exc, call)
 
@@ -58,6 +58,6 @@ async def get_model(request: Request, model: str) -> Response:
         card = gw.hub.card(model)
         call.model = card.alias
         count(request, call, 200)
-        return JSONResponse(_dump(model_object(card, gw.started, operator=principal.scope == "operator")))
+        return JSONBody(_dump(model_object(card, gw.started, operator=principal.scope == "operator")))
     except Exception as exc:  # noqa: BLE001
         return failure(request, exc, call)

@@ -21,13 +21,14 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from concierge.gateway.chat.handler import chat_events, chat_once, check_chat, with_limit
 from concierge.gateway.chat.protocol import ChatCompletionRequest
 from concierge.gateway.errors import GatewayError, from_exception
 from concierge.gateway.http import (
     Call,
+    JSONBody,
     authenticate,
     ceilings,
     count,
@@ -232,7 +233,7 @@ async def create(request: Request) -> Response:
         await in_thread(keep, answer)
         count(request, call, 200)
         gw.log_exchange(call, body, answer)
-        return JSONResponse(answer)
+        return JSONBody(answer)
     except Exception as exc:  # noqa: BLE001
         return failure(request, with_limit(exc, gw.hub, call.model), call)
 
@@ -245,7 +246,7 @@ async def retrieve(request: Request, response_id: str) -> Response:
         tenant = call.tenant or ""
         row = await in_thread(lambda: store.load(gw.settings.database_url, tenant, response_id, param="response_id"))
         count(request, call, 200)
-        return JSONResponse(row.response)
+        return JSONBody(row.response)
     except Exception as exc:  # noqa: BLE001
         return failure(request, exc, call)
 

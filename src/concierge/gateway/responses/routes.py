@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from concierge.gateway.http import direct
 from concierge.gateway.responses import handler
 
 router = APIRouter()
 
 
 @router.post("/v1/responses")
+@direct
 async def create(request: Request) -> Response:
     return await handler.create(request)
 

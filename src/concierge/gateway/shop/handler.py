@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from concierge.gateway.client_messages import conversation_of
 from concierge.gateway.errors import from_exception, is_expected, sse_error
@@ -40,6 +40,7 @@ from concierge.gateway.http import (
     SSE_DONE,
     SSE_HEADERS,
     Call,
+    JSONBody,
     admit,
     authenticate,
     count,
@@ -83,7 +84,7 @@ async def chat(request: Request, shop: ShopSession, model_alias: str) -> Respons
         finally:
             slot.release_unless_handed_over()
         count(request, call, 200)
-        return JSONResponse(answer.to_public())
+        return JSONBody(answer.to_public())
     except Exception as exc:  # noqa: BLE001  (every failure becomes an OpenAI-style error body)
         return failure(request, exc, call)
 
@@ -96,7 +97,7 @@ async def items(request: Request, shop: ShopSession, model_alias: str, kind: str
         find = shop.similar if kind == "similar" else shop.complete_the_look
         found = await in_thread(find, principal.tenant, req.catalog, req.product_id, req.k)
         count(request, call, 200)
-        return JSONResponse(ShopItems(product_id=req.product_id, data=found).model_dump())
+        return JSONBody(ShopItems(product_id=req.product_id, data=found).model_dump())
     except Exception as exc:  # noqa: BLE001
         return failure(request, exc, call)
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from concierge.gateway.client_messages import messages_schema
+from concierge.shop.query.structured import STRUCTURED_QUERY_SCHEMA
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
@@ -17,9 +18,14 @@ class _Strict(BaseModel):
 
 
 class ShopChatRequest(_Strict):
+    # A request carries a message, a stateless client's messages, or the edited filters (OpenAPI says so).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"anyOf": [{"required": ["message"]}, {"required": ["messages"]}, {"required": ["query"]}]},
+    )
     # The filters to search with instead of reading the message: the ``query`` of the last answer as
     # the shopper edited it (a filter removed, a price changed). The message may then be left out.
-    query: dict[str, Any] | None = None
+    query: dict[str, Any] | None = Field(default=None, json_schema_extra=STRUCTURED_QUERY_SCHEMA)
     # One of message (a turn; with conversation_id to continue) or messages (a stateless client's
     # whole conversation): checked by concierge.gateway.client_messages.conversation_of.
     message: str | None = Field(default=None, max_length=4000)

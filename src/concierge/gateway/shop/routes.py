@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from concierge.gateway.http import direct
 from concierge.gateway.shop import handler
 from concierge.gateway.shop.protocol import ShopAnswerBody, ShopChatRequest, ShopItemRequest, ShopItems
 from concierge.shop.session import ShopSession
@@ -34,14 +35,17 @@ def shop_router(shop: ShopSession, *, model_alias: str | None = None) -> APIRout
     listed = {200: {"model": ShopItems, "description": "The products."}}
 
     @router.post("/v1/shop/chat", openapi_extra=json_body(ShopChatRequest), responses=answer)
+    @direct
     async def shop_chat(request: Request) -> Response:
         return await handler.chat(request, shop, alias)
 
     @router.post("/v1/shop/similar", openapi_extra=json_body(ShopItemRequest), responses=listed)
+    @direct
     async def shop_similar(request: Request) -> Response:
         return await handler.items(request, shop, alias, "similar")
 
     @router.post("/v1/shop/complete-the-look", openapi_extra=json_body(ShopItemRequest), responses=listed)
+    @direct
     async def shop_complete_the_look(request: Request) -> Response:
         return await handler.items(request, shop, alias, "complete")
 

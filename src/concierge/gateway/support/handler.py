@@ -18,10 +18,20 @@ counts only for a proposal it made itself and the client showed unchanged
 from __future__ import annotations
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from concierge.gateway.client_messages import conversation_of
-from concierge.gateway.http import Call, admit, authenticate, count, failure, in_thread, parse, read_json
+from concierge.gateway.http import (
+    Call,
+    JSONBody,
+    admit,
+    authenticate,
+    count,
+    failure,
+    in_thread,
+    parse,
+    read_json,
+)
 from concierge.gateway.support.protocol import SupportChatRequest
 from concierge.support.session import SupportSession
 
@@ -49,6 +59,6 @@ async def chat(request: Request, support: SupportSession, model_alias: str) -> R
         finally:
             slot.release()
         count(request, call, 200)
-        return JSONResponse({"object": "support.turn", **turn.to_dict()})
+        return JSONBody({"object": "support.turn", **turn.to_dict()})
     except Exception as exc:  # noqa: BLE001  (every failure becomes an OpenAI-style error body)
         return failure(request, exc, call)

@@ -10,7 +10,10 @@ from concierge.gateway.client_messages import messages_schema
 
 
 class SupportChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # A request carries a message or a stateless client's messages (OpenAPI says so).
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"anyOf": [{"required": ["message"]}, {"required": ["messages"]}]}
+    )
     # One of message (a turn; with conversation_id to continue) or messages (a stateless client's
     # whole conversation): checked by concierge.gateway.client_messages.conversation_of.
     message: str | None = Field(default=None, min_length=1, max_length=4000)

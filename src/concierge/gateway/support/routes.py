@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from concierge.gateway.http import direct
 from concierge.gateway.support import handler
 from concierge.gateway.support.protocol import SupportChatRequest, SupportTurnBody
 from concierge.support.session import SupportSession
@@ -23,6 +24,7 @@ def support_router(support: SupportSession, *, model_alias: str | None = None) -
 
     @router.post("/v1/support/chat", openapi_extra=body,
                  responses={200: {"model": SupportTurnBody, "description": "The agent's turn."}})
+    @direct
     async def support_chat(request: Request) -> Response:
         return await handler.chat(request, support, alias)
 

@@ -12,11 +12,11 @@ import json
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from concierge.gateway import engine_http
 from concierge.gateway.errors import GatewayError
-from concierge.gateway.http import Call, authenticate, count, failure, in_thread, parse, read_json
+from concierge.gateway.http import Call, JSONBody, authenticate, count, failure, in_thread, parse, read_json
 from concierge.gateway.state import Gateway, gateway
 from concierge.gateway.tokenize.protocol import (
     DetokenizeRequest,
@@ -42,7 +42,7 @@ async def tokenize(request: Request) -> Response:
         tokens = await in_thread(lambda: _tokenize(gw, card.alias, req), limiter=gw.limiter)
         count(request, call, 200)
         answer = TokenizeResponse(count=len(tokens), max_model_len=card.context_length, tokens=tokens)
-        return JSONResponse(answer.model_dump())
+        return JSONBody(answer.model_dump())
     except Exception as exc:  # noqa: BLE001
         return failure(request, exc, call)
 
@@ -82,7 +82,7 @@ async def detokenize(request: Request) -> Response:
         card = _card(gw, req.model, call)
         text = await in_thread(lambda: _detokenize(gw, card.alias, req.tokens), limiter=gw.limiter)
         count(request, call, 200)
-        return JSONResponse(DetokenizeResponse(prompt=text).model_dump())
+        return JSONBody(DetokenizeResponse(prompt=text).model_dump())
     except Exception as exc:  # noqa: BLE001
         return failure(request, exc, call)
 

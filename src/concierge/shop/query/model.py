@@ -17,6 +17,16 @@ from concierge.shop.query.vocabulary import ShopVocabulary, normalise_text, phra
 from concierge.shop.search import tokenize
 
 
+def model_validator(vocab: ShopVocabulary) -> Any:
+    """A compiled validator of :func:`model_schema` (built once per vocabulary)."""
+    cached = getattr(vocab, "_validator", None)
+    if cached is None:
+        schema = model_schema(vocab)
+        cached = jsonschema.validators.validator_for(schema)(schema)
+        vocab._validator = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def model_schema(vocab: ShopVocabulary) -> dict[str, Any]:
     """The JSON schema the model decodes under: small, bounded, every field required (grammar-friendly)."""
     if vocab._schema is None:
@@ -108,7 +118,7 @@ def sanitize_model_output(
     except (json.JSONDecodeError, TypeError):
         return None, ["not JSON"]
     try:
-        jsonschema.validate(data, model_schema(vocab))
+        model_validator(vocab).validate(data)
     except jsonschema.ValidationError as exc:
         return None, [f"schema: {exc.message[:120]}"]
     d = TurnDelta(source="model")

@@ -72,12 +72,14 @@ class StructuredQuery(BaseModel):
 
 
 STRUCTURED_QUERY_SCHEMA: dict[str, Any] = StructuredQuery.model_json_schema()
+# Checked once here, not on every call (jsonschema.validate re-checks the schema itself each time).
+_QUERY_VALIDATOR = jsonschema.validators.validator_for(STRUCTURED_QUERY_SCHEMA)(STRUCTURED_QUERY_SCHEMA)
 
 
 def validate_query_dict(data: Any) -> StructuredQuery:
     """A StructuredQuery from a dict (e.g. conversation state); ShopRequestError if it does not fit."""
     try:
-        jsonschema.validate(data, STRUCTURED_QUERY_SCHEMA)
+        _QUERY_VALIDATOR.validate(data)
         return StructuredQuery.model_validate(data)
     except (jsonschema.ValidationError, ValueError) as exc:
         raise ShopRequestError(

@@ -288,6 +288,7 @@ class ShopVocabulary:
         self.typos = self._build_typo_fixer()
         self._prompt_cache: dict[tuple[int, int], str] = {}
         self._schema: dict[str, Any] | None = None
+        self._validator: Any = None
 
     # -- construction helpers -----------------------------------------------------------------
 
