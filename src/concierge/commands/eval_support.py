@@ -271,6 +271,8 @@ def _evaluate_agent(
         raise _fail("error: --actions applies to --mode agent")
     if lead is not None and mode != "guided":
         raise _fail("error: --lead applies to --mode guided")
+    if lead == "model" and model is None:
+        raise _fail("error: --lead model needs --model (the alias whose commands lead)")
     if trials < 1:
         raise _fail("error: --trials must be at least 1")
     if limit is not None and limit < 1:
