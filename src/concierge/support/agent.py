@@ -167,12 +167,16 @@ class ToolAgent:
         history = max(1000, min(self.max_history_chars, budget - len(system) - len(json.dumps(tools))))
         return system, tools, history
 
-    def system_prompt(self, guard: Guard) -> str:
-        who = (
-            f"The customer has been identified as user id {guard.user_id}."
-            if guard.user_id
-            else "The customer has not been identified yet."
-        )
+    def system_prompt(self, guard: Guard | None) -> str:
+        """The policy prompt. Tools mode says who the customer is; constrained mode (``guard`` None)
+        keeps one prompt for the whole conversation, as its training data has it (the identification
+        is in the history), so llama.cpp reuses the cached prompt from step to step."""
+        if guard is None:
+            who = "Identify the customer with the tools first; their results show who the customer is."
+        elif guard.user_id:
+            who = f"The customer has been identified as user id {guard.user_id}."
+        else:
+            who = "The customer has not been identified yet."
         return (
             f"You are a customer service agent for the {self.domain.name} domain. Follow the policy below "
             "exactly. Use the tools to look things up and to make changes; never invent information. "
@@ -247,9 +251,10 @@ class ToolAgent:
         self, guard: Guard, messages: list[dict[str, Any]], result: TurnResult
     ) -> dict[str, Any]:
         """The model's next step as an assistant message (``content`` and/or ``tool_calls``)."""
-        system, tools, history_chars = self._budget(self.system_prompt(guard))
+        constrained = self.actions == "constrained"
+        system, tools, history_chars = self._budget(self.system_prompt(None if constrained else guard))
         history = self._history(messages, history_chars)
-        if self.actions == "constrained":
+        if constrained:
             return self._constrained_step(system, history, result, must_answer=_stuck(result.actions))
         request = {
             "messages": [{"role": "system", "content": system}, *history],
@@ -266,6 +271,10 @@ class ToolAgent:
         response = self.hub.chat(self.alias, request, tenant=self.tenant)
         add_usage(result.usage, response, time.perf_counter() - started)
         return response
+
+    def constrained_system(self) -> str:
+        """The whole system prompt of a constrained step (policy, cut to fit, and the action rules)."""
+        return self._budget(self.system_prompt(None))[0]
 
     def constrained_request(
         self, system: str, history: list[dict[str, Any]], *, message_only: bool = False
