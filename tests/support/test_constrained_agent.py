@@ -148,7 +148,12 @@ def test_the_option_decides_the_request_shape() -> None:
     assert "tools" not in small and small["response_format"]["json_schema"]["name"] == "agent_action"
     variants = small["response_format"]["json_schema"]["schema"]["anyOf"]
     names = sorted(v["properties"]["name"]["const"] for v in variants if "name" in v["properties"])
-    assert names == sorted(t["function"]["name"] for t in domain.openai_tools() if t["function"]["name"] != "transfer_to_human_agents")
+    # Not identified yet: only the tools the guard lets through before identification.
+    assert names == ["calculate", "find_guest_by_email", "get_listing_details", "search_listings"]
+    assert [v["properties"]["action"]["const"] for v in variants if "name" not in v["properties"]] == [
+        "message",
+        "transfer",
+    ]
     assert "# Tools\n- find_guest_by_email(email)" in small["messages"][0]["content"]
 
 
@@ -156,6 +161,20 @@ def _constrained(domain: Any, *outputs: Any) -> tuple[ToolAgent, ScriptedHub]:
     hub = ScriptedHub(*[json.dumps(o) if isinstance(o, dict) and "action" in o else o for o in outputs],
                       default=json.dumps({"action": "message", "content": "Anything else?"}))
     return ToolAgent(domain, hub, "a", rules=guard_rules("homestay"), actions="constrained", max_steps=6), hub
+
+
+def test_the_grammar_offers_the_tools_the_guard_would_consider() -> None:
+    domain = load_domain("homestay")
+    find = {"action": "tool", "name": "find_guest_by_email", "arguments": {"email": EMAIL}}
+    agent, hub = _constrained(domain, find, {"action": "message", "content": "Found you."})
+    agent.respond({}, f"I'm {EMAIL}")
+    def tools(request: dict[str, Any]) -> set[str]:
+        anyof = request["response_format"]["json_schema"]["schema"]["anyOf"]
+        return {v["properties"]["name"]["const"] for v in anyof if "name" in v["properties"]}
+    everything = {t["function"]["name"] for t in domain.openai_tools()} - {"transfer_to_human_agents"}
+    assert "cancel_reservation" not in tools(hub.requests[0])
+    # Identified: every account tool, no identification tool.
+    assert tools(hub.requests[1]) == everything - {"find_guest_by_email"}
 
 
 def test_guardrails_judge_constrained_calls() -> None:

@@ -70,7 +70,7 @@ def _run_loop(text: str) -> Loop | None:
                 start = i - run  # first word of the first copy
                 copies = (run + period) // period
                 first_end = matches[start + period - 1].end()
-                last_end = matches[start + copies * period - 1].end()
+                last_end = matches[start + run + period - 1].end()  # a partial last copy goes too
                 if best is None or first_end < best.start:
                     best = Loop(first_end, last_end, text[matches[start].start() : first_end], copies)
                 break
@@ -115,7 +115,10 @@ def remove_loops(text: str) -> tuple[str, bool]:
         if loop is None:
             break
         looped = True
-        text = text[: loop.start] + text[loop.end :]
+        tail = text[loop.end :]
+        if len(tail.strip()) < len(loop.unit) and not re.search(r"[.!?]", tail):
+            tail = ""  # the loop ran into max_tokens: what follows is a cut-off fragment of it
+        text = text[: loop.start] + tail
     sentences = _sentence_loop(text)
     if sentences is not None:
         looped = True

@@ -135,6 +135,12 @@ class ToolAgent:
         self._transfer_tool = handoff_tool(domain, self.rules.handoff_tools)
         if self.actions == "constrained":
             self.action_schema = action_schema(domain, self.rules.handoff_tools)
+            # Before the customer is identified the guard refuses every account tool, so the grammar
+            # offers only the tools it would let through (the guard still checks each call).
+            # Once identified, identification tools are refused ("already identified"): left out too.
+            before = set(self.rules.identify_tools) | set(self.rules.open_tools) | set(self.rules.claim_tools)
+            self.unidentified_schema = _only(self.action_schema, lambda name: name in before)
+            self.identified_schema = _only(self.action_schema, lambda name: name not in self.rules.identify_tools)
             self._parser = ActionParser(self.action_schema)
             self._instructions = action_instructions(domain, self.rules.handoff_tools)
 
@@ -255,7 +261,8 @@ class ToolAgent:
         system, tools, history_chars = self._budget(self.system_prompt(None if constrained else guard))
         history = self._history(messages, history_chars)
         if constrained:
-            return self._constrained_step(system, history, result, must_answer=_stuck(result.actions))
+            schema = self.step_schema(guard, must_answer=_stuck(result.actions))
+            return self._constrained_step(system, history, result, schema)
         request = {
             "messages": [{"role": "system", "content": system}, *history],
             "tools": tools,
@@ -276,11 +283,27 @@ class ToolAgent:
         """The whole system prompt of a constrained step (policy, cut to fit, and the action rules)."""
         return self._budget(self.system_prompt(None))[0]
 
+    def step_schema(self, guard: Guard, *, must_answer: bool = False) -> dict[str, Any]:
+        """The schema this step decodes under: the tools the guard would consider now.
+
+        Before the customer is identified (where the domain requires it) only identification and
+        open tools; after it, no identification tools; ``must_answer`` (the turn's last two calls,
+        to one tool, failed): a message only, so the model tells the customer instead of spending
+        its steps on the same refused call. The guard still checks every call."""
+        if must_answer:
+            return {"anyOf": self.action_schema["anyOf"][:1]}
+        if guard.user_id is None and self.rules.require_identity:
+            return self.unidentified_schema
+        if guard.user_id is not None:
+            return self.identified_schema
+        return self.action_schema
+
     def constrained_request(
-        self, system: str, history: list[dict[str, Any]], *, message_only: bool = False
+        self, system: str, history: list[dict[str, Any]], schema: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """The chat request for one constrained step: the rendered history under the action schema."""
-        schema = {"anyOf": self.action_schema["anyOf"][:1]} if message_only else self.action_schema
+        """The chat request for one constrained step: the rendered history under ``schema`` (default:
+        every action)."""
+        schema = schema or self.action_schema
         return {
             "messages": [
                 {"role": "system", "content": system},
@@ -295,13 +318,11 @@ class ToolAgent:
         }
 
     def _constrained_step(
-        self, system: str, history: list[dict[str, Any]], result: TurnResult, *, must_answer: bool = False
+        self, system: str, history: list[dict[str, Any]], result: TurnResult, schema: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """One action under the grammar; an invalid one (cut by max_tokens) is retried once, then the
-        agent asks the customer to say more rather than act on it. ``must_answer`` (the last two
-        calls, to one tool, failed): only a message is allowed, so the model tells the customer
-        instead of spending its steps on the same refused call."""
-        request = self.constrained_request(system, history, message_only=must_answer)
+        agent asks the customer to say more rather than act on it."""
+        request = self.constrained_request(system, history, schema)
         for attempt in range(2):
             if attempt:
                 request = {**request, "temperature": max(0.7, self.temperature), "seed": attempt}
@@ -400,6 +421,16 @@ def _context_length(hub: ChatHub, alias: str) -> int | None:
     except ModelError:  # an alias the hub does not know: no budget
         return None
     return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def _only(schema: dict[str, Any], keep: Any) -> dict[str, Any]:
+    """The action schema with only the tool variants whose name ``keep`` accepts (messages and
+    transfers stay)."""
+    return {
+        "anyOf": [
+            v for v in schema["anyOf"] if "name" not in v["properties"] or keep(v["properties"]["name"]["const"])
+        ]
+    }
 
 
 def _finish(response: dict[str, Any]) -> str | None:
