@@ -128,7 +128,7 @@ class ToolAgent:
         self.max_history_chars = max_history_chars
         self._full_tools = domain.openai_tools()
         self.context_length = _context_length(hub, alias)
-        self.actions = actions or _alias_option(hub, alias, "actions", "tools")
+        self.actions = actions or alias_option(hub, alias, "actions") or "tools"
         if self.actions not in ACTION_MODES:
             raise ValueError(f"actions must be one of {', '.join(ACTION_MODES)}, not {self.actions!r}")
         self.max_reply_chars = max_reply_chars
@@ -445,15 +445,16 @@ def _stuck(actions: list[dict[str, Any]]) -> bool:
     return not a.get("ok") and not b.get("ok") and a.get("tool") == b.get("tool")
 
 
-def _alias_option(hub: ChatHub, alias: str, option: str, default: str) -> str:
-    """An alias's support option (``actions``, ``guided_lead``) from its model card, else ``default``."""
+def alias_option(hub: ChatHub | None, alias: str | None, option: str) -> str | None:
+    """An alias's support option from its model card: ``actions`` (tools | constrained) or
+    ``guided_lead`` (rules | model); None for a chat-only hub or an alias it does not know."""
     if not isinstance(hub, ServingHub) or not alias:
-        return default
+        return None
     try:
-        value = getattr(hub.card(alias), option, None)
+        card = hub.card(alias)
     except ModelError:
-        return default
-    return value if isinstance(value, str) and value else default
+        return None
+    return {"actions": card.actions, "guided_lead": card.guided_lead}[option]
 
 
 def _compact_tool(tool: dict[str, Any]) -> dict[str, Any]:

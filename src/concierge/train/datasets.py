@@ -11,8 +11,8 @@ turns, and the last message is always the assistant's) plus fields of its kind:
   :func:`command_messages` of the transcript plus the command as JSON.
 * ``agent``: ``{"kind": "agent", "id", "task_id", "messages": [...], "tools": [...]}`` — a
   tool-calling trajectory (assistant ``tool_calls`` and ``tool`` results) from a gold replay.
-* ``agent_actions``: ``{"kind": "agent_actions", "id", "task_id", "source": "gold" | "transcript" |
-  "teacher", "format": "concierge-action-v1", "messages": [{role, content}]}`` — a whole conversation
+* ``agent_actions``: ``{"kind": "agent_actions", "id", "task_id", "source": "gold" | "transcript",
+  "format": "concierge-action-v1", "messages": [{role, content}]}`` — a whole conversation
   as the constrained agent (``actions: constrained``) reads it: ``messages[0]`` is its system prompt
   (policy and action rules), ``user`` turns are the customer's or ``TOOL RESULT <tool>: ...`` lines,
   and every ``assistant`` turn is one action, exactly ``{"action":"tool","name","arguments"}``,

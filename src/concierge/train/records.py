@@ -97,7 +97,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "kind": {"const": "agent_actions"},
             "id": {"type": "string", "minLength": 1},
             "task_id": {"type": "string"},
-            "source": {"enum": ["gold", "transcript", "teacher"]},
+            "source": {"enum": ["gold", "transcript"]},
             "format": {"const": "concierge-action-v1"},
             "messages": {
                 "type": "array",

@@ -18,7 +18,7 @@ from typing import Any
 
 from concierge.models.engine import ChatHub
 from concierge.models.replies import bound_reply
-from concierge.support.agent import TurnResult, add_usage, current_turn
+from concierge.support.agent import TurnResult, add_usage, alias_option, current_turn
 from concierge.support.grounding import Evidence, conditional_clause, ungrounded
 from concierge.support.guardrails import Guard, is_affirmative, is_negative, result_text, tool_kind
 from concierge.support.guided.command import (
@@ -76,12 +76,6 @@ def _last_agent(messages: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _alias_lead(hub: Any, alias: str | None) -> str:
-    from concierge.support.agent import _alias_option
-
-    return _alias_option(hub, alias or "", "guided_lead", "rules")
-
-
 class _Pause(Exception):
     """A step is waiting for the customer (a question or a confirmation)."""
 
@@ -129,7 +123,7 @@ class GuidedAgent:
         self.max_flow_runs = max_flow_runs
         self._trained_prompt: bool | None = None
         # Who decides the command (rules | model): given, else the alias's guided_lead, else rules.
-        self.lead = lead or (_alias_lead(hub, alias) if self.use_model else "rules")
+        self.lead = lead or (alias_option(hub, alias, "guided_lead") if self.use_model else None) or "rules"
 
     # -- commands
 
