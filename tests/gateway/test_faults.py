@@ -132,7 +132,7 @@ def hub(upstream: LiveServer, down_url: str) -> Iterator[ModelHub]:
                     "served_name": "flaky",
                     "api_key_env": UPSTREAM_KEY_ENV,
                 },
-                "crashy": {"gguf": "/not/loaded/crashy.gguf"},
+                "crashy": {"gguf": "/not/loaded/crashy.gguf", "actions": "tools"},  # it answers in plain text
             }
         }
     )

@@ -84,11 +84,45 @@ def eval_support(
         str | None,
         typer.Option("--judge", help="model alias grading τ²'s NL assertions (without it: not scored)"),
     ] = None,
+    actions: Annotated[
+        str | None,
+        typer.Option(
+            "--actions",
+            help="agent mode: tools (OpenAI tools format) or constrained (one JSON action per step); "
+            "default: the alias's actions option",
+        ),
+    ] = None,
+    lead: Annotated[
+        str | None,
+        typer.Option(
+            "--lead",
+            help="guided mode: rules (rules decide, the model fills gaps) or model (the model decides, "
+            "rules are the fallback); default: the alias's guided_lead option",
+        ),
+    ] = None,
+    task_ids: Annotated[
+        list[str] | None,
+        typer.Option("--task-id", help="evaluate only these task ids (repeatable)"),
+    ] = None,
 ) -> None:
     """Evaluate a support domain on tasks. With --replay-gold: check the gold actions' outcomes."""
     if not replay_gold:
         _evaluate_agent(
-            domain, data_dir, tasks, mode, user, model, trials, json_out, limit, user_model, max_turns, judge
+            domain,
+            data_dir,
+            tasks,
+            mode,
+            user,
+            model,
+            trials,
+            json_out,
+            limit,
+            user_model,
+            max_turns,
+            judge,
+            actions=actions,
+            lead=lead,
+            task_ids=task_ids,
         )
         return
 
@@ -213,6 +247,10 @@ def _evaluate_agent(
     user_model: str | None,
     max_turns: int,
     judge: str | None = None,
+    *,
+    actions: str | None = None,
+    lead: str | None = None,
+    task_ids: list[str] | None = None,
 ) -> None:
     """Run the support agent (agent or guided mode) against simulated customers; τ² scoring."""
     from concierge.evals.support_eval import evaluate
@@ -225,6 +263,16 @@ def _evaluate_agent(
         raise _fail(f"error: --mode must be agent or guided, not {mode!r}")
     if user not in ("scripted", "cautious", "llm"):
         raise _fail(f"error: --user must be scripted, cautious or llm, not {user!r}")
+    if actions is not None and actions not in ("tools", "constrained"):
+        raise _fail(f"error: --actions must be tools or constrained, not {actions!r}")
+    if lead is not None and lead not in ("rules", "model"):
+        raise _fail(f"error: --lead must be rules or model, not {lead!r}")
+    if actions is not None and mode != "agent":
+        raise _fail("error: --actions applies to --mode agent")
+    if lead is not None and mode != "guided":
+        raise _fail("error: --lead applies to --mode guided")
+    if lead == "model" and model is None:
+        raise _fail("error: --lead model needs --model (the alias whose commands lead)")
     if trials < 1:
         raise _fail("error: --trials must be at least 1")
     if limit is not None and limit < 1:
@@ -242,6 +290,13 @@ def _evaluate_agent(
         task_list = load_tasks(task_file)
     except (ValueError, OSError, KeyError) as exc:
         raise _fail(f"error: {exc}") from None
+    if task_ids:
+        known = {str(t.id) for t in task_list}
+        unknown = [i for i in task_ids if i not in known]
+        if unknown:
+            raise _fail(f"error: task id {unknown[0]!r} is not in {task_file}")
+        wanted = set(task_ids)
+        task_list = [t for t in task_list if str(t.id) in wanted]
     hub = None
     alias = model
     needs_model = mode == "agent" or user == "llm" or model is not None or judge is not None
@@ -288,6 +343,8 @@ def _evaluate_agent(
                 out=json_out,
                 progress=lambda done, total: progress.update(bar, completed=done),
                 judge=judge,
+                actions=actions,
+                lead=lead,
             )
     except (ValueError, OSError) as exc:
         raise _fail(f"error: {exc}") from None
@@ -298,8 +355,10 @@ def _evaluate_agent(
     ks = ", ".join(
         f"{result['pass_labels'][f'pass^{k}']}={result[f'pass^{k}']:.3f}" for k in range(1, trials + 1)
     )
+    how = f" ({result['actions']} actions)" if result.get("actions") else ""
+    how += f" ({result['lead']}-led)" if result.get("lead") else ""
     out.print(
-        f"{domain} {mode} mode, user {result['user']}, model {alias or '(rules only)'}: {ks} over "
+        f"{domain} {mode} mode{how}, user {result['user']}, model {alias or '(rules only)'}: {ks} over "
         f"{result['n_tasks']} tasks x {trials}; do-nothing floor {result['floor']:.3f}; "
         f"{result['tokens_per_conversation']:.0f} tokens and {result['seconds_per_conversation']:.1f}s per conversation"
     )
@@ -309,6 +368,10 @@ def _evaluate_agent(
         f"writes: precision {precision} ({m['conversations_with_write']} conversations wrote), "
         f"harmful-write rate {m['harmful_write_rate']:.3f}, missed writes {m['missed_writes']}; "
         f"handoffs {m['handoffs']}; {m['questions_per_conversation']:.2f} questions per conversation"
+    )
+    out.print(
+        f"tool calls {result['tool_calls']}, invalid actions {result['invalid_actions']}, "
+        f"looped replies cut {result['looped_replies']}"
     )
     if json_out is not None:
         out.print(f"wrote {json_out} (transcripts in {result.get('transcripts')})")

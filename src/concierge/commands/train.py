@@ -48,7 +48,9 @@ def dataset(
         str,
         typer.Option(
             "--kind",
-            help="guided (commands), agent (tool-calling trajectories) or shop (query understanding)",
+            help="guided (commands), agent (tool-calling trajectories), agent_actions (whole conversations "
+            "in the constrained action format), sampled (passed conversations of an evaluation: --tasks is "
+            "its transcripts folder) or shop (query understanding)",
         ),
     ],
     tasks: Annotated[

@@ -155,8 +155,8 @@ def run_conversation(agent: Any, user: Any, max_turns: int = 20) -> dict[str, An
             error = f"{type(exc).__name__}: {exc}"
             turns.append({"user": text, "agent": None, "error": error})
             break
-        for key in ("prompt_tokens", "completion_tokens", "model_calls"):
-            usage[key] += int(result.usage.get(key, 0))
+        for key in ("prompt_tokens", "completion_tokens", "model_calls", "invalid_actions", "looped_replies"):
+            usage[key] = usage.get(key, 0) + int(result.usage.get(key, 0))
         usage["model_seconds"] += float(result.usage.get("seconds", 0.0))
         turns.append(
             {
@@ -208,11 +208,14 @@ def evaluate(
     progress: Progress | None = None,
     use_model: bool = True,
     judge: str | None = None,
+    actions: str | None = None,
+    lead: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``mode`` ("agent" | "guided") with a ``user`` simulator ("scripted" | "cautious" | "llm").
 
     ``user_alias`` is the model playing the customer for ``user="llm"`` (default: ``model_alias``).
     ``judge`` is the hub alias grading NL assertions; without it NL_ASSERTION is not scored.
+    ``actions`` (agent mode) and ``lead`` (guided mode) override the alias's deployment options.
     With ``out`` the summary is written there and one transcript per conversation goes to
     ``<out stem>_transcripts/``.
     """
@@ -237,6 +240,7 @@ def evaluate(
         transcripts.mkdir(parents=True, exist_ok=True)
     user_model = user_alias or model_alias
     rows: list[dict[str, Any]] = []
+    agent_settings: dict[str, Any] = {}
     successes: list[int] = []
     floor_hits = 0
     covered: set[str] = set()
@@ -254,7 +258,13 @@ def evaluate(
             domain = factory()
             domain.apply_initial_state(task.initial_state)
             start_db = domain.snapshot()
-            agent = build_agent(domain, mode, hub, model_alias, max_steps=max_steps, use_model=use_model)
+            agent = build_agent(
+                domain, mode, hub, model_alias, max_steps=max_steps, use_model=use_model, actions=actions, lead=lead
+            )
+            if not agent_settings:
+                agent_settings.update(
+                    {"actions": getattr(agent, "actions", None), "lead": getattr(agent, "lead", None)}
+                )
             simulator = make_user(user, task, hub=hub, alias=user_model, max_turns=max_turns)
             convo = run_conversation(agent, simulator, max_turns=max_turns)
             final_hash = domain.db_hash()
@@ -300,6 +310,8 @@ def evaluate(
                 "completion_tokens": convo["usage"]["completion_tokens"],
                 "model_calls": convo["usage"]["model_calls"],
                 "model_seconds": round(convo["usage"]["model_seconds"], 3),
+                "invalid_actions": convo["usage"].get("invalid_actions", 0),
+                "looped_replies": convo["usage"].get("looped_replies", 0),
                 "user_tokens": int(
                     simulator.usage.get("prompt_tokens", 0) + simulator.usage.get("completion_tokens", 0)
                 ),
@@ -344,6 +356,8 @@ def evaluate(
             "floor": round(floor_hits / len(task_list), 4),
             "model": model_alias,
             "mode": mode,
+            **({"actions": agent_settings.get("actions")} if mode == "agent" else {}),
+            **({"lead": agent_settings.get("lead")} if mode == "guided" else {}),
             "user": user if user != "llm" else f"llm:{user_model}",
             "domain": domain_name,
             "n_tasks": len(task_list),
@@ -352,6 +366,9 @@ def evaluate(
             "tokens_per_conversation": round(sum(r["tokens"] for r in rows) / n_rows, 1),
             "seconds_per_conversation": round(sum(r["seconds"] for r in rows) / n_rows, 3),
             "turns_per_conversation": round(sum(r["turns"] for r in rows) / n_rows, 2),
+            "tool_calls": sum(r["tool_calls"] for r in rows),
+            "invalid_actions": sum(r["invalid_actions"] for r in rows),
+            "looped_replies": sum(r["looped_replies"] for r in rows),
             "metrics": run_metrics(rows),
             "tasks": rows,
         }

@@ -27,6 +27,16 @@ restores llama.cpp's grammar, which allows free whitespace between JSON tokens::
 
       pretty-bot: {model: qwen3-4b, gguf: /models/Qwen3-4B-Q4_K_M.gguf, json_whitespace: true}
 
+The support agent takes its actions from an alias in one of two ways (``actions:``): ``tools``, the
+OpenAI tools format that large models are trained on, or ``constrained``, one JSON action per step
+(a tool call with valid arguments, a message or a transfer) decoded under a grammar built from the
+domain's tools, which a small model can drive. Unset, embedded llama.cpp models (``gguf``,
+``embedded``) are constrained and upstream or plugin engines use tools. ``guided_lead:`` says who
+decides guided mode's command: ``rules`` (default: the rules' intent, the model fills slots they
+missed) or ``model`` (the model's command, the rules only where its output is invalid or empty)::
+
+      support-agent: {model: qwen3-4b, gguf: /models/Qwen3-4B-Q4_K_M.gguf, actions: tools, guided_lead: model}
+
 Nothing is downloaded at run time: a missing GGUF is reported with the command that would
 fetch it.
 
@@ -70,6 +80,8 @@ EMBEDDED = {
 }
 SOURCES = ("gguf", "url", "embedded", "engine")
 REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
+AGENT_ACTIONS = ("tools", "constrained")  # support agent mode: OpenAI tools, or one JSON action per step
+GUIDED_LEADS = ("rules", "model")  # guided mode: who decides the command
 # The engines concierge registers itself (models/plugin.py); a deployment names them through gguf:/url:/embedded:.
 BUILTIN_ENGINES = ("llama.cpp", "openai-upstream", "onnx-embedding")
 DEFAULT_N_CTX = 4096  # LlamaCppEngine defaults; n_ctx is split evenly over n_parallel slots
@@ -96,6 +108,8 @@ _KEYS = {
     "reasoning_format",
     "chat_template",
     "json_whitespace",
+    "actions",
+    "guided_lead",
     "parse",
     "in_house",
     "provenance",
@@ -137,6 +151,8 @@ class AliasSpec:
     reasoning_format: str | None = None
     chat_template: str | None = None
     json_whitespace: bool = False  # llama.cpp: JSON outputs may hold free whitespace (default: compact)
+    actions: str | None = None  # support agent mode: "tools" | "constrained" (None: by engine, see below)
+    guided_lead: str = "rules"  # guided mode: "rules" (rules decide, model fills gaps) | "model"
     parse: bool | None = None  # None: auto
     in_house: bool = False
     provenance: Mapping[str, Any] = field(default_factory=dict)
@@ -158,6 +174,15 @@ class AliasSpec:
         if self.source == "embedded" and self.embedded == "minilm":
             return "onnx-embedding"
         return "llama.cpp"
+
+    @property
+    def agent_actions(self) -> str:
+        """How the support agent gets actions from this alias: ``constrained`` (one JSON action per
+        step under a grammar built from the domain's tools) or ``tools`` (the OpenAI tools format).
+        Unset: constrained for the embedded llama.cpp engine (small local models), tools otherwise."""
+        if self.actions:
+            return self.actions
+        return "constrained" if self.engine_kind == "llama.cpp" and self.kind == "chat" else "tools"
 
     @property
     def source_label(self) -> str:
@@ -402,6 +427,17 @@ def parse_alias(
         if not isinstance(json_whitespace, bool):
             raise fail(f"json_whitespace must be true or false, got {json_whitespace!r}")
         values["json_whitespace"] = json_whitespace
+
+    actions = raw.get("actions")
+    if actions is not None:
+        if actions not in AGENT_ACTIONS:
+            raise fail(f"actions must be one of {', '.join(AGENT_ACTIONS)}, got {actions!r}")
+        values["actions"] = actions
+    guided_lead = raw.get("guided_lead")
+    if guided_lead is not None:
+        if guided_lead not in GUIDED_LEADS:
+            raise fail(f"guided_lead must be one of {', '.join(GUIDED_LEADS)}, got {guided_lead!r}")
+        values["guided_lead"] = guided_lead
 
     parse = raw.get("parse")
     if parse is not None:

@@ -88,6 +88,8 @@ class ModelCard:
     context_length: int | None = None
     owned_by: str = "concierge"
     in_house: bool = False
+    actions: str = "tools"  # how the support agent takes actions: "tools" | "constrained"
+    guided_lead: str = "rules"  # who decides guided mode's command: "rules" | "model"
 
 
 @dataclass
@@ -247,6 +249,8 @@ class ModelHub:
             source=source,
             context_length=context,
             in_house=spec.in_house,
+            actions=spec.agent_actions,
+            guided_lead=spec.guided_lead,
         )
 
     def models(self) -> list[ModelCard]:

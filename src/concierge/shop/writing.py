@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from concierge.models.engine import ServingHub
+from concierge.models.replies import remove_loops
 from concierge.shop.answer import ConversationState, ShopAnswer
 from concierge.shop.grounding import (
     TEXT_CHECKS,
@@ -376,7 +377,7 @@ class AnswerWriter:
         if finish_reason == "length":
             ends = list(_SENTENCE_END.finditer(text))
             text = text[: ends[-1].end()] if ends else ""
-        return text.strip()
+        return remove_loops(text)[0]  # a model that repeats itself: one copy (models/replies.py)
 
     def _generate(self, plan: _Plan, feedback: list[Violation] | None) -> tuple[str, list[Violation]]:
         plan.report.attempts += 1

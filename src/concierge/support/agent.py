@@ -1,10 +1,19 @@
-"""Agent mode: the model reads the policy and calls the domain's tools (OpenAI tools format).
+"""Agent mode: the model reads the policy and calls the domain's tools.
+
+Two ways to take actions (``actions``, per alias in the deployment: ``actions: tools | constrained``):
+
+* ``tools``: the OpenAI tools format, for large models trained on it;
+* ``constrained``: each step is one JSON action decoded under a schema built from the domain's
+  tools (:mod:`concierge.support.actions`): a tool call with valid arguments, a message to the
+  customer or a transfer, which a small model can drive.
 
 Each model turn goes through the hub; every tool call passes the guardrails before it reaches
 the domain; results (or ``Error: ...`` text, also for malformed arguments) go back to the
-model, until it answers the customer in text or ``max_steps`` tool calls were spent.
-Conversation state is a JSON dict (``messages``, ``guard``, ``status``) that the session
-layer persists, so a turn can continue in another process.
+model, until it answers the customer or ``max_steps`` tool calls were spent. Every message to
+the customer, in both ways, is bounded in length and cut where it starts repeating itself
+(:func:`concierge.models.replies.bound_reply`); the same reply three turns running becomes a plain
+offer of a person. Conversation state is a JSON dict (``messages``, ``guard``, ``status``) that the
+session layer persists, so a turn can continue in another process.
 """
 
 from __future__ import annotations
@@ -16,10 +25,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from concierge.models.engine import ChatHub, ModelError, ServingHub
+from concierge.models.replies import bound_reply, same_reply
+from concierge.support.actions import (
+    ActionParser,
+    action_instructions,
+    action_schema,
+    cut_message,
+    handoff_tool,
+    render_history,
+)
 from concierge.support.grounding import Evidence
 from concierge.support.guardrails import Guard, GuardRules, Turn, result_text
 
 TRANSFER_MESSAGE = "YOU ARE BEING TRANSFERRED TO A HUMAN AGENT. PLEASE HOLD ON."
+ACTION_MODES = ("tools", "constrained")
+UNCLEAR_MESSAGE = "Could you tell me a bit more about what you need?"
+REPEATING_MESSAGE = (
+    "I'm sorry, I don't seem to be getting this right. Could you say it another way, or shall I transfer "
+    "you to a human agent?"
+)
 _CHARS_PER_TOKEN = 3.2  # conservative for English and JSON with BPE tokenizers
 
 
@@ -89,6 +113,8 @@ class ToolAgent:
         tenant: str | None = None,
         handoff_message: str = TRANSFER_MESSAGE,
         max_history_chars: int = 24000,
+        actions: str | None = None,
+        max_reply_chars: int = 1200,
     ) -> None:
         self.domain = domain
         self.hub = hub
@@ -102,13 +128,39 @@ class ToolAgent:
         self.max_history_chars = max_history_chars
         self._full_tools = domain.openai_tools()
         self.context_length = _context_length(hub, alias)
+        self.actions = actions or alias_option(hub, alias, "actions") or "tools"
+        if self.actions not in ACTION_MODES:
+            raise ValueError(f"actions must be one of {', '.join(ACTION_MODES)}, not {self.actions!r}")
+        self.max_reply_chars = max_reply_chars
+        self._transfer_tool = handoff_tool(domain, self.rules.handoff_tools)
+        if self.actions == "constrained":
+            self.action_schema = action_schema(domain, self.rules.handoff_tools)
+            # Before the customer is identified the guard refuses every account tool, so the grammar
+            # offers only the tools it would let through (the guard still checks each call).
+            # Once identified, identification tools are refused ("already identified"): left out too.
+            before = set(self.rules.identify_tools) | set(self.rules.open_tools) | set(self.rules.claim_tools)
+            self.unidentified_schema = _only(self.action_schema, lambda name: name in before)
+            self.identified_schema = _only(self.action_schema, lambda name: name not in self.rules.identify_tools)
+            self._parser = ActionParser(self.action_schema)
+            self._instructions = action_instructions(domain, self.rules.handoff_tools)
 
     def _budget(self, system: str) -> tuple[str, list[dict[str, Any]], int]:
         """System prompt, tools and history budget (chars) that fit the model's context window.
 
         Small embedded models have 4k-token windows: a τ² policy plus its tool schemas can exceed
         that, so descriptions are shortened first, then the policy is cut, rather than failing.
+        In constrained mode the tools are lines of the system prompt (no ``tools=``) and only the
+        policy is cut, never the instructions that follow it.
         """
+        if self.actions == "constrained":
+            if not self.context_length:
+                return f"{system}\n\n{self._instructions}", [], self.max_history_chars
+            budget = int(self.context_length * _CHARS_PER_TOKEN) - int(self.max_tokens * _CHARS_PER_TOKEN)
+            room_for_policy = int(budget * 0.7) - len(self._instructions)
+            if len(system) > room_for_policy:
+                system = system[: max(room_for_policy, 500)] + "\n[policy truncated to fit the model's context]"
+            system = f"{system}\n\n{self._instructions}"
+            return system, [], max(1000, min(self.max_history_chars, budget - len(system)))
         tools = self._full_tools
         if not self.context_length:
             return system, tools, self.max_history_chars
@@ -121,12 +173,16 @@ class ToolAgent:
         history = max(1000, min(self.max_history_chars, budget - len(system) - len(json.dumps(tools))))
         return system, tools, history
 
-    def system_prompt(self, guard: Guard) -> str:
-        who = (
-            f"The customer has been identified as user id {guard.user_id}."
-            if guard.user_id
-            else "The customer has not been identified yet."
-        )
+    def system_prompt(self, guard: Guard | None) -> str:
+        """The policy prompt. Tools mode says who the customer is; constrained mode (``guard`` None)
+        keeps one prompt for the whole conversation, as its training data has it (the identification
+        is in the history), so llama.cpp reuses the cached prompt from step to step."""
+        if guard is None:
+            who = "Identify the customer with the tools first; their results show who the customer is."
+        elif guard.user_id:
+            who = f"The customer has been identified as user id {guard.user_id}."
+        else:
+            who = "The customer has not been identified yet."
         return (
             f"You are a customer service agent for the {self.domain.name} domain. Follow the policy below "
             "exactly. Use the tools to look things up and to make changes; never invent information. "
@@ -144,17 +200,8 @@ class ToolAgent:
         result = TurnResult("")
         steps = 0
         while True:
-            system, tools, history_chars = self._budget(self.system_prompt(guard))
-            request = {
-                "messages": [{"role": "system", "content": system}, *self._history(messages, history_chars)],
-                "tools": tools,
-                "tool_choice": "auto",
-                "temperature": self.temperature,
-                "max_tokens": self.max_tokens,
-            }
-            started = time.perf_counter()
             try:
-                response = self.hub.chat(self.alias, request, tenant=self.tenant)
+                message = self._next_step(guard, messages, result)
             except ModelError as exc:
                 # The model is down or the context overflowed: answer politely, keep the state usable.
                 result.usage["model_errors"] = result.usage.get("model_errors", 0) + 1
@@ -163,13 +210,9 @@ class ToolAgent:
                 messages.append({"role": "assistant", "content": text})
                 result.message = text
                 break
-            add_usage(result.usage, response, time.perf_counter() - started)
-            message = (response.get("choices") or [{}])[0].get("message") or {}
             calls = message.get("tool_calls") or []
             if not calls:
-                text = (
-                    message.get("content") or ""
-                ).strip() or "Could you tell me a bit more about what you need?"
+                text = self._checked_reply(message.get("content") or "", messages, result)
                 messages.append({"role": "assistant", "content": text})
                 result.message = text
                 break
@@ -209,6 +252,109 @@ class ToolAgent:
                 break
         state["status"] = result.status if result.status != "open" else state.get("status", "open")
         return result
+
+    def _next_step(
+        self, guard: Guard, messages: list[dict[str, Any]], result: TurnResult
+    ) -> dict[str, Any]:
+        """The model's next step as an assistant message (``content`` and/or ``tool_calls``)."""
+        constrained = self.actions == "constrained"
+        system, tools, history_chars = self._budget(self.system_prompt(None if constrained else guard))
+        history = self._history(messages, history_chars)
+        if constrained:
+            schema = self.step_schema(guard, must_answer=_stuck(result.actions))
+            return self._constrained_step(system, history, result, schema)
+        request = {
+            "messages": [{"role": "system", "content": system}, *history],
+            "tools": tools,
+            "tool_choice": "auto",
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        response = self._call(request, result)
+        return (response.get("choices") or [{}])[0].get("message") or {}
+
+    def _call(self, request: dict[str, Any], result: TurnResult) -> dict[str, Any]:
+        started = time.perf_counter()
+        response = self.hub.chat(self.alias, request, tenant=self.tenant)
+        add_usage(result.usage, response, time.perf_counter() - started)
+        return response
+
+    def constrained_system(self) -> str:
+        """The whole system prompt of a constrained step (policy, cut to fit, and the action rules)."""
+        return self._budget(self.system_prompt(None))[0]
+
+    def step_schema(self, guard: Guard, *, must_answer: bool = False) -> dict[str, Any]:
+        """The schema this step decodes under: the tools the guard would consider now.
+
+        Before the customer is identified (where the domain requires it) only identification and
+        open tools; after it, no identification tools; ``must_answer`` (the turn's last two calls,
+        to one tool, failed): a message only, so the model tells the customer instead of spending
+        its steps on the same refused call. The guard still checks every call."""
+        if must_answer:
+            return {"anyOf": self.action_schema["anyOf"][:1]}
+        if guard.user_id is None and self.rules.require_identity:
+            return self.unidentified_schema
+        if guard.user_id is not None:
+            return self.identified_schema
+        return self.action_schema
+
+    def constrained_request(
+        self, system: str, history: list[dict[str, Any]], schema: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The chat request for one constrained step: the rendered history under ``schema`` (default:
+        every action)."""
+        schema = schema or self.action_schema
+        return {
+            "messages": [
+                {"role": "system", "content": system},
+                *render_history(history, self.rules.handoff_tools),
+            ],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "agent_action", "schema": schema, "strict": True},
+            },
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+
+    def _constrained_step(
+        self, system: str, history: list[dict[str, Any]], result: TurnResult, schema: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One action under the grammar; an invalid one (cut by max_tokens) is retried once, then the
+        agent asks the customer to say more rather than act on it."""
+        request = self.constrained_request(system, history, schema)
+        for attempt in range(2):
+            if attempt:
+                request = {**request, "temperature": max(0.7, self.temperature), "seed": attempt}
+            response = self._call(request, result)
+            message = (response.get("choices") or [{}])[0].get("message") or {}
+            text = str(message.get("content") or "")
+            action, problem = self._parser.parse(text)
+            if action is not None:
+                return action.assistant_message(self._transfer_tool)
+            partial = cut_message(text) if _finish(response) == "length" else None
+            if partial:  # a message max_tokens cut short: send what was written (bounded later)
+                result.usage["cut_messages"] = result.usage.get("cut_messages", 0) + 1
+                return {"role": "assistant", "content": partial}
+            result.usage["invalid_actions"] = result.usage.get("invalid_actions", 0) + 1
+            result.usage["last_invalid_action"] = problem  # type: ignore[assignment]
+        return {"role": "assistant", "content": UNCLEAR_MESSAGE}
+
+    def _checked_reply(self, text: str, messages: list[dict[str, Any]], result: TurnResult) -> str:
+        """The message to the customer: bounded, loops cut, and no third identical reply in a row."""
+        reply = bound_reply(text, self.max_reply_chars)
+        if reply.looped:
+            result.usage["looped_replies"] = result.usage.get("looped_replies", 0) + 1
+        text = reply.text or UNCLEAR_MESSAGE
+        previous = [
+            str(m.get("content") or "")
+            for m in messages
+            if m.get("role") == "assistant" and not m.get("tool_calls") and m.get("content")
+        ][-2:]
+        if len(previous) == 2 and all(same_reply(text, p) for p in previous):
+            result.usage["looped_replies"] = result.usage.get("looped_replies", 0) + 1
+            text = REPEATING_MESSAGE
+        return text
 
     def _run_call(self, guard: Guard, call: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
         name = call["function"]["name"]
@@ -275,6 +421,40 @@ def _context_length(hub: ChatHub, alias: str) -> int | None:
     except ModelError:  # an alias the hub does not know: no budget
         return None
     return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def _only(schema: dict[str, Any], keep: Any) -> dict[str, Any]:
+    """The action schema with only the tool variants whose name ``keep`` accepts (messages and
+    transfers stay)."""
+    return {
+        "anyOf": [
+            v for v in schema["anyOf"] if "name" not in v["properties"] or keep(v["properties"]["name"]["const"])
+        ]
+    }
+
+
+def _finish(response: dict[str, Any]) -> str | None:
+    return (response.get("choices") or [{}])[0].get("finish_reason")
+
+
+def _stuck(actions: list[dict[str, Any]]) -> bool:
+    """The turn's last two tool calls were to the same tool and both failed (refused or an error)."""
+    if len(actions) < 2:
+        return False
+    a, b = actions[-2], actions[-1]
+    return not a.get("ok") and not b.get("ok") and a.get("tool") == b.get("tool")
+
+
+def alias_option(hub: ChatHub | None, alias: str | None, option: str) -> str | None:
+    """An alias's support option from its model card: ``actions`` (tools | constrained) or
+    ``guided_lead`` (rules | model); None for a chat-only hub or an alias it does not know."""
+    if not isinstance(hub, ServingHub) or not alias:
+        return None
+    try:
+        card = hub.card(alias)
+    except ModelError:
+        return None
+    return {"actions": card.actions, "guided_lead": card.guided_lead}[option]
 
 
 def _compact_tool(tool: dict[str, Any]) -> dict[str, Any]:

@@ -104,8 +104,13 @@ def build_agent(
     tenant: str | None = None,
     max_steps: int = 12,
     use_model: bool = True,
+    actions: str | None = None,
+    lead: str | None = None,
 ) -> ToolAgent | GuidedAgent:
-    """The responder for a mode over ``domain``: ``agent`` (tool calling) or ``guided`` (flows)."""
+    """The responder for a mode over ``domain``: ``agent`` (tool calling) or ``guided`` (flows).
+
+    ``actions`` (agent mode: ``tools`` | ``constrained``) and ``lead`` (guided mode: ``rules`` |
+    ``model``) override the alias's deployment options."""
     if mode == "agent":
         if hub is None or not alias:
             raise ValueError("agent mode needs a model hub and an alias")
@@ -116,10 +121,17 @@ def build_agent(
         )
         kwargs = {"handoff_message": handoff} if handoff else {}
         return ToolAgent(
-            domain, hub, alias, rules=guard_rules(domain.name), max_steps=max_steps, tenant=tenant, **kwargs
+            domain,
+            hub,
+            alias,
+            rules=guard_rules(domain.name),
+            max_steps=max_steps,
+            tenant=tenant,
+            actions=actions,
+            **kwargs,
         )
     if mode == "guided":
-        return GuidedAgent(domain, hub, alias, use_model=use_model, tenant=tenant)
+        return GuidedAgent(domain, hub, alias, use_model=use_model, tenant=tenant, lead=lead)
     raise ValueError(f"unknown support mode {mode!r}; use one of: {', '.join(MODES)}")
 
 

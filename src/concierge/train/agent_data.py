@@ -81,3 +81,262 @@ def agent_examples(
             }
         )
     return records
+
+
+# --------------------------------------------------------------------------- constrained actions
+
+
+def _constrained_agent(domain: Any) -> Any:
+    from concierge.support.agent import ToolAgent
+    from concierge.support.session import guard_rules
+
+    return ToolAgent(domain, None, rules=guard_rules(domain.name), actions="constrained")
+
+
+def _confirmation(name: str, arguments: dict[str, Any]) -> str:
+    details = "; ".join(f"{k.replace('_', ' ')}: {json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())
+    return f"To confirm, I will {name.replace('_', ' ')} ({details}). Shall I proceed (yes/no)?"
+
+
+def _until_transfer(messages: list[dict[str, Any]], handoff_tools: list[str]) -> list[dict[str, Any]]:
+    """The conversation up to and including the model's transfer step (the fixed transfer message and
+    the tool's result after it are the agent's, not the model's)."""
+    for i, m in enumerate(messages):
+        names = [str((c.get("function") or {}).get("name")) for c in m.get("tool_calls") or []]
+        if any(n in handoff_tools for n in names):
+            return messages[: i + 1]
+    return messages
+
+
+def action_record(
+    agent: Any, messages: list[dict[str, Any]], *, record_id: str, task_id: str, source: str
+) -> dict[str, Any]:
+    """An ``agent_actions`` record: a whole conversation (session-format ``messages``) as the
+    constrained agent reads it, so training sees what inference sends (same system prompt, same
+    rendering of steps and tool results)."""
+    from concierge.support.actions import ACTION_FORMAT, render_history
+
+    handoff = agent.rules.handoff_tools
+    rendered = render_history(_until_transfer(messages, handoff), handoff)
+    return {
+        "kind": "agent_actions",
+        "id": record_id,
+        "task_id": task_id,
+        "source": source,
+        "format": ACTION_FORMAT,
+        "messages": [{"role": "system", "content": agent.constrained_system()}, *rendered],
+    }
+
+
+def _product_of(domain: Any, item_id: str) -> str | None:
+    for product_id, product in (domain.db.get("products") or {}).items():
+        if item_id in (product.get("variants") or {}):
+            return str(product_id)
+    return None
+
+
+def _lookups(
+    domain: Any, agent: Any, guard: Any, script: Any, name: str, arguments: dict[str, Any], done: set[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The reads a careful agent makes before ``name`` that the gold leaves out (τ-bench v1 golds
+    hold only the writes): identify the customer from what they said, read their account, the order
+    and the products of new items, so every write argument is grounded in a record looked up in the
+    conversation (as the guardrails require). Only tools the domain has; none twice."""
+    tools = set(domain.tools)
+    steps: list[tuple[str, dict[str, Any]]] = []
+
+    def add(tool: str, args: dict[str, Any]) -> None:
+        key = f"{tool}:{json.dumps(args, sort_keys=True)}"
+        if tool in tools and key not in done:
+            done.add(key)
+            steps.append((tool, args))
+
+    if name in agent.rules.handoff_tools or name in agent.rules.identify_tools:
+        return steps
+    if guard.user_id is None and not any(k.startswith(("find_user", "find_guest")) for k in done):
+        ident = script.identity
+        if ident.get("email") and "find_user_id_by_email" in tools:
+            add("find_user_id_by_email", {"email": ident["email"]})
+        elif ident.get("first_name") and ident.get("zip"):
+            add(
+                "find_user_id_by_name_zip",
+                {"first_name": ident["first_name"], "last_name": ident.get("last_name", ""), "zip": ident["zip"]},
+            )
+    if domain.is_write(name):
+        user_id = arguments.get("user_id") or "{user}"
+        add("get_user_details", {"user_id": user_id})
+        if arguments.get("order_id"):
+            add("get_order_details", {"order_id": arguments["order_id"]})
+        for item in arguments.get("new_item_ids") or []:
+            product = _product_of(domain, str(item))
+            if product:
+                add("get_product_details", {"product_id": product})
+    return steps
+
+
+def _guarded_step(guard: Any, messages: list[dict[str, Any]], name: str, arguments: dict[str, Any]) -> bool:
+    """Run one call through the guardrails and add it and its result to ``messages``; False if refused."""
+    from concierge.support.agent import current_turn
+    from concierge.support.guardrails import result_text
+
+    call = {
+        "id": f"call_{sum(1 for m in messages if m.get('tool_calls')) + 1}",
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)},
+    }
+    messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+    outcome = guard.call(name, dict(arguments), current_turn(messages))
+    if outcome.get("refused"):
+        return False
+    messages.append({"role": "tool", "tool_call_id": call["id"], "name": name, "content": result_text(outcome)})
+    return True
+
+
+def constrained_examples(
+    tasks: Sequence[Task], domain_factory: Callable[[], Any], *, seed: int = 0
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Whole agent conversations in the constrained action format from each task's gold replay.
+
+    The scripted customer (:mod:`.customer_scripts`) opens with its requests and identity; each gold
+    action runs through the guardrails on a fresh database, so every tool result is the real one
+    the agent would get (errors included) and every write follows a named proposal and the
+    customer's yes; the agent closes with a reply. A task whose gold the guardrails refuse is left
+    out (counted in the second return value, ``{"built", "no_script", "refused"}``), so no example
+    teaches a step the agent could not take.
+    """
+    from concierge.support.guardrails import Guard
+
+    records: list[dict[str, Any]] = []
+    counts = {"built": 0, "no_script": 0, "refused": 0}
+    for task in tasks:
+        domain = domain_factory()
+        domain.apply_initial_state(task.initial_state)
+        rng = random.Random(f"{seed}:{task.id}")
+        script = _v1_script(task, rng) or _free_script(task)
+        if script is None or not task.actions:
+            counts["no_script"] += 1
+            continue
+        agent = _constrained_agent(domain)
+        guard = Guard(domain, agent.rules, {})
+        opening = (
+            " ".join(r.text for r in script.requests if r.intent != NO_INTENT) or script.requests[0].text
+        )
+        identity = "" if _says_identity(opening, script) else f" {script.identity_text}"
+        messages: list[dict[str, Any]] = [{"role": "user", "content": f"{opening}{identity}".strip()}]
+        refused = False
+        done: set[str] = set()
+        for action in task.actions:
+            handoff = action.name in agent.rules.handoff_tools
+            done.add(f"{action.name}:{json.dumps(action.arguments, sort_keys=True)}")
+            for name, arguments in _lookups(domain, agent, guard, script, action.name, dict(action.arguments), done):
+                if arguments.get("user_id") == "{user}":
+                    arguments = {**arguments, "user_id": guard.user_id}
+                if not _guarded_step(guard, messages, name, arguments):
+                    refused = True
+                    break
+            if refused:
+                break
+            if domain.is_write(action.name) and not handoff:
+                messages.append({"role": "assistant", "content": _confirmation(action.name, action.arguments)})
+                messages.append({"role": "user", "content": rng.choice(["Yes, please proceed.", "Yes.", "Yes, go ahead."])})
+            if not _guarded_step(guard, messages, action.name, dict(action.arguments)):
+                refused = True
+                break
+            if handoff:
+                break
+        if refused:
+            counts["refused"] += 1
+            continue
+        if not any(a.name in agent.rules.handoff_tools for a in task.actions):
+            messages.append({"role": "assistant", "content": "Is there anything else I can help you with?"})
+        records.append(action_record(agent, messages, record_id=f"{task.id}:actions", task_id=task.id, source="gold"))
+        counts["built"] += 1
+    return records, counts
+
+
+# --------------------------------------------------------------------------- rejection sampling
+
+
+def _passed(record: dict[str, Any]) -> bool:
+    """A conversation worth learning from: it succeeded, its database is the gold one, no error."""
+    return bool(record.get("success")) and bool(record.get("db_match")) and not record.get("error")
+
+
+def sampled_examples(
+    transcripts: Sequence[dict[str, Any]], domain_factory: Callable[[], Any], flows: Any
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Examples from the project's own evaluation transcripts (``concierge eval support --json``),
+    keeping only conversations that passed (rejection sampling): an agent-mode conversation becomes
+    one ``agent_actions`` record (in the constrained format, whatever format its model used), a
+    guided-mode one a ``guided`` record per customer message with the command that was acted on.
+    Returns the records and ``{"kept", "rejected", "agent", "guided"}``."""
+    from concierge.support.guided.command import command_messages
+    from concierge.train.guided_data import command_json
+
+    records: list[dict[str, Any]] = []
+    counts = {"kept": 0, "rejected": 0, "agent": 0, "guided": 0}
+    agent = _constrained_agent(domain_factory())
+    for transcript in transcripts:
+        if not _passed(transcript):
+            counts["rejected"] += 1
+            continue
+        counts["kept"] += 1
+        task_id = str(transcript.get("task_id"))
+        trial = transcript.get("trial", 0)
+        messages = list(transcript.get("messages") or [])
+        if transcript.get("mode") == "agent":
+            records.append(
+                action_record(agent, messages, record_id=f"{task_id}:{trial}:sampled", task_id=task_id, source="transcript")
+            )
+            counts["agent"] += 1
+            continue
+        commands = list(transcript.get("commands") or [])
+        convo = [
+            {"role": str(m["role"]), "content": str(m["content"])}
+            for m in messages
+            if m.get("role") in ("user", "assistant") and m.get("content")
+        ]
+        user_positions = [i for i, m in enumerate(convo) if m["role"] == "user"]
+        for index, (position, command) in enumerate(zip(user_positions, commands, strict=False)):
+            intent = command.get("intent") or NO_INTENT
+            slots = {k: v for k, v in (command.get("slots") or {}).items() if k in flows.slots}
+            prefix = convo[: position + 1][-6:]
+            target = {"intent": intent, "slots": slots}
+            chat = command_messages(flows, prefix)
+            chat.append({"role": "assistant", "content": command_json(target, flows)})
+            records.append(
+                {
+                    "kind": "guided",
+                    "id": f"{task_id}:{trial}:sampled:{index}",
+                    "task_id": task_id,
+                    "turn": "sampled",
+                    "transcript": prefix,
+                    "command": target,
+                    "messages": chat,
+                }
+            )
+            counts["guided"] += 1
+    return records, counts
+
+
+def read_transcripts(folder: Any) -> list[dict[str, Any]]:
+    """The transcripts of an evaluation run (``<run>_transcripts/*.json``), in name order."""
+    from pathlib import Path
+
+    from concierge.train.records import DatasetError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: transcripts folder not found (concierge eval support --json RUN writes RUN_transcripts/)")
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"{path}: not a transcript ({exc})") from None
+        if not isinstance(data, dict) or "mode" not in data or "messages" not in data:
+            raise DatasetError(f"{path}: not a transcript (needs mode and messages, as eval support writes)")
+        out.append(data)
+    if not out:
+        raise DatasetError(f"{folder}: no transcripts (*.json) in it")
+    return out

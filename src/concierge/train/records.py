@@ -66,7 +66,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "kind": {"const": "guided"},
             "id": {"type": "string", "minLength": 1},
             "task_id": {"type": "string"},
-            "turn": {"enum": ["opening", "identify", "order_id", "reason", "confirm", "followup"]},
+            "turn": {"enum": ["opening", "identify", "order_id", "reason", "confirm", "followup", "sampled"]},
             "transcript": _TRANSCRIPT,
             "command": {
                 "type": "object",
@@ -87,6 +87,32 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "task_id": {"type": "string"},
             "messages": _MESSAGES,
             "tools": {"type": "array", "items": {"type": "object"}},
+        },
+        "additionalProperties": False,
+    },
+    "agent_actions": {
+        "type": "object",
+        "required": ["kind", "id", "task_id", "source", "format", "messages"],
+        "properties": {
+            "kind": {"const": "agent_actions"},
+            "id": {"type": "string", "minLength": 1},
+            "task_id": {"type": "string"},
+            "source": {"enum": ["gold", "transcript"]},
+            "format": {"const": "concierge-action-v1"},
+            "messages": {
+                "type": "array",
+                "minItems": 3,
+                "prefixItems": [{"properties": {"role": {"const": "system"}}}],
+                "items": {
+                    "type": "object",
+                    "required": ["role", "content"],
+                    "properties": {
+                        "role": {"enum": ["system", "user", "assistant"]},
+                        "content": {"type": "string"},
+                    },
+                    "additionalProperties": False,
+                },
+            },
         },
         "additionalProperties": False,
     },
@@ -134,11 +160,33 @@ def validate_record(record: Any, where: str = "record") -> None:
         path = "/".join(str(p) for p in error.absolute_path) or "(top)"
         raise DatasetError(f"{where}: {kind} record, field {path}: {error.message}")
     messages = record["messages"]
+    if kind == "agent_actions":
+        _check_actions(messages, where)
     if messages[-1].get("role") != "assistant":
         raise DatasetError(f"{where}: {kind} record, the last message must be the assistant's (the target)")
     for i, message in enumerate(messages):
         if message["role"] == "assistant" and not message.get("content") and not message.get("tool_calls"):
             raise DatasetError(f"{where}: {kind} record, messages/{i}: assistant message without content")
+
+
+_ACTION_KEYS = {"tool": ("action", "name", "arguments"), "message": ("action", "content"), "transfer": ("action", "summary")}
+
+
+def _check_actions(messages: list[dict[str, Any]], where: str) -> None:
+    """Every assistant turn of an ``agent_actions`` record is one action in the constrained format."""
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        try:
+            action = json.loads(message["content"])
+        except json.JSONDecodeError:
+            action = None
+        keys = _ACTION_KEYS.get(action.get("action")) if isinstance(action, dict) else None
+        if keys is None or tuple(action) != keys:
+            raise DatasetError(
+                f"{where}: agent_actions record, messages/{i}: assistant content must be one action, "
+                '{"action":"tool","name","arguments"} | {"action":"message","content"} | {"action":"transfer","summary"}'
+            )
 
 
 def canonical_line(record: dict[str, Any]) -> str:
@@ -213,6 +261,18 @@ def read_dataset(path: Path | str) -> list[dict[str, Any]]:
             records.append(record)
     if not records:
         raise DatasetError(f"{path}: no examples")
+    sidecar = meta_path(path)
+    if sidecar.is_file():
+        try:
+            expected = json.loads(sidecar.read_text(encoding="utf-8")).get("sha256")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            raise DatasetError(f"{sidecar}: not a dataset sidecar (JSON with sha256)") from None
+        actual = content_hash(records)
+        if expected and expected != actual:
+            raise DatasetError(
+                f"{path}: content hash {actual[:16]} does not match {sidecar.name} ({str(expected)[:16]}): "
+                "the file changed after it was built; rebuild it"
+            )
     return records
 
 

@@ -17,7 +17,8 @@ import time
 from typing import Any
 
 from concierge.models.engine import ChatHub
-from concierge.support.agent import TurnResult, add_usage, current_turn
+from concierge.models.replies import bound_reply
+from concierge.support.agent import TurnResult, add_usage, alias_option, current_turn
 from concierge.support.grounding import Evidence, conditional_clause, unaddressed, ungrounded
 from concierge.support.guardrails import Guard, is_affirmative, is_negative, result_text, tool_kind
 from concierge.support.guided.command import (
@@ -27,6 +28,7 @@ from concierge.support.guided.command import (
     described_command_request,
 )
 from concierge.support.guided.flows import Flows, load_flows
+from concierge.support.guided.lead import choose_command
 from concierge.support.guided.slots import RuleExtractor, model_slot_value
 from concierge.support.toolkit.expr import MISSING, ExprError, evaluate, render, render_text
 
@@ -116,6 +118,7 @@ class GuidedAgent:
         tenant: str | None = None,
         knowledge: Any = None,
         max_flow_runs: int = 12,
+        lead: str | None = None,
     ) -> None:
         self.domain = domain
         self.hub = hub
@@ -129,6 +132,8 @@ class GuidedAgent:
         self._knowledge = knowledge
         self.max_flow_runs = max_flow_runs
         self._trained_prompt: bool | None = None
+        # Who decides the command (rules | model): given, else the alias's guided_lead, else rules.
+        self.lead = lead or (alias_option(hub, alias, "guided_lead") if self.use_model else None) or "rules"
 
     # -- commands
 
@@ -191,24 +196,12 @@ class GuidedAgent:
     def command(
         self, messages: list[dict[str, Any]], usage: dict[str, float], *, answering: bool = False
     ) -> Command:
-        """Rules and model merged: rule values win (they are exact), the model fills gaps.
-
-        While the customer is answering a question (a slot, a confirmation), the model may fill
-        slots but not start a request: a weak model reads "yes" as anything.
-        """
+        """Rules and model merged as ``self.lead`` says (:mod:`.lead`): by default rule values win
+        (they are exact) and the model fills gaps; with ``lead="model"`` the model decides."""
         text = str(messages[-1].get("content") or "")
-        cmd = self.extractor.command(text)
-        if self.use_model:
-            model = self.model_command(messages, usage)
-            if model is not None:
-                if not cmd.intents and model.intents and not answering:
-                    cmd.intents = model.intents
-                    cmd.source = "model"
-                for k, v in model.slots.items():
-                    cmd.slots.setdefault(k, v)
-                if model.slots or model.intents:
-                    cmd.source = "rules+model" if cmd.source == "rules" else cmd.source
-        return cmd
+        rules = self.extractor.command(text)
+        model = self.model_command(messages, usage) if self.use_model else None
+        return choose_command(rules, model, lead=self.lead, answering=answering)
 
     # -- turns
 
@@ -234,6 +227,7 @@ class GuidedAgent:
             flow_state["active"] = None
             flow_state["queue"] = []
         text = "\n".join(r for r in replies if r).strip() or self.flows.message("not_understood")
+        text = bound_reply(text, 4000).text  # model-written answers (knowledge) too: bounded, loops cut
         messages.append({"role": "assistant", "content": text})
         result.message = text
         if result.status != "open":
