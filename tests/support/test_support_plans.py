@@ -243,3 +243,26 @@ def test_a_replayed_yes_does_not_hold_back_the_next_request(retail) -> None:
     nxt = agent.respond(state, "Now I want to return the backpack from order #W0000002, refund to my visa ending 4242.")
     assert "Shall I proceed" in nxt.message or "shall I proceed" in nxt.message, nxt.message
     assert "could not work out" not in nxt.message
+
+
+@pytest.mark.parametrize("lead", ["rules", "model"])
+def test_a_change_the_model_alone_reads_into_a_question_is_not_proposed(retail, lead) -> None:
+    """The model reads 'which items did I order, what are they made of?' as a return; the customer
+    asked for no change, so no change is proposed, whoever leads."""
+    import json
+
+    from helpers.hubs import ScriptedHub
+
+    hub = ScriptedHub(default=json.dumps({"intent": "return_items", "slots": {}}))
+    agent, state = GuidedAgent(retail, hub, "support-agent", lead=lead), {}
+    before = retail.snapshot()
+    first = agent.respond(state, f"Hi, my email is {EMAIL}. Which items did I order in #W0000002, and what are they made of?")
+    second = agent.respond(state, "Yes, please proceed.")
+    assert "proceed" not in first.message.lower(), first.message
+    assert [a for r in (first, second) for a in r.actions if a.get("kind") == "write"] == []
+    assert retail.diff(before) == {}
+    # The same model reading a real request still starts it.
+    hub2 = ScriptedHub(default=json.dumps({"intent": "return_items", "slots": {}}))
+    agent2, state2 = GuidedAgent(retail, hub2, "support-agent", lead=lead), {}
+    asked = agent2.respond(state2, f"Hi, my email is {EMAIL}. I'd like to send back the backpack from #W0000002, refund to my visa ending 4242.")
+    assert "#W0000002" in asked.message and "proceed" in asked.message.lower(), asked.message

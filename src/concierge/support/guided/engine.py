@@ -29,7 +29,7 @@ from concierge.support.guided.command import (
 )
 from concierge.support.guided.flows import Flows, load_flows
 from concierge.support.guided.lead import choose_command
-from concierge.support.guided.slots import RuleExtractor, model_slot_value
+from concierge.support.guided.slots import RuleExtractor, asks_for_change, model_slot_value
 from concierge.support.toolkit.expr import MISSING, ExprError, evaluate, render, render_text
 
 # --------------------------------------------------------------------------- the engine
@@ -201,7 +201,13 @@ class GuidedAgent:
         text = str(messages[-1].get("content") or "")
         rules = self.extractor.command(text)
         model = self.model_command(messages, usage) if self.use_model else None
-        return choose_command(rules, model, lead=self.lead, answering=answering)
+        cmd = choose_command(rules, model, lead=self.lead, answering=answering)
+        ruled = {i for i, _ in rules.intents}
+        # A change the model alone read into the message starts only if the customer asked for a change.
+        cmd.intents = [
+            (i, t) for i, t in cmd.intents if i in ruled or not self._writes_in(i) or asks_for_change(t or text)
+        ]
+        return cmd
 
     # -- turns
 
@@ -215,7 +221,11 @@ class GuidedAgent:
         pending = flow_state.get("active") or {}
         cmd = self.command(messages, result.usage, answering=bool(pending.get("awaiting")))
         state.setdefault("commands", []).append(cmd.to_dict())
-        for sentence in self.extractor.uncovered(user_text) if self.rules.complete_requests else []:
+        uncovered = self.extractor.uncovered(user_text) if self.rules.complete_requests else []
+        ruled = {i for i, _ in self.extractor.intents(user_text)}
+        if len([i for i, _ in cmd.intents if i not in ruled]) >= len(uncovered):
+            uncovered = []  # the model recognised what the rules did not: those sentences are its requests
+        for sentence in uncovered:
             # A change asked for that no flow recognises: the other changes wait for a person too.
             flow_state.setdefault("unable", []).append({"intent": None, "label": f'"{sentence}"', "at": flow_state["at"]})
         replies: list[str] = []

@@ -346,9 +346,21 @@ _REQUEST_CUE = re.compile(
 )
 _CHANGE_VERB = re.compile(
     r"\b(return|exchange|cancel|modify|change|update|swap|replace|switch|upgrade|downgrade|refund|move|"
-    r"book|rebook|add|remove)\w*\b",
+    r"book|rebook|add|remove)\w*\b|\bsend\b[\w ]{0,20}\bback\b|\bget rid of\b",
     re.I,
 )
+def asks_for_change(text: str) -> bool:
+    """Whether the customer asks for a change at all: a change verb ("return", "cancel", "swap", ...)
+    in a sentence that is not only a question. A write request that a model reads into a message
+    without one ("which t-shirts did I order?" as a return) is not the customer's."""
+    for sentence in re.split(r"(?<=[.!?;])\s+|\n", text or ""):
+        if _CHANGE_VERB.search(sentence) and not (
+            _QUESTION_START.search(sentence) and not _REQUEST_CUE.search(sentence)
+        ):
+            return True
+    return False
+
+
 _QUESTION_START = re.compile(r"^\s*(what|which|how|why|when|is|are|do|does)\b|\?\s*$", re.I)
 
 
