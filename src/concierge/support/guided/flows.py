@@ -5,6 +5,7 @@ A built-in domain keeps its flows beside its tools (``support/domains/<domain>/f
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,20 @@ class Flows:
 
 
 def load_flows(domain: str | None = None, path: str | Path | None = None) -> Flows:
-    """The flows file of a domain (``domains/<domain>/flows.yaml``), or one at ``path``."""
+    """The flows file of a domain (``domains/<domain>/flows.yaml``), or one at ``path``.
+
+    Parsed once per file version (path, size, modification time): a support turn builds its agent
+    afresh, and parsing the YAML was half the cost of a turn. Callers only read the result."""
     file = Path(path) if path else flows_path(str(domain))
     if not file.is_file():
         raise FileNotFoundError(f"no flows file for domain {domain!r}: {file}")
+    stat = file.stat()
+    return _parse_flows(str(file.resolve()), stat.st_size, stat.st_mtime_ns, domain)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_flows(name: str, _size: int, _mtime: int, domain: str | None) -> Flows:
+    file = Path(name)
     raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     intents = raw.get("intents") or {}
     slots = raw.get("slots") or {}
