@@ -68,6 +68,14 @@ def _now_text(now: Any) -> str:
     return text if "T" in text else f"{text}T00:00:00"
 
 
+def _change_text(proposal: str, *, notes: bool = False) -> str:
+    """A confirmation question as a statement of the change: without "To confirm:" and the closing
+    question (and, unless ``notes``, without the "Please make sure ..." reminders before it)."""
+    ending = r"Shall I proceed" if notes else r"(Shall I proceed|Please make sure|This can only)"
+    text = re.sub(r"\s*" + ending + r"[^?]*\?\s*$", "", proposal.strip())
+    return re.sub(r"^To confirm[:,]\s*", "", text.strip())
+
+
 def _last_agent(messages: list[dict[str, Any]]) -> str | None:
     """The agent's last message before the customer's latest one (the proposal a yes answers)."""
     for m in reversed(messages[:-1]):
@@ -435,8 +443,7 @@ class GuidedAgent:
         """Some of the customer's change requests could not be worked out: do none of them (a half-done
         set of changes is worse than none), say what could and could not be done, and offer a person."""
         could = "; ".join(
-            re.sub(r"\s*(Shall I proceed|Please make sure|This can only)[^?]*\?\s*$", "",
-                   re.sub(r"^To confirm[:,]\s*", "", str(item.get("proposal") or "").strip()))
+            _change_text(str(item.get("proposal") or ""))
             for item in ready
             if item.get("proposal")
         )
@@ -469,8 +476,7 @@ class GuidedAgent:
             return
         lines = []
         for n, item in enumerate(plan, 1):
-            what = re.sub(r"^To confirm[:,]\s*", "", str(item["proposal"]).strip())
-            what = re.sub(r"\s*Shall I proceed[^?]*\?\s*$", "", what)
+            what = _change_text(str(item["proposal"]), notes=True)
             lines.append(f"{n}. {what}")
         replies.append(
             f"To confirm, I will make these {len(plan)} changes together:\n"
@@ -783,8 +789,7 @@ class GuidedAgent:
                 if (condition or active.get("alternatives")) and active.get("decision") != "go":
                     # A conditional request: give the facts, and let the customer choose the branch.
                     active["awaiting"] = "decide"
-                    facts = re.sub(r"\s*(Shall I proceed|Please make sure|This can only)[^?]*\?\s*$", "", proposal)
-                    facts = re.sub(r"^To confirm[:,]\s*", "", facts.strip())
+                    facts = _change_text(proposal)
                     said = "; ".join([c for c in [condition] if c] + [t for _, t in active.get("alternatives") or []])
                     options = ["go ahead with this", *(["do the other thing instead"] if active.get("alternatives") else []), "change nothing"]
                     replies.append(
