@@ -379,7 +379,11 @@ def test_event_loop_not_blocked_by_model_calls(live: LiveServer, keys: dict[str,
     time.sleep(0.1)
     start = time.perf_counter()
     assert httpx.get(live.url + "/healthz").status_code == 200
-    assert time.perf_counter() - start < 0.3  # the three 0.5 s model calls run in worker threads
+    waited = time.perf_counter() - start
+    finished_before = len(results)
+    # The three 0.5 s model calls run in worker threads: /healthz answers at once, or at least before
+    # any of them has finished (on a loaded machine the first bound alone is flaky).
+    assert waited < 0.3 or finished_before == 0, (waited, finished_before)
     for w in workers:
         w.join(10)
     assert results == [200, 200, 200]
