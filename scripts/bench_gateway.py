@@ -50,17 +50,21 @@ PROMPTS = [
 
 
 def request_body(index: int, tokens: int, model: str) -> dict:
+    """One plain OpenAI body, sent alike to llama.cpp's own server and to the gateway.
+
+    The gateway refuses llama.cpp's own fields (``ignore_eos``, ``cache_prompt``: docs/api.md), so
+    neither side gets them: a stream may stop before ``tokens`` at end of text (the rates count the
+    tokens each stream really produced), and every prompt is unique (its index leads it), so no
+    request finds more of its prompt in the KV cache than the shared chat-template preamble, on
+    either side.
+    """
+    prompt = f"Request {index}. {PROMPTS[index % len(PROMPTS)]}"
     return {
         "model": model,
-        "messages": [{"role": "user", "content": PROMPTS[index % len(PROMPTS)]}],
+        "messages": [{"role": "user", "content": prompt}],
         "max_tokens": tokens,
         "temperature": 0.0,
         "seed": 1,
-        "ignore_eos": True,  # llama.cpp extension: every stream generates exactly `tokens`
-        # llama.cpp extension: no KV-cache reuse between requests. Otherwise whether a prompt finds its
-        # cached prefix depends on which side sent it last and on slot choice, and that (tens of ms of
-        # prefill) swamps the few ms this benchmark is after.
-        "cache_prompt": False,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
@@ -295,7 +299,7 @@ def main() -> None:
             def via_gateway(i: int, t: int) -> tuple[float, int, float]:
                 return run_stream(gateway, "chat", i, t)
 
-            if args.latency_only:  # plain OpenAI bodies: the gateway refuses llama.cpp's own fields
+            if args.latency_only:
                 request_latency(direct, gateway, n=2)  # warm-up
                 print(request_latency(direct, gateway))
                 return
