@@ -250,20 +250,35 @@ class SupportSession:
                 tenant = _tenant(db, tenant)[1]
         scope = tenant or ""
         live = self._copy_for(name, scope)
+        rows = self._changed_rows(live, name, scope)
         with live.lock:
-            self._sync(live, name, scope)
+            self._sync(live, rows)
         return live.domain
 
-    def _sync(self, live: _Live, name: str, scope: str) -> None:
-        """Apply the overlay rows written since ``live.rev`` (call with ``live.lock`` held)."""
+    def _changed_rows(self, live: _Live, name: str, scope: str) -> list[Any]:
+        """The overlay rows written since ``live.rev``, read WITHOUT the copy's lock.
+
+        The database round trip stays outside ``live.lock`` so that a tenant's turns do not take
+        their forks one at a time behind it; ``_sync`` then applies, under the lock, only the rows
+        still newer than the copy (another turn may have brought some of them meanwhile).
+        """
+        since = live.rev
         with session_scope(self.db_url) as db:
-            rows = db.execute(
-                select(DomainRecord.table_name, DomainRecord.record_key, DomainRecord.record, DomainRecord.version)
-                .where(DomainRecord.scope == scope, DomainRecord.domain == name, DomainRecord.version > live.rev)
-            ).all()
+            return list(
+                db.execute(
+                    select(DomainRecord.table_name, DomainRecord.record_key, DomainRecord.record, DomainRecord.version)
+                    .where(DomainRecord.scope == scope, DomainRecord.domain == name, DomainRecord.version > since)
+                ).all()
+            )
+
+    @staticmethod
+    def _sync(live: _Live, rows: list[Any]) -> None:
+        """Apply those of ``rows`` newer than ``live.rev`` (call with ``live.lock`` held)."""
         changes: dict[str, dict[str, Any]] = {}
         top = live.rev
-        for table, key, record, version in rows:
+        for table, key, record, version in sorted(rows, key=lambda row: int(row[3])):
+            if int(version) <= live.rev:
+                continue
             top = max(top, int(version))
             if table:  # the head row ('' / '') only carries the revision
                 changes.setdefault(table, {})[key] = record
@@ -273,8 +288,9 @@ class SupportSession:
     def _fork(self, name: str, scope: str) -> tuple[Any, _Live, int]:
         """A private copy of the tenant's domain, fresh from the database, for one turn."""
         live = self._copy_for(name, scope)
+        rows = self._changed_rows(live, name, scope)
         with live.lock:
-            self._sync(live, name, scope)
+            self._sync(live, rows)
             snapshot = _Snapshot(live.domain.db, getattr(live.domain.source, "label", name))
             fork = dataclasses.replace(live.domain, db=snapshot.fresh(), source=snapshot, _initial=None)
             return fork, live, live.rev
