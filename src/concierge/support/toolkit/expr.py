@@ -10,6 +10,7 @@ lists of dicts with field names given in the flow file.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -435,13 +436,20 @@ class _Missing:
 MISSING = _Missing()
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse(source: str) -> ast.Expression:
+    """The parsed expression, once per distinct source: flows evaluate the same few hundred
+    expressions on every turn, and the evaluator only reads the tree."""
+    return ast.parse(source, mode="eval")
+
+
 class Evaluator:
     def __init__(self, variables: Mapping[str, Any]) -> None:
         self.scopes: list[Mapping[str, Any]] = [variables]
 
     def eval(self, source: str) -> Any:
         try:
-            tree = ast.parse(source.strip(), mode="eval")
+            tree = _parse(source.strip())
         except SyntaxError as exc:
             raise ExprError(f"bad expression {source!r}: {exc.msg}") from None
         try:
