@@ -25,7 +25,7 @@ _engines: dict[str, Engine] = {}
 # dispatch SQLAlchemy then builds on first use: made anew on every call, a session_scope with one
 # SELECT cost 0.33-0.35 ms of CPU against 0.14 ms with the maker kept (2,000 calls, SQLite, 2026-12-02),
 # and a support turn opens about seven.
-_makers: dict[int, sessionmaker[Session]] = {}
+_makers: dict[str, sessionmaker[Session]] = {}  # URL -> the maker of that URL's engine
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
@@ -82,11 +82,11 @@ def reset_engines() -> None:
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """A session that commits on success and rolls back on any error: no half-written data."""
+    url = url or config.database_url()
     engine = get_engine(url)
-    maker = _makers.get(id(engine))
-    if maker is None or maker.kw.get("bind") is not engine:
-        with _lock:
-            maker = _makers[id(engine)] = sessionmaker(engine, expire_on_commit=False)
+    maker = _makers.get(url)
+    if maker is None or maker.kw.get("bind") is not engine:  # new, or the URL's engine was replaced
+        maker = _makers[url] = sessionmaker(engine, expire_on_commit=False)
     session = maker()
     try:
         yield session

@@ -32,6 +32,7 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,7 +256,7 @@ class SupportSession:
             self._sync(live, rows)
         return live.domain
 
-    def _changed_rows(self, live: _Live, name: str, scope: str) -> list[Any]:
+    def _changed_rows(self, live: _Live, name: str, scope: str) -> Sequence[Any]:
         """The overlay rows written since ``live.rev``, read WITHOUT the copy's lock.
 
         The database round trip stays outside ``live.lock`` so that a tenant's turns do not take
@@ -264,15 +265,13 @@ class SupportSession:
         """
         since = live.rev
         with session_scope(self.db_url) as db:
-            return list(
-                db.execute(
-                    select(DomainRecord.table_name, DomainRecord.record_key, DomainRecord.record, DomainRecord.version)
-                    .where(DomainRecord.scope == scope, DomainRecord.domain == name, DomainRecord.version > since)
-                ).all()
-            )
+            return db.execute(
+                select(DomainRecord.table_name, DomainRecord.record_key, DomainRecord.record, DomainRecord.version)
+                .where(DomainRecord.scope == scope, DomainRecord.domain == name, DomainRecord.version > since)
+            ).all()
 
     @staticmethod
-    def _sync(live: _Live, rows: list[Any]) -> None:
+    def _sync(live: _Live, rows: Sequence[Any]) -> None:
         """Apply those of ``rows`` newer than ``live.rev`` (call with ``live.lock`` held)."""
         changes: dict[str, dict[str, Any]] = {}
         top = live.rev

@@ -202,12 +202,14 @@ class GuidedAgent:
         return Command(intents, valid, "model")
 
     def command(
-        self, messages: list[dict[str, Any]], usage: dict[str, float], *, answering: bool = False
+        self, messages: list[dict[str, Any]], usage: dict[str, float], *, answering: bool = False,
+        rules: Command | None = None,
     ) -> Command:
         """Rules and model merged as ``self.lead`` says (:mod:`.lead`): by default rule values win
-        (they are exact) and the model fills gaps; with ``lead="model"`` the model decides."""
+        (they are exact) and the model fills gaps; with ``lead="model"`` the model decides.
+        ``rules``: the rules' command for the last message, when the caller already has it."""
         text = str(messages[-1].get("content") or "")
-        rules = self.extractor.command(text)
+        rules = rules if rules is not None else self.extractor.command(text)
         model = self.model_command(messages, usage) if self.use_model else None
         cmd = choose_command(rules, model, lead=self.lead, answering=answering)
         ruled = {i for i, _ in rules.intents}
@@ -227,10 +229,11 @@ class GuidedAgent:
         flow_state["at"] = sum(1 for m in messages if m.get("role") == "user") - 1
         result = TurnResult("")
         pending = flow_state.get("active") or {}
-        cmd = self.command(messages, result.usage, answering=bool(pending.get("awaiting")))
+        rules = self.extractor.command(user_text)
+        cmd = self.command(messages, result.usage, answering=bool(pending.get("awaiting")), rules=rules)
         state.setdefault("commands", []).append(cmd.to_dict())
         uncovered = self.extractor.uncovered(user_text) if self.rules.complete_requests else []
-        ruled = {i for i, _ in self.extractor.intents(user_text)}
+        ruled = {i for i, _ in rules.intents}
         if len([i for i, _ in cmd.intents if i not in ruled]) >= len(uncovered):
             uncovered = []  # the model recognised what the rules did not: those sentences are its requests
         for sentence in uncovered:

@@ -349,6 +349,9 @@ _CHANGE_VERB = re.compile(
     r"book|rebook|add|remove)\w*\b|\bsend\b[\w ]{0,20}\bback\b|\bget rid of\b",
     re.I,
 )
+_QUESTION_START = re.compile(r"^\s*(what|which|how|why|when|is|are|do|does)\b|\?\s*$", re.I)
+
+
 def asks_for_change(text: str) -> bool:
     """Whether the customer asks for a change at all: a change verb ("return", "cancel", "swap", ...)
     in a sentence that is not only a question. A write request that a model reads into a message
@@ -359,9 +362,6 @@ def asks_for_change(text: str) -> bool:
         ):
             return True
     return False
-
-
-_QUESTION_START = re.compile(r"^\s*(what|which|how|why|when|is|are|do|does)\b|\?\s*$", re.I)
 
 
 def _sentence_start(text: str, pos: int, floor: int = 0) -> int:
