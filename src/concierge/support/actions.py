@@ -33,6 +33,15 @@ MAX_ARGUMENT_ITEMS = 8
 TOOL_RESULT_PREFIX = "TOOL RESULT"
 MAX_TOOL_RESULT_CHARS = 1800
 
+# The compact prompt an in-house model is trained on and served with (its card's ``prompt``): no
+# policy text, one short line per tool, and a window of the conversation (the customer's first
+# message and the latest steps), so each step fits a few hundred tokens and a small model trains
+# on the CPU in minutes. The policy is still enforced: the guardrails check every call.
+COMPACT_AGENT_PROMPT = "concierge-agent-v1"
+COMPACT_HISTORY_CHARS = 1200  # the window of the conversation, in characters
+COMPACT_RESULT_CHARS = 800  # one tool result, as compact JSON
+COMPACT_OPENING_CHARS = 300  # the customer's first message, always kept
+
 
 def _bounded(schema: Any) -> Any:
     """A tool's argument schema for decoding: descriptions dropped, strings and arrays bounded,
@@ -137,6 +146,63 @@ def action_instructions(domain: Any, handoff_tools: list[str]) -> str:
     )
 
 
+def compact_instructions(domain: Any, handoff_tools: list[str]) -> str:
+    """The whole system prompt of :data:`COMPACT_AGENT_PROMPT`: how to act and the tools' names and
+    arguments (``?`` marks an optional one); no policy, no descriptions."""
+    lines = []
+    for function in _functions(domain, handoff_tools):
+        props = (function.get("parameters") or {}).get("properties") or {}
+        required = set((function.get("parameters") or {}).get("required") or [])
+        lines.append(f"{function['name']}({','.join(k + ('' if k in required else '?') for k in props)})")
+    transfer = ' or {"action":"transfer","summary":"..."}' if handoff_tool(domain, handoff_tools) else ""
+    return (
+        f"You are the {domain.name} customer service agent. Each turn is one JSON action: "
+        '{"action":"tool","name":"<tool>","arguments":{...}} or {"action":"message","content":"..."}'
+        f"{transfer}. Identify the customer, look records up with tools, never invent ids, and ask the "
+        "customer to confirm a change before you make it.\nTools: " + "; ".join(lines)
+    )
+
+
+def _compact_result(content: str, limit: int) -> str:
+    """A tool result as compact JSON (the engine's indentation dropped), cut at ``limit``."""
+    text = content
+    try:
+        text = json.dumps(json.loads(content), ensure_ascii=False, separators=(",", ":"))
+    except (json.JSONDecodeError, TypeError):
+        pass
+    return text if len(text) <= limit else text[:limit] + "...(cut)"
+
+
+def compact_history(
+    messages: list[dict[str, Any]], handoff_tools: list[str], *, budget: int = COMPACT_HISTORY_CHARS
+) -> list[dict[str, str]]:
+    """State messages as :data:`COMPACT_AGENT_PROMPT` shows them: rendered as by
+    :func:`render_history` with compact tool results, then the customer's first message (cut) and
+    the latest messages that fit ``budget`` characters (the last one always). Training examples and
+    inference both come through here, so the model reads what it was trained on."""
+    rendered = render_history(messages, handoff_tools, result_chars=COMPACT_RESULT_CHARS, compact=True)
+    if not rendered:
+        return []
+    first = next((i for i, m in enumerate(rendered) if m["role"] == "user"), None)
+    window: list[dict[str, str]] = []
+    total = 0
+    for i in range(len(rendered) - 1, -1, -1):
+        if i == first:
+            break
+        size = len(rendered[i]["content"])
+        if window and total + size > budget:
+            break
+        window.append(rendered[i])
+        total += size
+    window.reverse()
+    if first is not None and (not window or window[0] is not rendered[first]):
+        opening = rendered[first]["content"]
+        if len(opening) > COMPACT_OPENING_CHARS:
+            opening = opening[:COMPACT_OPENING_CHARS] + "..."
+        window.insert(0, {"role": "user", "content": opening})
+    return window
+
+
 def action_json(action: dict[str, Any]) -> str:
     """An action as the model writes it: compact JSON, keys in the schema's order."""
     kind = action.get("action")
@@ -159,10 +225,17 @@ def _call_arguments(call: dict[str, Any]) -> Any:
     return raw or {}
 
 
-def render_history(messages: list[dict[str, Any]], handoff_tools: list[str]) -> list[dict[str, str]]:
+def render_history(
+    messages: list[dict[str, Any]],
+    handoff_tools: list[str],
+    *,
+    result_chars: int = MAX_TOOL_RESULT_CHARS,
+    compact: bool = False,
+) -> list[dict[str, str]]:
     """State messages (OpenAI format, as the session stores them) as the constrained model reads them:
     plain ``user``/``assistant`` turns, its own steps as action JSON, tool results as ``TOOL RESULT``
-    user messages (chat templates differ in how, or whether, they render a ``tool`` role)."""
+    user messages (chat templates differ in how, or whether, they render a ``tool`` role), cut at
+    ``result_chars`` (``compact``: JSON results re-written without whitespace first)."""
     out: list[dict[str, str]] = []
     for m in messages:
         role = m.get("role")
@@ -171,7 +244,12 @@ def render_history(messages: list[dict[str, Any]], handoff_tools: list[str]) -> 
         elif role == "assistant":
             calls = m.get("tool_calls") or []
             if not calls:
-                out.append({"role": "assistant", "content": action_json({"action": "message", "content": m.get("content")})})
+                out.append(
+                    {
+                        "role": "assistant",
+                        "content": action_json({"action": "message", "content": m.get("content")}),
+                    }
+                )
             for call in calls:
                 name = str((call.get("function") or {}).get("name") or "")
                 args = _call_arguments(call)
@@ -179,12 +257,18 @@ def render_history(messages: list[dict[str, Any]], handoff_tools: list[str]) -> 
                     summary = args.get("summary") if isinstance(args, dict) else None
                     action = {"action": "transfer", "summary": str(summary or "")}
                 else:
-                    action = {"action": "tool", "name": name, "arguments": args if isinstance(args, dict) else {}}
+                    action = {
+                        "action": "tool",
+                        "name": name,
+                        "arguments": args if isinstance(args, dict) else {},
+                    }
                 out.append({"role": "assistant", "content": action_json(action)})
         elif role == "tool":
             content = str(m.get("content") or "")
-            if len(content) > MAX_TOOL_RESULT_CHARS:
-                content = content[:MAX_TOOL_RESULT_CHARS] + " ...(cut)"
+            if compact:
+                content = _compact_result(content, result_chars)
+            elif len(content) > result_chars:
+                content = content[:result_chars] + " ...(cut)"
             out.append({"role": "user", "content": f"{TOOL_RESULT_PREFIX} {m.get('name') or ''}: {content}"})
     return out
 

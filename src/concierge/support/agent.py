@@ -27,9 +27,12 @@ from typing import Any
 from concierge.models.engine import ChatHub, ModelError, ServingHub
 from concierge.models.replies import bound_reply, same_reply
 from concierge.support.actions import (
+    COMPACT_AGENT_PROMPT,
     ActionParser,
     action_instructions,
     action_schema,
+    compact_history,
+    compact_instructions,
     cut_message,
     handoff_tool,
     render_history,
@@ -140,9 +143,16 @@ class ToolAgent:
             # Once identified, identification tools are refused ("already identified"): left out too.
             before = set(self.rules.identify_tools) | set(self.rules.open_tools) | set(self.rules.claim_tools)
             self.unidentified_schema = _only(self.action_schema, lambda name: name in before)
-            self.identified_schema = _only(self.action_schema, lambda name: name not in self.rules.identify_tools)
+            self.identified_schema = _only(
+                self.action_schema, lambda name: name not in self.rules.identify_tools
+            )
             self._parser = ActionParser(self.action_schema)
             self._instructions = action_instructions(domain, self.rules.handoff_tools)
+        # An alias trained on the compact agent prompt (its card's provenance) is served that prompt:
+        # a small model scores far better on the prompt it was trained on.
+        self.compact_prompt = (
+            self.actions == "constrained" and trained_prompt(hub, alias) == COMPACT_AGENT_PROMPT
+        )
 
     def _budget(self, system: str) -> tuple[str, list[dict[str, Any]], int]:
         """System prompt, tools and history budget (chars) that fit the model's context window.
@@ -158,7 +168,9 @@ class ToolAgent:
             budget = int(self.context_length * _CHARS_PER_TOKEN) - int(self.max_tokens * _CHARS_PER_TOKEN)
             room_for_policy = int(budget * 0.7) - len(self._instructions)
             if len(system) > room_for_policy:
-                system = system[: max(room_for_policy, 500)] + "\n[policy truncated to fit the model's context]"
+                system = (
+                    system[: max(room_for_policy, 500)] + "\n[policy truncated to fit the model's context]"
+                )
             system = f"{system}\n\n{self._instructions}"
             return system, [], max(1000, min(self.max_history_chars, budget - len(system)))
         tools = self._full_tools
@@ -253,16 +265,13 @@ class ToolAgent:
         state["status"] = result.status if result.status != "open" else state.get("status", "open")
         return result
 
-    def _next_step(
-        self, guard: Guard, messages: list[dict[str, Any]], result: TurnResult
-    ) -> dict[str, Any]:
+    def _next_step(self, guard: Guard, messages: list[dict[str, Any]], result: TurnResult) -> dict[str, Any]:
         """The model's next step as an assistant message (``content`` and/or ``tool_calls``)."""
-        constrained = self.actions == "constrained"
-        system, tools, history_chars = self._budget(self.system_prompt(None if constrained else guard))
-        history = self._history(messages, history_chars)
-        if constrained:
+        if self.actions == "constrained":
             schema = self.step_schema(guard, must_answer=_stuck(result.actions))
-            return self._constrained_step(system, history, result, schema)
+            return self._constrained_step(self.step_prompt(messages), result, schema)
+        system, tools, history_chars = self._budget(self.system_prompt(guard))
+        history = self._history(messages, history_chars)
         request = {
             "messages": [{"role": "system", "content": system}, *history],
             "tools": tools,
@@ -280,8 +289,22 @@ class ToolAgent:
         return response
 
     def constrained_system(self) -> str:
-        """The whole system prompt of a constrained step (policy, cut to fit, and the action rules)."""
+        """The whole system prompt of a constrained step (policy, cut to fit, and the action rules;
+        the tool lines alone for an alias trained on the compact prompt)."""
+        if self.compact_prompt:
+            return compact_instructions(self.domain, self.rules.handoff_tools)
         return self._budget(self.system_prompt(None))[0]
+
+    def step_prompt(self, messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+        """The messages one constrained step sends: the system prompt and the history as the model
+        reads it (the whole recent history, or the compact prompt's window)."""
+        system = self.constrained_system()
+        if self.compact_prompt:
+            rendered = compact_history(messages, self.rules.handoff_tools)
+        else:
+            history = self._history(messages, self._budget(self.system_prompt(None))[2])
+            rendered = render_history(history, self.rules.handoff_tools)
+        return [{"role": "system", "content": system}, *rendered]
 
     def step_schema(self, guard: Guard, *, must_answer: bool = False) -> dict[str, Any]:
         """The schema this step decodes under: the tools the guard would consider now.
@@ -299,16 +322,13 @@ class ToolAgent:
         return self.action_schema
 
     def constrained_request(
-        self, system: str, history: list[dict[str, Any]], schema: dict[str, Any] | None = None
+        self, prompt: list[dict[str, str]], schema: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """The chat request for one constrained step: the rendered history under ``schema`` (default:
-        every action)."""
+        """The chat request for one constrained step: ``prompt`` (:meth:`step_prompt`) under
+        ``schema`` (default: every action)."""
         schema = schema or self.action_schema
         return {
-            "messages": [
-                {"role": "system", "content": system},
-                *render_history(history, self.rules.handoff_tools),
-            ],
+            "messages": prompt,
             "response_format": {
                 "type": "json_schema",
                 "json_schema": {"name": "agent_action", "schema": schema, "strict": True},
@@ -318,11 +338,11 @@ class ToolAgent:
         }
 
     def _constrained_step(
-        self, system: str, history: list[dict[str, Any]], result: TurnResult, schema: dict[str, Any] | None = None
+        self, prompt: list[dict[str, str]], result: TurnResult, schema: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """One action under the grammar; an invalid one (cut by max_tokens) is retried once, then the
         agent asks the customer to say more rather than act on it."""
-        request = self.constrained_request(system, history, schema)
+        request = self.constrained_request(prompt, schema)
         for attempt in range(2):
             if attempt:
                 request = {**request, "temperature": max(0.7, self.temperature), "seed": attempt}
@@ -428,7 +448,9 @@ def _only(schema: dict[str, Any], keep: Any) -> dict[str, Any]:
     transfers stay)."""
     return {
         "anyOf": [
-            v for v in schema["anyOf"] if "name" not in v["properties"] or keep(v["properties"]["name"]["const"])
+            v
+            for v in schema["anyOf"]
+            if "name" not in v["properties"] or keep(v["properties"]["name"]["const"])
         ]
     }
 
@@ -443,6 +465,18 @@ def _stuck(actions: list[dict[str, Any]]) -> bool:
         return False
     a, b = actions[-2], actions[-1]
     return not a.get("ok") and not b.get("ok") and a.get("tool") == b.get("tool")
+
+
+def trained_prompt(hub: ChatHub | None, alias: str | None) -> str | None:
+    """The prompt an alias was trained on (its deployment provenance's ``prompt``), if any."""
+    spec_of = getattr(hub, "spec", None)
+    if not alias or not callable(spec_of):
+        return None
+    try:
+        prompt = (getattr(spec_of(alias), "provenance", None) or {}).get("prompt")
+    except Exception:  # noqa: BLE001 - a hub without specs, or an alias it does not know
+        return None
+    return str(prompt) if prompt else None
 
 
 def alias_option(hub: ChatHub | None, alias: str | None, option: str) -> str | None:

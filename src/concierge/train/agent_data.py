@@ -94,7 +94,9 @@ def _constrained_agent(domain: Any) -> Any:
 
 
 def _confirmation(name: str, arguments: dict[str, Any]) -> str:
-    details = "; ".join(f"{k.replace('_', ' ')}: {json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())
+    details = "; ".join(
+        f"{k.replace('_', ' ')}: {json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items()
+    )
     return f"To confirm, I will {name.replace('_', ' ')} ({details}). Shall I proceed (yes/no)?"
 
 
@@ -160,7 +162,11 @@ def _lookups(
         elif ident.get("first_name") and ident.get("zip"):
             add(
                 "find_user_id_by_name_zip",
-                {"first_name": ident["first_name"], "last_name": ident.get("last_name", ""), "zip": ident["zip"]},
+                {
+                    "first_name": ident["first_name"],
+                    "last_name": ident.get("last_name", ""),
+                    "zip": ident["zip"],
+                },
             )
     if domain.is_write(name):
         user_id = arguments.get("user_id") or "{user}"
@@ -188,25 +194,27 @@ def _guarded_step(guard: Any, messages: list[dict[str, Any]], name: str, argumen
     outcome = guard.call(name, dict(arguments), current_turn(messages))
     if outcome.get("refused"):
         return False
-    messages.append({"role": "tool", "tool_call_id": call["id"], "name": name, "content": result_text(outcome)})
+    messages.append(
+        {"role": "tool", "tool_call_id": call["id"], "name": name, "content": result_text(outcome)}
+    )
     return True
 
 
-def constrained_examples(
+def gold_conversations(
     tasks: Sequence[Task], domain_factory: Callable[[], Any], *, seed: int = 0
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Whole agent conversations in the constrained action format from each task's gold replay.
+) -> tuple[list[tuple[Task, Any, list[dict[str, Any]]]], dict[str, int]]:
+    """Whole agent conversations (session-format messages) from each task's gold replay.
 
     The scripted customer (:mod:`.customer_scripts`) opens with its requests and identity; each gold
     action runs through the guardrails on a fresh database, so every tool result is the real one
     the agent would get (errors included) and every write follows a named proposal and the
     customer's yes; the agent closes with a reply. A task whose gold the guardrails refuse is left
     out (counted in the second return value, ``{"built", "no_script", "refused"}``), so no example
-    teaches a step the agent could not take.
+    teaches a step the agent could not take. Returns ``(task, agent, messages)`` per conversation.
     """
     from concierge.support.guardrails import Guard
 
-    records: list[dict[str, Any]] = []
+    out: list[tuple[Task, Any, list[dict[str, Any]]]] = []
     counts = {"built": 0, "no_script": 0, "refused": 0}
     for task in tasks:
         domain = domain_factory()
@@ -228,7 +236,9 @@ def constrained_examples(
         for action in task.actions:
             handoff = action.name in agent.rules.handoff_tools
             done.add(f"{action.name}:{json.dumps(action.arguments, sort_keys=True)}")
-            for name, arguments in _lookups(domain, agent, guard, script, action.name, dict(action.arguments), done):
+            for name, arguments in _lookups(
+                domain, agent, guard, script, action.name, dict(action.arguments), done
+            ):
                 if arguments.get("user_id") == "{user}":
                     arguments = {**arguments, "user_id": guard.user_id}
                 if not _guarded_step(guard, messages, name, arguments):
@@ -237,8 +247,15 @@ def constrained_examples(
             if refused:
                 break
             if domain.is_write(action.name) and not handoff:
-                messages.append({"role": "assistant", "content": _confirmation(action.name, action.arguments)})
-                messages.append({"role": "user", "content": rng.choice(["Yes, please proceed.", "Yes.", "Yes, go ahead."])})
+                messages.append(
+                    {"role": "assistant", "content": _confirmation(action.name, action.arguments)}
+                )
+                messages.append(
+                    {
+                        "role": "user",
+                        "content": rng.choice(["Yes, please proceed.", "Yes.", "Yes, go ahead."]),
+                    }
+                )
             if not _guarded_step(guard, messages, action.name, dict(action.arguments)):
                 refused = True
                 break
@@ -249,8 +266,66 @@ def constrained_examples(
             continue
         if not any(a.name in agent.rules.handoff_tools for a in task.actions):
             messages.append({"role": "assistant", "content": "Is there anything else I can help you with?"})
-        records.append(action_record(agent, messages, record_id=f"{task.id}:actions", task_id=task.id, source="gold"))
+        out.append((task, agent, _until_transfer(messages, agent.rules.handoff_tools)))
         counts["built"] += 1
+    return out, counts
+
+
+def constrained_examples(
+    tasks: Sequence[Task], domain_factory: Callable[[], Any], *, seed: int = 0
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Whole agent conversations in the constrained action format from each task's gold replay
+    (:func:`gold_conversations`), one ``agent_actions`` record each."""
+    conversations, counts = gold_conversations(tasks, domain_factory, seed=seed)
+    records = [
+        action_record(agent, messages, record_id=f"{task.id}:actions", task_id=task.id, source="gold")
+        for task, agent, messages in conversations
+    ]
+    return records, counts
+
+
+def step_examples(
+    tasks: Sequence[Task], domain_factory: Callable[[], Any], *, seed: int = 0
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """``agent_steps`` records: one per agent step of each gold conversation, in the compact agent
+    prompt (:data:`~concierge.support.actions.COMPACT_AGENT_PROMPT`): the tool lines, the window of
+    the conversation before the step exactly as :func:`~concierge.support.actions.compact_history`
+    shows it at inference, and the step as action JSON (the one turn learned, ``loss_on: last``).
+    Each example is a few hundred tokens, where a whole conversation with the policy is thousands."""
+    from concierge.support.actions import (
+        COMPACT_AGENT_PROMPT,
+        compact_history,
+        compact_instructions,
+        render_history,
+    )
+
+    conversations, counts = gold_conversations(tasks, domain_factory, seed=seed)
+    records: list[dict[str, Any]] = []
+    for task, agent, messages in conversations:
+        handoff = agent.rules.handoff_tools
+        system = compact_instructions(agent.domain, handoff)
+        for i, message in enumerate(messages):
+            if message.get("role") != "assistant":
+                continue
+            step = render_history([message], handoff)
+            if len(step) != 1:  # one action per step (the gold has one call per message)
+                continue
+            records.append(
+                {
+                    "kind": "agent_steps",
+                    "id": f"{task.id}:step:{i}",
+                    "task_id": task.id,
+                    "source": "gold",
+                    "format": COMPACT_AGENT_PROMPT,
+                    "loss_on": "last",
+                    "messages": [
+                        {"role": "system", "content": system},
+                        *compact_history(messages[:i], handoff),
+                        step[0],
+                    ],
+                }
+            )
+    counts["steps"] = len(records)
     return records, counts
 
 
@@ -286,7 +361,13 @@ def sampled_examples(
         messages = list(transcript.get("messages") or [])
         if transcript.get("mode") == "agent":
             records.append(
-                action_record(agent, messages, record_id=f"{task_id}:{trial}:sampled", task_id=task_id, source="transcript")
+                action_record(
+                    agent,
+                    messages,
+                    record_id=f"{task_id}:{trial}:sampled",
+                    task_id=task_id,
+                    source="transcript",
+                )
             )
             counts["agent"] += 1
             continue
@@ -327,7 +408,9 @@ def read_transcripts(folder: Any) -> list[dict[str, Any]]:
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise DatasetError(f"{folder}: transcripts folder not found (concierge eval support --json RUN writes RUN_transcripts/)")
+        raise DatasetError(
+            f"{folder}: transcripts folder not found (concierge eval support --json RUN writes RUN_transcripts/)"
+        )
     out = []
     for path in sorted(folder.glob("*.json")):
         try:

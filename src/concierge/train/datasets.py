@@ -20,6 +20,13 @@ turns, and the last message is always the assistant's) plus fields of its kind:
   that order; :mod:`concierge.support.actions`). ``gold``: from a task's gold replay through the
   guardrails (:func:`constrained_examples`); ``transcript``: a passed conversation of the project's
   own evaluation runs (:func:`sampled_examples`, rejection sampling).
+* ``agent_steps``: ``{"kind": "agent_steps", "id", "task_id", "source": "gold", "format":
+  "concierge-agent-v1", "loss_on": "last", "messages"}`` — one step of a gold conversation in the
+  compact agent prompt an in-house model is trained on and served with: ``messages[0]`` is
+  :func:`~concierge.support.actions.compact_instructions` (tool lines, no policy), then the window
+  of the conversation before the step (:func:`~concierge.support.actions.compact_history`), then
+  the step as one action (the only turn learned). A few hundred tokens each
+  (:func:`step_examples`).
 * ``shop``: ``{"kind": "shop", "id", "turns": [str], "query": {...}, "messages"}`` — a shopper's
   request and the structured query JSON (``concierge.shop.query.model_schema``) that answers it.
 * ``distilled``: ``{"kind": "distilled", "id", "teacher", "messages": [...], "tools"?}`` — a
@@ -37,6 +44,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from concierge.support.actions import COMPACT_AGENT_PROMPT
 from concierge.support.domains import load_domain
 from concierge.support.guided import PROMPT_VERSION, load_flows
 from concierge.support.tasks import load_tasks
@@ -45,6 +53,7 @@ from concierge.train.agent_data import (
     constrained_examples,
     read_transcripts,
     sampled_examples,
+    step_examples,
 )
 from concierge.train.distill import distill
 from concierge.train.guided_data import (
@@ -91,13 +100,14 @@ __all__ = [
     "meta_path",
     "read_dataset",
     "shop_examples",
+    "step_examples",
     "validate_record",
     "write_dataset",
 ]
 
 # --------------------------------------------------------------------------- one entry point
 
-KINDS = ("guided", "agent", "agent_actions", "sampled", "shop")
+KINDS = ("guided", "agent", "agent_actions", "agent_steps", "sampled", "shop")
 
 
 def build_dataset(
@@ -118,9 +128,13 @@ def build_dataset(
     if kind == "sampled":
         transcripts = read_transcripts(tasks_path)[: limit or None]
         load_domain(domain, data_dir)
-        records, tally = sampled_examples(transcripts, lambda: load_domain(domain, data_dir), load_flows(domain))
+        records, tally = sampled_examples(
+            transcripts, lambda: load_domain(domain, data_dir), load_flows(domain)
+        )
         if not records:
-            raise DatasetError(f"{tasks_path}: none of {len(transcripts)} conversations passed; nothing to keep")
+            raise DatasetError(
+                f"{tasks_path}: none of {len(transcripts)} conversations passed; nothing to keep"
+            )
         source_info = {
             "transcripts": str(tasks_path),
             "domain": domain,
@@ -161,6 +175,11 @@ def build_dataset(
         load_domain(domain, data_dir)
         records, tally = constrained_examples(tasks, lambda: load_domain(domain, data_dir), seed=seed)
         source["tasks_used"] = tally
+    elif kind == "agent_steps":
+        load_domain(domain, data_dir)
+        records, tally = step_examples(tasks, lambda: load_domain(domain, data_dir), seed=seed)
+        source["tasks_used"] = tally
+        source["prompt"] = COMPACT_AGENT_PROMPT
     else:
         load_domain(domain, data_dir)  # fails here, clearly, if the domain needs a --data-dir
         records = agent_examples(tasks, lambda: load_domain(domain, data_dir), seed=seed)

@@ -202,7 +202,7 @@ def encode_example(
     messages = record["messages"]
     tools = record.get("tools") or None
     targets = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    if loss_on == "last":
+    if record.get("loss_on", loss_on) == "last":  # a record may say (per-step examples learn one turn)
         targets = targets[-1:]
 
     def render(upto: int, generation_prompt: bool) -> str:

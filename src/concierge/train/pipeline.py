@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from concierge.support.actions import COMPACT_AGENT_PROMPT
 from concierge.support.guided.command import PROMPT_VERSION
 from concierge.train.export import check_export, export_gguf_lora
 from concierge.train.lora import TrainConfig, TrainError, train_lora
@@ -133,7 +134,9 @@ def train_and_export(
         "data_count": result.examples,
         "data_skipped_too_long": result.skipped_too_long,
         "data_source": source,
-        "prompt": PROMPT_VERSION if source.get("prompt") == PROMPT_VERSION else None,
+        "prompt": source.get("prompt")
+        if source.get("prompt") in (PROMPT_VERSION, COMPACT_AGENT_PROMPT)
+        else None,
         "hyperparameters": config.fingerprint(),
         "seed": config.seed,
         "steps": result.steps,

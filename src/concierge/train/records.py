@@ -116,6 +116,33 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
         "additionalProperties": False,
     },
+    "agent_steps": {
+        "type": "object",
+        "required": ["kind", "id", "task_id", "source", "format", "loss_on", "messages"],
+        "properties": {
+            "kind": {"const": "agent_steps"},
+            "id": {"type": "string", "minLength": 1},
+            "task_id": {"type": "string"},
+            "source": {"enum": ["gold", "transcript"]},
+            "format": {"const": "concierge-agent-v1"},
+            "loss_on": {"const": "last"},
+            "messages": {
+                "type": "array",
+                "minItems": 3,
+                "prefixItems": [{"properties": {"role": {"const": "system"}}}],
+                "items": {
+                    "type": "object",
+                    "required": ["role", "content"],
+                    "properties": {
+                        "role": {"enum": ["system", "user", "assistant"]},
+                        "content": {"type": "string"},
+                    },
+                    "additionalProperties": False,
+                },
+            },
+        },
+        "additionalProperties": False,
+    },
     "shop": {
         "type": "object",
         "required": ["kind", "id", "turns", "query", "messages"],
@@ -160,8 +187,8 @@ def validate_record(record: Any, where: str = "record") -> None:
         path = "/".join(str(p) for p in error.absolute_path) or "(top)"
         raise DatasetError(f"{where}: {kind} record, field {path}: {error.message}")
     messages = record["messages"]
-    if kind == "agent_actions":
-        _check_actions(messages, where)
+    if kind in ("agent_actions", "agent_steps"):
+        _check_actions(messages, where, kind)
     if messages[-1].get("role") != "assistant":
         raise DatasetError(f"{where}: {kind} record, the last message must be the assistant's (the target)")
     for i, message in enumerate(messages):
@@ -169,11 +196,16 @@ def validate_record(record: Any, where: str = "record") -> None:
             raise DatasetError(f"{where}: {kind} record, messages/{i}: assistant message without content")
 
 
-_ACTION_KEYS = {"tool": ("action", "name", "arguments"), "message": ("action", "content"), "transfer": ("action", "summary")}
+_ACTION_KEYS = {
+    "tool": ("action", "name", "arguments"),
+    "message": ("action", "content"),
+    "transfer": ("action", "summary"),
+}
 
 
-def _check_actions(messages: list[dict[str, Any]], where: str) -> None:
-    """Every assistant turn of an ``agent_actions`` record is one action in the constrained format."""
+def _check_actions(messages: list[dict[str, Any]], where: str, kind: str = "agent_actions") -> None:
+    """Every assistant turn of an ``agent_actions`` or ``agent_steps`` record is one action in the
+    constrained format."""
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
@@ -184,7 +216,7 @@ def _check_actions(messages: list[dict[str, Any]], where: str) -> None:
         keys = _ACTION_KEYS.get(action.get("action")) if isinstance(action, dict) else None
         if keys is None or tuple(action) != keys:
             raise DatasetError(
-                f"{where}: agent_actions record, messages/{i}: assistant content must be one action, "
+                f"{where}: {kind} record, messages/{i}: assistant content must be one action, "
                 '{"action":"tool","name","arguments"} | {"action":"message","content"} | {"action":"transfer","summary"}'
             )
 
