@@ -40,7 +40,7 @@ MAX_TOOL_RESULT_CHARS = 1800
 COMPACT_AGENT_PROMPT = "concierge-agent-v1"
 COMPACT_HISTORY_CHARS = 1200  # the window of the conversation, in characters
 COMPACT_RESULT_CHARS = 800  # one tool result, as compact JSON
-COMPACT_OPENING_CHARS = 300  # the customer's first message, always kept
+COMPACT_OPENING_CHARS = 700  # the customer's first message, always kept (its identity often comes last)
 
 
 def _bounded(schema: Any) -> Any:
