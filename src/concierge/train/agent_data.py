@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -291,7 +292,9 @@ def step_examples(
     prompt (:data:`~concierge.support.actions.COMPACT_AGENT_PROMPT`): the tool lines, the window of
     the conversation before the step exactly as :func:`~concierge.support.actions.compact_history`
     shows it at inference, and the step as action JSON (the one turn learned, ``loss_on: last``).
-    Each example is a few hundred tokens, where a whole conversation with the policy is thousands."""
+    Each example is a few hundred tokens, where a whole conversation with the policy is thousands.
+    A step that uses a value its window does not show (:func:`grounded_step`) is left out, counted
+    as ``ungrounded``."""
     from concierge.support.actions import (
         COMPACT_AGENT_PROMPT,
         compact_history,
@@ -300,6 +303,7 @@ def step_examples(
     )
 
     conversations, counts = gold_conversations(tasks, domain_factory, seed=seed)
+    counts["ungrounded"] = 0
     records: list[dict[str, Any]] = []
     for task, agent, messages in conversations:
         handoff = agent.rules.handoff_tools
@@ -310,6 +314,10 @@ def step_examples(
             step = render_history([message], handoff)
             if len(step) != 1:  # one action per step (the gold has one call per message)
                 continue
+            window = compact_history(messages[:i], handoff)
+            if not grounded_step(step[0]["content"], window):
+                counts["ungrounded"] += 1
+                continue
             records.append(
                 {
                     "kind": "agent_steps",
@@ -318,15 +326,37 @@ def step_examples(
                     "source": "gold",
                     "format": COMPACT_AGENT_PROMPT,
                     "loss_on": "last",
-                    "messages": [
-                        {"role": "system", "content": system},
-                        *compact_history(messages[:i], handoff),
-                        step[0],
-                    ],
+                    "messages": [{"role": "system", "content": system}, *window, step[0]],
                 }
             )
     counts["steps"] = len(records)
     return records, counts
+
+
+_QUOTED = re.compile(r'"([^"]+)"')
+
+
+def _leaves(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [str(value)]
+
+
+def grounded_step(step: str, window: list[dict[str, str]]) -> bool:
+    """Whether every value a step writes is in the window it is learned from: a tool call's argument
+    values, and the quoted values (ids) of a message such as a proposal. A step whose evidence fell
+    out of the window would teach the model to invent ids, so it is not an example."""
+    action = json.loads(step)
+    seen = " ".join(m["content"] for m in window)
+    if action.get("action") == "tool":
+        values = _leaves(action.get("arguments") or {})
+    elif action.get("action") == "message":
+        values = _QUOTED.findall(action.get("content") or "")
+    else:
+        return True
+    return all(v in seen or v.lstrip("#") in seen for v in values)
 
 
 # --------------------------------------------------------------------------- rejection sampling
