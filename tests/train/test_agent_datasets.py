@@ -155,3 +155,68 @@ def test_cli_builds_agent_actions(tmp_path: Path, shared_data: Path) -> None:
     missing = CliRunner().invoke(app, ["train", "dataset", "--kind", "sampled", "--tasks", str(tmp_path / "nope"),
                                        "--out", str(out)])
     assert missing.exit_code != 0 and "transcripts folder not found" in missing.output
+
+
+class _CompactHub(ScriptedHub):
+    """A hub whose alias was trained on the compact agent prompt (its provenance says so)."""
+
+    def spec(self, alias: str) -> Any:
+        from types import SimpleNamespace
+
+        from concierge.support.actions import COMPACT_AGENT_PROMPT
+
+        return SimpleNamespace(provenance={"prompt": COMPACT_AGENT_PROMPT})
+
+
+def test_step_examples_are_the_requests_the_compact_agent_sends(retail) -> None:
+    """Replay gold conversations through an agent served with the compact prompt, its outputs scripted
+    from the gold steps: each step example is exactly the request sent at that step plus the step, and
+    a step whose ids fell out of the window (so the model would have to invent them) is no example."""
+    from concierge.support.actions import render_history
+    from concierge.train.agent_data import gold_conversations
+
+    tasks, factory = retail
+    records, counts = ds.step_examples(tasks, factory)
+    assert counts["steps"] == len(records) and counts["ungrounded"] > 0
+    by_id = {r["id"]: r for r in records}
+    checked = 0
+    for task, gold_agent, messages in gold_conversations(tasks, factory)[0][:3]:
+        steps = [(i, m) for i, m in enumerate(messages) if m["role"] == "assistant"]
+        outputs = [render_history([m], gold_agent.rules.handoff_tools)[0]["content"] for _, m in steps]
+        hub = _CompactHub(*outputs)
+        domain = factory()
+        domain.apply_initial_state(task.initial_state)
+        agent = ToolAgent(domain, hub, "m", rules=guard_rules("retail"), actions="constrained")
+        assert agent.compact_prompt and "Policy" not in agent.constrained_system()
+        state: dict[str, Any] = {}
+        for m in messages:
+            if m["role"] == "user":
+                agent.respond(state, m["content"])
+        assert len(hub.requests) == len(steps)
+        for n, (i, _) in enumerate(steps):
+            record = by_id.get(f"{task.id}:step:{i}")
+            if record is None:
+                continue
+            assert [*hub.requests[n]["messages"], {"role": "assistant", "content": outputs[n]}] == record["messages"]
+            # Bounded: the prompt is a window, not the whole conversation with the policy.
+            assert sum(len(m["content"]) for m in record["messages"][1:]) < 1200 + 700 + 800 + len(outputs[n]) + 200
+            checked += 1
+    assert checked >= 6
+
+
+def test_a_step_is_grounded_only_in_what_its_window_shows() -> None:
+    from concierge.train.agent_data import grounded_step
+
+    window = [
+        {"role": "user", "content": "Cancel order #W123, please."},
+        {"role": "user", "content": 'TOOL RESULT get_order_details: {"order_id":"#W123","items":[{"item_id":"111"}]}'},
+    ]
+    cancel = '{"action":"tool","name":"cancel_pending_order","arguments":{"order_id":"#W123","reason":"no longer needed"}}'
+    assert not grounded_step(cancel, window)  # the reason was never said
+    said = [*window, {"role": "user", "content": "I do not need it any more."}]  # said, but not so
+    assert not grounded_step(cancel, said)
+    assert grounded_step(cancel, [*window, {"role": "user", "content": "It is no longer needed."}])
+    proposal = json.dumps({"action": "message", "content": 'Return items (item ids: ["111", "222"]). Shall I proceed (yes/no)?'})
+    assert not grounded_step(proposal, window)  # "222" is nowhere in the window
+    assert grounded_step(proposal.replace(', \\"222\\"', ""), window)
+    assert grounded_step('{"action":"transfer","summary":"wants a person"}', window)

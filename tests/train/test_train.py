@@ -524,6 +524,34 @@ def test_train_checkpoint_resume_and_reload(tiny_llama: Path, tmp_path: Path) ->
         assert torch.allclose(value, final[key], atol=1e-6)
 
 
+def test_a_step_example_learns_only_its_last_turn(tiny_llama: Path) -> None:
+    """``loss_on: last`` (agent_steps records): the earlier assistant turns are context, not targets."""
+    from concierge.train.lora import encode_example, load_base
+
+    _, tokenizer, _ = load_base(str(tiny_llama))
+    record = {
+        "messages": [
+            {"role": "system", "content": "act"},
+            {"role": "user", "content": "cancel #W1"},
+            {"role": "assistant", "content": "FIRST-STEP"},
+            {"role": "user", "content": "TOOL RESULT x: ok"},
+            {"role": "assistant", "content": "SECOND-STEP"},
+        ]
+    }
+
+    def learned(rec: dict[str, Any]) -> str:
+        ids, labels = encode_example(tokenizer, rec)
+        assert len(ids) == len(labels)
+        return tokenizer.decode([t for t, lab in zip(ids, labels, strict=True) if lab != -100])
+
+    both = learned(record)
+    assert "FIRST-STEP" in both and "SECOND-STEP" in both and "cancel" not in both
+    last = learned({**record, "loss_on": "last"})
+    assert "SECOND-STEP" in last and "FIRST-STEP" not in last
+    # The prompt tokens are the same either way: only the labels differ.
+    assert encode_example(tokenizer, record)[0] == encode_example(tokenizer, {**record, "loss_on": "last"})[0]
+
+
 def test_export_matches_llama_cpp_including_qk_permutation(
     tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
