@@ -152,6 +152,8 @@ def summarise(
             "write_precision": m["write_precision"],
             "conversations_with_write": m["conversations_with_write"],
             "harmful_write_rate": m["harmful_write_rate"],
+            "tool_calls": sum(r["tool_calls"] for r in rows),
+            "refused_calls": sum(r["refused"] for r in rows),
             "tokens_per_conversation": result["tokens_per_conversation"],
             "prompt_tokens_per_conversation": sum(r["prompt_tokens"] for r in rows) / max(len(rows), 1),
             "completion_tokens_per_conversation": sum(r["completion_tokens"] for r in rows)
@@ -219,9 +221,9 @@ def report(args: argparse.Namespace) -> int:
     lines.append("")
     lines.append(
         "| mode | model | pass^1 | floor | in-house / off-the-shelf (95 % CI) | write precision "
-        "| harmful-write rate | US$ per resolved conversation |"
+        "| harmful-write rate | tool calls (refused by the guardrails) | US$ per resolved conversation |"
     )
-    lines.append("|---|---|---:|---:|---|---|---:|---:|")
+    lines.append("|---|---|---:|---:|---|---|---:|---:|---:|")
     for s in rows:
         for role in ("baseline", "candidate"):
             f = s[role]
@@ -235,11 +237,11 @@ def report(args: argparse.Namespace) -> int:
             lines.append(
                 f"| {s['mode']} | {f['model']} | {f['pass^1']:.3f} ({f['resolved']}/{f['conversations']}) "
                 f"| {s['floor']:.3f} | {ratio} | {precision} ({f['conversations_with_write']} wrote) "
-                f"| {f['harmful_write_rate']:.3f} | {cost} |"
+                f"| {f['harmful_write_rate']:.3f} | {f['tool_calls']} ({f['refused_calls']}) | {cost} |"
             )
         a = s["api"]
         lines.append(
-            f"| {s['mode']} | API {a['model']} (published rate) | {a['published_resolution_rate']:.3f} | | | | "
+            f"| {s['mode']} | API {a['model']} (published rate) | {a['published_resolution_rate']:.3f} | | | | | "
             f"| {a['usd_per_resolved_conversation']:.5f} |"
         )
     text = "\n".join(lines)

@@ -26,6 +26,8 @@ def _result(
             "model_seconds": seconds,
             "prompt_tokens": tokens[0],
             "completion_tokens": tokens[1],
+            "tool_calls": 3,
+            "refused": i % 2,
         }
         for i, w in enumerate(wins)
     ]
@@ -59,6 +61,7 @@ def test_pair_figures_by_hand(tmp_path: Path) -> None:
     # API at the in-house token volume: (2000 x 2.5 + 200 x 10) / 1e6 = $0.007 a conversation, over
     # its published resolution rate 0.5 -> $0.014 a resolved one.
     assert s["api"]["usd_per_resolved_conversation"] == pytest.approx(0.014)
+    assert (s["candidate"]["tool_calls"], s["candidate"]["refused_calls"]) == (24, 4)
     assert s["candidate"]["write_precision"] == 1.0 and s["baseline"]["harmful_write_rate"] == 0.125
 
 
