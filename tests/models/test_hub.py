@@ -343,8 +343,10 @@ def test_model_cards():
     hub, _, _ = make_hub()
     cards = {c.alias: c for c in hub.models()}
     # The embedded defaults, plus the committed in-house adapter from the packaged registry.
-    assert set(cards) == {"chat", "support-agent", "shop-assistant", "embed", "retail-inhouse"}
+    assert set(cards) == {"chat", "support-agent", "shop-assistant", "embed", "retail-inhouse", "retail-agent-inhouse"}
     assert cards["retail-inhouse"].in_house and not cards["chat"].in_house
+    # The committed in-house agent model drives the constrained agent mode (a llama.cpp alias).
+    assert cards["retail-agent-inhouse"].in_house and cards["retail-agent-inhouse"].actions == "constrained"
     assert cards["support-agent"].kind == "chat" and cards["support-agent"].engine == "llama.cpp"
     assert cards["support-agent"].catalogue_id == "smollm2-135m-instruct"
     assert cards["support-agent"].context_length == 4096  # n_ctx 8192 over 2 slots
