@@ -11,7 +11,7 @@
 # (train dataset --kind agent_steps), read from the shared data folder (CONCIERGE_SHARED_DATA, default
 # ../shared/data) and never copied into the project. 110 steps x 2 examples sees 220 of the ~2300 steps:
 # what 30 minutes of the 2 cores allow (about 8 s an example of ~800 tokens). Measured end to end by
-# scripts/bench_agent_modes.py on tasks it was not trained on. Needs the train extra: make install-train.
+# scripts/proof_agent_modes.py on tasks it was not trained on (docs/benchmarks.md). Needs the train extra: make install-train.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
