@@ -298,12 +298,12 @@ class ToolAgent:
     def step_prompt(self, messages: list[dict[str, Any]]) -> list[dict[str, str]]:
         """The messages one constrained step sends: the system prompt and the history as the model
         reads it (the whole recent history, or the compact prompt's window)."""
-        system = self.constrained_system()
         if self.compact_prompt:
+            system = compact_instructions(self.domain, self.rules.handoff_tools)
             rendered = compact_history(messages, self.rules.handoff_tools)
         else:
-            history = self._history(messages, self._budget(self.system_prompt(None))[2])
-            rendered = render_history(history, self.rules.handoff_tools)
+            system, _, history_chars = self._budget(self.system_prompt(None))  # once a step
+            rendered = render_history(self._history(messages, history_chars), self.rules.handoff_tools)
         return [{"role": "system", "content": system}, *rendered]
 
     def step_schema(self, guard: Guard, *, must_answer: bool = False) -> dict[str, Any]:
@@ -474,7 +474,7 @@ def trained_prompt(hub: ChatHub | None, alias: str | None) -> str | None:
         return None
     try:
         prompt = (getattr(spec_of(alias), "provenance", None) or {}).get("prompt")
-    except Exception:  # noqa: BLE001 - a hub without specs, or an alias it does not know
+    except ModelError:  # an alias the hub does not know, or a hub without deployment specs
         return None
     return str(prompt) if prompt else None
 

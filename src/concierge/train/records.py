@@ -58,6 +58,19 @@ _TRANSCRIPT = {
     },
 }
 
+# The messages of the constrained-action kinds: a system prompt, then plain user/assistant turns.
+_ACTION_MESSAGES: dict[str, Any] = {
+    "type": "array",
+    "minItems": 3,
+    "prefixItems": [{"properties": {"role": {"const": "system"}}}],
+    "items": {
+        "type": "object",
+        "required": ["role", "content"],
+        "properties": {"role": {"enum": ["system", "user", "assistant"]}, "content": {"type": "string"}},
+        "additionalProperties": False,
+    },
+}
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     "guided": {
         "type": "object",
@@ -99,20 +112,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "task_id": {"type": "string"},
             "source": {"enum": ["gold", "transcript"]},
             "format": {"const": "concierge-action-v1"},
-            "messages": {
-                "type": "array",
-                "minItems": 3,
-                "prefixItems": [{"properties": {"role": {"const": "system"}}}],
-                "items": {
-                    "type": "object",
-                    "required": ["role", "content"],
-                    "properties": {
-                        "role": {"enum": ["system", "user", "assistant"]},
-                        "content": {"type": "string"},
-                    },
-                    "additionalProperties": False,
-                },
-            },
+            "messages": _ACTION_MESSAGES,
         },
         "additionalProperties": False,
     },
@@ -126,20 +126,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "source": {"enum": ["gold", "transcript"]},
             "format": {"const": "concierge-agent-v1"},
             "loss_on": {"const": "last"},
-            "messages": {
-                "type": "array",
-                "minItems": 3,
-                "prefixItems": [{"properties": {"role": {"const": "system"}}}],
-                "items": {
-                    "type": "object",
-                    "required": ["role", "content"],
-                    "properties": {
-                        "role": {"enum": ["system", "user", "assistant"]},
-                        "content": {"type": "string"},
-                    },
-                    "additionalProperties": False,
-                },
-            },
+            "messages": _ACTION_MESSAGES,
         },
         "additionalProperties": False,
     },
