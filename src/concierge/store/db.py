@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from concierge import config
@@ -38,11 +38,67 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
     cursor.close()
 
 
+_BUSY_TIMEOUT_S = 10.0
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+class _WriteGate:
+    """Writers to one SQLite database queue on a lock in this process instead of polling SQLite.
+
+    SQLite lets one connection write at a time. A connection that finds the write lock taken waits
+    in SQLite's busy handler, which sleeps 1, 2, 5 ... up to 100 ms between tries and so leaves the
+    database idle while writers sleep: under 32 concurrent support turns the gateway held the GIL
+    only half the time (py-spy, 2026-12-03), the rest was writers asleep in ``do_execute``. Here a
+    transaction takes the gate just before its first write (where pysqlite's implicit BEGIN takes
+    SQLite's write lock) and gives it back when it commits, rolls back or returns to the pool, so
+    the next writer starts as soon as the last one ends. Other processes on the same file still
+    meet SQLite's busy handler. A writer that waits longer than the busy timeout goes on without
+    the gate and meets SQLite's own lock, as before (never a deadlock this lock alone made).
+    """
+
+    def __init__(self, timeout: float = _BUSY_TIMEOUT_S) -> None:
+        self._lock = threading.Lock()
+        self._timeout = timeout
+        self._holder: int | None = None  # id() of the DBAPI connection that holds the gate
+
+    def before_execute(self, conn, _cursor, statement: str, *_args) -> None:  # noqa: ANN001
+        dbapi = id(conn.connection.dbapi_connection)
+        if self._holder == dbapi or not statement.lstrip()[:7].upper().startswith(_WRITES):
+            return
+        if self._lock.acquire(timeout=self._timeout):
+            self._holder = dbapi
+
+    def install(self, engine: Engine) -> None:
+        event.listen(engine, "before_cursor_execute", self.before_execute)
+        event.listen(engine.pool, "checkin", lambda dbapi_connection, _record: self._release(id(dbapi_connection)))
+        dialect = engine.dialect  # one per engine: released after SQLite's own commit or rollback
+        for name in ("do_commit", "do_rollback"):
+            ended = getattr(dialect, name)
+
+            def end(dbapi_connection, _ended=ended) -> None:  # noqa: ANN001
+                try:
+                    _ended(dbapi_connection)
+                finally:
+                    self._release(id(dbapi_connection))
+
+            setattr(dialect, name, end)
+
+    def _release(self, dbapi: int) -> None:
+        if self._holder == dbapi:
+            self._holder = None
+            self._lock.release()
+
+
 def make_engine(url: str) -> Engine:
-    """A new engine for ``url`` (SQLite: WAL and a busy timeout), schema untouched."""
+    """A new engine for ``url`` (SQLite: WAL, a busy timeout, writers queued in-process), schema untouched."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        # A pool as large as the gateway's busy worker threads: past the default 5 (+10 overflow), each
+        # connection given back was closed and the next one opened anew, pragmas and all.
+        database = make_url(url).database
+        pool = {} if database in (None, "", ":memory:") else {"pool_size": 20, "max_overflow": 20}
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": _BUSY_TIMEOUT_S}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
+        _WriteGate().install(engine)
         return engine
     return create_engine(url, pool_pre_ping=True)
 

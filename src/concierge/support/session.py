@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, insert, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from concierge.errors import ConciergeError
@@ -52,6 +52,9 @@ from concierge.support.domains import flows_path, load_domain
 from concierge.support.guardrails import GuardRules, result_text
 from concierge.support.guided import GuidedAgent, load_flows
 from concierge.support.toolkit import DbSource
+
+_CONV = Conversation.__table__
+_MESSAGES = Message.__table__
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +268,7 @@ class SupportSession:
         """
         since = live.rev
         with session_scope(self.db_url) as db:
-            return db.execute(
+            return db.connection().execute(
                 select(DomainRecord.table_name, DomainRecord.record_key, DomainRecord.record, DomainRecord.version)
                 .where(DomainRecord.scope == scope, DomainRecord.domain == name, DomainRecord.version > since)
             ).all()
@@ -306,11 +309,11 @@ class SupportSession:
         with session_scope(self.db_url) as db:
             tenant_id, tenant_name = _tenant(db, tenant)
             state = _new_state(domain, mode, tenant_name)
-            db.add(
-                Conversation(
-                    id=conversation_id, tenant_id=tenant_id, kind="support", state=state, status="open"
-                )
-            )
+            now = utcnow()
+            db.connection().execute(insert(_CONV).values(
+                id=conversation_id, tenant_id=tenant_id, kind="support", state=state, status="open",
+                created_at=now, updated_at=now,
+            ))
         return conversation_id
 
     def _conversation_lock(self, conversation_id: str) -> threading.Lock:
@@ -334,12 +337,17 @@ class SupportSession:
         """The turn's answer and the conversation state it saved."""
         with self._conversation_lock(conversation_id):
             with session_scope(self.db_url) as db:
-                conv = db.get(Conversation, conversation_id)
-                if conv is None or conv.kind != "support" or not _owned(db, conv, tenant):
+                # Core, not the ORM: this read and _save's statements were a third of a turn's CPU.
+                row = db.connection().execute(
+                    select(_CONV.c.kind, _CONV.c.state, _CONV.c.status, _CONV.c.tenant_id, Tenant.name)
+                    .outerjoin(Tenant, Tenant.id == _CONV.c.tenant_id)
+                    .where(_CONV.c.id == conversation_id)
+                ).first()
+                if row is None or row.kind != "support" or not _owned(db, row.tenant_id, row.name, tenant):
                     raise ConversationNotFound(f"no support conversation {conversation_id}")
-                state = copy.deepcopy(conv.state or {})
-                status = conv.status
-                tenant_id = conv.tenant_id
+                state = copy.deepcopy(row.state or {})
+                status = row.status
+                tenant_id = row.tenant_id
             version = int(state.get("version", 0))
             if status in ("handoff", "human", "closed"):
                 # A person owns the case now: keep the message for them, do not run the agent.
@@ -548,42 +556,41 @@ class SupportSession:
     ) -> int | None:
         """Store the turn (and its domain writes) in one transaction; returns the domain revision written."""
         with session_scope(self.db_url) as db:
+            conn = db.connection()
             # Writing first takes the conversation's row lock (Postgres) or the database write lock
             # (SQLite: its implicit transaction starts at the first write), so the version check below
-            # cannot interleave with another process's save.
-            touched = db.execute(
-                update(Conversation).where(Conversation.id == conversation_id).values(updated_at=utcnow())
-            ).rowcount
-            conv = db.get(Conversation, conversation_id, with_for_update=True) if touched else None
+            # cannot interleave with another process's save; RETURNING reads the row under that lock.
+            conv = conn.execute(
+                update(_CONV).where(_CONV.c.id == conversation_id).values(updated_at=utcnow())
+                .returning(_CONV.c.state, _CONV.c.status, _CONV.c.tenant_id)
+            ).first()
             if conv is None:
                 raise ConversationNotFound(f"no support conversation {conversation_id}")
             if int((conv.state or {}).get("version", 0)) != version:
                 raise ConversationConflict(f"conversation {conversation_id} changed while this turn ran")
             revision = _store_writes(db, writes) if writes is not None else None
-            db.add(Message(conversation_id=conversation_id, role="user", content=user_text))
-            for action in result.actions:
-                db.add(
-                    Message(
-                        conversation_id=conversation_id,
-                        role="tool",
-                        content=result_text(action)[:4000],
-                        data={k: v for k, v in action.items() if k != "result"},
-                    )
-                )
-            db.add(
-                Message(
-                    conversation_id=conversation_id,
-                    role="assistant",
-                    content=result.message,
-                    data={"status": result.status, "mode": state.get("mode"), "usage": result.usage}
-                    if run_agent
-                    else {"status": result.status},
-                )
+            messages: list[dict[str, Any]] = [{"role": "user", "content": user_text, "data": null()}]  # SQL NULL
+            messages += [
+                {"role": "tool", "content": result_text(action)[:4000],
+                 "data": {k: v for k, v in action.items() if k != "result"}}
+                for action in result.actions
+            ]
+            messages.append({
+                "role": "assistant",
+                "content": result.message,
+                "data": {"status": result.status, "mode": state.get("mode"), "usage": result.usage}
+                if run_agent
+                else {"status": result.status},
+            })
+            now = utcnow()
+            conn.execute(  # one multi-row INSERT, in order: message ids keep the turn's order
+                insert(_MESSAGES).values([{"conversation_id": conversation_id, "created_at": now, **m} for m in messages])
             )
             if not run_agent:
                 state.setdefault("messages", []).append({"role": "user", "content": user_text})
             state["version"] = version + 1
-            if result.status == "handoff" and conv.status != "handoff":
+            status = conv.status
+            if result.status == "handoff" and status != "handoff":
                 handoff = result.handoff or {}
                 db.add(
                     Handoff(
@@ -594,9 +601,9 @@ class SupportSession:
                         summary=str(handoff.get("summary") or ""),
                     )
                 )
-                conv.status = "handoff"
-            state["status"] = conv.status
-            conv.state = state  # a new object, so SQLAlchemy sees the JSON change
+                status = "handoff"
+            state["status"] = status
+            conn.execute(update(_CONV).where(_CONV.c.id == conversation_id).values(state=state, status=status))
         return revision
 
 
@@ -727,18 +734,20 @@ def _client_conversation(messages: Any) -> list[dict[str, str]]:
 def _tenant(db: Any, tenant: int | str | None) -> tuple[int | None, str | None]:
     if tenant is None:
         return None, None
+    conn = db.connection()
     if isinstance(tenant, int):
-        row = db.get(Tenant, tenant)
-        return (row.id, row.name) if row else (None, None)
-    row = db.scalars(select(Tenant).where(Tenant.name == tenant)).first()
-    return (row.id if row else None), tenant
+        name = conn.execute(select(Tenant.name).where(Tenant.id == tenant)).scalar()
+        return (tenant, name) if name is not None else (None, None)
+    return conn.execute(select(Tenant.id).where(Tenant.name == tenant)).scalar(), tenant
 
 
-def _owned(db: Any, conv: Conversation, tenant: int | str | None) -> bool:
+def _owned(db: Any, conv_tenant_id: int | None, conv_tenant_name: str | None, tenant: int | str | None) -> bool:
+    """Whether ``tenant`` (None: any) owns a conversation of tenant ``conv_tenant_id`` (named ``conv_tenant_name``)."""
     if tenant is None:
         return True
-    tenant_id, _ = _tenant(db, tenant)
-    return conv.tenant_id == tenant_id
+    if conv_tenant_id is not None:
+        return tenant == (conv_tenant_id if isinstance(tenant, int) else conv_tenant_name)
+    return _tenant(db, tenant)[0] is None  # a conversation of no tenant: only a tenant that does not exist
 
 
 # --------------------------------------------------------------------------- domain copies and overlay

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -213,8 +214,12 @@ def _word_pattern(word: str, plural: bool) -> str:
     return w + r"(?:s|es)?"
 
 
+@functools.lru_cache(maxsize=8192)
 def phrase_regex(phrase: str, plural: bool = False) -> re.Pattern[str]:
-    """Whole-word, case-folded match of a phrase; spaces and hyphens are interchangeable."""
+    """Whole-word, case-folded match of a phrase; spaces and hyphens are interchangeable.
+
+    Cached: a shop turn asks for the same few hundred catalogue phrases again and again, and building
+    each pattern (escape, join, re's own cache look-up) was about a tenth of a turn's CPU."""
     words = re.findall(r"[a-z0-9]+|[^\sa-z0-9\-]", phrase.lower())
     if plural and words and words[-1].isalpha():
         stem = tokenize(words[-1])

@@ -6,8 +6,10 @@ A built-in domain keeps its flows beside its tools (``support/domains/<domain>/f
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import yaml
@@ -41,10 +43,14 @@ def load_flows(domain: str | None = None, path: str | Path | None = None) -> Flo
     Parsed once per file version (path, size, modification time): a support turn builds its agent
     afresh, and parsing the YAML was half the cost of a turn. Callers only read the result."""
     file = Path(path) if path else flows_path(str(domain))
-    if not file.is_file():
+    name = os.path.abspath(file)  # no realpath: one stat per turn, not one per path component
+    try:
+        stat = os.stat(name)
+    except OSError:
+        stat = None
+    if stat is None or not S_ISREG(stat.st_mode):
         raise FileNotFoundError(f"no flows file for domain {domain!r}: {file}")
-    stat = file.stat()
-    return _parse_flows(str(file.resolve()), stat.st_size, stat.st_mtime_ns, domain)
+    return _parse_flows(name, stat.st_size, stat.st_mtime_ns, domain)
 
 
 @functools.lru_cache(maxsize=64)
