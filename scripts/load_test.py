@@ -374,7 +374,7 @@ def check_database(run: Run, db_url: str | None, chat_tenant: str | None) -> dic
 def print_report(fig: dict[str, Any], check: dict[str, Any] | None, meta: dict[str, Any]) -> None:
     print(f"\n{meta['date']}  {meta['machine']}  {meta['command']}")
     print(f"wall {fig['wall_s']} s, concurrency {meta['concurrency']}, models {meta['models']}, "
-          f"database {meta['database']}, client in {meta['client']}")
+          f"database {meta['database']}, client in {meta['client']}, gateway processes {meta.get('gateway_processes', 1)}")
     print(f"load average (1, 5, 15 min) before {meta['load_average']}, after {meta.get('load_average_after')}")
     if fig.get("rate"):
         print(f"offered {fig['rate']} requests/s; {fig['late']} started over 10 ms late (every worker busy)")
@@ -522,7 +522,14 @@ class InProcessGateway:
         self.url = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        sockets = None
+        if getattr(self.args, "reuse_port", False):  # --workers: the kernel spreads connections over the processes
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(("127.0.0.1", port))
+            sockets = [sock]
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": sockets}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:
@@ -558,7 +565,7 @@ def serve(args: argparse.Namespace) -> int:
     def counted(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
         statements[statement.split(None, 1)[0].upper() if statement.strip() else "?"] += 1
 
-    with InProcessGateway(args) as gateway:
+    with InProcessGateway(args, port=args.port or 0) as gateway:
         ready = {"url": gateway.url, "key": args.key, "chat_key": args.chat_key,
                  "database_url": config.database_url(), "pid": os.getpid()}
         # Statements sent to the database while serving (SQLAlchemy's, not the outbox file's).
@@ -575,41 +582,74 @@ def serve(args: argparse.Namespace) -> int:
 
 class SpawnedGateway:
     """``--spawn``: the gateway as its own process (this script with ``--serve``), so the load client
-    does not share its GIL; stopped with SIGTERM, which writes every usage row before it exits."""
+    does not share its GIL; stopped with SIGTERM, which writes every usage row before it exits.
+
+    ``--workers N``: N such processes on one port (SO_REUSEPORT), as ``concierge serve --workers N``
+    runs them; each is started once the one before it is ready (the first prepares the store)."""
 
     def __init__(self, args: argparse.Namespace, home: Path) -> None:
         self.args = args
         self.home = home
+        self.processes: list[Any] = []
+        self.pids: list[int] = []
+        self.stats: dict[str, Any] | None = None
 
     def __enter__(self) -> dict[str, Any]:
         import subprocess
 
+        workers = max(1, self.args.workers)
+        port = free_port()
         command = [sys.executable, str(Path(__file__).resolve()), "--serve", "--home", str(self.home),
-                   "--hub", self.args.hub, "--products", str(self.args.products)]
+                   "--hub", self.args.hub, "--products", str(self.args.products), "--port", str(port)]
+        if workers > 1:
+            command.append("--reuse-port")
         if self.args.log_requests:
             command.append("--log-requests")
         if self.args.budget:
             command.append("--budget")
         if self.args.metering_sigkill_safe:
             command.append("--metering-sigkill-safe")
-        print(f"starting the gateway process ({self.args.hub} models, demo store) ...", flush=True)
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.startswith("READY "):
-                return json.loads(line[len("READY "):])
-            print(line, end="")
-        raise SystemExit(f"the gateway process exited ({self.process.wait()}) before it was ready")
+        print(f"starting {workers} gateway process(es) ({self.args.hub} models, demo store) ...", flush=True)
+        first: dict[str, Any] | None = None
+        for _ in range(workers):
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+            self.processes.append(process)
+            assert process.stdout is not None
+            ready = None
+            for line in process.stdout:
+                if line.startswith("READY "):
+                    ready = json.loads(line[len("READY "):])
+                    break
+                print(line, end="")
+            if ready is None:
+                raise SystemExit(f"a gateway process exited ({process.wait()}) before it was ready")
+            self.pids.append(int(ready["pid"]))
+            first = first or ready
+        assert first is not None
+        return {**first, "pids": list(self.pids)}
 
     def __exit__(self, *exc: object) -> None:
-        self.process.terminate()
-        try:
-            out, _ = self.process.communicate(timeout=60)
-        except Exception:  # noqa: BLE001
-            self.process.kill()
-            out, _ = self.process.communicate()
-        self.stats = next((json.loads(line[len("STATS "):]) for line in (out or "").splitlines()
-                           if line.startswith("STATS ")), None)
+        for process in self.processes:
+            process.terminate()
+        merged: dict[str, Any] | None = None
+        for process in self.processes:
+            try:
+                out, _ = process.communicate(timeout=60)
+            except Exception:  # noqa: BLE001
+                process.kill()
+                out, _ = process.communicate()
+            stats = next((json.loads(line[len("STATS "):]) for line in (out or "").splitlines()
+                          if line.startswith("STATS ")), None)
+            if stats is None:
+                continue
+            if merged is None:
+                merged = {"sql_statements": Counter(), "outbox_commits": 0}
+            merged["sql_statements"].update(stats["sql_statements"])
+            merged["outbox_commits"] = None if stats["outbox_commits"] is None or merged["outbox_commits"] is None \
+                else merged["outbox_commits"] + stats["outbox_commits"]
+        if merged is not None:
+            merged["sql_statements"] = dict(merged["sql_statements"])
+        self.stats = merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -618,6 +658,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spawn", action="store_true",
                         help="start the gateway (as without --url) in a process of its own, not in this one")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # what --spawn starts
+    parser.add_argument("--workers", type=int, default=1,
+                        help="with --spawn: gateway processes sharing the port (as `concierge serve --workers`)")
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)  # --serve: the port to bind
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # --serve: SO_REUSEPORT
     parser.add_argument("--key", help="API key of the tenant that owns the demo store (with --url)")
     parser.add_argument("--chat-key", help="API key used only for /v1/chat/completions, so its usage rows "
                         "can be counted (default: --key, and the usage check is skipped)")
@@ -662,6 +706,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "models": "the gateway at --url" if args.url else args.hub,
         "client": "own process" if args.url or args.spawn else "the gateway's process",
+        "gateway_processes": max(1, args.workers) if args.spawn else 1,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     check = None
@@ -678,9 +723,11 @@ def main(argv: list[str] | None = None) -> int:
             with spawned as ready:
                 args.key, args.chat_key = ready["key"], ready["chat_key"]
                 meta["database"] = ready["database_url"].split("@")[-1]
-                server_cpu, client_cpu = cpu_seconds(ready["pid"]), cpu_seconds()
+                server_cpu = sum(cpu_seconds(pid) for pid in ready["pids"])
+                client_cpu = cpu_seconds()
                 run = asyncio.run(drive(args, ready["url"]))
-                run.cpu = {"server_s": cpu_seconds(ready["pid"]) - server_cpu, "client_s": cpu_seconds() - client_cpu}
+                run.cpu = {"server_s": sum(cpu_seconds(pid) for pid in ready["pids"]) - server_cpu,
+                           "client_s": cpu_seconds() - client_cpu}
             run.server_stats = spawned.stats
             # The process has exited: every usage row is written.
             check = check_database(run, ready["database_url"], "load-chat")

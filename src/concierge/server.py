@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "WebServices", "build_app", "build_demo_services", "build_services", "close_services", "ensure_demo_store",
-    "mount_all",
+    "mount_all", "serve_workers", "worker_app",
 ]
+
+WORKER_OPTIONS_ENV = "CONCIERGE_WORKER_OPTIONS"  # what ``serve --workers`` hands each worker process
 
 
 def ensure_demo_store(
@@ -169,3 +171,103 @@ def close_services(app: FastAPI) -> None:
     close = getattr(getattr(getattr(services, "shop", None), "assistants", None), "close", None)
     if close is not None:
         close()
+
+
+# ---- several gateway processes on one port (``concierge serve --workers N``) ------------------------
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process of ``concierge serve --workers N`` (a uvicorn factory).
+
+    Built from the options the parent put in ``CONCIERGE_WORKER_OPTIONS``: the deployment config,
+    the gateway settings and whether to serve the web app. Each worker loads its own models; keys,
+    budgets, rate limits, usage, conversations and support writes are shared through the database.
+    When its background preparation (the demo store's search index) is done, the worker touches
+    the ``ready_file`` the parent waits for before it starts the next worker.
+    """
+    import json
+    import os
+    from contextlib import asynccontextmanager
+    from pathlib import Path
+
+    from concierge.models.hub import ModelHub
+
+    options = json.loads(os.environ[WORKER_OPTIONS_ENV])
+    hub = ModelHub.from_config(Path(options["config"]) if options.get("config") else None)
+    app = build_app(hub, GatewaySettings(**options.get("settings", {})), web=bool(options.get("web", True)))
+    services: WebServices = app.state.concierge_services
+    ready = options.get("ready_file")
+    if ready:
+
+        def signal_ready() -> None:
+            for thread in list(services.warmers):
+                thread.join()
+            Path(ready).touch()
+
+        threading.Thread(target=signal_ready, name="concierge-worker-ready", daemon=True).start()
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: FastAPI):  # noqa: ANN202
+        async with inner(application) as state:
+            yield state
+        close_services(application)
+        hub.close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def serve_workers(
+    host: str, port: int, workers: int, *, config: str | None, settings: GatewaySettings, web: bool,
+    run_dir: str,
+) -> None:
+    """Serve the app from ``workers`` processes sharing one listening socket, until SIGINT/SIGTERM.
+
+    The first worker starts alone; the others start once it serves and has finished its first-start
+    preparation (so they find the search index on disk instead of all building it at once). A worker
+    that dies is replaced (uvicorn's supervisor). The caller prepares the database beforehand.
+    """
+    import dataclasses
+    import json
+    import os
+    import time
+    from pathlib import Path
+
+    import uvicorn
+    from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+    ready_file = Path(run_dir) / f"worker-ready-{os.getpid()}"
+    ready_file.parent.mkdir(parents=True, exist_ok=True)
+    ready_file.unlink(missing_ok=True)
+    os.environ[WORKER_OPTIONS_ENV] = json.dumps({
+        "config": config, "settings": dataclasses.asdict(settings), "web": web, "ready_file": str(ready_file),
+    })
+    uv_config = uvicorn.Config("concierge.server:worker_app", factory=True, host=host, port=port, workers=workers,
+                               log_level="info", access_log=False)
+
+    class Staggered(Multiprocess):
+        def init_processes(self) -> None:
+            first = Process(self.config, self.sockets)
+            first.start()
+            self.processes.append(first)
+            while not self.should_exit.is_set():
+                self.handle_signals()
+                if not first.process.is_alive():
+                    return  # the supervisor's loop sees the failed start and stops
+                if ready_file.exists() and first.is_ready(timeout=1):
+                    break
+                time.sleep(0.2)
+            for _ in range(self.processes_num - 1):
+                if self.should_exit.is_set():
+                    return
+                process = Process(self.config, self.sockets)
+                process.start()
+                self.processes.append(process)
+
+    sock = uv_config.bind_socket()
+    try:
+        Staggered(uv_config, sockets=[sock]).run()
+    finally:
+        sock.close()
+        ready_file.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json as jsonlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -44,6 +44,11 @@ def serve(
     web: Annotated[
         bool, typer.Option(help="Also serve the web app (on the demo store); the shop and support APIs are served either way.")
     ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(help="Gateway processes sharing the port (past one Python process's GIL). Each loads its own "
+                          "models; keys, limits, budgets, usage and conversations are shared through the database."),
+    ] = 1,
 ) -> None:
     """Serve the OpenAI-compatible gateway (/v1/...) and the web app (/, /support, /console)."""
     import uvicorn
@@ -58,6 +63,14 @@ def serve(
         raise _bad(f"port must be 1-65535, not {port}")
     if max_body_mb <= 0:
         raise _bad("--max-body-mb must be positive")
+    if workers < 1:
+        raise _bad(f"--workers must be at least 1, not {workers}")
+    if workers > 1:
+        from sqlalchemy import make_url
+
+        url = cfg.database_url()
+        if url.startswith("sqlite") and make_url(url).database in (None, "", ":memory:"):
+            raise _bad("--workers needs a database the processes share (a file or a server), not an in-memory SQLite")
     config = config or cfg.deployment_path()
     if config is not None and not config.is_file():
         raise _bad(f"deployment config not found: {config}")
@@ -71,6 +84,9 @@ def serve(
         warm_up=warm_up,
         metrics_public=metrics_public,
     )
+    if workers > 1:
+        _serve_workers(hub, settings, host=host, port=port, workers=workers, config=config, web=web)
+        return
     try:
         app = build_app(hub, settings, web=web)
     except ValueError as exc:  # the deployment's support: section (a domain folder, a tenant's domain)
@@ -89,6 +105,31 @@ def serve(
 
         close_services(app)
         hub.close()
+
+
+def _serve_workers(
+    hub: Any, settings: Any, *, host: str, port: int, workers: int, config: Path | None, web: bool
+) -> None:
+    """``serve --workers N``: check the deployment and prepare the database here, once, then hand over."""
+    from concierge import config as cfg
+    from concierge.server import build_services, ensure_demo_store, serve_workers
+    from concierge.store.db import get_engine
+
+    try:
+        build_services(hub)  # the deployment's support: section, checked before any worker starts
+        get_engine()  # the schema migrated once, not by N workers at once
+        if web:
+            tenancy.create_tenant("demo")
+            ensure_demo_store("demo", "demo")
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+    finally:
+        hub.close()
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+    _out.print(f"concierge gateway on [bold]http://{shown}:{port}/v1[/bold], {workers} worker processes")
+    _out.print("Keys: concierge keys create --tenant NAME   (Ctrl+C stops)")
+    serve_workers(host, port, workers, config=str(config) if config else None, settings=settings, web=web,
+                  run_dir=str(cfg.home() / "run"))
 
 
 @keys_app.command("create")

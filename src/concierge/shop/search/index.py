@@ -270,10 +270,17 @@ class SearchIndex(LexicalSearch, DenseSearch):
         }
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
         old = target.parent / f".{target.name}.old-{tag}"
-        if target.exists():
-            target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        for attempt in range(3):  # another process (a second gateway worker) may swap its copy in between
+            try:
+                if target.exists():
+                    target.rename(old)
+                tmp.rename(target)
+                break
+            except OSError:
+                if attempt == 2:
+                    raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         self.folder = target
         return target
 
