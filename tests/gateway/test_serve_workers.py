@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from concierge import tenancy
+from concierge import config, tenancy
 from concierge.store import db
 
 STARTED = re.compile(r"Started server process \[(\d+)\]")
@@ -75,11 +75,13 @@ def test_two_workers_share_the_port_and_the_database(tmp_path: Path, monkeypatch
     monkeypatch.delenv("CONCIERGE_DATABASE_URL", raising=False)
     db.reset_engines()
     port = _free_port()
+    # The database this test's own calls use (a SQLite file in the home; a PostgreSQL schema under
+    # tests/postgres_plugin.py), named for the server too.
+    env = {**os.environ, "CONCIERGE_HOME": str(tmp_path), "CONCIERGE_DATABASE_URL": config.database_url()}
     proc = subprocess.Popen(
         [sys.executable, "-m", "concierge", "serve", "--workers", "2", "--no-web", "--no-warm-up",
          "--port", str(port)],
-        env={**os.environ, "CONCIERGE_HOME": str(tmp_path)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     log = _Log(proc.stderr)
     try:
