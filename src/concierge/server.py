@@ -193,8 +193,12 @@ def worker_app() -> FastAPI:
     from concierge.models.hub import ModelHub
 
     options = json.loads(os.environ[WORKER_OPTIONS_ENV])
-    hub = ModelHub.from_config(Path(options["config"]) if options.get("config") else None)
-    app = build_app(hub, GatewaySettings(**options.get("settings", {})), web=bool(options.get("web", True)))
+    try:
+        hub = ModelHub.from_config(Path(options["config"]) if options.get("config") else None)
+        app = build_app(hub, GatewaySettings(**options.get("settings", {})), web=bool(options.get("web", True)))
+    except Exception:  # a worker that cannot start would only fail again: uvicorn's supervisor stops on this code
+        log.exception("the gateway worker could not start")
+        raise SystemExit(3) from None  # uvicorn.config.STARTUP_FAILURE
     services: WebServices = app.state.concierge_services
     ready = options.get("ready_file")
     if ready:

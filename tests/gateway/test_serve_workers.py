@@ -121,3 +121,17 @@ def test_two_workers_share_the_port_and_the_database(tmp_path: Path, monkeypatch
             proc.kill()
             proc.wait(timeout=30)
         db.reset_engines()
+
+
+def test_a_worker_that_cannot_start_exits_with_uvicorns_startup_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exit code 3 makes uvicorn's supervisor stop instead of restarting the worker for ever."""
+    import json
+
+    from concierge.server import WORKER_OPTIONS_ENV, worker_app
+
+    monkeypatch.setenv(WORKER_OPTIONS_ENV, json.dumps({"config": str(tmp_path / "missing.yaml"), "web": False}))
+    with pytest.raises(SystemExit) as failed:
+        worker_app()
+    assert failed.value.code == 3

@@ -91,6 +91,34 @@ def test_service_refund_is_capped_by_the_flow_and_the_tool(homestay) -> None:
     assert homestay.db["reservations"]["HS10009"]["service_refunds"][0]["amount"] == 113.0
 
 
+def test_a_policy_question_is_answered_without_identification(homestay) -> None:
+    """ "What is your cancellation policy?" is a question about the policy, not a cancellation: it is
+    answered from the policy, citing it, with no account asked for or looked up."""
+    agent = GuidedAgent(homestay, None, None)
+    state: dict[str, Any] = {}
+    out = agent.respond(state, "What is your cancellation policy?")
+    assert "email" not in out.message
+    assert [a["tool"] for a in out.actions] == ["knowledge"]  # the policy searched; no account looked up
+    assert "[homestay-policy#cancellation]" in out.message and "refund" in out.message
+    assert homestay.diff() == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "intents"),
+    [
+        ("What is your cancellation policy?", ["policy_question"]),
+        ("How long do refunds take after I cancel?", ["policy_question"]),
+        # A request, however phrased, still starts its flow; a request and a question, both.
+        ("Can I cancel reservation HS10001?", ["cancel_reservation"]),
+        ("Please cancel HS10001. What is your refund policy?", ["cancel_reservation", "policy_question"]),
+        ("I want to cancel HS10001, what is the policy?", ["cancel_reservation", "policy_question"]),
+    ],
+)
+def test_a_question_sentence_starts_no_change_flow(text: str, intents: list[str]) -> None:
+    rules = RuleExtractor(load_flows("homestay"))
+    assert [name for name, _ in rules.intents(text)] == intents
+
+
 def test_write_needs_identity_even_in_guided_mode(homestay) -> None:
     agent = GuidedAgent(homestay, None, None)
     state: dict[str, Any] = {}

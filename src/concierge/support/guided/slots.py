@@ -271,6 +271,7 @@ class RuleExtractor:
                     if not any(u.search(window) for u in unless):
                         positions.append(m.start())
             hits.extend((pos, -int(spec.get("priority", 0)), name) for pos in positions)
+        hits = self._questions_stay_questions(text, hits)
         if not hits:
             return []
         hits.sort()
@@ -300,6 +301,26 @@ class RuleExtractor:
                     continue
             segments.append([name, segment])
         return [(name, segment) for name, segment in segments]
+
+    def _questions_stay_questions(self, text: str, hits: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+        """Drop the hits of flows that need the customer's identity in a sentence that only asks a
+        question and also names a flow that does not ("What is your cancellation policy?": a policy
+        question, not a cancellation). The question is answered; no change flow starts. A sentence
+        that asks for something ("Can you cancel ...", "I want to ...") keeps every hit."""
+        spans = [(m.start(), m.end()) for m in re.finditer(r"[^.!?;\n]+[.!?;]*", text)]
+        needs_id = {name for name in {n for _, _, n in hits} if self.flows.intents[name].get("identify", True)}
+        if not needs_id or len(needs_id) == len({n for _, _, n in hits}):
+            return hits
+        dropped: set[int] = set()
+        for start, end in spans:
+            sentence = text[start:end]
+            inside = [i for i, (pos, _, _) in enumerate(hits) if start <= pos < end]
+            names = {hits[i][2] for i in inside}
+            if not (names - needs_id and names & needs_id):
+                continue
+            if _QUESTION_START.search(sentence) and not asks_for_change(sentence):
+                dropped.update(i for i in inside if hits[i][2] in needs_id)
+        return [h for i, h in enumerate(hits) if i not in dropped]
 
     def _ids(self, text: str) -> set[str]:
         """Identifier values (pattern slots that are not identity) a stretch of text mentions."""
