@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from concierge import config
 
 _BASE = os.environ.get("CONCIERGE_DATABASE_URL", "")
 _created: set[str] = set()
+_creating = threading.Lock()
 
 
 def _admin_engine():  # noqa: ANN202
@@ -30,15 +32,16 @@ def _admin_engine():  # noqa: ANN202
 def _database_url() -> str:
     home = str(Path(os.environ.get("CONCIERGE_HOME", "~/.concierge")).expanduser().resolve())
     name = "ct_" + hashlib.sha1(home.encode()).hexdigest()[:16]
-    if name not in _created:
-        engine = _admin_engine()
-        try:
-            with engine.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-                conn.execute(text(f'CREATE SCHEMA "{name}"'))
-        finally:
-            engine.dispose()
-        _created.add(name)
+    with _creating:  # threads of one test (a gateway's workers) may ask for the same new home at once
+        if name not in _created:
+            engine = _admin_engine()
+            try:
+                with engine.connect() as conn:
+                    conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+                    conn.execute(text(f'CREATE SCHEMA "{name}"'))
+            finally:
+                engine.dispose()
+            _created.add(name)
     url = make_url(_BASE).update_query_dict({"options": f"-csearch_path={name}"})
     return url.render_as_string(hide_password=False)
 

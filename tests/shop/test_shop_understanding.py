@@ -525,3 +525,25 @@ def test_post_negations_and_category_words_that_are_option_values(demo: SimpleNa
     _, c = read(tau2, "camera backpack, any material except leather")  # the backpack's camera compartment
     assert c.categories == ["Bags > Backpack"] and c.attributes == {"compartment": ["camera"]}
     assert c.exclude_attributes == {"material": ["leather"]}
+
+
+def test_the_match_check_reuses_the_turns_parse_only_where_a_new_one_would_read_the_same(
+    demo: SimpleNamespace,
+) -> None:
+    """The exact-match check reads the message again in the final query's categories unless the
+    turn's own parse already did (``parsed.paths``): with and without the reuse, the same words are
+    left unverified for every request of the corpus, and the reuse happens for most of them."""
+    from concierge.shop.answer import ConversationState
+
+    reused = 0
+    for request in REQUESTS:
+        if request["catalog"] != "demo":
+            continue
+        text = request["text"]
+        query, _, _, _, parsed = demo.assistant._understand(
+            [{"role": "user", "content": text}], text, ConversationState(), None, use_model=False
+        )
+        fresh = unverified_terms(text, query, demo.vocab)
+        assert unverified_terms(text, query, demo.vocab, parsed=parsed) == fresh, text
+        reused += tuple(parsed.paths) == tuple(demo.vocab.resolve_category(query.category))
+    assert reused >= 0.8 * sum(1 for r in REQUESTS if r["catalog"] == "demo")

@@ -45,6 +45,7 @@ from concierge.shop.query import (
     ShopRequestError,
     ShopVocabulary,
     StructuredQuery,
+    TurnDelta,
     consistent_query,
     constraints_for,
     is_vague,
@@ -317,13 +318,14 @@ class ShopAssistant(AnswerWriter):
             state = self._replay(convo, user_turns[:-1])
         trace: dict[str, Any] = {"timings_ms": {}, "model_calls": 0, "model_errors": []}
         text = convo[-1]["content"]
+        parsed = None  # the rules' reading of the message, reused by the exact-match check
         if edited is not None:
             # The shopper edited the filters shown with the last answer: search with them as given.
             query = consistent_query(validate_query_dict(dict(edited)), self.vocab)
             delta_source, dropped, mode = "edited", [], "edited"
             text = ""  # the filters say it all: no words left for the matcher to check
         else:
-            query, delta_source, dropped, mode = self._understand(convo, text, state, trace, use_model=True)
+            query, delta_source, dropped, mode, parsed = self._understand(convo, text, state, trace, use_model=True)
         trace.update(query_source=delta_source, model_dropped=dropped, mode=mode)
         trace["timings_ms"]["understand"] = round((time.perf_counter() - t_start) * 1000, 1)
         report = GroundingReport()
@@ -360,7 +362,8 @@ class ShopAssistant(AnswerWriter):
         # each marked with what it meets and misses: never shown as a match.
         t0 = time.perf_counter()
         marked = present_matches(
-            cards, self.catalog, self.index, text, query, constraints, self.vocab, k=self.max_products
+            cards, self.catalog, self.index, text, query, constraints, self.vocab, k=self.max_products,
+            parsed=parsed,
         )
         exact = [c for c in marked if c["match"] == "exact"]
         near = [c for c in marked if c["match"] == "near"]
@@ -385,7 +388,8 @@ class ShopAssistant(AnswerWriter):
         state: ConversationState,
         trace: dict[str, Any] | None,
         use_model: bool,
-    ) -> tuple[StructuredQuery, str, list[str], str]:
+    ) -> tuple[StructuredQuery, str, list[str], str, TurnDelta]:
+        """The conversation's query after ``text``, how it was read, and the rules' own reading."""
         previous = StructuredQuery.model_validate(state.query) if state.query else None
         context = self.vocab.resolve_category(previous.category) if previous else []
         rules = parse_rules(text, self.vocab, context)
@@ -415,12 +419,12 @@ class ShopAssistant(AnswerWriter):
             shown_prices=[s["price"] for s in state.shown],
             after_clarifying=state.last_clarifying,
         )
-        return query, delta.source, dropped, mode
+        return query, delta.source, dropped, mode, rules
 
     def _replay(self, convo: list[dict[str, str]], earlier: list[int]) -> ConversationState:
         state = ConversationState()
         for n, i in enumerate(earlier, 1):
-            query, _, _, _ = self._understand(
+            query, _, _, _, _ = self._understand(
                 convo[: i + 1], convo[i]["content"], state, None, use_model=False
             )
             nxt = ConversationState(query=query.model_dump(), clarifications=state.clarifications, turns=n)

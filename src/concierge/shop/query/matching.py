@@ -223,16 +223,22 @@ def near_alternatives(
 # What the rules could not read
 
 
-def unverified_terms(text: str, query: Any, vocab: Any, context_paths: Sequence[str] = ()) -> list[str]:
+def unverified_terms(
+    text: str, query: Any, vocab: Any, context_paths: Sequence[str] = (), parsed: Any = None
+) -> list[str]:
     """Words of the request that name an option value of the categories in scope but that no rule read
     into a hard constraint ("quiet", "9 or 10" without "size"), and values of options the chosen
     categories do not have ("waterproof" for a speaker, whose option is "water resistance"). A card is
-    an exact match only if each of these words is among its own option/attribute values."""
+    an exact match only if each of these words is among its own option/attribute values.
+
+    ``parsed``: the rules' reading of ``text`` this turn already made; used when it was read in the
+    same categories (then a second parse would give the same result), else the text is read again."""
     from concierge.shop.query.rules import parse_rules  # noqa: PLC0415 - rules imports this package
 
     paths = vocab.resolve_category(query.category) or list(context_paths)
     scope = vocab.attributes_for(paths)
-    delta = parse_rules(text, vocab, paths)
+    same = parsed is not None and tuple(getattr(parsed, "paths", ())) == tuple(paths)
+    delta = parsed if same else parse_rules(text, vocab, paths)
     value_words: set[str] = set()
     for key, values in scope.items():
         if key in (vocab.gender_key, "brand"):
@@ -300,12 +306,13 @@ def present_matches(
     constraints: HardConstraints,
     vocab: Any,
     k: int = 5,
+    parsed: Any = None,
 ) -> list[dict[str, Any]]:
     """The cards to show for a request: each card gets ``match`` ("exact" | "near") and ``unmet`` (the
     constraints it misses, in words); exact matches first. When none is exact, near alternatives from
     :func:`near_alternatives` follow, marked as such -- the answer then says there is no exact match.
     New cards are built from the catalogue with the same fields as the assistant's own cards."""
-    unverified = unverified_terms(text, query, vocab)
+    unverified = unverified_terms(text, query, vocab, parsed=parsed)
     out: list[dict[str, Any]] = []
     for card in cards:
         variant = catalog.get_variant(card["id"])

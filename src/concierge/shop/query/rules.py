@@ -106,6 +106,7 @@ class TurnDelta:
     leftover: str = ""  # the (normalised) text no rule read: what :func:`unverified_terms` looks at
     ambiguous: list[tuple[str, str]] = field(default_factory=list)  # (key, value) readings not chosen
     bool_groups: list[set[str]] = field(default_factory=list)  # yes/no options one phrase named together
+    paths: tuple[str, ...] = ()  # the category paths the message was read in (its own, else the context's)
 
     @property
     def has_category(self) -> bool:
@@ -166,6 +167,7 @@ def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str
     _parse_gender(t, d)
     _parse_category(t, d, vocab)
     paths = vocab.resolve_category(q.category) or list(context_paths)
+    d.paths = tuple(paths)
     _scope_bool_groups(d, vocab, paths)
     resolve_ranges(t, d, vocab, paths, spans)
     resolve_age(t, d, vocab, paths)
