@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, null, select, update
+from sqlalchemy import JSON, bindparam, func, insert, select, update
 
 from concierge.errors import Conflict, NotFound
 from concierge.store.db import session_scope
@@ -22,6 +22,23 @@ from concierge.store.tables import Conversation, Message, Tenant, utcnow
 
 _CONV = Conversation.__table__
 _MESSAGES = Message.__table__
+# A shop turn's statements, built once (building and cache-keying them per call cost CPU on every
+# turn); parameters are named p_* (not a column's name).
+_TENANT_ID = select(Tenant.id).where(Tenant.name == bindparam("p_name"))
+_NEW_SHOP = insert(_CONV).values(
+    id=bindparam("p_id"), tenant_id=bindparam("p_tenant"), kind="shop", state=bindparam("p_state"),
+    status="open", created_at=bindparam("p_now"), updated_at=bindparam("p_now"),
+)
+_READ_SHOP = select(_CONV.c.kind, _CONV.c.state, _CONV.c.tenant_id).where(_CONV.c.id == bindparam("p_id"))
+_LOCK_SHOP = (  # the first write: takes the row's (or SQLite's) write lock, then reads the version
+    update(_CONV).where(_CONV.c.id == bindparam("p_id")).values(updated_at=bindparam("p_now"))
+    .returning(_CONV.c.state)
+)
+_SAVE_SHOP = update(_CONV).where(_CONV.c.id == bindparam("p_id")).values(state=bindparam("p_state"))
+_ADD_MESSAGES = insert(_MESSAGES).values(  # executemany; a None ``data`` is SQL NULL
+    conversation_id=bindparam("p_conv"), role=bindparam("p_role"), content=bindparam("p_content"),
+    data=bindparam("p_data", type_=JSON(none_as_null=True)), created_at=bindparam("p_now"),
+)
 
 
 class ConversationNotFound(NotFound, LookupError):
@@ -96,27 +113,24 @@ class ShopConversations:
         # Core statements, not the ORM's unit of work: a shop turn's storage was a third of its CPU.
         with session_scope(self.db_url) as db:
             conn = db.connection()
-            tid = conn.execute(select(Tenant.id).where(Tenant.name == tenant)).scalar()
-            conn.execute(insert(_CONV).values(id=conversation_id, tenant_id=tid, kind="shop", state=state,
-                                              status="open", created_at=now, updated_at=now))
+            tid = conn.execute(_TENANT_ID, {"p_name": tenant}).scalar()
+            conn.execute(_NEW_SHOP, {"p_id": conversation_id, "p_tenant": tid, "p_state": state, "p_now": now})
             if earlier:
-                conn.execute(insert(_MESSAGES).values([
-                    {"conversation_id": conversation_id, "role": m["role"], "content": m["content"],
-                     "data": {"from_client": True}, "created_at": now} for m in earlier
-                ]))
+                conn.execute(_ADD_MESSAGES, [
+                    {"p_conv": conversation_id, "p_role": m["role"], "p_content": m["content"],
+                     "p_data": {"from_client": True}, "p_now": now} for m in earlier
+                ])
         return conversation_id
 
     def load(self, conversation_id: str, tenant: str | None = None) -> dict[str, Any]:
         """The conversation's state; ConversationNotFound unless it is a shop chat of ``tenant``."""
         with session_scope(self.db_url) as db:
             conn = db.connection()
-            row = conn.execute(
-                select(_CONV.c.kind, _CONV.c.state, _CONV.c.tenant_id).where(_CONV.c.id == conversation_id)
-            ).first()
+            row = conn.execute(_READ_SHOP, {"p_id": conversation_id}).first()
             if row is None or row.kind != "shop":
                 raise ConversationNotFound(f"no shop conversation {conversation_id}")
             if tenant is not None:
-                tid = conn.execute(select(Tenant.id).where(Tenant.name == tenant)).scalar()
+                tid = conn.execute(_TENANT_ID, {"p_name": tenant}).scalar()
                 if row.tenant_id != tid:
                     raise ConversationNotFound(f"no shop conversation {conversation_id}")
             return copy.deepcopy(row.state or {})
@@ -134,9 +148,7 @@ class ShopConversations:
             conn = db.connection()
             # The write comes first: it takes the row lock (PostgreSQL) or the database's write lock
             # (SQLite) before the version is read, so two turns of one conversation cannot both pass.
-            row = conn.execute(
-                update(_CONV).where(_CONV.c.id == conversation_id).values(updated_at=now).returning(_CONV.c.state)
-            ).first()
+            row = conn.execute(_LOCK_SHOP, {"p_id": conversation_id, "p_now": now}).first()
             if row is None:
                 raise ConversationNotFound(f"no shop conversation {conversation_id}")
             if int((row.state or {}).get("version", 0)) != version:
@@ -147,13 +159,11 @@ class ShopConversations:
             )
             kept["assistant_state"] = state
             kept["version"] = version + 1
-            conn.execute(insert(_MESSAGES).values([
-                {"conversation_id": conversation_id, "role": "user", "content": user_text, "data": null(),
-                 "created_at": now},
-                {"conversation_id": conversation_id, "role": "assistant", "content": message, "data": data,
-                 "created_at": now},
-            ]))
-            conn.execute(update(_CONV).where(_CONV.c.id == conversation_id).values(state=kept))
+            conn.execute(_ADD_MESSAGES, [
+                {"p_conv": conversation_id, "p_role": "user", "p_content": user_text, "p_data": None, "p_now": now},
+                {"p_conv": conversation_id, "p_role": "assistant", "p_content": message, "p_data": data, "p_now": now},
+            ])
+            conn.execute(_SAVE_SHOP, {"p_id": conversation_id, "p_state": kept})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, null, or_, select, update
+from sqlalchemy import JSON, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from concierge.errors import ConciergeError
@@ -55,6 +55,36 @@ from concierge.support.toolkit import DbSource
 
 _CONV = Conversation.__table__
 _MESSAGES = Message.__table__
+# A turn's statements, built once: building and keying a statement for SQLAlchemy's compiled cache
+# on every call was about a tenth of a turn's CPU. Parameters are named p_* (not a column's name).
+_READ_CONV = (
+    select(_CONV.c.kind, _CONV.c.state, _CONV.c.status, _CONV.c.tenant_id, Tenant.name)
+    .outerjoin(Tenant, Tenant.id == _CONV.c.tenant_id)
+    .where(_CONV.c.id == bindparam("p_id"))
+)
+_NEW_CONV = insert(_CONV).values(
+    id=bindparam("p_id"), tenant_id=bindparam("p_tenant"), kind="support", state=bindparam("p_state"),
+    status="open", created_at=bindparam("p_now"), updated_at=bindparam("p_now"),
+)
+_LOCK_CONV = (  # the first write of a save: takes the row's (or SQLite's) write lock, reads the version
+    update(_CONV).where(_CONV.c.id == bindparam("p_id")).values(updated_at=bindparam("p_now"))
+    .returning(_CONV.c.state, _CONV.c.status, _CONV.c.tenant_id)
+)
+_SAVE_CONV = update(_CONV).where(_CONV.c.id == bindparam("p_id")).values(
+    state=bindparam("p_state"), status=bindparam("p_status")
+)
+_ADD_MESSAGES = insert(_MESSAGES).values(  # executemany; a None ``data`` is SQL NULL, as the ORM wrote it
+    conversation_id=bindparam("p_conv"), role=bindparam("p_role"), content=bindparam("p_content"),
+    data=bindparam("p_data", type_=JSON(none_as_null=True)), created_at=bindparam("p_now"),
+)
+_CHANGED_ROWS = select(
+    DomainRecord.table_name, DomainRecord.record_key, DomainRecord.record, DomainRecord.version
+).where(
+    DomainRecord.scope == bindparam("p_scope"), DomainRecord.domain == bindparam("p_domain"),
+    DomainRecord.version > bindparam("p_since"),
+)
+_TENANT_ID = select(Tenant.id).where(Tenant.name == bindparam("p_name"))
+_TENANT_NAME = select(Tenant.name).where(Tenant.id == bindparam("p_id"))
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +299,7 @@ class SupportSession:
         since = live.rev
         with session_scope(self.db_url) as db:
             return db.connection().execute(
-                select(DomainRecord.table_name, DomainRecord.record_key, DomainRecord.record, DomainRecord.version)
-                .where(DomainRecord.scope == scope, DomainRecord.domain == name, DomainRecord.version > since)
+                _CHANGED_ROWS, {"p_scope": scope, "p_domain": name, "p_since": since}
             ).all()
 
     @staticmethod
@@ -309,11 +338,9 @@ class SupportSession:
         with session_scope(self.db_url) as db:
             tenant_id, tenant_name = _tenant(db, tenant)
             state = _new_state(domain, mode, tenant_name)
-            now = utcnow()
-            db.connection().execute(insert(_CONV).values(
-                id=conversation_id, tenant_id=tenant_id, kind="support", state=state, status="open",
-                created_at=now, updated_at=now,
-            ))
+            db.connection().execute(
+                _NEW_CONV, {"p_id": conversation_id, "p_tenant": tenant_id, "p_state": state, "p_now": utcnow()}
+            )
         return conversation_id
 
     def _conversation_lock(self, conversation_id: str) -> threading.Lock:
@@ -338,11 +365,7 @@ class SupportSession:
         with self._conversation_lock(conversation_id):
             with session_scope(self.db_url) as db:
                 # Core, not the ORM: this read and _save's statements were a third of a turn's CPU.
-                row = db.connection().execute(
-                    select(_CONV.c.kind, _CONV.c.state, _CONV.c.status, _CONV.c.tenant_id, Tenant.name)
-                    .outerjoin(Tenant, Tenant.id == _CONV.c.tenant_id)
-                    .where(_CONV.c.id == conversation_id)
-                ).first()
+                row = db.connection().execute(_READ_CONV, {"p_id": conversation_id}).first()
                 if row is None or row.kind != "support" or not _owned(db, row.tenant_id, row.name, tenant):
                     raise ConversationNotFound(f"no support conversation {conversation_id}")
                 state = copy.deepcopy(row.state or {})
@@ -560,16 +583,13 @@ class SupportSession:
             # Writing first takes the conversation's row lock (Postgres) or the database write lock
             # (SQLite: its implicit transaction starts at the first write), so the version check below
             # cannot interleave with another process's save; RETURNING reads the row under that lock.
-            conv = conn.execute(
-                update(_CONV).where(_CONV.c.id == conversation_id).values(updated_at=utcnow())
-                .returning(_CONV.c.state, _CONV.c.status, _CONV.c.tenant_id)
-            ).first()
+            conv = conn.execute(_LOCK_CONV, {"p_id": conversation_id, "p_now": utcnow()}).first()
             if conv is None:
                 raise ConversationNotFound(f"no support conversation {conversation_id}")
             if int((conv.state or {}).get("version", 0)) != version:
                 raise ConversationConflict(f"conversation {conversation_id} changed while this turn ran")
             revision = _store_writes(db, writes) if writes is not None else None
-            messages: list[dict[str, Any]] = [{"role": "user", "content": user_text, "data": null()}]  # SQL NULL
+            messages: list[dict[str, Any]] = [{"role": "user", "content": user_text, "data": None}]
             messages += [
                 {"role": "tool", "content": result_text(action)[:4000],
                  "data": {k: v for k, v in action.items() if k != "result"}}
@@ -583,8 +603,10 @@ class SupportSession:
                 else {"status": result.status},
             })
             now = utcnow()
-            conn.execute(  # one multi-row INSERT, in order: message ids keep the turn's order
-                insert(_MESSAGES).values([{"conversation_id": conversation_id, "created_at": now, **m} for m in messages])
+            conn.execute(  # in order: message ids keep the turn's order
+                _ADD_MESSAGES,
+                [{"p_conv": conversation_id, "p_now": now, "p_role": m["role"], "p_content": m["content"],
+                  "p_data": m["data"]} for m in messages],
             )
             if not run_agent:
                 state.setdefault("messages", []).append({"role": "user", "content": user_text})
@@ -603,7 +625,7 @@ class SupportSession:
                 )
                 status = "handoff"
             state["status"] = status
-            conn.execute(update(_CONV).where(_CONV.c.id == conversation_id).values(state=state, status=status))
+            conn.execute(_SAVE_CONV, {"p_id": conversation_id, "p_state": state, "p_status": status})
         return revision
 
 
@@ -736,9 +758,9 @@ def _tenant(db: Any, tenant: int | str | None) -> tuple[int | None, str | None]:
         return None, None
     conn = db.connection()
     if isinstance(tenant, int):
-        name = conn.execute(select(Tenant.name).where(Tenant.id == tenant)).scalar()
+        name = conn.execute(_TENANT_NAME, {"p_id": tenant}).scalar()
         return (tenant, name) if name is not None else (None, None)
-    return conn.execute(select(Tenant.id).where(Tenant.name == tenant)).scalar(), tenant
+    return conn.execute(_TENANT_ID, {"p_name": tenant}).scalar(), tenant
 
 
 def _owned(db: Any, conv_tenant_id: int | None, conv_tenant_name: str | None, tenant: int | str | None) -> bool:
