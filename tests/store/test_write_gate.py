@@ -71,6 +71,15 @@ def test_gate_given_back_when_a_connection_returns_unfinished(url: str) -> None:
     assert _next_write_seconds(url) < 2
 
 
+def test_gate_given_back_when_a_connection_is_invalidated(url: str) -> None:
+    engine = db.get_engine(url)
+    conn = engine.connect()
+    conn.execute(text("INSERT INTO tenants (name, created_at) VALUES ('dropped', CURRENT_TIMESTAMP)"))
+    conn.invalidate()  # what the pool does with a connection after a disconnect-type error
+    conn.close()
+    assert _next_write_seconds(url) < 2
+
+
 def test_a_writer_waits_for_the_one_holding_the_gate(url: str) -> None:
     engine = db.get_engine(url)
     holder = engine.connect()

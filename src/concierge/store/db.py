@@ -71,6 +71,9 @@ class _WriteGate:
     def install(self, engine: Engine) -> None:
         event.listen(engine, "before_cursor_execute", self.before_execute)
         event.listen(engine.pool, "checkin", lambda dbapi_connection, _record: self._release(id(dbapi_connection)))
+        # A connection dropped after an error is invalidated, not checked in: give its gate back too.
+        event.listen(engine.pool, "invalidate", lambda dbapi_connection, *_: self._release(id(dbapi_connection)))
+        event.listen(engine.pool, "close", lambda dbapi_connection, *_: self._release(id(dbapi_connection)))
         dialect = engine.dialect  # one per engine: released after SQLite's own commit or rollback
         for name in ("do_commit", "do_rollback"):
             ended = getattr(dialect, name)
