@@ -9,6 +9,7 @@ booking after an explicit yes. The web app stays up until Ctrl-C (``--no-serve``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -17,12 +18,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from concierge.commands import stop_on_sigterm
 
 console = Console()
 
@@ -46,9 +50,19 @@ def demo(
                    "built-in homestay domain."),
 ) -> None:
     """Start the gateway on the embedded defaults and stream a chat completion through it."""
-    service = _start_booking_service() if booking_service else None  # starts while the model loads
-    try:
+    with _booking_service(booking_service) as service:  # starts while the model loads
         _demo(prompt, config, serve, port, service)
+
+
+@contextlib.contextmanager
+def _booking_service(start: bool) -> Iterator[tuple[subprocess.Popen[bytes], str, str] | None]:
+    """The booking service for the length of the demo, stopped however the demo ends: an error,
+    Ctrl-C, or SIGTERM (turned into SystemExit here; its default action would end this process at
+    once and leave the service running)."""
+    restore = stop_on_sigterm()
+    service = _start_booking_service() if start else None
+    try:
+        yield service
     finally:
         if service is not None:
             service[0].terminate()
@@ -56,6 +70,7 @@ def demo(
                 service[0].wait(10)
             except subprocess.TimeoutExpired:
                 service[0].kill()
+        restore()
 
 
 def _start_booking_service() -> tuple[subprocess.Popen[bytes], str, str]:

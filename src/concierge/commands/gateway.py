@@ -98,9 +98,13 @@ def serve(
         ctx = f", context {card.context_length}" if card.context_length else ""
         _out.print(f"  {card.alias:<20} {card.kind:<11} {card.engine}{ctx}", highlight=False)
     _out.print("Keys: concierge keys create --tenant NAME   (Ctrl+C stops)")
+    from concierge.commands import stop_on_sigterm
+
+    restore = stop_on_sigterm()  # uvicorn raises SIGTERM again once shut down: then the finally below runs
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
     finally:
+        restore()
         from concierge.server import close_services
 
         close_services(app)
