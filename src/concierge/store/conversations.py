@@ -22,9 +22,10 @@ from concierge.store.tables import Conversation, Message, Tenant, utcnow
 
 _CONV = Conversation.__table__
 _MESSAGES = Message.__table__
-# A shop turn's statements, built once (building and cache-keying them per call cost CPU on every
-# turn); parameters are named p_* (not a column's name).
-_TENANT_ID = select(Tenant.id).where(Tenant.name == bindparam("p_name"))
+# A turn's statements, built once (building and cache-keying them per call cost CPU on every turn);
+# parameters are named p_* (not a column's name). TENANT_ID_BY_NAME and ADD_MESSAGES serve support
+# conversations too (concierge.support.session).
+TENANT_ID_BY_NAME = select(Tenant.id).where(Tenant.name == bindparam("p_name"))
 _NEW_SHOP = insert(_CONV).values(
     id=bindparam("p_id"), tenant_id=bindparam("p_tenant"), kind="shop", state=bindparam("p_state"),
     status="open", created_at=bindparam("p_now"), updated_at=bindparam("p_now"),
@@ -35,7 +36,7 @@ _LOCK_SHOP = (  # the first write: takes the row's (or SQLite's) write lock, the
     .returning(_CONV.c.state)
 )
 _SAVE_SHOP = update(_CONV).where(_CONV.c.id == bindparam("p_id")).values(state=bindparam("p_state"))
-_ADD_MESSAGES = insert(_MESSAGES).values(  # executemany; a None ``data`` is SQL NULL
+ADD_MESSAGES = insert(_MESSAGES).values(  # executemany; a None ``data`` is SQL NULL, as the ORM wrote it
     conversation_id=bindparam("p_conv"), role=bindparam("p_role"), content=bindparam("p_content"),
     data=bindparam("p_data", type_=JSON(none_as_null=True)), created_at=bindparam("p_now"),
 )
@@ -113,10 +114,10 @@ class ShopConversations:
         # Core statements, not the ORM's unit of work: a shop turn's storage was a third of its CPU.
         with session_scope(self.db_url) as db:
             conn = db.connection()
-            tid = conn.execute(_TENANT_ID, {"p_name": tenant}).scalar()
+            tid = conn.execute(TENANT_ID_BY_NAME, {"p_name": tenant}).scalar()
             conn.execute(_NEW_SHOP, {"p_id": conversation_id, "p_tenant": tid, "p_state": state, "p_now": now})
             if earlier:
-                conn.execute(_ADD_MESSAGES, [
+                conn.execute(ADD_MESSAGES, [
                     {"p_conv": conversation_id, "p_role": m["role"], "p_content": m["content"],
                      "p_data": {"from_client": True}, "p_now": now} for m in earlier
                 ])
@@ -130,7 +131,7 @@ class ShopConversations:
             if row is None or row.kind != "shop":
                 raise ConversationNotFound(f"no shop conversation {conversation_id}")
             if tenant is not None:
-                tid = conn.execute(_TENANT_ID, {"p_name": tenant}).scalar()
+                tid = conn.execute(TENANT_ID_BY_NAME, {"p_name": tenant}).scalar()
                 if row.tenant_id != tid:
                     raise ConversationNotFound(f"no shop conversation {conversation_id}")
             return copy.deepcopy(row.state or {})
@@ -159,7 +160,7 @@ class ShopConversations:
             )
             kept["assistant_state"] = state
             kept["version"] = version + 1
-            conn.execute(_ADD_MESSAGES, [
+            conn.execute(ADD_MESSAGES, [
                 {"p_conv": conversation_id, "p_role": "user", "p_content": user_text, "p_data": None, "p_now": now},
                 {"p_conv": conversation_id, "p_role": "assistant", "p_content": message, "p_data": data, "p_now": now},
             ])

@@ -37,12 +37,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from concierge.errors import ConciergeError
 from concierge.models.engine import ChatHub
-from concierge.store.conversations import ConversationConflict, ConversationNotFound
+from concierge.store.conversations import (
+    ADD_MESSAGES,
+    TENANT_ID_BY_NAME,
+    ConversationConflict,
+    ConversationNotFound,
+)
 from concierge.store.conversations import plain as _plain
 from concierge.store.db import session_scope
 from concierge.store.tables import Conversation, DomainRecord, Handoff, Message, Tenant, utcnow
@@ -54,7 +59,6 @@ from concierge.support.guided import GuidedAgent, load_flows
 from concierge.support.toolkit import DbSource
 
 _CONV = Conversation.__table__
-_MESSAGES = Message.__table__
 # A turn's statements, built once: building and keying a statement for SQLAlchemy's compiled cache
 # on every call was about a tenth of a turn's CPU. Parameters are named p_* (not a column's name).
 _READ_CONV = (
@@ -73,17 +77,12 @@ _LOCK_CONV = (  # the first write of a save: takes the row's (or SQLite's) write
 _SAVE_CONV = update(_CONV).where(_CONV.c.id == bindparam("p_id")).values(
     state=bindparam("p_state"), status=bindparam("p_status")
 )
-_ADD_MESSAGES = insert(_MESSAGES).values(  # executemany; a None ``data`` is SQL NULL, as the ORM wrote it
-    conversation_id=bindparam("p_conv"), role=bindparam("p_role"), content=bindparam("p_content"),
-    data=bindparam("p_data", type_=JSON(none_as_null=True)), created_at=bindparam("p_now"),
-)
 _CHANGED_ROWS = select(
     DomainRecord.table_name, DomainRecord.record_key, DomainRecord.record, DomainRecord.version
 ).where(
     DomainRecord.scope == bindparam("p_scope"), DomainRecord.domain == bindparam("p_domain"),
     DomainRecord.version > bindparam("p_since"),
 )
-_TENANT_ID = select(Tenant.id).where(Tenant.name == bindparam("p_name"))
 _TENANT_NAME = select(Tenant.name).where(Tenant.id == bindparam("p_id"))
 
 log = logging.getLogger(__name__)
@@ -604,7 +603,7 @@ class SupportSession:
             })
             now = utcnow()
             conn.execute(  # in order: message ids keep the turn's order
-                _ADD_MESSAGES,
+                ADD_MESSAGES,
                 [{"p_conv": conversation_id, "p_now": now, "p_role": m["role"], "p_content": m["content"],
                   "p_data": m["data"]} for m in messages],
             )
@@ -760,7 +759,7 @@ def _tenant(db: Any, tenant: int | str | None) -> tuple[int | None, str | None]:
     if isinstance(tenant, int):
         name = conn.execute(_TENANT_NAME, {"p_id": tenant}).scalar()
         return (tenant, name) if name is not None else (None, None)
-    return conn.execute(_TENANT_ID, {"p_name": tenant}).scalar(), tenant
+    return conn.execute(TENANT_ID_BY_NAME, {"p_name": tenant}).scalar(), tenant
 
 
 def _owned(db: Any, conv_tenant_id: int | None, conv_tenant_name: str | None, tenant: int | str | None) -> bool:
