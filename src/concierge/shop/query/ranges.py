@@ -10,7 +10,7 @@ same dimension, then the one named nearby ("16GB of RAM"), then the one whose va
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,7 +203,7 @@ def resolve_ranges(t: Any, d: Any, vocab: Any, paths: Sequence[str], spans: list
 
 
 def _choose_key(
-    text: str, span: RangeSpan, candidates: list[str], scope: dict[str, set[str]], vocab: Any
+    text: str, span: RangeSpan, candidates: list[str], scope: Mapping[str, frozenset[str]], vocab: Any
 ) -> str:
     if len(candidates) == 1:
         return candidates[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -148,7 +149,14 @@ class _Text:
 def _near(text: _Text, start: int, end: int, words: Iterable[str], window: int = 24) -> bool:
     before = text.low[max(0, start - window) : start]
     after = text.low[end : end + window]
-    return any(re.search(rf"(?<![a-z0-9]){re.escape(w)}(?![a-z0-9])", before + " | " + after) for w in words)
+    return _words_pattern(tuple(words)).search(before + " | " + after) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _words_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    """Any of ``words`` as a whole word (one compiled pattern per set of words)."""
+    alternatives = "|".join(re.escape(w) for w in words) or "(?!)"
+    return re.compile(rf"(?<![a-z0-9])(?:{alternatives})(?![a-z0-9])")
 
 
 def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str] = ()) -> TurnDelta:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from concierge.shop.catalog import Catalog
@@ -292,6 +293,13 @@ class ShopVocabulary:
         self.quantities = self._build_quantities()  # key -> value -> numeric reading
         self.typos = self._build_typo_fixer()
         self._prompt_cache: dict[tuple[int, int], str] = {}
+        # Category and scope look-ups, asked several times a turn with the same few arguments: the
+        # vocabulary never changes, so each answer is worked out once (bounded: the arguments come
+        # from what shoppers and models write).
+        self._category_cache: dict[str, tuple[str, ...]] = {}
+        self._leaves_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._scope_cache: dict[tuple[str, ...], Mapping[str, frozenset[str]]] = {}
+        self._category_segments = [(path, [s.lower() for s in path.split(" > ")]) for path in self.categories]
         self._schema: dict[str, Any] | None = None
         self._validator: Any = None
 
@@ -517,14 +525,19 @@ class ShopVocabulary:
         """The catalogue path prefixes a category string stands for (empty: unknown or none)."""
         if not category:
             return []
+        hit = self._category_cache.get(category)
+        if hit is None:
+            hit = _remember(self._category_cache, category, tuple(self._resolve_category(category)))
+        return list(hit)
+
+    def _resolve_category(self, category: str) -> list[str]:
         out: list[str] = []
         for alt in category.split("|"):
             want = [s.strip().lower() for s in alt.split(">") if s.strip()]
             if not want:
                 continue
-            for path in self.categories:
-                segs = [s.lower() for s in path.split(" > ")]
-                m = len(want)
+            m = len(want)
+            for path, segs in self._category_segments:
                 if len(segs) >= m and segs[-m:] == want and path not in out:
                     out.append(path)
         # Keep the most general matches only ("Boots" -> both boot leaves, not their children).
@@ -547,17 +560,26 @@ class ShopVocabulary:
     def leaves_under(self, paths: Sequence[str]) -> list[str]:
         if not paths:
             return list(self.leaves)
-        return [leaf for leaf in self.leaves if any(leaf == p or leaf.startswith(p + " > ") for p in paths)]
+        key = tuple(paths)
+        hit = self._leaves_cache.get(key)
+        if hit is None:
+            hit = _remember(self._leaves_cache, key, tuple(
+                leaf for leaf in self.leaves if any(leaf == p or leaf.startswith(p + " > ") for p in paths)))
+        return list(hit)
 
-    def attributes_for(self, paths: Sequence[str]) -> dict[str, set[str]]:
-        """Attribute key -> values present under the given categories (all of them when none)."""
-        if not paths:
-            return {k: set(c) for k, c in self.attr_counts.items()}
-        out: dict[str, set[str]] = {}
-        for leaf in self.leaves_under(paths):
-            for key, values in self.attr_by_leaf.get(leaf, {}).items():
-                out.setdefault(key, set()).update(values)
-        return out
+    def attributes_for(self, paths: Sequence[str]) -> Mapping[str, frozenset[str]]:
+        """Attribute key -> values present under the given categories (all of them when none); read-only."""
+        key = tuple(paths)
+        hit = self._scope_cache.get(key)
+        if hit is None:
+            out: dict[str, set[str]] = {}
+            if not paths:
+                out = {k: set(c) for k, c in self.attr_counts.items()}
+            for leaf in self.leaves_under(paths) if paths else ():
+                for name, values in self.attr_by_leaf.get(leaf, {}).items():
+                    out.setdefault(name, set()).update(values)
+            hit = _remember(self._scope_cache, key, MappingProxyType({k: frozenset(v) for k, v in out.items()}))
+        return hit
 
     def is_colour(self, value: str) -> bool:
         return bool(self.color_key) and value.lower() in self.attr_counts[self.color_key]
@@ -601,3 +623,11 @@ def _product_values(product: Any, key: str) -> list[str]:
         if key in var.options:
             values.append(var.options[key].lower())
     return values
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any, limit: int = 4096) -> Any:
+    """``cache[key] = value``, forgetting everything first once ``limit`` keys are held."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
+    return value
