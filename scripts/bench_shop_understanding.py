@@ -12,6 +12,11 @@ Both are judged by the test's independent checker (catalogue data + the written 
 ``--show`` lists the misses and violations (use it on the dev split only: the test split is held out).
 Each split is also broken down by writing round: rounds 1-2 (the first requests) and round 3 (ids
 ``n-*``, written before the third round of tuning). ``--markdown`` prints the docs/benchmarks.md table.
+
+``--query-model always|auto`` reads the requests with the deployment's model as well
+(``ModelHub.from_config``: SmolLM2-135M here), as the assistant's ``query_model`` setting does; the
+default ``never`` is the rules alone. The answer text is not written (``answer_model=False``): the
+figures are the reading and the cards, not the prose. Choose a mode on ``--split dev`` only.
 """
 
 from __future__ import annotations
@@ -37,13 +42,31 @@ def main() -> int:
     ap.add_argument("--split", choices=("dev", "test", "all"), default="all")
     ap.add_argument("--show", action="store_true", help="list misses and violations")
     ap.add_argument("--markdown", action="store_true", help="print the docs/benchmarks.md table too")
+    ap.add_argument("--query-model", choices=("never", "auto", "always"), default="never",
+                    help="read requests with the deployment's model too (the assistant's query_model)")
     args = ap.parse_args()
     os.environ.setdefault("CONCIERGE_HOME", str(Path("/tmp") / f"concierge-bench-{os.getpid()}"))
 
-    stores = {"demo": lambda: t.build_store(t.demo_catalog())}
+    build = t.build_store
+    hub = None
+    if args.query_model != "never":
+        from types import SimpleNamespace
+
+        from concierge.models.hub import ModelHub
+        from concierge.shop.assistant import ShopAssistant
+
+        hub = ModelHub.from_config(None)
+
+        def build(catalog):  # the test's store, its assistant reading with the model too
+            store = t.build_store(catalog)
+            assistant = ShopAssistant(hub, catalog, store.index, None, query_model=args.query_model,
+                                      answer_model=False)
+            return SimpleNamespace(catalog=catalog, index=store.index, assistant=assistant, vocab=assistant.vocab)
+
+    stores = {"demo": lambda: build(t.demo_catalog())}
     db_json = Path(args.data) / "tau2" / "retail" / "db.json"
     if db_json.is_file():
-        stores["tau2"] = lambda: t.build_store(t.tau2_catalog_from(Path(args.data)))
+        stores["tau2"] = lambda: build(t.tau2_catalog_from(Path(args.data)))
     else:
         print(f"(τ² retail catalogue not found at {db_json}: skipped)")
     splits = ("dev", "test") if args.split == "all" else (args.split,)
@@ -51,7 +74,7 @@ def main() -> int:
     print(
         f"# shop understanding -- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average {load}, "
-        f"Python {platform.python_version()}"
+        f"Python {platform.python_version()}, query model: {args.query_model}"
     )
     print(
         f"{'catalogue':<10}{'split':<6}{'round':<7}{'requests':>9}{'answerable':>11}{'(a) coverage':>16}"
@@ -89,6 +112,8 @@ def main() -> int:
             row = f"| {shown} | {split} | {label} | {r['requests']} | {r['answerable']} | {cov} | {r['cards']} | "
             row += f"{r['near']} | {len(r['violations'])} |"
             print(row)
+    if hub is not None:
+        hub.close()
     return 0
 
 

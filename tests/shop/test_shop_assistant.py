@@ -248,7 +248,7 @@ def test_model_output_is_validated_and_needs_evidence(assistant: ShopAssistant) 
     # to it before they read it as the fit.
     assert "fit" not in parse_rules("relaxed jeans for men under 70", vocab).query.attributes
     hub = assistant_hub(query=lambda req: json.dumps(good))
-    a = ShopAssistant(hub, assistant.catalog, assistant.index, assistant.recommender)
+    a = ShopAssistant(hub, assistant.catalog, assistant.index, assistant.recommender, query_model="always")
     answer = a.answer([{"role": "user", "content": "relaxed jeans for men under 70"}])
     assert answer.query["attributes"].get("fit") == ["relaxed"]
     assert answer.trace["query_source"] == "rules+model"
@@ -271,7 +271,7 @@ def test_model_price_never_overrides_a_price_the_rules_read(store: SimpleNamespa
 
 def test_query_model_failure_falls_back_to_rules(store: SimpleNamespace) -> None:
     broken = assistant_hub(structured=RuntimeError("engine crashed"))  # every constrained-decoding call fails
-    answer = make(store, broken).answer([{"role": "user", "content": "red handbag"}])
+    answer = make(store, broken, query_model="always").answer([{"role": "user", "content": "red handbag"}])
     assert answer.query["category"] == "Bags > Handbags" and answer.products
     assert answer.trace["model_errors"] and answer.trace["query_source"] == "rules"
 

@@ -131,3 +131,31 @@ def test_closing_the_factory_stops_a_completion_and_saves_nothing() -> None:
     assert not any(thread.is_alive() for thread in factory.completions)
     assert assistant.index.partial
     assert not (index_folder("acme", "store") / "meta.json").exists()
+
+
+def test_the_alias_says_when_the_model_reads_a_request(tiny_gguf: Path) -> None:
+    """``query_model`` on the shopping assistant's alias: ``auto`` (the default) leaves a request the
+    rules read with certainty to the rules; ``always`` sends every request to the model too."""
+    from concierge.models.deployment import DeploymentError, parse_deployment
+    from concierge.models.hub import ModelCard
+    from concierge.shop.session import AssistantFactory
+    from helpers.hubs import ShopHub, shop_cards
+
+    with pytest.raises(DeploymentError, match="query_model must be one of auto, always, never, got 'often'"):
+        parse_deployment({"models": {"a": {"gguf": str(tiny_gguf), "query_model": "often"}}})
+    assert parse_deployment({"models": {"a": {"gguf": str(tiny_gguf), "query_model": "always"}}}).aliases
+    products, _ = generate_demo_store(seed=3, n_products=120, n_shoppers=0)
+    assert cat.ingest_catalog(None, "acme", "store", products).ok
+    leaf = sorted({p["category"] for p in products})[0]
+    text = f"I want {leaf.split(' > ')[-1].lower()}"
+    reading: dict[str, int] = {}
+    for option in ("auto", "always"):
+        cards = [ModelCard(**{**c.__dict__, "query_model": option}) if c.alias == "shop-assistant" else c
+                 for c in shop_cards()]
+        hub = ShopHub(cards=cards)
+        assistant = AssistantFactory(hub)("acme", "store")
+        assert assistant.query_model == option
+        answer = assistant.answer([{"role": "user", "content": text}])
+        assert leaf.startswith(answer.query["category"])  # read by the rules either way
+        reading[option] = sum(1 for request in hub.requests if request.get("response_format"))
+    assert reading == {"auto": 0, "always": 1}

@@ -55,7 +55,8 @@ def shop_chat(
         None, "--config", help="Deployment config (default: embedded models)."
     ),
     query_model: str = typer.Option(
-        "always", "--query-model", help="Use the model to read requests: always, auto or never."
+        "auto", "--query-model",
+        help="Use the model to read requests: auto (only when the rules find no certain category), always or never.",
     ),
 ) -> None:
     """Ask the shopping assistant; every product shown is checked against the catalogue."""

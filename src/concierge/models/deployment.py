@@ -37,6 +37,13 @@ missed) or ``model`` (the model's command, the rules only where its output is in
 
       support-agent: {model: qwen3-4b, gguf: /models/Qwen3-4B-Q4_K_M.gguf, actions: tools, guided_lead: model}
 
+The shopping assistant's alias says when the model reads a shopper's request (``query_model:``):
+``auto`` (default: only when the rules find no certain category; the embedded SmolLM2 read no dev
+request better than the rules and cost about 5 s a turn, docs/benchmarks.md), ``always`` (a model
+strong enough to add to the rules on every request) or ``never``::
+
+      shop-assistant: {model: qwen3-4b, gguf: /models/Qwen3-4B-Q4_K_M.gguf, query_model: always}
+
 Nothing is downloaded at run time: a missing GGUF is reported with the command that would
 fetch it.
 
@@ -82,6 +89,7 @@ SOURCES = ("gguf", "url", "embedded", "engine")
 REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
 AGENT_ACTIONS = ("tools", "constrained")  # support agent mode: OpenAI tools, or one JSON action per step
 GUIDED_LEADS = ("rules", "model")  # guided mode: who decides the command
+QUERY_MODELS = ("auto", "always", "never")  # shop: when the model reads a request
 # The engines concierge registers itself (models/plugin.py); a deployment names them through gguf:/url:/embedded:.
 BUILTIN_ENGINES = ("llama.cpp", "openai-upstream", "onnx-embedding")
 DEFAULT_N_CTX = 4096  # LlamaCppEngine defaults; n_ctx is split evenly over n_parallel slots
@@ -110,6 +118,7 @@ _KEYS = {
     "json_whitespace",
     "actions",
     "guided_lead",
+    "query_model",
     "parse",
     "in_house",
     "provenance",
@@ -153,6 +162,7 @@ class AliasSpec:
     json_whitespace: bool = False  # llama.cpp: JSON outputs may hold free whitespace (default: compact)
     actions: str | None = None  # support agent mode: "tools" | "constrained" (None: by engine, see below)
     guided_lead: str = "rules"  # guided mode: "rules" (rules decide, model fills gaps) | "model"
+    query_model: str = "auto"  # shop: the model reads requests "auto" (rules unsure) | "always" | "never"
     parse: bool | None = None  # None: auto
     in_house: bool = False
     provenance: Mapping[str, Any] = field(default_factory=dict)
@@ -438,6 +448,11 @@ def parse_alias(
         if guided_lead not in GUIDED_LEADS:
             raise fail(f"guided_lead must be one of {', '.join(GUIDED_LEADS)}, got {guided_lead!r}")
         values["guided_lead"] = guided_lead
+    query_model = raw.get("query_model")
+    if query_model is not None:
+        if query_model not in QUERY_MODELS:
+            raise fail(f"query_model must be one of {', '.join(QUERY_MODELS)}, got {query_model!r}")
+        values["query_model"] = query_model
 
     parse = raw.get("parse")
     if parse is not None:

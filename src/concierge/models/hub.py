@@ -90,6 +90,7 @@ class ModelCard:
     in_house: bool = False
     actions: str = "tools"  # how the support agent takes actions: "tools" | "constrained"
     guided_lead: str = "rules"  # who decides guided mode's command: "rules" | "model"
+    query_model: str = "auto"  # when the shopping assistant's model reads a request: "auto" | "always" | "never"
 
 
 @dataclass
@@ -251,6 +252,7 @@ class ModelHub:
             in_house=spec.in_house,
             actions=spec.agent_actions,
             guided_lead=spec.guided_lead,
+            query_model=spec.query_model,
         )
 
     def models(self) -> list[ModelCard]:

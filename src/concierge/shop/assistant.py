@@ -105,7 +105,7 @@ class ShopAssistant(AnswerWriter):
         *,
         tenant: str | None = None,
         max_products: int = 5,
-        query_model: str = "always",
+        query_model: str = "auto",
         answer_model: bool = True,
     ) -> None:
         if catalog is None:

@@ -198,6 +198,7 @@ class AssistantFactory:
             assistant = ShopAssistant.open(
                 self.hub, tenant, catalog, embed=embed, model_alias=self.model_alias, progress=report,
                 first_index=self.first_index, first_seconds=self.first_seconds,
+                query_model=_query_model(self.hub, self.model_alias),
             )
         except CatalogError as exc:
             raise CatalogUnavailable(str(exc)) from exc
@@ -498,3 +499,13 @@ def _as_answer(answer: Any) -> ShopAnswer:
         message=str(data.get("message") or ""), query=data.get("query"), products=list(data.get("products") or []),
         clarifying=bool(data.get("clarifying")), state=data.get("state"),
     )
+
+
+def _query_model(hub: Any, alias: str) -> str:
+    """The alias's ``query_model`` deployment option (``auto`` for a hub without model cards)."""
+    card = getattr(hub, "card", None)
+    try:
+        value = getattr(card(alias), "query_model", None) if card is not None else None
+    except Exception:  # noqa: BLE001 - an unknown alias fails at its first call, with its own error
+        value = None
+    return value if value in ("auto", "always", "never") else "auto"

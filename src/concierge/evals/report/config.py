@@ -83,7 +83,7 @@ class ShopConfig:
     seed: int = 7  # demo store
     n_products: int = 800
     n_shoppers: int = 200
-    query_model: str = "always"
+    query_model: str = "auto"
     limit: int | None = None
 
 
