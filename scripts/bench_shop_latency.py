@@ -7,7 +7,7 @@ half by default: latency is not a tuning figure, but the ``test`` half stays unr
 conversation, streamed as ``/v1/shop/chat`` with ``stream: true`` streams it
 (``ShopAssistant.stream_answer``): "cards" is the time from the request to the
 ``ShopProducts`` event, "answer" to the final answer. Catalogues: the demo store the corpus was
-written for (``generate_demo_store(seed=7, n_products=800)``) and the τ² retail catalogue (read from
+written for (``generate_demo_store(seed=7, n_products=800)``, ``--demo-products`` for another size) and the τ² retail catalogue (read from
 ``--data``, never copied), each indexed with the hub's embedding model (MiniLM ONNX by default)
 before the clock starts. Modes: ``query_model`` ``always`` (the model reads every request, the
 rules fill in), ``auto`` (the model reads a request only when the rules find no certain category)
@@ -43,12 +43,12 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _catalogues(data: Path) -> dict[str, Any]:
+def _catalogues(data: Path, demo_products: int = 800) -> dict[str, Any]:
     from concierge.shop.catalog import Catalog
     from concierge.shop.demo_store import generate_demo_store
 
     def demo() -> Any:
-        products, _ = generate_demo_store(seed=7, n_products=800, n_shoppers=200)
+        products, _ = generate_demo_store(seed=7, n_products=demo_products, n_shoppers=200)
         return Catalog.from_records(products, tenant="bench", name="demo")
 
     out: dict[str, Any] = {"demo": demo}
@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default="always,auto")
     ap.add_argument("--split", choices=("dev", "test", "all"), default="dev")
     ap.add_argument("--requests", type=int, default=20, help="requests per catalogue (the corpus's first N)")
+    ap.add_argument("--demo-products", type=int, default=800,
+                    help="demo store size (800: the corpus's store; make demo serves 3,000)")
     ap.add_argument("--config", type=Path, help="a deployment file (default: the embedded models)")
     ap.add_argument("--json", type=Path, help="write every turn's figures here")
     ap.add_argument("--markdown", action="store_true")
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     from concierge.shop.search import SearchIndex
 
     corpus = yaml.safe_load((ROOT / "tests" / "data" / "shop_requests_people.yaml").read_text())["requests"]
-    makers = _catalogues(args.data)
+    makers = _catalogues(args.data, args.demo_products)
     hub = ModelHub.from_config(args.config)
     meta = {"date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
