@@ -77,7 +77,8 @@ def run_turn(assistant: Any, text: str) -> dict[str, Any]:
     trace = dict(final.trace) if final is not None else {}
     return {"cards_s": cards_s if cards_s is not None else total_s, "answer_s": total_s,
             "model_calls": trace.get("model_calls"), "timings_ms": trace.get("timings_ms") or {},
-            "text_source": trace.get("text_source"), "clarifying": bool(final and final.clarifying)}
+            "text_source": (final.grounding or {}).get("text_source") if final is not None else None,
+            "clarifying": bool(final and final.clarifying)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,22 +138,27 @@ def main(argv: list[str] | None = None) -> int:
                     "answer_p95": _pct([r["answer_s"] for r in results], 0.95),
                     "model_calls": statistics.fmean(r["model_calls"] or 0 for r in results) if results else 0.0,
                     "stages_ms": {k: round(v / max(1, len(results)), 1) for k, v in stages.most_common()},
+                    # whose text the shopper got: the model's, the model's second try, or the template
+                    # after both failed the grounding and reading checks
+                    "text_source": dict(Counter(str(r["text_source"]) for r in results)),
                 }
                 rows.append(row)
                 print(f"{name:<6} {mode:<7} n={row['n']:<3} cards p50 {row['cards_p50']:.2f} s p95 "
                       f"{row['cards_p95']:.2f} s | answer p50 {row['answer_p50']:.2f} s p95 {row['answer_p95']:.2f} s"
-                      f" | model calls {row['model_calls']:.2f} | mean ms by stage {row['stages_ms']}", flush=True)
+                      f" | model calls {row['model_calls']:.2f} | text {row['text_source']}"
+                      f" | mean ms by stage {row['stages_ms']}", flush=True)
     finally:
         hub.close()
     meta["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(meta))
     if args.markdown:
         print("\n| catalogue | products | query understanding | turns | cards p50 / p95 s | answer p50 / p95 s "
-              "| model calls per turn |")
-        print("|---|---:|---|---:|---|---|---:|")
+              "| model calls per turn | answer text from |")
+        print("|---|---:|---|---:|---|---|---:|---|")
         for r in rows:
             print(f"| {r['catalog']} | {r['products']} | `{r['mode']}` | {r['n']} | {r['cards_p50']:.2f} / "
-                  f"{r['cards_p95']:.2f} | {r['answer_p50']:.2f} / {r['answer_p95']:.2f} | {r['model_calls']:.2f} |")
+                  f"{r['cards_p95']:.2f} | {r['answer_p50']:.2f} / {r['answer_p95']:.2f} | {r['model_calls']:.2f} | "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(r["text_source"].items())) + " |")
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "rows": rows, "turns": turns}, indent=1))
     return 0
