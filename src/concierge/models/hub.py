@@ -93,6 +93,18 @@ class ModelCard:
     query_model: str = "auto"  # when the shopping assistant's model reads a request: "auto" | "always" | "never"
 
 
+def alias_option(hub: Any, alias: str | None, option: str) -> Any:
+    """A deployment option from an alias's model card (``actions``, ``guided_lead``, ``query_model``);
+    None for a hub without model cards or an alias it does not know."""
+    if not isinstance(hub, ServingHub) or not alias:
+        return None
+    try:
+        card = hub.card(alias)
+    except ModelError:
+        return None
+    return getattr(card, option, None)
+
+
 @dataclass
 class CallRecord:
     """One model call, reported to the observer after it finishes (or fails)."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from concierge.errors import NotFound, Unavailable
 from concierge.models.engine import ServingHub
-from concierge.models.hub import as_hub
+from concierge.models.hub import alias_option, as_hub
 from concierge.shop.assistant import ShopAnswer, ShopProducts
 from concierge.shop.query import ShopRequestError, validate_query_dict
 from concierge.store.conversations import ShopConversations, plain
@@ -198,7 +198,7 @@ class AssistantFactory:
             assistant = ShopAssistant.open(
                 self.hub, tenant, catalog, embed=embed, model_alias=self.model_alias, progress=report,
                 first_index=self.first_index, first_seconds=self.first_seconds,
-                query_model=_query_model(self.hub, self.model_alias),
+                query_model=alias_option(self.hub, self.model_alias, "query_model") or "auto",
             )
         except CatalogError as exc:
             raise CatalogUnavailable(str(exc)) from exc
@@ -500,12 +500,3 @@ def _as_answer(answer: Any) -> ShopAnswer:
         clarifying=bool(data.get("clarifying")), state=data.get("state"),
     )
 
-
-def _query_model(hub: Any, alias: str) -> str:
-    """The alias's ``query_model`` deployment option (``auto`` for a hub without model cards)."""
-    card = getattr(hub, "card", None)
-    try:
-        value = getattr(card(alias), "query_model", None) if card is not None else None
-    except Exception:  # noqa: BLE001 - an unknown alias fails at its first call, with its own error
-        value = None
-    return value if value in ("auto", "always", "never") else "auto"

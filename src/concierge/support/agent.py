@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from concierge.models.engine import ChatHub, ModelError, ServingHub
+from concierge.models.hub import alias_option
 from concierge.models.replies import bound_reply, same_reply
 from concierge.support.actions import (
     COMPACT_AGENT_PROMPT,
@@ -477,18 +478,6 @@ def trained_prompt(hub: ChatHub | None, alias: str | None) -> str | None:
     except ModelError:  # an alias the hub does not know, or a hub without deployment specs
         return None
     return str(prompt) if prompt else None
-
-
-def alias_option(hub: ChatHub | None, alias: str | None, option: str) -> str | None:
-    """An alias's support option from its model card: ``actions`` (tools | constrained) or
-    ``guided_lead`` (rules | model); None for a chat-only hub or an alias it does not know."""
-    if not isinstance(hub, ServingHub) or not alias:
-        return None
-    try:
-        card = hub.card(alias)
-    except ModelError:
-        return None
-    return {"actions": card.actions, "guided_lead": card.guided_lead}[option]
 
 
 def _compact_tool(tool: dict[str, Any]) -> dict[str, Any]:

@@ -575,9 +575,10 @@ class ShopVocabulary:
             out: dict[str, set[str]] = {}
             if not paths:
                 out = {k: set(c) for k, c in self.attr_counts.items()}
-            for leaf in self.leaves_under(paths) if paths else ():
-                for name, values in self.attr_by_leaf.get(leaf, {}).items():
-                    out.setdefault(name, set()).update(values)
+            else:
+                for leaf in self.leaves_under(paths):
+                    for name, values in self.attr_by_leaf.get(leaf, {}).items():
+                        out.setdefault(name, set()).update(values)
             hit = _remember(self._scope_cache, key, MappingProxyType({k: frozenset(v) for k, v in out.items()}))
         return hit
 

@@ -18,8 +18,9 @@ import time
 from typing import Any
 
 from concierge.models.engine import ChatHub
+from concierge.models.hub import alias_option
 from concierge.models.replies import bound_reply
-from concierge.support.agent import TurnResult, add_usage, alias_option, current_turn
+from concierge.support.agent import TurnResult, add_usage, current_turn
 from concierge.support.grounding import Evidence, conditional_clause, unaddressed, ungrounded
 from concierge.support.guardrails import Guard, is_affirmative, is_negative, result_text, tool_kind
 from concierge.support.guided.command import (
