@@ -22,8 +22,11 @@ install-train: install
 demo: install
 	$(BIN)/concierge demo
 
+# A test process killed by a signal (a native library's abort) gets no report: name its last test.
 test: install
-	$(BIN)/python -m pytest -q
+	@rm -f .pytest_cache/running-test
+	@$(BIN)/python -m pytest -q || { rc=$$?; if [ $$rc -gt 128 ] && [ -f .pytest_cache/running-test ]; then \
+	  echo "make test: pytest died of signal $$((rc - 128)) in $$(cat .pytest_cache/running-test)"; fi; exit $$rc; }
 
 lint: install
 	$(BIN)/ruff check src tests scripts

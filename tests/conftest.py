@@ -15,6 +15,9 @@ DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "d
 pytest_plugins = ["helpers.fixtures"]
 
 
+RUNNING_TEST = Path(__file__).resolve().parents[1] / ".pytest_cache" / "running-test"
+
+
 def shared_data_path() -> Path:
     return Path(os.environ.get("CONCIERGE_SHARED_DATA") or DEFAULT_SHARED_DATA).expanduser()
 
@@ -35,6 +38,14 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from concierge.models.tiny_gguf import build_tiny_qwen2_gguf
 
     return build_tiny_qwen2_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny-qwen2.gguf")
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    """The test now running, in ``.pytest_cache/running-test``: a native library that aborts the
+    process leaves no report, and CI keeps only the tail of its long C traceback; ``make test``
+    names the test from this file when pytest dies of a signal."""
+    RUNNING_TEST.parent.mkdir(exist_ok=True)
+    RUNNING_TEST.write_text(nodeid + "\n")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -471,3 +471,54 @@ def test_json_grammar_compacts_llguidance_and_gbnf(monkeypatch: pytest.MonkeyPat
     assert json_grammar(TICKET, whitespace=True) == gbnf
     with pytest.raises(BadRequestError):
         json_grammar(["not", "a", "schema"])
+
+
+_ALTERNATE_GRAMMAR_MODELS = """
+import json, sys
+from pathlib import Path
+from concierge.models import locate
+from concierge.models.llamacpp import LlamaCppEngine
+
+paths = {"tiny": Path(sys.argv[1]), "smollm2": locate.smollm2_gguf()}
+schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}},
+          "required": ["n"], "additionalProperties": False}
+request = {"messages": [{"role": "user", "content": "a number"}], "max_tokens": 16, "temperature": 0,
+           "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}}
+for name in ["tiny", "smollm2"] * 3:
+    engine = LlamaCppEngine(paths[name], n_ctx=512, n_parallel=1, n_threads=1)
+    choice = engine.chat(dict(request))["choices"][0]
+    engine.close()
+    del engine
+    print("RESULT", json.dumps([name, choice["finish_reason"], choice["message"]["content"]]), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_models_with_other_vocabularies_take_turns_under_grammars(tiny_gguf: Path) -> None:
+    """Load, decode under a JSON grammar, free; then the same with another vocabulary, three times.
+
+    llama.cpp's llguidance caches one tokenizer by vocabulary address; before the engine kept the
+    last grammar users alive past ``close()``, the second model here could get the first one's
+    address and abort the process (``GGML_ASSERT(... llg_matcher_get_mask_byte_size ...)``: 2 of 3
+    runs of this sequence without the hold; the likely abort of a CI run). Run in a child process, so an abort fails this test only."""
+    import os
+    import subprocess
+    import sys
+
+    from concierge.models import locate
+    from concierge.models.engine import ModelFileMissingError
+
+    try:
+        locate.smollm2_gguf()
+    except ModelFileMissingError as exc:
+        pytest.skip(str(exc))
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    done = subprocess.run([sys.executable, "-c", _ALTERNATE_GRAMMAR_MODELS, str(tiny_gguf)],
+                          env=env, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-1500:]
+    results = [json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert [name for name, _, _ in results] == ["tiny", "smollm2"] * 3
+    for _, finish, content in results:
+        if finish == "stop":
+            assert 1 <= json.loads(content)["n"] <= 9

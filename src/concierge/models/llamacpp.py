@@ -56,6 +56,30 @@ REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _END = object()
 
+# llama.cpp's llguidance keeps ONE tokenizer, cached by the address of the vocabulary it was last
+# built for (common/llguidance.cpp), and the cached tokenizer calls back into that vocabulary.
+# Once that model is freed, a model loaded later can get a vocabulary at the same address: the
+# stale tokenizer is reused (another vocabulary size trips a GGML_ASSERT, which aborts the whole
+# process; the same size reads freed memory). So the servers that last decoded under a grammar
+# stay alive after close() until newer ones replace them: no live vocabulary can share an
+# address. Two, not one, because two models' requests may reach the sampler in either order.
+_GRAMMAR_HELD: list[Any] = []
+_GRAMMAR_HELD_LOCK = threading.Lock()
+_GRAMMAR_HOLD = 2
+
+
+def _hold_vocabulary(server: Any) -> None:
+    """Keep ``server`` (about to decode under a grammar) alive while llguidance may cache it."""
+    with _GRAMMAR_HELD_LOCK:
+        if not (_GRAMMAR_HELD and _GRAMMAR_HELD[-1] is server):
+            others = [held for held in _GRAMMAR_HELD if held is not server]
+            _GRAMMAR_HELD[:] = [*others[len(others) - _GRAMMAR_HOLD + 1 :], server]
+
+
+def _constrained(body: dict[str, Any]) -> bool:
+    """Whether llama-server may build a grammar sampler for ``body`` (JSON, grammar or tools)."""
+    return bool(body.get("grammar") or body.get("response_format") or body.get("tools"))
+
 
 class ThinkSplitter:
     """Incrementally splits a leading ``<think>...</think>`` block off generated text.
@@ -459,6 +483,8 @@ class LlamaCppEngine:
     def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         server = self._server_or_raise()
         body, forced = self._prepare(request, stream=False)
+        if _constrained(body):
+            _hold_vocabulary(server)
         if forced or body.get("response_format") or body.get("grammar"):
             # llama-server's non-streaming path fails outright ("does not match the expected
             # format") when max_tokens cuts a constrained JSON short; the streaming path returns
@@ -500,6 +526,8 @@ class LlamaCppEngine:
         """
         server = self._server_or_raise()
         body, forced = self._prepare(request, stream=True)
+        if _constrained(body):
+            _hold_vocabulary(server)
         items: queue.Queue[Any] = queue.Queue()
         cancel = threading.Event()
 
