@@ -11,7 +11,8 @@ written for (``generate_demo_store(seed=7, n_products=800)``, ``--demo-products`
 ``--data``, never copied), each indexed with the hub's embedding model (MiniLM ONNX by default)
 before the clock starts. Modes: ``query_model`` ``always`` (the model reads every request, the
 rules fill in), ``auto`` (the model reads a request only when the rules find no certain category)
-and ``never``; the answer text is the model's in every mode (``answer_model``). Per-stage times come
+and ``never``; ``--answer-models``: the answer text is the model's, checked (``always``), or the
+checked template's (``never``). Per-stage times come
 from the answer's trace (``timings_ms``). Requests run one at a time: a shopper's wait, not
 throughput. Models: the deployment's (``ModelHub.from_config``), i.e. SmolLM2-135M and MiniLM here.
 """
@@ -78,7 +79,7 @@ def run_turn(assistant: Any, text: str) -> dict[str, Any]:
     return {"cards_s": cards_s if cards_s is not None else total_s, "answer_s": total_s,
             "model_calls": trace.get("model_calls"), "timings_ms": trace.get("timings_ms") or {},
             "text_source": (final.grounding or {}).get("text_source") if final is not None else None,
-            "clarifying": bool(final and final.clarifying)}
+            "clarifying": bool(final and final.clarifying), "message": final.message if final else ""}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=Path(default_data), help="the shared data folder")
     ap.add_argument("--catalogs", default="demo,tau2")
     ap.add_argument("--modes", default="always,auto")
+    ap.add_argument("--answer-models", default="always",
+                    help="who writes the answer text, per run: always (the model, checked) and/or never (template)")
     ap.add_argument("--split", choices=("dev", "test", "all"), default="dev")
     ap.add_argument("--requests", type=int, default=20, help="requests per catalogue (the corpus's first N)")
     ap.add_argument("--demo-products", type=int, default=800,
@@ -119,19 +122,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {len(catalog)} products indexed in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             requests = [r for r in corpus if r["catalog"] == name and args.split in ("all", r["split"])]
             requests = requests[: args.requests]
-            for mode in args.modes.split(","):
-                assistant = ShopAssistant(hub, catalog, index, None, query_model=mode)
+            for mode, answer_model in [(m, a) for m in args.modes.split(",") for a in args.answer_models.split(",")]:
+                assistant = ShopAssistant(hub, catalog, index, None, query_model=mode,
+                                          answer_model=answer_model != "never")
                 run_turn(assistant, "hello, I'm looking for a gift")  # warm the model's slot and caches
                 results = []
                 for req in requests:
                     result = run_turn(assistant, req["text"])
                     results.append(result)
-                    turns.append({"catalog": name, "mode": mode, "id": req["id"], **result})
+                    turns.append({"catalog": name, "mode": mode, "answer_model": answer_model, "id": req["id"],
+                                  **result})
                 stages: Counter[str] = Counter()
                 for r in results:
                     stages.update({k: float(v) for k, v in r["timings_ms"].items() if isinstance(v, int | float)})
                 row = {
-                    "catalog": name, "products": len(catalog), "mode": mode, "n": len(results),
+                    "catalog": name, "products": len(catalog), "mode": mode, "answer_model": answer_model,
+                    "n": len(results),
                     "cards_p50": _pct([r["cards_s"] for r in results], 0.5),
                     "cards_p95": _pct([r["cards_s"] for r in results], 0.95),
                     "answer_p50": _pct([r["answer_s"] for r in results], 0.5),
@@ -143,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                     "text_source": dict(Counter(str(r["text_source"]) for r in results)),
                 }
                 rows.append(row)
-                print(f"{name:<6} {mode:<7} n={row['n']:<3} cards p50 {row['cards_p50']:.2f} s p95 "
+                print(f"{name:<6} {mode:<7} answer {answer_model:<6} n={row['n']:<3} cards p50 {row['cards_p50']:.2f} s p95 "
                       f"{row['cards_p95']:.2f} s | answer p50 {row['answer_p50']:.2f} s p95 {row['answer_p95']:.2f} s"
                       f" | model calls {row['model_calls']:.2f} | text {row['text_source']}"
                       f" | mean ms by stage {row['stages_ms']}", flush=True)
@@ -152,11 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(meta))
     if args.markdown:
-        print("\n| catalogue | products | query understanding | turns | cards p50 / p95 s | answer p50 / p95 s "
-              "| model calls per turn | answer text from |")
-        print("|---|---:|---|---:|---|---|---:|---|")
+        print("\n| catalogue | products | query understanding | answer model | turns | cards p50 / p95 s "
+              "| answer p50 / p95 s | model calls per turn | answer text from |")
+        print("|---|---:|---|---|---:|---|---|---:|---|")
         for r in rows:
-            print(f"| {r['catalog']} | {r['products']} | `{r['mode']}` | {r['n']} | {r['cards_p50']:.2f} / "
+            print(f"| {r['catalog']} | {r['products']} | `{r['mode']}` | `{r['answer_model']}` | {r['n']} | "
+                  f"{r['cards_p50']:.2f} / "
                   f"{r['cards_p95']:.2f} | {r['answer_p50']:.2f} / {r['answer_p95']:.2f} | {r['model_calls']:.2f} | "
                   + ", ".join(f"{k} {v}" for k, v in sorted(r["text_source"].items())) + " |")
     if args.json:

@@ -538,6 +538,15 @@ def test_prompt_echo_is_rejected(store: SimpleNamespace) -> None:
     assert answer.grounding["text_source"] == "template" and "Shopper:" not in answer.message
 
 
+def test_the_worked_example_copied_into_an_answer_is_rejected(store: SimpleNamespace) -> None:
+    """The embedded model wrote "Both the Example Co. Linen Loft ... Duvet Cover": the prompt's
+    example brand in front of a real title, which no catalogue check could catch."""
+    hub = assistant_hub(answers=[lambda r: f"Both the Example Co. {_first_title(r)} is lovely."])
+    answer = make(store, hub).answer([{"role": "user", "content": "a red handbag"}])
+    assert answer.grounding["text_source"] == "model-repaired" and "Example Co." not in answer.message
+    assert any("worked example" in v for v in answer.grounding["text_violations"])
+
+
 # --------------------------------------------------------------------------------------------------
 # Streaming
 
@@ -703,3 +712,34 @@ def test_real_default_model_keeps_answers_grounded(store: SimpleNamespace) -> No
     print(
         f"\nshop assistant on SmolLM2 ({len(latencies)} requests): p50 {p50:.2f}s p95 {p95:.2f}s; texts {sources}"
     )
+
+
+def test_stream_never_ends_a_sentence_inside_a_price(store: SimpleNamespace) -> None:
+    """Tokens arrive a character at a time, so the text so far often ends in "($585." with "00)" still
+    to come: a point ends a sentence only once the next character is seen to be a space (it cut
+    answers at "($585." when the sentence after failed a check)."""
+    bad = store.catalog.products[3].title
+
+    def answer(request: dict[str, Any]) -> str:
+        m = re.search(r"^1\. (.+?) \((\$[\d,]+\.\d\d)", request["messages"][-1]["content"], re.M)
+        assert m
+        return f"Try the {m.group(1)} ({m.group(2)}). It pairs well with the {bad}. Enjoy!"
+
+    hub = assistant_hub(answers=[answer])
+    whole = hub.stream_chat
+
+    def by_character(alias: str, request: dict[str, Any], tenant: str | None = None) -> Any:
+        for chunk in whole(alias, request, tenant):
+            text = ((chunk.get("choices") or [{}])[0].get("delta") or {}).get("content")
+            if not text:
+                yield chunk
+                continue
+            for char in text:
+                yield {**chunk, "choices": [{"index": 0, "delta": {"content": char}, "finish_reason": None}]}
+
+    hub.stream_chat = by_character  # type: ignore[method-assign]
+    items = list(make(store, hub).stream_answer([{"role": "user", "content": "a red handbag"}]))
+    final = items[-1]
+    assert final.grounding["text_source"] == "model-truncated"
+    assert re.fullmatch(r"Try the .+ \(\$[\d,]+\.\d\d\)\.", final.message), final.message
+    assert "".join(x for x in items if isinstance(x, str)).strip() == final.message

@@ -133,9 +133,10 @@ def test_closing_the_factory_stops_a_completion_and_saves_nothing() -> None:
     assert not (index_folder("acme", "store") / "meta.json").exists()
 
 
-def test_the_alias_says_when_the_model_reads_a_request(tiny_gguf: Path) -> None:
+def test_the_alias_says_when_the_model_reads_a_request_and_writes_the_answer(tiny_gguf: Path) -> None:
     """``query_model`` on the shopping assistant's alias: ``auto`` (the default) leaves a request the
-    rules read with certainty to the rules; ``always`` sends every request to the model too."""
+    rules read with certainty to the rules; ``always`` sends every request to the model too.
+    ``answer_model: never``: the checked template answers and the model writes nothing."""
     from concierge.models.deployment import DeploymentError, parse_deployment
     from concierge.models.hub import ModelCard
     from concierge.shop.session import AssistantFactory
@@ -143,19 +144,32 @@ def test_the_alias_says_when_the_model_reads_a_request(tiny_gguf: Path) -> None:
 
     with pytest.raises(DeploymentError, match="query_model must be one of auto, always, never, got 'often'"):
         parse_deployment({"models": {"a": {"gguf": str(tiny_gguf), "query_model": "often"}}})
-    assert parse_deployment({"models": {"a": {"gguf": str(tiny_gguf), "query_model": "always"}}}).aliases
+    with pytest.raises(DeploymentError, match="answer_model must be one of always, never, got 'auto'"):
+        parse_deployment({"models": {"a": {"gguf": str(tiny_gguf), "answer_model": "auto"}}})
+    spec = parse_deployment({"models": {"a": {"gguf": str(tiny_gguf), "query_model": "always",
+                                              "answer_model": "never"}}}).aliases["a"]
+    assert (spec.query_model, spec.answer_model) == ("always", "never")
     products, _ = generate_demo_store(seed=3, n_products=120, n_shoppers=0)
     assert cat.ingest_catalog(None, "acme", "store", products).ok
     leaf = sorted({p["category"] for p in products})[0]
     text = f"I want {leaf.split(' > ')[-1].lower()}"
-    reading: dict[str, int] = {}
+    reading: dict[tuple[str, str], tuple[int, int, str]] = {}
     for option in ("auto", "always"):
-        cards = [ModelCard(**{**c.__dict__, "query_model": option}) if c.alias == "shop-assistant" else c
-                 for c in shop_cards()]
-        hub = ShopHub(cards=cards)
-        assistant = AssistantFactory(hub)("acme", "store")
-        assert assistant.query_model == option
-        answer = assistant.answer([{"role": "user", "content": text}])
-        assert leaf.startswith(answer.query["category"])  # read by the rules either way
-        reading[option] = sum(1 for request in hub.requests if request.get("response_format"))
-    assert reading == {"auto": 0, "always": 1}
+        for answer in ("always", "never"):
+            cards = [ModelCard(**{**c.__dict__, "query_model": option, "answer_model": answer})
+                     if c.alias == "shop-assistant" else c for c in shop_cards()]
+            hub = ShopHub(cards=cards)
+            assistant = AssistantFactory(hub)("acme", "store")
+            assert assistant.query_model == option
+            reply = assistant.answer([{"role": "user", "content": text}])
+            assert leaf.startswith(reply.query["category"])  # read by the rules either way
+            assert reply.products and reply.products[0]["title"] in reply.message
+            reading[option, answer] = (
+                sum(1 for request in hub.requests if request.get("response_format")),
+                sum(1 for request in hub.requests if not request.get("response_format")),
+                reply.grounding["text_source"],
+            )
+    assert reading[("auto", "never")] == (0, 0, "template")  # no model call at all
+    assert reading[("always", "never")] == (1, 0, "template")
+    # The model writes (the canned reply fails the checks: written again, then the template).
+    assert reading[("auto", "always")][:2] == (0, 2) and reading[("always", "always")][:2] == (1, 2)

@@ -54,20 +54,28 @@ def shop_chat(
     config: Path | None = typer.Option(
         None, "--config", help="Deployment config (default: embedded models)."
     ),
-    query_model: str = typer.Option(
-        "auto", "--query-model",
-        help="Use the model to read requests: auto (only when the rules find no certain category), always or never.",
+    query_model: str | None = typer.Option(
+        None, "--query-model",
+        help="Use the model to read requests: auto (only when the rules find no certain category), always or "
+        "never. Default: the shop alias's query_model (auto).",
+    ),
+    answer_model: str | None = typer.Option(
+        None, "--answer-model",
+        help="Let the model write the answer (always) or answer from the checked template (never). "
+        "Default: the shop alias's answer_model.",
     ),
 ) -> None:
     """Ask the shopping assistant; every product shown is checked against the catalogue."""
     from concierge.models.engine import ModelError
-    from concierge.models.hub import ModelHub
+    from concierge.models.hub import ModelHub, alias_option
     from concierge.shop.assistant import ShopAssistant, ShopError
 
     if not message and not interactive:
         _fail("give --message (repeatable) or --interactive")
-    if query_model not in ("always", "auto", "never"):
+    if query_model not in (None, "always", "auto", "never"):
         _fail("--query-model must be always, auto or never")
+    if answer_model not in (None, "always", "never"):
+        _fail("--answer-model must be always or never")
     try:
         hub = ModelHub.from_config(config)
     except (ModelError, ValueError, OSError) as exc:
@@ -80,7 +88,12 @@ def shop_chat(
             def step(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            assistant = ShopAssistant.open(hub, tenant, catalog, progress=step, query_model=query_model)
+            alias = hub.deployment.role("shop", "shop-assistant")
+            assistant = ShopAssistant.open(
+                hub, tenant, catalog, progress=step,
+                query_model=query_model or alias_option(hub, alias, "query_model") or "auto",
+                answer_model=(answer_model or alias_option(hub, alias, "answer_model")) != "never",
+            )
         history: list[dict[str, str]] = []
         state: dict[str, Any] | None = None
 

@@ -44,6 +44,10 @@ strong enough to add to the rules on every request) or ``never``::
 
       shop-assistant: {model: qwen3-4b, gguf: /models/Qwen3-4B-Q4_K_M.gguf, query_model: always}
 
+``answer_model:`` says who writes the shop's answer text: ``always`` (default: the model, from the
+cards, checked sentence by sentence; written again once, then the template, when a check fails) or
+``never`` (the checked template alone: why the cards fit, what differs, what near ones miss).
+
 Nothing is downloaded at run time: a missing GGUF is reported with the command that would
 fetch it.
 
@@ -90,6 +94,7 @@ REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
 AGENT_ACTIONS = ("tools", "constrained")  # support agent mode: OpenAI tools, or one JSON action per step
 GUIDED_LEADS = ("rules", "model")  # guided mode: who decides the command
 QUERY_MODELS = ("auto", "always", "never")  # shop: when the model reads a request
+ANSWER_MODELS = ("always", "never")  # shop: whether the model writes the answer (else the template)
 # The engines concierge registers itself (models/plugin.py); a deployment names them through gguf:/url:/embedded:.
 BUILTIN_ENGINES = ("llama.cpp", "openai-upstream", "onnx-embedding")
 DEFAULT_N_CTX = 4096  # LlamaCppEngine defaults; n_ctx is split evenly over n_parallel slots
@@ -119,6 +124,7 @@ _KEYS = {
     "actions",
     "guided_lead",
     "query_model",
+    "answer_model",
     "parse",
     "in_house",
     "provenance",
@@ -163,6 +169,7 @@ class AliasSpec:
     actions: str | None = None  # support agent mode: "tools" | "constrained" (None: by engine, see below)
     guided_lead: str = "rules"  # guided mode: "rules" (rules decide, model fills gaps) | "model"
     query_model: str = "auto"  # shop: the model reads requests "auto" (rules unsure) | "always" | "never"
+    answer_model: str = "always"  # shop: the model writes the answer "always" | "never" (the template)
     parse: bool | None = None  # None: auto
     in_house: bool = False
     provenance: Mapping[str, Any] = field(default_factory=dict)
@@ -453,6 +460,11 @@ def parse_alias(
         if query_model not in QUERY_MODELS:
             raise fail(f"query_model must be one of {', '.join(QUERY_MODELS)}, got {query_model!r}")
         values["query_model"] = query_model
+    answer_model = raw.get("answer_model")
+    if answer_model is not None:
+        if answer_model not in ANSWER_MODELS:
+            raise fail(f"answer_model must be one of {', '.join(ANSWER_MODELS)}, got {answer_model!r}")
+        values["answer_model"] = answer_model
 
     parse = raw.get("parse")
     if parse is not None:

@@ -91,11 +91,12 @@ class ModelCard:
     actions: str = "tools"  # how the support agent takes actions: "tools" | "constrained"
     guided_lead: str = "rules"  # who decides guided mode's command: "rules" | "model"
     query_model: str = "auto"  # when the shopping assistant's model reads a request: "auto" | "always" | "never"
+    answer_model: str = "always"  # whether it writes the shop's answer: "always" | "never" (the template)
 
 
 def alias_option(hub: Any, alias: str | None, option: str) -> Any:
-    """A deployment option from an alias's model card (``actions``, ``guided_lead``, ``query_model``);
-    None for a hub without model cards or an alias it does not know."""
+    """A deployment option from an alias's model card (``actions``, ``guided_lead``, ``query_model``,
+    ``answer_model``); None for a hub without model cards or an alias it does not know."""
     if not isinstance(hub, ServingHub) or not alias:
         return None
     try:
@@ -265,6 +266,7 @@ class ModelHub:
             actions=spec.agent_actions,
             guided_lead=spec.guided_lead,
             query_model=spec.query_model,
+            answer_model=spec.answer_model,
         )
 
     def models(self) -> list[ModelCard]:

@@ -199,6 +199,7 @@ class AssistantFactory:
                 self.hub, tenant, catalog, embed=embed, model_alias=self.model_alias, progress=report,
                 first_index=self.first_index, first_seconds=self.first_seconds,
                 query_model=alias_option(self.hub, self.model_alias, "query_model") or "auto",
+                answer_model=alias_option(self.hub, self.model_alias, "answer_model") != "never",
             )
         except CatalogError as exc:
             raise CatalogUnavailable(str(exc)) from exc

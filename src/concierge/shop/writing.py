@@ -32,6 +32,15 @@ log = logging.getLogger("concierge.shop.assistant")
 
 ANSWER_MAX_TOKENS = 80
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+# While text still streams, a point ends a sentence only once a space is seen after it: the text so
+# far often ends in "($585." with "00)" to come.
+_SENTENCE_BREAK = re.compile(r"[.!?](?=\s)")
+
+
+def _sentence_ends(text: str, *, final: bool = True) -> list[int]:
+    """Where sentences of ``text`` end (outside parentheses); ``final=False``: of text still streaming."""
+    pattern = _SENTENCE_END if final else _SENTENCE_BREAK
+    return [m.end() for m in pattern.finditer(text) if text.count("(", 0, m.end()) <= text.count(")", 0, m.end())]
 ANSWER_TEXT_CHECKS = (
     "text_nonempty", "text_format", *TEXT_CHECKS, "text_mentions_product", "text_echo", "text_repeats",
     "text_reasons",
@@ -49,6 +58,7 @@ ANSWER_EXAMPLE = (
     "Both the Example Co. Everyday Daypack ($49.99) and the Example Co. City Pack ($64.99) are black "
     "backpacks under $70; the Everyday Daypack costs less.",
 )
+_EXAMPLE_BRAND = "example co."  # the worked example's brand: never a real product's
 ECHO_WORDS = 5  # an answer never copies this many consecutive words of the shopper's message
 
 
@@ -359,6 +369,8 @@ class AnswerWriter:
             out.append(Violation(text[:40], "text_format", "markup or template tokens"))
         if re.search(r"(?im)^\s*\d+[.)]\s|shopper:|products:", text):
             out.append(Violation(text[:40], "text_format", "echoes the prompt or lists products"))
+        if _EXAMPLE_BRAND in text.lower():
+            out.append(Violation(text[:40], "text_format", "copies the prompt's worked example"))
         for card in cards:
             if re.search(rf"\b\d{{1,2}}[.)]\s*{re.escape(card['title'])}", text, re.IGNORECASE):
                 out.append(Violation(card["title"], "text_format", "list numbering from the prompt"))
@@ -375,8 +387,8 @@ class AnswerWriter:
     def _trim(self, text: str, finish_reason: str | None) -> str:
         text = text.strip()
         if finish_reason == "length":
-            ends = list(_SENTENCE_END.finditer(text))
-            text = text[: ends[-1].end()] if ends else ""
+            ends = _sentence_ends(text)
+            text = text[: ends[-1]] if ends else ""
         return remove_loops(text)[0]  # a model that repeats itself: one copy (models/replies.py)
 
     def _generate(self, plan: _Plan, feedback: list[Violation] | None) -> tuple[str, list[Violation]]:
@@ -443,10 +455,10 @@ class AnswerWriter:
                 for choice in chunk.get("choices") or []:
                     pending += (choice.get("delta") or {}).get("content") or ""
                     finish = choice.get("finish_reason") or finish
-                ends = list(_SENTENCE_END.finditer(pending))
+                ends = _sentence_ends(pending, final=False)
                 if not ends:
                     continue
-                cut = ends[-1].end()
+                cut = ends[-1]
                 candidate = emitted + pending[:cut]
                 problems = self.check_text(candidate, plan, require_product=False)
                 if problems:
