@@ -71,6 +71,11 @@ def test_the_default_deployment_configures_the_three_roles() -> None:
     assert {r: hub.deployment.role(r) for r in ("support", "shop", "embed")} == {
         "support": "support-agent", "shop": "shop-assistant", "embed": "embed"
     }
+    # The embedded 135M model does not write shop answers (chosen on the dev half, docs/benchmarks.md),
+    # and still shares its one engine with the other chat aliases.
+    assert hub.card("shop-assistant").answer_model == "never" and hub.card("chat").answer_model == "always"
+    specs = hub.deployment.aliases
+    assert specs["shop-assistant"].engine_key() == specs["chat"].engine_key()
     hub.close()
 
 
