@@ -37,6 +37,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "smoothing": {"crop": "all", "label_smoothing": 0.1, "mask_seen": False},
     "hidden-128": {"crop": "all", "hidden": 128},
     "batch-64": {"crop": "all", "batch_size": 64},
+    # Sampled softmax: each batch's targets against N uniformly drawn items instead of the catalogue.
+    "sampled-1024": {"crop": "all", "negatives": 1024},
+    "sampled-2048": {"crop": "all", "negatives": 2048},
+    "sampled-1024-random": {"crop": "random", "negatives": 1024},
 }
 
 
@@ -120,13 +124,17 @@ def main() -> int:
         f"{header}; {started:%Y-%m-%d %H:%M} UTC to {dt.datetime.now(dt.UTC):%H:%M} UTC, machine at the end: {machine()}"
     )
     print()
-    print("| setting | changes | seeds | valid NDCG@10 mean (range) |")
-    print("|---|---|---:|---|")
+    print("| setting | changes | seeds | valid NDCG@10 mean (range) | epochs run (best) | seconds a run |")
+    print("|---|---|---:|---|---|---:|")
     for n in names:
         vals = by[n]
+        runs = [r for r in results if r["setting"] == n]
         change = ", ".join(f"{k}={v}" for k, v in SETTINGS[n].items())
+        epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in sorted(runs, key=lambda r: r["seed"]))
+        seconds = statistics.mean(r["seconds"] for r in runs)
         print(
-            f"| {n} | {change} | {len(vals)} | {statistics.mean(vals):.4f} ({min(vals):.4f}-{max(vals):.4f}) |"
+            f"| {n} | {change} | {len(vals)} | {statistics.mean(vals):.4f} ({min(vals):.4f}-{max(vals):.4f}) "
+            f"| {epochs} | {seconds:.0f} |"
         )
     print()
     print(

@@ -259,6 +259,88 @@ def test_sasrec_masks_seen_items_but_not_the_target() -> None:
     assert hidden == [{3}, {5}, {3, 5}]
 
 
+@pytest.mark.train
+def test_sasrec_block_computes_what_torchs_encoder_layer_computes() -> None:
+    """The network's own block (for its quicker dropout) against ``nn.TransformerEncoderLayer``
+    (pre-norm, gelu, 2 x hidden feed-forward) with the same weights, in eval mode."""
+    if not torch_available():
+        pytest.skip("torch (training extra) not installed")
+    import torch
+
+    from concierge.shop.recommend.sasrec import _build_network
+
+    torch.manual_seed(0)
+    net = _build_network(n_items=30, hidden=16, blocks=2, heads=2, max_len=8, dropout=0.3).eval()
+    layers = [torch.nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.3, activation="gelu",
+                                               batch_first=True, norm_first=True).eval() for _ in range(2)]
+    for mine, theirs in zip(net.blocks, layers, strict=True):
+        theirs.self_attn.in_proj_weight.data.copy_(mine.qkv.weight)
+        theirs.self_attn.in_proj_bias.data.copy_(mine.qkv.bias)
+        for a, b in ((theirs.self_attn.out_proj, mine.out), (theirs.linear1, mine.ff1), (theirs.linear2, mine.ff2),
+                     (theirs.norm1, mine.norm1), (theirs.norm2, mine.norm2)):
+            a.weight.data.copy_(b.weight)
+            a.bias.data.copy_(b.bias)
+    seq = torch.tensor([[0, 0, 3, 9, 4, 4, 12, 7], [5, 6, 7, 8, 9, 10, 11, 12]])
+    x = net.items(seq) * 4.0 + net.positions(torch.arange(8))[None]
+    x = x * (seq > 0)[..., None]
+    idx = torch.arange(8)
+    allowed = (idx[None, :] <= idx[:, None])[None] & ((seq > 0)[:, None, :] | (idx[None, :] == idx[:, None])[None])
+    mask = torch.zeros(2, 8, 8).masked_fill(~allowed, float("-inf"))
+    theirs_x = x
+    for layer in layers:
+        theirs_x = layer(theirs_x, src_mask=mask.repeat_interleave(2, dim=0))
+    with torch.no_grad():
+        assert torch.allclose(net(seq), net.norm(theirs_x), atol=1e-5)
+
+
+@pytest.mark.train
+def test_sasrec_sampled_softmax_over_every_item_is_the_full_softmax() -> None:
+    """With every item drawn as a negative, the sampled loss (the target against the drawn items, seen
+    ones hidden) equals the full softmax's loss with its seen-item mask: the same items compete."""
+    if not torch_available():
+        pytest.skip("torch (training extra) not installed")
+    import torch
+
+    from concierge.shop.recommend import SASRec
+    from concierge.shop.recommend.sasrec import _build_network
+
+    torch.manual_seed(0)
+    n_items = 12
+    net = _build_network(n_items, hidden=8, blocks=1, heads=1, max_len=6, dropout=0.0).eval()
+    inputs = torch.tensor([[0, 3, 5, 3, 9, 2], [4, 6, 1, 12, 6, 8]])
+    targets = torch.tensor([[0, 5, 3, 7, 2, 3], [6, 1, 12, 6, 8, 11]])
+    real = targets > 0
+    model = SASRec(negatives=n_items)
+    model.n_items = n_items
+    with torch.no_grad():
+        states = net(inputs)
+        logits = net.logits(states[real])
+        SASRec._mask_seen(logits, inputs, targets, real)
+        full = torch.nn.functional.cross_entropy(logits, targets[real] - 1)
+        sampled = model._sampled_loss(net, states, inputs, targets, real, np.random.default_rng(0))
+    assert torch.allclose(full, sampled, atol=1e-6), (full, sampled)
+    # Fewer negatives: a smaller softmax, so a smaller loss, and still finite.
+    model.negatives = 4
+    with torch.no_grad():
+        few = model._sampled_loss(net, states, inputs, targets, real, np.random.default_rng(0))
+    assert torch.isfinite(few) and few < full
+
+
+@pytest.mark.train
+def test_sasrec_dropout_keeps_the_expected_value() -> None:
+    if not torch_available():
+        pytest.skip("torch (training extra) not installed")
+    import torch
+
+    from concierge.shop.recommend.sasrec import _dropout
+
+    x = torch.ones(400_000)
+    out = _dropout(x, 0.3, True)
+    kept = float((out > 0).float().mean())
+    assert abs(kept - (1 - 77 / 256)) < 0.005 and abs(float(out.mean()) - 1.0) < 0.01
+    assert _dropout(x, 0.3, False) is x
+
+
 def _cli() -> typer.Typer:
     app = typer.Typer()
     app.command()(eval_recsys)

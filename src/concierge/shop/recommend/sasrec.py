@@ -59,28 +59,57 @@ def torch_available() -> bool:
     return True
 
 
+def _dropout(x: Any, p: float, training: bool) -> Any:
+    """Dropout with the mask drawn as random bytes: 5x quicker on a CPU than torch's ``bernoulli_``,
+    which was a fifth of a training step. The rate is ``p`` rounded to 1/256."""
+    if not training or p <= 0:
+        return x
+    torch = _torch()
+    cut = round(p * 256)
+    keep = torch.empty(x.shape, dtype=torch.uint8, device=x.device).random_() >= cut
+    return x * keep * (256 / (256 - cut))
+
+
 def _build_network(
     n_items: int, hidden: int, blocks: int, heads: int, max_len: int, dropout: float, item_bias: bool = False
 ) -> Any:
     torch = _torch()
     nn = torch.nn
+    head_dim = hidden // heads
+
+    class Block(nn.Module):
+        """A pre-norm transformer block, as ``nn.TransformerEncoderLayer(norm_first=True, gelu,
+        dim_feedforward=2 x hidden)`` computes it, with dropout on the attention weights, after the
+        attention, inside and after the feed-forward part (drawn by :func:`_dropout`)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm1 = nn.LayerNorm(hidden)
+            self.qkv = nn.Linear(hidden, 3 * hidden)
+            self.out = nn.Linear(hidden, hidden)
+            self.norm2 = nn.LayerNorm(hidden)
+            self.ff1 = nn.Linear(hidden, 2 * hidden)
+            self.ff2 = nn.Linear(2 * hidden, hidden)
+            nn.init.xavier_uniform_(self.qkv.weight)  # nn.MultiheadAttention's initialisation
+            nn.init.zeros_(self.qkv.bias)
+            nn.init.zeros_(self.out.bias)
+
+        def forward(self, x: Any, mask: Any) -> Any:
+            """x (B, L, hidden); mask (B, 1, L, L), added to the attention scores (0 or -inf)."""
+            batch, length, _ = x.shape
+            q, k, v = self.qkv(self.norm1(x)).view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+            weights = ((q @ k.transpose(-1, -2)) * head_dim**-0.5 + mask).softmax(-1)
+            y = (_dropout(weights, dropout, self.training) @ v).transpose(1, 2).reshape(batch, length, hidden)
+            x = x + _dropout(self.out(y), dropout, self.training)
+            inner = _dropout(nn.functional.gelu(self.ff1(self.norm2(x))), dropout, self.training)
+            return x + _dropout(self.ff2(inner), dropout, self.training)
 
     class Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.items = nn.Embedding(n_items + 1, hidden, padding_idx=0)  # index 0 = padding
             self.positions = nn.Embedding(max_len, hidden)
-            self.dropout = nn.Dropout(dropout)
-            layer = nn.TransformerEncoderLayer(
-                hidden,
-                heads,
-                dim_feedforward=hidden * 2,
-                dropout=dropout,
-                activation="gelu",
-                batch_first=True,
-                norm_first=True,
-            )
-            self.encoder = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)
+            self.blocks = nn.ModuleList(Block() for _ in range(blocks))
             self.norm = nn.LayerNorm(hidden)
             # A per-item output bias lets the softmax carry popularity apart from taste.
             self.bias = nn.Parameter(torch.zeros(n_items + 1)) if item_bias else None
@@ -95,7 +124,7 @@ def _build_network(
             real = seq > 0
             pos = torch.arange(max_len - length, max_len, device=seq.device)
             x = self.items(seq) * math.sqrt(hidden) + self.positions(pos)[None]
-            x = self.dropout(x) * real[..., None]
+            x = _dropout(x, dropout, self.training) * real[..., None]
             # Causal mask, padded keys hidden too; every query may see itself so no row is all -inf.
             # Built from index comparisons rather than tril/eye so the graph exports to ONNX (onnxruntime
             # has no boolean EyeLike): the masks are the same.
@@ -103,9 +132,12 @@ def _build_network(
             causal = idx[None, :] <= idx[:, None]
             eye = idx[None, :] == idx[:, None]
             allowed = causal[None] & (real[:, None, :] | eye[None])
-            mask = torch.zeros(batch, length, length, device=seq.device).masked_fill(~allowed, float("-inf"))
-            mask = mask.repeat_interleave(heads, dim=0)
-            return self.norm(self.encoder(x, mask=mask))
+            mask = torch.zeros(batch, 1, length, length, device=seq.device).masked_fill(
+                ~allowed[:, None], float("-inf")
+            )
+            for block in self.blocks:
+                x = block(x, mask)
+            return self.norm(x)
 
         def logits(self, states: Any) -> Any:
             """Scores of the real items (column j = item id j + 1; the padding row is left out)."""
@@ -144,6 +176,7 @@ class SASRec:
         device: str = "cpu",
         item_bias: bool = False,
         label_smoothing: float = 0.0,
+        negatives: int = 0,
     ) -> None:
         self.hidden = hidden
         self.blocks = blocks
@@ -169,6 +202,11 @@ class SASRec:
         if label_smoothing and mask_seen:
             raise ValueError("label_smoothing needs mask_seen=False (smoothing onto masked items is infinite)")
         self.label_smoothing = label_smoothing
+        # 0: full softmax over the catalogue. N: each batch's softmax over its targets and N items drawn
+        # uniformly (shared by the batch's positions): the catalogue-wide logits were most of a step.
+        if negatives < 0:
+            raise ValueError("negatives must be 0 (full softmax) or a positive count")
+        self.negatives = int(negatives)
         self.net: Any = None
         self.n_items = 0
         self.best_epoch = 0
@@ -255,13 +293,16 @@ class SASRec:
             targets = self._pad([s[1:] for s in batch], length)
             states = net(inputs)
             real = targets > 0
-            # Logits only at real positions: (positions x catalogue) is the memory-heavy tensor.
-            logits = net.logits(states[real])
-            if self.mask_seen:
-                self._mask_seen(logits, inputs, targets, real)
-            loss = torch.nn.functional.cross_entropy(
-                logits, targets[real] - 1, label_smoothing=self.label_smoothing
-            )
+            if self.negatives and self.negatives < self.n_items:
+                loss = self._sampled_loss(net, states, inputs, targets, real, rng)
+            else:
+                # Logits only at real positions: (positions x catalogue) is the memory-heavy tensor.
+                logits = net.logits(states[real])
+                if self.mask_seen:
+                    self._mask_seen(logits, inputs, targets, real)
+                loss = torch.nn.functional.cross_entropy(
+                    logits, targets[real] - 1, label_smoothing=self.label_smoothing
+                )
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -274,6 +315,35 @@ class SASRec:
             total += float(loss.detach()) * n
             count += n
         return total / max(count, 1)
+
+    def _sampled_loss(
+        self, net: Any, states: Any, inputs: Any, targets: Any, real: Any, rng: np.random.Generator
+    ) -> Any:
+        """Cross-entropy of each target against ``negatives`` uniformly drawn items (not against the
+        whole catalogue). A drawn item that is the position's own target, or (``mask_seen``) that the
+        position has already seen, is left out of its softmax, as the full softmax leaves them out."""
+        torch = _torch()
+        drawn = torch.from_numpy(rng.choice(self.n_items, self.negatives, replace=False) + 1).to(states.device)
+        hidden = drawn[None, :] == targets[real][:, None]
+        if self.mask_seen:
+            # Position t of row b has seen item i when i's first place in inputs[b] is at or before t.
+            batch, length = inputs.shape
+            first = torch.full((batch, self.n_items + 1), length, dtype=torch.long, device=inputs.device)
+            places = torch.arange(length, device=inputs.device).expand(batch, length)
+            first.scatter_reduce_(1, inputs, places, reduce="amin")
+            rows, steps = real.nonzero(as_tuple=True)
+            hidden |= first[:, drawn][rows] <= steps[:, None]
+        weight = net.items.weight
+        states, target_ids = states[real], targets[real]
+        positive = (states * weight[target_ids]).sum(-1, keepdim=True)
+        negative = states @ weight[drawn].T
+        if net.bias is not None:
+            positive = positive + net.bias[target_ids][:, None]
+            negative = negative + net.bias[drawn]
+        negative = negative.masked_fill(hidden, float("-inf"))
+        logits = torch.cat([positive, negative], dim=1)
+        zeros = torch.zeros(len(target_ids), dtype=torch.long, device=states.device)
+        return torch.nn.functional.cross_entropy(logits, zeros, label_smoothing=self.label_smoothing)
 
     @staticmethod
     def _mask_seen(logits: Any, inputs: Any, targets: Any, real: Any) -> None:
@@ -354,6 +424,7 @@ class SASRec:
             "device": self.device,
             "item_bias": self.item_bias,
             "label_smoothing": self.label_smoothing,
+            "negatives": self.negatives,
             "max_epochs": self.epochs,
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch,
