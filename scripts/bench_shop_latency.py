@@ -63,13 +63,14 @@ def _catalogues(data: Path, demo_products: int = 800) -> dict[str, Any]:
     return out
 
 
-def run_turn(assistant: Any, text: str) -> dict[str, Any]:
+def run_turn(assistant: Any, text: str, earlier: list[dict[str, str]] | None = None,
+             state: dict[str, Any] | None = None) -> dict[str, Any]:
     from concierge.shop.answer import ShopAnswer, ShopProducts
 
     started = time.perf_counter()
     cards_s = None
     final = None
-    for item in assistant.stream_answer([{"role": "user", "content": text}]):
+    for item in assistant.stream_answer([*(earlier or []), {"role": "user", "content": text}], state=state):
         if isinstance(item, ShopProducts) and cards_s is None:
             cards_s = time.perf_counter() - started
         elif isinstance(item, ShopAnswer):
@@ -79,7 +80,8 @@ def run_turn(assistant: Any, text: str) -> dict[str, Any]:
     return {"cards_s": cards_s if cards_s is not None else total_s, "answer_s": total_s,
             "model_calls": trace.get("model_calls"), "timings_ms": trace.get("timings_ms") or {},
             "text_source": (final.grounding or {}).get("text_source") if final is not None else None,
-            "clarifying": bool(final and final.clarifying), "message": final.message if final else ""}
+            "clarifying": bool(final and final.clarifying), "message": final.message if final else "",
+            "state": final.state if final else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demo-products", type=int, default=800,
                     help="demo store size (800: the corpus's store; make demo serves 3,000)")
     ap.add_argument("--config", type=Path, help="a deployment file (default: the embedded models)")
+    ap.add_argument("--follow-up", default="",
+                    help="a second turn in every conversation (e.g. 'anything cheaper?'), timed on its own")
     ap.add_argument("--json", type=Path, help="write every turn's figures here")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
@@ -129,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
                 results = []
                 for req in requests:
                     result = run_turn(assistant, req["text"])
+                    if args.follow_up:  # the second turn is the one timed
+                        earlier = [{"role": "user", "content": req["text"]},
+                                   {"role": "assistant", "content": result["message"]}]
+                        result = run_turn(assistant, args.follow_up, earlier, result["state"])
+                    result.pop("state", None)
                     results.append(result)
                     turns.append({"catalog": name, "mode": mode, "answer_model": answer_model, "id": req["id"],
                                   **result})

@@ -279,7 +279,8 @@ class AnswerWriter:
         n = len(plan.alternatives)
         head = "Nothing in stock meets everything you asked for."
         closest = "the closest alternative" if n == 1 else f"{n} close alternatives"
-        return f"{head} Here {'is' if n == 1 else 'are'} {closest}, not exact matches: {'; '.join(parts)}."
+        exact = "not an exact match" if n == 1 else "not exact matches"
+        return f"{head} Here {'is' if n == 1 else 'are'} {closest}, {exact}: {'; '.join(parts)}."
 
     def _answer_request(self, plan: _Plan, feedback: list[Violation] | None = None) -> dict[str, Any]:
         lines = []
