@@ -445,26 +445,14 @@ def parse_alias(
             raise fail(f"json_whitespace must be true or false, got {json_whitespace!r}")
         values["json_whitespace"] = json_whitespace
 
-    actions = raw.get("actions")
-    if actions is not None:
-        if actions not in AGENT_ACTIONS:
-            raise fail(f"actions must be one of {', '.join(AGENT_ACTIONS)}, got {actions!r}")
-        values["actions"] = actions
-    guided_lead = raw.get("guided_lead")
-    if guided_lead is not None:
-        if guided_lead not in GUIDED_LEADS:
-            raise fail(f"guided_lead must be one of {', '.join(GUIDED_LEADS)}, got {guided_lead!r}")
-        values["guided_lead"] = guided_lead
-    query_model = raw.get("query_model")
-    if query_model is not None:
-        if query_model not in QUERY_MODELS:
-            raise fail(f"query_model must be one of {', '.join(QUERY_MODELS)}, got {query_model!r}")
-        values["query_model"] = query_model
-    answer_model = raw.get("answer_model")
-    if answer_model is not None:
-        if answer_model not in ANSWER_MODELS:
-            raise fail(f"answer_model must be one of {', '.join(ANSWER_MODELS)}, got {answer_model!r}")
-        values["answer_model"] = answer_model
+    # Options that name one of a few choices: what the support agent and the shop do with the alias.
+    for key, choices in (("actions", AGENT_ACTIONS), ("guided_lead", GUIDED_LEADS),
+                         ("query_model", QUERY_MODELS), ("answer_model", ANSWER_MODELS)):
+        choice = raw.get(key)
+        if choice is not None:
+            if choice not in choices:
+                raise fail(f"{key} must be one of {', '.join(choices)}, got {choice!r}")
+            values[key] = choice
 
     parse = raw.get("parse")
     if parse is not None:
