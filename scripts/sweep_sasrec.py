@@ -41,6 +41,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "sampled-1024": {"crop": "all", "negatives": 1024},
     "sampled-2048": {"crop": "all", "negatives": 2048},
     "sampled-1024-random": {"crop": "random", "negatives": 1024},
+    "popsampled-1024": {"crop": "all", "negatives": 1024, "sampling": "popularity"},
+    "popsampled-2048": {"crop": "all", "negatives": 2048, "sampling": "popularity"},
 }
 
 

@@ -319,6 +319,14 @@ def test_sasrec_sampled_softmax_over_every_item_is_the_full_softmax() -> None:
         full = torch.nn.functional.cross_entropy(logits, targets[real] - 1)
         sampled = model._sampled_loss(net, states, inputs, targets, real, np.random.default_rng(0))
     assert torch.allclose(full, sampled, atol=1e-6), (full, sampled)
+    # Popularity sampling with its logQ correction: so many draws that every item is drawn, each with
+    # a chance of about 1 (no correction left): the full softmax again.
+    popular = SASRec(negatives=20_000, sampling="popularity")
+    popular.n_items = n_items
+    popular._prepare_sampling([np.array([0, 1, 1, 1, 2, 5, 5, 11])])
+    with torch.no_grad():
+        drawn_all = popular._sampled_loss(net, states, inputs, targets, real, np.random.default_rng(0))
+    assert torch.allclose(full, drawn_all, atol=1e-5), (full, drawn_all)
     # Fewer negatives: a smaller softmax, so a smaller loss, and still finite.
     model.negatives = 4
     with torch.no_grad():

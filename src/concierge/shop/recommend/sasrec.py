@@ -177,6 +177,7 @@ class SASRec:
         item_bias: bool = False,
         label_smoothing: float = 0.0,
         negatives: int = 0,
+        sampling: str = "uniform",
     ) -> None:
         self.hidden = hidden
         self.blocks = blocks
@@ -207,6 +208,13 @@ class SASRec:
         if negatives < 0:
             raise ValueError("negatives must be 0 (full softmax) or a positive count")
         self.negatives = int(negatives)
+        # uniform: every item alike; popularity: items drawn by training count (+1), each logit then
+        # corrected by the log of its chance to be drawn (sampled softmax's logQ correction).
+        if sampling not in ("uniform", "popularity"):
+            raise ValueError(f"sampling must be 'uniform' or 'popularity', not {sampling!r}")
+        self.sampling = sampling
+        self._draw_p: np.ndarray | None = None
+        self._log_inclusion: Any = None
         self.net: Any = None
         self.n_items = 0
         self.best_epoch = 0
@@ -247,6 +255,7 @@ class SASRec:
         )
         # Training examples: each user's training sequence (input = all but last, target = shifted by one).
         seqs = [s for s in split.train if len(s) >= 2]
+        self._prepare_sampling(seqs)
         has_valid = len(split.eval_users("valid")) > 0
         task = progress.add_task("sasrec", total=self.epochs) if progress is not None else None
         best_state: dict[str, Any] | None = None
@@ -316,6 +325,18 @@ class SASRec:
             count += n
         return total / max(count, 1)
 
+    def _prepare_sampling(self, seqs: Sequence[np.ndarray]) -> None:
+        """Popularity sampling: each item's chance to be drawn, and the log of its chance to be among
+        a batch's ``negatives`` draws (at least once), which its logit is corrected by."""
+        self._draw_p = self._log_inclusion = None
+        if not (self.negatives and self.sampling == "popularity"):
+            return
+        torch = _torch()
+        counts = np.bincount(np.concatenate(seqs), minlength=self.n_items).astype(np.float64) + 1.0
+        self._draw_p = counts / counts.sum()
+        inclusion = -np.expm1(self.negatives * np.log1p(-self._draw_p))
+        self._log_inclusion = torch.from_numpy(np.log(inclusion)).float().to(self.device)
+
     def _sampled_loss(
         self, net: Any, states: Any, inputs: Any, targets: Any, real: Any, rng: np.random.Generator
     ) -> Any:
@@ -323,7 +344,11 @@ class SASRec:
         whole catalogue). A drawn item that is the position's own target, or (``mask_seen``) that the
         position has already seen, is left out of its softmax, as the full softmax leaves them out."""
         torch = _torch()
-        drawn = torch.from_numpy(rng.choice(self.n_items, self.negatives, replace=False) + 1).to(states.device)
+        if self._draw_p is not None:
+            picks = np.unique(rng.choice(self.n_items, self.negatives, p=self._draw_p))
+        else:
+            picks = rng.choice(self.n_items, self.negatives, replace=False)
+        drawn = torch.from_numpy(picks + 1).to(states.device)
         hidden = drawn[None, :] == targets[real][:, None]
         if self.mask_seen:
             # Position t of row b has seen item i when i's first place in inputs[b] is at or before t.
@@ -340,6 +365,9 @@ class SASRec:
         if net.bias is not None:
             positive = positive + net.bias[target_ids][:, None]
             negative = negative + net.bias[drawn]
+        if self._log_inclusion is not None:
+            positive = positive - self._log_inclusion[target_ids - 1][:, None]
+            negative = negative - self._log_inclusion[drawn - 1]
         negative = negative.masked_fill(hidden, float("-inf"))
         logits = torch.cat([positive, negative], dim=1)
         zeros = torch.zeros(len(target_ids), dtype=torch.long, device=states.device)
@@ -425,6 +453,7 @@ class SASRec:
             "item_bias": self.item_bias,
             "label_smoothing": self.label_smoothing,
             "negatives": self.negatives,
+            "sampling": self.sampling,
             "max_epochs": self.epochs,
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch,
