@@ -36,11 +36,6 @@ _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 # far often ends in "($585." with "00)" to come.
 _SENTENCE_BREAK = re.compile(r"[.!?](?=\s)")
 
-
-def _sentence_ends(text: str, *, final: bool = True) -> list[int]:
-    """Where sentences of ``text`` end (outside parentheses); ``final=False``: of text still streaming."""
-    pattern = _SENTENCE_END if final else _SENTENCE_BREAK
-    return [m.end() for m in pattern.finditer(text) if text.count("(", 0, m.end()) <= text.count(")", 0, m.end())]
 ANSWER_TEXT_CHECKS = (
     "text_nonempty", "text_format", *TEXT_CHECKS, "text_mentions_product", "text_echo", "text_repeats",
     "text_reasons",
@@ -60,6 +55,12 @@ ANSWER_EXAMPLE = (
 )
 _EXAMPLE_BRAND = "example co."  # the worked example's brand: never a real product's
 ECHO_WORDS = 5  # an answer never copies this many consecutive words of the shopper's message
+
+
+def _sentence_ends(text: str, *, final: bool = True) -> list[int]:
+    """Where sentences of ``text`` end (outside parentheses); ``final=False``: of text still streaming."""
+    pattern = _SENTENCE_END if final else _SENTENCE_BREAK
+    return [m.end() for m in pattern.finditer(text) if text.count("(", 0, m.end()) <= text.count(")", 0, m.end())]
 
 
 @dataclass

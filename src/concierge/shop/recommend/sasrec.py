@@ -344,8 +344,9 @@ class SASRec:
     def _sampled_loss(
         self, net: Any, states: Any, inputs: Any, targets: Any, real: Any, rng: np.random.Generator
     ) -> Any:
-        """Cross-entropy of each target against ``negatives`` uniformly drawn items (not against the
-        whole catalogue). A drawn item that is the position's own target, or (``mask_seen``) that the
+        """Cross-entropy of each target against ``negatives`` drawn items (not against the whole
+        catalogue): uniformly, or by popularity with every logit less the log of its item's chance to
+        be drawn (:meth:`_prepare_sampling`). A drawn item that is the position's own target, or (``mask_seen``) that the
         position has already seen, is left out of its softmax, as the full softmax leaves them out."""
         torch = _torch()
         if self._draw_p is not None:
