@@ -418,6 +418,47 @@ def test_several_values_for_one_option(demo: SimpleNamespace) -> None:
     assert sorted(c.attributes["color"]) == ["black", "navy"]
 
 
+def test_round_four_phrasings(demo: SimpleNamespace) -> None:
+    """Phrasings the fourth round's dev requests brought (each a general form, not a request's words)."""
+    vocab = demo.vocab
+    # A child's age said without "years": the age ratings the child is old enough for.
+    d = parse_rules("a wooden building set, he's 6", vocab)
+    assert sorted(d.query.attributes["age"]) == ["3+", "4+", "6+"]
+    d = parse_rules("building set, she is 8 and loves space", vocab)
+    assert "8+" in d.query.attributes["age"] and "12+" not in d.query.attributes["age"]
+    assert "age" not in parse_rules("building set, he's 6 feet tall", vocab).query.attributes
+    # "nothing pink" excludes; "nothing over $50" stays a budget.
+    d = parse_rules("womens sneakers, nothing pink", vocab)
+    assert d.query.exclusions == ["pink"] and "color" not in d.query.attributes
+    d = parse_rules("a lamp, nothing over 50 dollars", vocab)
+    assert d.query.price_max == 50 and d.query.exclusions == []
+    # A title word on products that lack the option ("Slip Dress") does not make "slip-on" loose.
+    assert parse_rules("slip on sneakers", vocab).query.attributes.get("closure") == ["slip-on"]
+    # Values of one option joined by "or" that make a whole comma-list item: "..., twin or full".
+    d = parse_rules("bamboo duvet set, twin or full", vocab)
+    assert sorted(d.query.attributes["size"]) == ["full", "twin"]
+    # ... but a context value inside running text stays unread ("a full or half day out").
+    assert "size" not in parse_rules("bedding for a full or half day", vocab).query.attributes
+    # "50 by 50" is the size written "50 x 50"; "cream coloured" names the colour.
+    assert parse_rules("cushion cover 50 by 50", vocab).query.attributes["size"] == ["50 x 50 cm"]
+    assert parse_rules("cream coloured kettle", vocab).query.attributes["color"] == ["cream"]
+
+
+def test_round_four_phrasings_tau2(tau2: SimpleNamespace) -> None:
+    vocab = tau2.vocab
+    # "waterproof" names every yes/no option it can mean, however it is spelled ("water proof"); the
+    # speaker's option is "water resistance", the boots' "waterproof".
+    speaker = parse_rules("waterproof bluetooth speaker", vocab).query.attributes
+    assert speaker == {"water resistance": ["yes"]}
+    assert parse_rules("water proof hiking boots", vocab).query.attributes == {"waterproof": ["yes"]}
+    # Percent sizes are quantities: "80% or smaller".
+    d = parse_rules("mechanical keyboard, 80% or smaller", vocab)
+    assert sorted(d.query.attributes["size"]) == ["60%", "80%"]
+    # Bare sizes joined by "or" as a comma-list item.
+    d = parse_rules("hiking boots, leather, 11 or 12", vocab)
+    assert sorted(d.query.attributes["size"]) == ["11", "12"]
+
+
 def test_typos_are_repaired_against_catalogue_words(demo: SimpleNamespace) -> None:
     _, c = read(demo, "a wool throw in burgandy")
     assert c.attributes["color"] == ["burgundy"]

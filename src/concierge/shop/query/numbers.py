@@ -42,6 +42,7 @@ _units("person", 1.0, "person", "people", "persons", "man")
 _units("piece", 1.0, "piece", "pieces", "pcs", "pc")
 _units("cup", 1.0, "cup", "cups")
 _units("x", 1.0, "x")
+_units("%", 1.0, "%", "percent")  # keyboard sizes ("60%", "80% or smaller")
 _units("c", 1.0, "c", "°c", "celsius")  # temperature ratings ("-5 C"); "°f" is not converted
 
 # Longest first, so "ml" wins over "m", "inches" over "in".
@@ -239,10 +240,14 @@ _PRICE_CUE = re.compile(
 )
 
 
+_BY = re.compile(r"(?<![a-z0-9.])(\d{1,4}(?:\.\d+)?)\s+by\s+(\d{1,4}(?:\.\d+)?)(?![\d.])")
+
+
 def normalise_numbers(text: str) -> str:
     """Digits for spelled-out numbers; thousands separators and "k"/"grand" resolved to plain amounts."""
     text = _replace_word_numbers(text)
     text = _THOUSANDS.sub(lambda m: m.group(1).replace(",", ""), text)
+    text = _BY.sub(r"\1 x \2", text)  # "50 by 50" is a size, written "50 x 50"
     text = _A_GRAND.sub("$1000", text)
 
     def grand(m: re.Match[str]) -> str:

@@ -154,6 +154,9 @@ def _near_words(text: str, start: int, end: int, words: Sequence[str], window: i
 
 _AGE = re.compile(
     r"(?<![a-z0-9])(?:for )?(?:an? )?(\d{1,2})[\s-]*(?:years?|yrs?|yo)(?:[\s-]*old)?(?![a-z0-9])"
+    # "he's 6", "she is 8", "aged 10", "turning 4": a child's age said without "years".
+    r"|(?<![a-z0-9])(?:(?:he|she|they|who)(?:'s|'re| is| are| turns| turned)|aged?|turning)\s+(\d{1,2})"
+    r"(?![\d.,%+-]|\s*(?:months?|weeks?|days?|ft|feet|foot|cm|in|inch|inches|kg|lbs?|pounds?|x)(?![a-z]))"
 )
 
 
@@ -164,7 +167,7 @@ def resolve_age(t: Any, d: Any, vocab: Any, paths: Sequence[str]) -> None:
     if not values:
         return
     for m in t.finditer(_AGE):
-        age = int(m.group(1))
+        age = int(m.group(1) or m.group(2))
         allowed = sorted(v for v in values if re.fullmatch(r"\d+\+", v) and int(v[:-1]) <= age)
         if allowed:
             d.query.attributes["age"] = allowed

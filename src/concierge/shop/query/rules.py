@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from concierge.shop.query.numbers import UNIT_WORDS, normalise_numbers
@@ -25,7 +25,7 @@ from concierge.shop.search import tokenize
 _NEGATION = re.compile(
     r"(?<![a-z0-9])(?:not a fan of|not keen on|not into|rather not have|rather not|stay away from|steer clear of|"
     r"can'?t stand|dislike|anything other than|anything except|"
-    r"not|no|without|except|excluding|avoid|anything but|nothing in|don'?t want|do not want|"
+    r"not|no|without|except|excluding|avoid|anything but|nothing in|nothing|don'?t want|do not want|"
     r"don'?t like|do not like|hate|allergic to|non|never|other than|apart from|besides|can'?t be|cant be|"
     r"cannot be|must not be|mustn'?t be|shouldn'?t be|isn'?t|aren'?t)(?![a-z0-9])[\s-]*"
     r"(?:made (?:of|from|with)\s+|in\s+|from\s+|any\s+|a\s+|an\s+|the\s+)?"
@@ -268,8 +268,13 @@ def _parse_bool_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> Non
             phrases.setdefault(words[0], set()).add(key)  # "induction" for "induction ready"
         for phrase in BOOL_SYNONYMS.get(key, ()):
             phrases.setdefault(phrase, set()).add(key)
+    # Spellings that differ only in spaces and hyphens ("water proof", "waterproof") can read the same
+    # text, so each names every key any of them names.
+    spelled: dict[str, set[str]] = {}
+    for phrase, keys in phrases.items():
+        spelled.setdefault(re.sub(r"[\s\-/]+", "", phrase), set()).update(keys)
     for phrase in sorted(phrases, key=len, reverse=True):
-        keys = phrases[phrase]
+        keys = spelled[re.sub(r"[\s\-/]+", "", phrase)]
         for m in t.finditer(phrase_regex(phrase)):
             before = t.low[max(0, m.start() - 12) : m.start()]
             neg = re.search(r"(?<![a-z])(?:not|no|non|without)[\s-]*$", before)
@@ -530,8 +535,9 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
             if (key, value) in vocab._context_values and not _near(t, start, end, key.split() + ["size"]):
                 # "in cream", "colour cream": a colour named as one; ", large,": a value listed on its own.
                 before = t.low[max(0, start - 12) : start]
-                named_colour = key == vocab.color_key and re.search(
-                    r"(?<![a-z])(?:in|colou?r|colou?red)\s+$", before
+                named_colour = key == vocab.color_key and (
+                    re.search(r"(?<![a-z])(?:in|colou?r|colou?red)\s+$", before)
+                    or re.match(r"[\s-]*colou?r(?:ed)?(?![a-z])", t.low[end:])  # "cream coloured"
                 )
                 if not (
                     named_colour
@@ -576,6 +582,7 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
                 add(key, value)
                 t.take(start, end)
                 break
+    _read_listed_groups(t, held, add)
     for key, values in found.items():
         expanded: list[str] = list(d.query.attributes.get(key, []))
         for value in values:
@@ -584,6 +591,39 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
                     expanded.append(same)
         d.query.attributes[key] = expanded
         d.certain.add("attributes")
+
+
+_JOINER = re.compile(r"\s*(?:,\s*or|or|and|/)\s*")
+
+
+def _read_listed_groups(
+    t: _Text, held: list[tuple[int, int, list[tuple[str, str]]]], add: Callable[[str, str], None]
+) -> None:
+    """ "hiking boots, leather, 11 or 12": values of one option joined by "or"/"and"/"/" that together
+    make a whole item of a comma list are that option's values, as one value listed alone would be."""
+    waiting = sorted((s, e, opts) for s, e, opts in held if t.free(s, e))
+    i = 0
+    while i < len(waiting):
+        start, end, options = waiting[i]
+        keys = {k for k, _ in options}
+        chain = [waiting[i]]
+        j = i + 1
+        while j < len(waiting) and _JOINER.fullmatch(t.low[chain[-1][1] : waiting[j][0]]):
+            shared = keys & {k for k, _ in waiting[j][2]}
+            if not shared:
+                break
+            keys = shared
+            chain.append(waiting[j])
+            j += 1
+        if len(chain) > 1 and len(keys) == 1 and _listed_alone(t.low, chain[0][0], chain[-1][1]):
+            (key,) = keys
+            for s0, e0, opts in chain:
+                add(key, next(v for k, v in opts if k == key))
+                t.take(s0, e0)
+            t.take(chain[0][0], chain[-1][1])
+            i = j
+        else:
+            i += 1
 
 
 def _before_category(low: str, end: int, vocab: ShopVocabulary) -> bool:

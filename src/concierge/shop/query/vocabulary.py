@@ -330,7 +330,12 @@ class ShopVocabulary:
                 if len(toks) != 1:
                     continue
                 tok = toks[0]
-                with_token = [i for i, t in enumerate(title_tokens) if tok in t]
+                # Only products that have the option can use the word against it ("Slip Dress" says
+                # nothing about a shoe's closure).
+                with_token = [
+                    i for i, t in enumerate(title_tokens)
+                    if tok in t and _product_values(self.catalog.products[i], key)
+                ]  # fmt: skip
                 if len(with_token) < 3:
                     continue
                 consistent = 0
