@@ -266,3 +266,23 @@ def test_a_change_the_model_alone_reads_into_a_question_is_not_proposed(retail, 
     agent2, state2 = GuidedAgent(retail, hub2, "support-agent", lead=lead), {}
     asked = agent2.respond(state2, f"Hi, my email is {EMAIL}. I'd like to send back the backpack from #W0000002, refund to my visa ending 4242.")
     assert "#W0000002" in asked.message and "proceed" in asked.message.lower(), asked.message
+
+
+def test_model_led_a_change_the_model_leaves_out_holds_the_others_back(retail) -> None:
+    """Model-led guided mode: the model reads only the cancellation of a message that also asks for a
+    return the rules read. Doing the cancellation alone would be half the customer's changes, so nothing
+    is changed and a person is offered; in rules-first mode the rules' two requests are carried out."""
+    import json
+
+    from helpers.hubs import ScriptedHub, card
+
+    reply = json.dumps({"intent": "cancel_order", "slots": {"email": EMAIL, "order_id": "#W0000003"}})
+    before = retail.snapshot()
+    hub = ScriptedHub(default=reply, cards=[card("m")])
+    agent, state = GuidedAgent(retail, hub, "m", lead="model"), {}
+    assert "cancel_order" in agent.flows.intents
+    replies = [agent.respond(state, TWO_CHANGES), agent.respond(state, "Yes, please proceed.")]
+    assert state["commands"][0]["intents"] == ["cancel_order"]  # the model decided: one request
+    assert _writes(replies) == [] and retail.diff(before) == {}
+    assert "I could not work out everything you asked for" in replies[0].message
+    assert "human agent" in replies[0].message

@@ -241,6 +241,12 @@ class GuidedAgent:
         for sentence in uncovered:
             # A change asked for that no flow recognises: the other changes wait for a person too.
             flow_state.setdefault("unable", []).append({"intent": None, "label": f'"{sentence}"', "at": flow_state["at"]})
+        if self.lead == "model" and self.rules.complete_requests:
+            # The model decides, but a change the rules read in this message that the model's command
+            # leaves out would be carried out by nobody: it holds the others back (all or nothing).
+            for intent in self._left_out(rules, cmd, flow_state):
+                label = str(self.flows.intents[intent].get("description") or intent)
+                flow_state.setdefault("unable", []).append({"intent": intent, "label": label, "at": flow_state["at"]})
         replies: list[str] = []
         try:
             self._dispatch(flow_state, cmd, user_text, guard, messages, result, replies)
@@ -415,6 +421,14 @@ class GuidedAgent:
             fs["active"] = None
 
     # -- plans: several changes in one conversation happen together or not at all
+
+    def _left_out(self, rules: Command, cmd: Command, fs: dict[str, Any]) -> list[str]:
+        """Change requests the rules read in the message that neither the command nor the conversation's
+        open requests (the active one, the queue, the plan) carry."""
+        open_ = {i for i, _ in cmd.intents}
+        for item in [fs.get("active") or {}, *(fs.get("queue") or []), *(fs.get("plan") or [])]:
+            open_.add((item.get("resume") or item).get("intent"))
+        return [i for i, _ in rules.intents if i not in open_ and self._writes_in(i)]
 
     def _writes_in(self, intent: str | None) -> bool:
         steps = (self.flows.intents.get(intent or "") or {}).get("steps") or []
