@@ -394,6 +394,10 @@ class TextChecker:
                 for word in sorted(words, key=len, reverse=True):
                     if len(word) > 3:
                         masked = masked.replace(word, " ")
+                # A product's own colour of several words holds colour words ("space grey": not grey).
+                for colour in sorted(allowed, key=len, reverse=True):
+                    if " " in colour:
+                        masked = masked.replace(colour, " ")
                 for colour, pattern in self._colour_re.items():
                     if colour not in allowed and pattern.search(masked):
                         out.append(Violation(colour, "text_colours", "not a colour of the products it names"))

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 
 MIN_LENGTH = 5  # shorter words are left alone
-LONG_WORD = 8  # from this length two edits are allowed
+LONG_WORD = 7  # from this length two edits are allowed
 
 # Ordinary words that sit close to catalogue words and must never be "corrected".
 KEEP = frozenset(
@@ -27,7 +27,7 @@ KEEP = frozenset(
     light lighter little longer maybe mother nicer other people pretty price prices quite really right
     since sister small smaller something still style their there these thing think those thought under
     until water where which while white whole would wanna wants write years young
-    plus park lite mini maxi pale gone done dear""".split()
+    plus park lite mini maxi pale gone done dear take takes taking make makes made""".split()
 )
 
 

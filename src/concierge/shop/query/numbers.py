@@ -54,7 +54,7 @@ QUANTITY_RE = re.compile(rf"(?<![a-z0-9.]){QUANTITY}")
 UNIT_WORDS = tuple(sorted(_UNITS, key=len, reverse=True))
 
 # Option keys whose bare numbers count things ("pieces": "1000").
-_COUNT_KEYS = {"pieces": "piece", "piece count": "piece", "players": "person", "thread count": "threads"}
+COUNT_KEYS = _COUNT_KEYS = {"pieces": "piece", "piece count": "piece", "players": "person", "thread count": "threads"}
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,9 @@ def value_quantity(key: str, value: str) -> Quantity | None:
     dim = _COUNT_KEYS.get(key.lower())
     if dim and re.fullmatch(NUMBER, low):
         return Quantity(float(low), float(low), dim)
+    span = re.fullmatch(rf"({NUMBER})\s*(?:-|–|to)\s*({NUMBER})", low)
+    if dim and span:
+        return Quantity(float(span.group(1)), float(span.group(2)), dim)  # "2-4" players
     return None
 
 
@@ -243,11 +246,19 @@ _PRICE_CUE = re.compile(
 _BY = re.compile(r"(?<![a-z0-9.])(\d{1,4}(?:\.\d+)?)\s+by\s+(\d{1,4}(?:\.\d+)?)(?![\d.])")
 
 
+_SHARED_UNIT = re.compile(
+    rf"(?<![a-z0-9.$])({NUMBER})\s*(?:or|/)\s*({NUMBER})\s*-?\s*({_UNIT_ALT})(?![a-z0-9])"
+)
+_FREEZING = re.compile(r"(?<![a-z0-9])(to|below|under|than|at)\s+freezing(?![a-z0-9])")
+
+
 def normalise_numbers(text: str) -> str:
     """Digits for spelled-out numbers; thousands separators and "k"/"grand" resolved to plain amounts."""
     text = _replace_word_numbers(text)
     text = _THOUSANDS.sub(lambda m: m.group(1).replace(",", ""), text)
     text = _BY.sub(r"\1 x \2", text)  # "50 by 50" is a size, written "50 x 50"
+    text = _SHARED_UNIT.sub(r"\1 \3 or \2 \3", text)  # "7 or 8 inch": the unit is both numbers
+    text = _FREEZING.sub(r"\1 0 c", text)  # "rated to freezing", "below freezing"
     text = _A_GRAND.sub("$1000", text)
 
     def grand(m: re.Match[str]) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from concierge.shop.query.numbers import _UNIT_ALT, NUMBER, unit_of
+from concierge.shop.query.numbers import _UNIT_ALT, COUNT_KEYS, NUMBER, unit_of
 from concierge.shop.query.structured import OptionRange
 
 _Q = rf"({NUMBER})\s*-?\s*({_UNIT_ALT})(?![a-z0-9])"
@@ -46,7 +46,8 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     (
         "temperature",
         re.compile(
-            r"(?<![a-z0-9.])(?:(rated to|good to|down to|comfortable to|comfort to)\s+)?(-?\d{1,2})\s*°?\s*(c|celsius)"
+            r"(?<![a-z0-9.])(?:(rated to|good to|down to|comfortable to|comfort to|below|under|colder than)\s+)?"
+            r"(-?\d{1,2})\s*°?\s*(c|celsius)"
             r"(?![a-z0-9])(?:\s+or\s+(colder|lower|less|below|warmer|higher|more|above))?"
         ),
     ),
@@ -100,6 +101,8 @@ def parse_range_spans(t: Any) -> list[RangeSpan]:
                 down, num, unit, bound = g[0], float(g[1]), g[2], g[3]
                 if bound in ("warmer", "higher", "more", "above"):
                     r = _range(unit, num, None)
+                elif down in ("below", "under", "colder than"):
+                    r = _range(unit, None, num, strict=True)
                 elif bound or down:
                     r = _range(unit, None, num)
                 else:
@@ -157,7 +160,10 @@ _AGE = re.compile(
     # "he's 6", "she is 8", "aged 10", "turning 4": a child's age said without "years".
     r"|(?<![a-z0-9])(?:(?:he|she|they|who)(?:'s|'re| is| are| turns| turned)|aged?|turning)\s+(\d{1,2})"
     r"(?![\d.,%+-]|\s*(?:months?|weeks?|days?|ft|feet|foot|cm|in|inch|inches|kg|lbs?|pounds?|x)(?![a-z]))"
+    # "for a newborn", "for my toddler": the age of a word for a small child.
+    r"|(?<![a-z0-9])(newborn|new born|baby|babies|infant|toddler)s?(?![a-z0-9])"
 )
+_AGE_WORDS = {"newborn": 0, "new born": 0, "baby": 0, "babies": 0, "infant": 0, "toddler": 2}
 
 
 def resolve_age(t: Any, d: Any, vocab: Any, paths: Sequence[str]) -> None:
@@ -167,7 +173,7 @@ def resolve_age(t: Any, d: Any, vocab: Any, paths: Sequence[str]) -> None:
     if not values:
         return
     for m in t.finditer(_AGE):
-        age = int(m.group(1) or m.group(2))
+        age = int(m.group(1) or m.group(2)) if (m.group(1) or m.group(2)) else _AGE_WORDS[m.group(3)]
         allowed = sorted(v for v in values if re.fullmatch(r"\d+\+", v) and int(v[:-1]) <= age)
         if allowed:
             d.query.attributes["age"] = allowed
@@ -179,6 +185,7 @@ def resolve_ranges(t: Any, d: Any, vocab: Any, paths: Sequence[str], spans: list
     """Each reserved quantity phrase -> ``ranges[key]`` and ``attributes[key]`` (the catalogue values in
     range); a phrase no option of the categories in scope can carry is released for the other rules."""
     scope = vocab.attributes_for(paths)
+    exact_keys: set[str] = set()
     for span in spans:
         r = span.range
         candidates = []
@@ -194,15 +201,28 @@ def resolve_ranges(t: Any, d: Any, vocab: Any, paths: Sequence[str], spans: list
         readings = vocab.quantities.get(key, {})
         allowed = sorted(
             v for v in scope[key] if v in readings and readings[v].dimension == r.unit
-            and r.holds(readings[v].lo, readings[v].hi)
+            and _satisfies(key, r, readings[v].lo, readings[v].hi)
         )  # fmt: skip
         if span.exact and not allowed:
             t.untake(span.start, span.end)  # "a 3 ft ..." the catalogue lacks: leave it to the text
             continue
+        if span.exact and key in exact_keys and allowed:
+            # "7 inch or 8 inch": several exact sizes of one option are alternatives.
+            allowed = sorted(set(allowed) | set(d.query.attributes.get(key, [])))
+        elif span.exact:
+            exact_keys.add(key)
         d.ranges[key] = r
         # No catalogue value in range: a value nothing has, so no variant passes as an exact match.
         d.query.attributes[key] = allowed or [f"{r.describe()} (none in the catalogue)"]
         d.certain.add("attributes")
+
+
+def _satisfies(key: str, r: OptionRange, lo: float, hi: float) -> bool:
+    """Whether an option value spanning [lo, hi] meets the range. A count that spans ("2-4" players)
+    is what the product supports: "8 people" wants a game that takes 8, so the span must reach it."""
+    if key.lower() in COUNT_KEYS and lo < hi:
+        return (r.min is None or hi >= r.min) and (r.max is None or lo <= r.max)
+    return r.holds(lo, hi)
 
 
 def _choose_key(

@@ -14,6 +14,7 @@ from concierge.shop.query.vocabulary import (
     BOOL_SYNONYMS,
     GENDER_WORDS,
     GENERIC_WORDS,
+    IMPLIED_VALUES,
     OCCASIONS,
     ShopVocabulary,
     _Mention,
@@ -23,7 +24,8 @@ from concierge.shop.query.vocabulary import (
 from concierge.shop.search import tokenize
 
 _NEGATION = re.compile(
-    r"(?<![a-z0-9])(?:not a fan of|not keen on|not into|rather not have|rather not|stay away from|steer clear of|"
+    r"(?<![a-z0-9])(?:any (?:colou?rs?|shades?|sizes?|materials?|fabrics?|finish) (?:but|other than|except)|"
+    r"not a fan of|not keen on|not into|rather not have|rather not|stay away from|steer clear of|"
     r"can'?t stand|dislike|anything other than|anything except|"
     r"not|no|without|except|excluding|avoid|anything but|nothing in|nothing|don'?t want|do not want|"
     r"don'?t like|do not like|hate|allergic to|non|never|other than|apart from|besides|can'?t be|cant be|"
@@ -83,6 +85,11 @@ _PRICE_AROUND = re.compile(
 _PRICE_BARE = re.compile(rf"(?:{_CUR}{_NUM}(?![\d])|(?<![a-z0-9.]){_NUM}{_CUR_AFTER})")
 
 _SIZE_WORDS = {"extra small": "xs", "small": "s", "medium": "m", "large": "l", "extra large": "xl"}
+_LETTER_SIZES = ("xxs", "xs", "s", "m", "l", "xl", "xxl", "xxxl")
+_SIZE_SIDE = re.compile(
+    r"(?<![a-z0-9])(?:size\s+)?((?:extra[\s-]+)?(?:small|medium|large)|x{0,3}[sl]|m)\s+(?:or|and)\s+"
+    r"(bigger|larger|up|above|over|more|smaller|below|under|less)(?![a-z0-9])"
+)
 _SIZE_WORD = re.compile(r"(?<![a-z0-9-])((?:extra[\s-]+|x-)?(?:small|medium|large))(?![a-z0-9-])")
 
 
@@ -168,6 +175,7 @@ def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str
 
     spans = parse_range_spans(t)  # "at least 6 hours", "1.5 liters or more": before prices read numbers
     _parse_prices(t, d)
+    _parse_indifference(t, vocab)
     _parse_bool_attributes(t, d, vocab)
     _parse_not_just(t, d, vocab)
     _parse_exclusions(t, d, vocab)
@@ -406,6 +414,47 @@ def _parse_post_negations(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None
             break
 
 
+# "leather is fine", "don't need waterproof": a value the shopper accepts but does not ask for.
+_INDIFFERENT_AFTER = re.compile(
+    r"\s+(?:is|are|'s|'re|would be|will do)\s+(?:fine|ok(?:ay)?|alright|all right|also fine|fine too|good too)"
+    r"(?![a-z0-9])"
+)
+_INDIFFERENT_BEFORE = re.compile(
+    r"(?<![a-z0-9])(?:(?:don'?t|do not|doesn'?t|does not|needn'?t|need not)\s+(?:need|have)(?:\s+to)?(?:\s+be)?|"
+    r"(?:doesn'?t|does not|don'?t|do not|needn'?t|need not)\s+(?:need\s+to\s+)?be|no need (?:for|to be)|"
+    r"not necessarily)\s+(?:a\s+|an\s+|the\s+)?"
+)
+
+
+def _parse_indifference(t: _Text, vocab: ShopVocabulary) -> None:
+    """Values the shopper accepts without asking for them ("polyester is fine", "manual tilt is ok",
+    "doesn't have to be waterproof"): their words are read as no constraint at all."""
+    for m in list(t.finditer(_INDIFFERENT_AFTER)):
+        for start in range(max(0, m.start() - 30), m.start()):
+            if start and t.low[start - 1].isalnum():
+                continue
+            found = _longest_value_at(t, start, vocab)
+            if found is None or not t.free(start, m.start()):
+                continue
+            # The value, or the value and its option's name ("low speed is fine": speed settings low).
+            between = t.low[start + found[1] : m.start()].split()
+            names = {w for k in _keys_of(found[0], vocab) for w in k.split()}
+            if not between or (len(between) == 1 and between[0] in names):
+                t.take(start, m.end())
+                break
+    bool_words = {w for k in vocab.bool_keys for w in (k, *BOOL_SYNONYMS.get(k, ()))}
+    bool_words |= {w for k in BOOL_SYNONYMS for w in (k, *BOOL_SYNONYMS[k]) if k in vocab.attr_counts}
+    for m in list(t.finditer(_INDIFFERENT_BEFORE)):
+        found = _longest_value_at(t, m.end(), vocab)
+        length = found[1] if found is not None else 0
+        for phrase in bool_words:
+            b = phrase_regex(phrase).match(t.low, m.end())
+            if b is not None and b.end() - m.end() > length:
+                length = b.end() - m.end()
+        if length:
+            t.take(m.start(), m.end() + length)
+
+
 def _parse_gender(t: _Text, d: TurnDelta) -> None:
     for gender, words in GENDER_WORDS.items():
         for word in sorted(words, key=len, reverse=True):
@@ -508,6 +557,19 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
             if said and paths and "size" in scope and re.fullmatch(r"\d{1,2}(?:\.5)?|x{0,3}[sml]", raw):
                 add("size", f"{raw} (none in the catalogue)")
                 t.take(m.start(), m.end())
+    # "medium or bigger", "L or smaller", "size M and up": the letter sizes on that side of the one named.
+    for m in t.finditer(_SIZE_SIDE):
+        word = re.sub(r"[\s-]+", " ", m.group(1))
+        letter = _SIZE_WORDS.get(word, word)
+        key = next((k for k in size_keys if k.endswith("size") and letter in scope.get(k, ())), None)
+        if key is None or letter not in _LETTER_SIZES:
+            continue
+        at = _LETTER_SIZES.index(letter)
+        up = m.group(2) in ("bigger", "larger", "up", "above", "over", "more")
+        for value in sorted(scope[key], key=lambda v: _LETTER_SIZES.index(v) if v in _LETTER_SIZES else -1):
+            if value in _LETTER_SIZES and (_LETTER_SIZES.index(value) >= at if up else _LETTER_SIZES.index(value) <= at):
+                add(key, value)
+        t.take(m.start(), m.end())
     # Size words on their own ("a jacket for men, large"): S, M, L ... where the sizes are letters.
     for m in t.finditer(_SIZE_WORD):
         word = re.sub(r"[\s-]+", " ", m.group(1))
@@ -583,6 +645,12 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
                 t.take(start, end)
                 break
     _read_listed_groups(t, held, add)
+    # A product word that names a value too ("jeans": denim), where the catalogue has that value.
+    for phrase, value in IMPLIED_VALUES.items():
+        if phrase_regex(phrase, plural=True).search(t.low):
+            for key, values in scope.items():
+                if value in values and key not in found and key not in d.query.attributes:
+                    add(key, value)
     for key, values in found.items():
         expanded: list[str] = list(d.query.attributes.get(key, []))
         for value in values:

@@ -30,7 +30,8 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "clothing": ("clothes", "apparel", "outfit"),
     "handbags": ("handbag", "purse", "tote", "clutch", "crossbody"),
     "backpacks": ("backpack", "rucksack", "daypack", "knapsack"),
-    "travel": ("luggage", "suitcase", "duffel", "carry-on", "weekender"),
+    "travel": ("luggage", "suitcase", "duffel", "duffle", "carry-on", "weekender", "weekend bag", "holdall",
+               "overnight bag"),
     "bags": ("bag",),
     "bedding": ("sheet", "duvet", "quilt", "bed linen", "pillowcase"),
     "lighting": ("lamp", "sconce", "pendant light", "floor light"),
@@ -101,17 +102,29 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 # Other names of yes/no options (used only where the catalogue has the option).
 BOOL_SYNONYMS: dict[str, tuple[str, ...]] = {
     "water resistance": ("water resistant", "water-resistant", "waterproof", "splash proof", "splashproof"),
-    "waterproof": ("water proof", "water resistant", "water-resistant"),
+    "waterproof": (
+        "water proof", "water resistant", "water-resistant", "rainproof", "rain proof", "keeps the rain out",
+        "keep the rain out", "keeps out the rain", "keeps rain out",
+    ),
     "noise cancelling": (
         "noise canceling",
         "noise cancellation",
         "noise-cancelling",
         "noise-canceling",
         "anc",
+        "cancel noise",
+        "cancels noise",
+        "cancel out noise",
+        "cancels out noise",
+        "cancelling noise",
     ),
     "dishwasher safe": ("dishwasher proof", "dishwasher-safe", "goes in the dishwasher"),
     "induction ready": ("induction compatible", "works on induction", "induction hob"),
 }
+
+# Product words that also name an option value ("jeans" are denim trousers); used only where the
+# catalogue has that value in the categories read.
+IMPLIED_VALUES: dict[str, str] = {"jean": "denim"}
 
 # What shoppers call option values the catalogue spells otherwise: phrase -> catalogue value (used
 # only where the catalogue has that value).
@@ -230,9 +243,14 @@ def phrase_regex(phrase: str, plural: bool = False) -> re.Pattern[str]:
     return re.compile(rf"(?<![a-z0-9]){body}(?![a-z0-9])")
 
 
+_WITH_SLASH = re.compile(r"(?<![a-z0-9])w/(o(?![a-z0-9]))?\s*")
+
+
 def normalise_text(text: str) -> str:
     text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u2013", "-").replace("\u2014", " ")
-    return " ".join(text.lower().split())
+    # "w/ grinder", "w/o a lid": the shorthand for "with" / "without".
+    text = _WITH_SLASH.sub(lambda m: "without " if m.group(1) else "with ", text.lower())
+    return " ".join(text.split())
 
 
 @dataclass
