@@ -201,3 +201,27 @@ def test_model_answers_give_reasons_and_never_ramble(stores: dict[str, SimpleNam
     _, answer = run(loop, loop)
     assert any("text_repeats" in v for v in answer.grounding["text_violations"])
     assert answer.grounding["text_source"] == "template"
+
+
+def test_a_model_answer_that_calls_a_product_by_an_excluded_value_is_replaced(
+    stores: dict[str, SimpleNamespace],
+) -> None:
+    """ "sneakers, anything but black": an answer saying "a black sneaker" contradicts the shopper even when
+    the card is right; saying "not black" is fine."""
+    store = stores["demo"]
+    request = "womens sneakers, anything but black"
+
+    def run(answer: Any) -> Any:
+        hub = ScriptedHub(answer, answer, default=answer, structured="{}", roles={"shop": "shop-assistant"},
+                          embed_dim=HashingEmbedder().dim)  # fmt: skip
+        a = ShopAssistant(hub, store.catalog, store.index, None, query_model="never")
+        return a, a.answer([{"role": "user", "content": request}])
+
+    a, answer = run(lambda r: f"The {_first_title(r)} is a black sneaker you will love.")
+    assert answer.products and all(c["options"].get("color") != "black" for c in answer.products)
+    assert any("text_exclusions" in v for v in answer.grounding["text_violations"])
+    assert answer.grounding["text_source"] == "template" and "black sneaker" not in answer.message
+    assert a.verify(answer) == []
+    _, answer = run(lambda r: f"The {_first_title(r)} fits: it is not black.")
+    assert answer.grounding["text_source"] == "model"
+    assert not any("text_exclusions" in v for v in answer.grounding["text_violations"])

@@ -38,8 +38,13 @@ _SENTENCE_BREAK = re.compile(r"[.!?](?=\s)")
 
 ANSWER_TEXT_CHECKS = (
     "text_nonempty", "text_format", *TEXT_CHECKS, "text_mentions_product", "text_echo", "text_repeats",
-    "text_reasons",
+    "text_reasons", "text_exclusions",
 )  # fmt: skip
+# A value the shopper excluded may appear in an answer only as an exclusion ("no leather", "not black").
+_EXCLUSION_CUE = re.compile(
+    r"(?<![a-z])(?:not|no|non|without|except|excluding|other than|instead of|rather than|but|never|"
+    r"isn'?t|aren'?t|free of|anything but|avoid(?:ing|s)?)[\s-]+(?:\w+[\s-]+){0,2}$"
+)
 
 ANSWER_SYSTEM_PROMPT = (
     "You are a friendly shop assistant. In one or two short sentences, recommend products from the list "
@@ -380,6 +385,8 @@ class AnswerWriter:
         words = [v for vals in c.attributes.values() for v in vals]
         words += [v for vals in c.exclude_attributes.values() for v in vals] + list(c.exclude_terms)
         out += self.checker.check(text, cards, bounds, words)
+        out += _exclusion_claims(text, cards, [*(v for vals in c.exclude_attributes.values() for v in vals),
+                                               *c.exclude_terms])
         if require_product:
             low = text.lower()
             if not any(card["title"].lower() in low for card in cards):
@@ -525,3 +532,21 @@ def _chunks(text: str, size: int = 6) -> Iterator[str]:
     words = re.findall(r"\S+\s*", text)
     for i in range(0, len(words), size):
         yield "".join(words[i : i + size])
+
+
+def _exclusion_claims(text: str, cards: Sequence[Mapping[str, Any]], excluded: Sequence[str]) -> list[Violation]:
+    """Sentences that call a product by a value the shopper excluded ("a black speaker" for "not black").
+    A sentence about a near alternative may say what it misses ("the Y is black"), and any sentence may
+    name the exclusion as one ("no leather", "not black")."""
+    out: list[Violation] = []
+    near = [str(c.get("title", "")).lower() for c in cards if c.get("match") == "near" and c.get("title")]
+    for sentence in re.split(r"(?<=[.!?])\s+", text):
+        low = sentence.lower()
+        if any(title in low for title in near):
+            continue
+        for value in dict.fromkeys(str(v).lower() for v in excluded if v):
+            for m in re.finditer(rf"(?<![a-z0-9]){re.escape(value)}(?![a-z0-9])", low):
+                if not _EXCLUSION_CUE.search(low[max(0, m.start() - 40) : m.start()]):
+                    out.append(Violation(value, "text_exclusions", "calls a product by a value the shopper excluded"))
+                    break
+    return out
