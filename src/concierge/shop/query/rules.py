@@ -256,10 +256,12 @@ def _parse_prices(t: _Text, d: TurnDelta) -> None:
         t.take(m.start(), m.end())
 
 
-def _parse_bool_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
-    """Yes/no attributes by name: "waterproof" -> yes, "not waterproof" -> no. A phrase that names
-    several such options ("waterproof": waterproof / water resistance) sets them all; the ones the
-    category lacks are dropped once it is known (:func:`_scope_bool_groups`)."""
+def _bool_phrases(vocab: ShopVocabulary) -> list[tuple[str, re.Pattern[str], frozenset[str]]]:
+    """(phrase, pattern, keys) for every phrase that names a yes/no option, longest first; built once per
+    vocabulary (it never changes)."""
+    cached = vocab.__dict__.get("_bool_phrase_cache")
+    if cached is not None:
+        return cached
     phrases: dict[str, set[str]] = {}
     # Yes/no options, and options with a "yes" among other values ("water resistance": yes, no, IPX7).
     yes_keys = {
@@ -281,9 +283,20 @@ def _parse_bool_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> Non
     spelled: dict[str, set[str]] = {}
     for phrase, keys in phrases.items():
         spelled.setdefault(re.sub(r"[\s\-/]+", "", phrase), set()).update(keys)
-    for phrase in sorted(phrases, key=len, reverse=True):
-        keys = spelled[re.sub(r"[\s\-/]+", "", phrase)]
-        for m in t.finditer(phrase_regex(phrase)):
+    cached = [
+        (phrase, phrase_regex(phrase), frozenset(spelled[re.sub(r"[\s\-/]+", "", phrase)]))
+        for phrase in sorted(phrases, key=len, reverse=True)
+    ]
+    vocab.__dict__["_bool_phrase_cache"] = cached
+    return cached
+
+
+def _parse_bool_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
+    """Yes/no attributes by name: "waterproof" -> yes, "not waterproof" -> no. A phrase that names
+    several such options ("waterproof": waterproof / water resistance) sets them all; the ones the
+    category lacks are dropped once it is known (:func:`_scope_bool_groups`)."""
+    for _, pattern, keys in _bool_phrases(vocab):
+        for m in t.finditer(pattern):
             before = t.low[max(0, m.start() - 12) : m.start()]
             neg = re.search(r"(?<![a-z])(?:not|no|non|without)[\s-]*$", before)
             for key in keys:
@@ -442,13 +455,11 @@ def _parse_indifference(t: _Text, vocab: ShopVocabulary) -> None:
             if not between or (len(between) == 1 and between[0] in names):
                 t.take(start, m.end())
                 break
-    bool_words = {w for k in vocab.bool_keys for w in (k, *BOOL_SYNONYMS.get(k, ()))}
-    bool_words |= {w for k in BOOL_SYNONYMS for w in (k, *BOOL_SYNONYMS[k]) if k in vocab.attr_counts}
     for m in list(t.finditer(_INDIFFERENT_BEFORE)):
         found = _longest_value_at(t, m.end(), vocab)
         length = found[1] if found is not None else 0
-        for phrase in bool_words:
-            b = phrase_regex(phrase).match(t.low, m.end())
+        for _, pattern, _ in _bool_phrases(vocab):
+            b = pattern.match(t.low, m.end())
             if b is not None and b.end() - m.end() > length:
                 length = b.end() - m.end()
         if length:
