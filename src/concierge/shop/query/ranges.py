@@ -64,6 +64,14 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("exact", re.compile(rf"(?<![a-z0-9.]){_Q}")),
     # "a tent for 2", "sleeps 4": a head count, kept only where an option counts persons.
     ("persons", re.compile(r"(?<![a-z0-9])(?:for|sleeps|fits)\s+(\d{1,2})(?!\d|[.,]\d|\s*(?:[a-z$€£]|-))")),
+    # "sleeps at least 3", "fits up to 4": a head count with its bound.
+    (
+        "persons_bound",
+        re.compile(
+            r"(?<![a-z0-9])(?:sleeps|fits|seats)\s+(at least|minimum|min|up to|at most|max|maximum)\s+(\d{1,2})"
+            r"(?!\d|[.,]\d|\s*(?:[a-z$€£]|-))"
+        ),
+    ),
 ]
 # Units too ambiguous to read without a comparator ("13 in black", "a 2 man job").
 _EXACT_AMBIGUOUS = {"in", "man", "x", "pc", "h", "l", '"'}
@@ -123,6 +131,9 @@ def parse_range_spans(t: Any) -> list[RangeSpan]:
             elif kind == "persons":
                 num = float(g[0])
                 r = _range("person", num, num)
+            elif kind == "persons_bound":
+                num = float(g[1])
+                r = _range("person", num, None) if g[0] in ("at least", "minimum", "min") else _range("person", None, num)
             else:
                 num, unit = float(g[0]), g[1]
                 if unit in _EXACT_AMBIGUOUS:

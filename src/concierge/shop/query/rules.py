@@ -518,6 +518,10 @@ def _parse_category(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
     # The words of every mention still rank products: "espresso machine" within appliances,
     # "hiking" boots.
     d.content.extend(tok for x in everything for tok in vocab.content_tokens(t.low[x.start : x.end]))
+    if not any(x.certain for x in clause):
+        # A title-word guess ("cover": bedding, cushions) gives way to an option value that only one
+        # category has ("pixel 8": a phone case model), when the guess's categories lack it.
+        chosen = _value_category(t, vocab, chosen) or chosen
     paths = sorted(chosen)
     if d.gender:
         gendered = [p for p in paths if p.split(" > ")[0].lower() == d.gender]
@@ -532,6 +536,21 @@ def _parse_category(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
             t.released.add((x.start, x.end))
     if all(x.certain for x in clause):
         d.certain.add("category")
+
+
+def _value_category(t: _Text, vocab: ShopVocabulary, guess: frozenset[str]) -> frozenset[str] | None:
+    """The one leaf category whose own option value the text names, if the guessed categories lack it."""
+    guessed = set(vocab.leaves_under(sorted(guess)))
+    found: set[str] = set()
+    for pattern, key, value in vocab._value_patterns:
+        if len(value) < 4 or (key, value) in vocab._context_values or vocab.is_colour(value):
+            continue
+        if not any(t.free(m.start(), m.end()) for m in pattern.finditer(t.low)):
+            continue
+        leaves = {leaf for leaf, attrs in vocab.attr_by_leaf.items() if value in attrs.get(key, ())}
+        if len(leaves) == 1 and not leaves & guessed:
+            found |= leaves
+    return frozenset(found) if len(found) == 1 else None
 
 
 def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequence[str]) -> None:
