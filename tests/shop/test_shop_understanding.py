@@ -466,6 +466,12 @@ def test_round_five_phrasings(demo: SimpleNamespace) -> None:
     # "jeans" are denim trousers; "8 people" wants a game that takes 8 ("3-8", not "2-4").
     assert parse_rules("mens jeans, size M", vocab).query.attributes["material"] == ["denim"]
     assert parse_rules("a game for a big group, 8 people", vocab).query.attributes["players"] == ["3-8"]
+    # A head count with its bound; an option value only one category has outranks a title-word guess.
+    d = parse_rules("tent that sleeps at least 3", vocab)
+    assert sorted(d.query.attributes["capacity"]) == ["4-person", "6-person"]
+    d = parse_rules("leather cover for a pixel 8", vocab)
+    assert d.query.category == "Electronics > Accessories > Phone Cases"
+    assert parse_rules("a cover for my duvet, king", vocab).query.category == "Home > Bedding"
 
 
 def test_round_four_phrasings_tau2(tau2: SimpleNamespace) -> None:
