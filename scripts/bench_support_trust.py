@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.append((split, domain, tasks))
     rows = []
     print(
-        "| split | domain | customer | n | pass^1 (covers) | do-nothing floor | write precision "
-        "| harmful-write rate | wrong-record rate | missed writes | handoffs |"
+        "| split | domain | customer | n | pass^1 (covers) | do-nothing floor | write precision [95 % Wilson] "
+        "| harmful-write rate [95 % Wilson] | wrong-record rate | missed writes | handoffs |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for split, domain, tasks in runs:
@@ -111,10 +111,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             m = r["metrics"]
             wp = "n/a" if m["write_precision"] is None else f"{m['write_precision']:.3f}"
+            if m.get("write_precision_ci95"):
+                lo, hi = m["write_precision_ci95"]
+                wp += f" [{lo:.2f}, {hi:.2f}]"
+            hw = f"{m['harmful_write_rate']:.3f}"
+            if m.get("harmful_write_rate_ci95"):
+                lo, hi = m["harmful_write_rate_ci95"]
+                hw += f" [{lo:.2f}, {hi:.2f}]"
             wrong = sum(1 for t in r["tasks"] if wrong_record(t)) / max(1, len(r["tasks"]))
             print(
                 f"| {split} | {domain} | {user} | {r['n_tasks']} | {r['pass^1']:.3f} ({r['pass_labels']['pass^1']}) "
-                f"| {r['floor']:.3f} | {wp} ({m['conversations_with_write']} wrote) | {m['harmful_write_rate']:.3f} | {wrong:.3f} "
+                f"| {r['floor']:.3f} | {wp} ({m['conversations_with_write']} wrote) | {hw} | {wrong:.3f} "
                 f"| {m['missed_writes']} | {m['handoffs']} |",
                 flush=True,
             )

@@ -150,8 +150,17 @@ def test_run_metrics_on_hand_built_outcomes() -> None:
     assert m["missed_writes"] == 1 and m["missed_write_rate"] == pytest.approx(1 / 3, abs=1e-4)
     assert m["handoffs"] == 1 and m["handoff_rate"] == pytest.approx(0.2)
     assert m["questions_per_conversation"] == pytest.approx(8 / 5)
+    # 95 % Wilson intervals, from the closed form: (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n).
+    def wilson(k: int, n: int, z: float = 1.959964) -> list[float]:
+        p = k / n
+        centre, half = p + z * z / (2 * n), z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+        return [(centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)]
+
+    assert m["write_precision_ci95"] == pytest.approx(wilson(1, 3), abs=1e-3)
+    assert m["harmful_write_rate_ci95"] == pytest.approx(wilson(2, 5), abs=1e-3)
     empty = run_metrics([_row(0, False, False, True)])
     assert empty["write_precision"] is None and empty["missed_write_rate"] is None
+    assert empty["write_precision_ci95"] is None
 
 
 def test_pass_label_counts_partly_scored_components() -> None:

@@ -100,28 +100,42 @@ def _writes(turns: Sequence[dict[str, Any]]) -> int:
     )
 
 
+def wilson_interval(successes: int, n: int) -> list[float] | None:
+    """95 % Wilson score interval of a proportion (None for n = 0): with a handful of conversations
+    that wrote, 4 right of 5 is anywhere from 0.38 to 0.96."""
+    if n == 0:
+        return None
+    from scipy.stats import binomtest  # noqa: PLC0415 - scipy is slow to import; only runs need it
+
+    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return [round(float(ci.low), 4), round(float(ci.high), 4)]
+
+
 def run_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Per-run trust metrics from rows with ``writes``, ``db_changed``, ``gold_changed``, ``db_match``,
     ``handoff`` and ``questions``:
 
     * write_precision: conversations with a (successful) write whose final database equals the gold
-      one, over conversations with a write (None when none wrote);
-    * harmful_write_rate: conversations whose database changed and differs from the gold one, over all;
+      one, over conversations with a write (None when none wrote), and its 95 % Wilson interval;
+    * harmful_write_rate: conversations whose database changed and differs from the gold one, over all
+      (with its Wilson interval);
     * missed_writes: conversations where the gold changes the database and the agent wrote nothing
       (and missed_write_rate over the conversations whose gold changes it);
     * handoffs (count and rate); questions_per_conversation: agent messages ending in '?'.
     """
     n = len(rows)
     wrote = [r for r in rows if r["writes"] > 0]
+    right = sum(1 for r in wrote if r["db_match"])
+    harmful = sum(1 for r in rows if r["db_changed"] and not r["db_match"])
     gold_writes = [r for r in rows if r["gold_changed"]]
     missed = sum(1 for r in gold_writes if r["writes"] == 0)
     handoffs = sum(1 for r in rows if r["handoff"])
     return {
-        "write_precision": round(sum(1 for r in wrote if r["db_match"]) / len(wrote), 4) if wrote else None,
+        "write_precision": round(right / len(wrote), 4) if wrote else None,
+        "write_precision_ci95": wilson_interval(right, len(wrote)),
         "conversations_with_write": len(wrote),
-        "harmful_write_rate": round(sum(1 for r in rows if r["db_changed"] and not r["db_match"]) / n, 4)
-        if n
-        else 0.0,
+        "harmful_write_rate": round(harmful / n, 4) if n else 0.0,
+        "harmful_write_rate_ci95": wilson_interval(harmful, n),
         "missed_writes": missed,
         "missed_write_rate": round(missed / len(gold_writes), 4) if gold_writes else None,
         "handoffs": handoffs,
