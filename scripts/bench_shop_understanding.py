@@ -11,8 +11,8 @@ near alternatives, with what they miss -- not counted as matches either way).
 Both are judged by the test's independent checker (catalogue data + the written constraints).
 ``--show`` lists the misses and violations (use it on the dev split only: the test split is held out).
 Each split is also broken down by writing round: rounds 1-2 (the first requests), round 3 (ids
-``n-*``, written before the third round of tuning) and round 4 (ids ``r4-*``, written before the fourth) and round 5 (``r5-*``,
-before the fifth). ``--markdown`` prints the docs/benchmarks.md table.
+``n-*``, written before the third round of tuning) and round 4 (ids ``r4-*``, written before the fourth) round 5 (``r5-*``,
+before the fifth) and round 6 (``r6-*``, before the sixth). ``--markdown`` prints the docs/benchmarks.md table.
 
 ``--query-model always|auto`` reads the requests with the deployment's model as well
 (``ModelHub.from_config``: SmolLM2-135M here), as the assistant's ``query_model`` setting does; the
@@ -86,10 +86,12 @@ def main() -> int:
         store = make()
         for split in splits:
             reqs = t._requests(name, split)
-            rounds = [("all", reqs), ("1-2", [r for r in reqs if not r["id"].startswith(("n-", "r4-", "r5-"))]),
+            later = ("n-", "r4-", "r5-", "r6-")
+            rounds = [("all", reqs), ("1-2", [r for r in reqs if not r["id"].startswith(later)]),
                       ("3", [r for r in reqs if r["id"].startswith("n-")]),
                       ("4", [r for r in reqs if r["id"].startswith("r4-")]),
-                      ("5", [r for r in reqs if r["id"].startswith("r5-")])]  # fmt: skip
+                      ("5", [r for r in reqs if r["id"].startswith("r5-")]),
+                      ("6", [r for r in reqs if r["id"].startswith("r6-")])]  # fmt: skip
             for label, subset in rounds:
                 t0 = time.perf_counter()
                 r = t.evaluate(store, subset)
