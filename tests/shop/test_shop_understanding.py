@@ -474,6 +474,30 @@ def test_round_five_phrasings(demo: SimpleNamespace) -> None:
     assert parse_rules("a cover for my duvet, king", vocab).query.category == "Home > Bedding"
 
 
+def test_round_six_phrasings(demo: SimpleNamespace) -> None:
+    """Phrasings from round 5's read test half and round 6's dev half (general forms)."""
+    vocab = demo.vocab
+    # "a pair" is two pieces where an option counts pieces, and nothing where none does.
+    assert parse_rules("enamel mugs, a pair", vocab).query.attributes["pieces"] == ["2"]
+    assert "pieces" not in parse_rules("a pair of sneakers, size 42", vocab).query.attributes
+    # No product word: an option value only one category has names it (of the shopper's gender).
+    assert parse_rules("retinol cream for dry skin", vocab).query.category == "Beauty > Skincare"
+    d = parse_rules("high-waisted denim for women, size S, blue", vocab)
+    assert d.query.category == "Women > Clothing > Trousers" and d.query.attributes["material"] == ["denim"]
+    # 16" right after its number is inches.
+    assert parse_rules('16" laptop sleeve, leather', vocab).query.attributes["size"] == ["16 in"]
+
+
+def test_round_six_phrasings_tau2(tau2: SimpleNamespace) -> None:
+    vocab = tau2.vocab
+    # Where gender is an option of the product (men / unisex / women), "women's" sets it.
+    d = parse_rules("women's perfume, oriental, 30 ml", vocab)
+    assert d.query.attributes["gender"] == ["women"]
+    # "standard back": "back" (of the value "high-back") names the option already read, no new constraint.
+    q, _ = read(tau2, "leather office chair with fixed arms, standard back")
+    assert "back" not in unverified_terms("leather office chair with fixed arms, standard back", q, vocab)
+
+
 def test_round_four_phrasings_tau2(tau2: SimpleNamespace) -> None:
     vocab = tau2.vocab
     # "waterproof" names every yes/no option it can mean, however it is spelled ("water proof"); the

@@ -240,13 +240,21 @@ def unverified_terms(
     same = parsed is not None and tuple(getattr(parsed, "paths", ())) == tuple(paths)
     delta = parsed if same else parse_rules(text, vocab, paths)
     value_words: set[str] = set()
+    word_keys: dict[str, set[str]] = {}
     for key, values in scope.items():
         if key in (vocab.gender_key, "brand"):
             continue
         for value in values:
             if key in vocab.bool_keys:
                 continue
-            value_words.update(re.findall(r"[a-z0-9]+", value.lower()))
+            for word in re.findall(r"[a-z0-9]+", value.lower()):
+                value_words.add(word)
+                word_keys.setdefault(word, set()).add(key)
+    # A word of another value of an option already read names that option ("fixed arms, standard back":
+    # "back" of "high-back", with the backrest read as standard), not a further constraint.
+    read = set(query.attributes)
+    whole = {v.lower() for values in scope.values() for v in values}
+    value_words = {w for w in value_words if w in whole or not word_keys[w] <= read}
     category_words = {w for seg in vocab.segment_paths for w in re.findall(r"[a-z0-9]+", seg)}
     out: list[str] = []
     for word in re.findall(r"[a-z0-9]+", delta.leftover):

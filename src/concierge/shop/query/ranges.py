@@ -64,6 +64,8 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("exact", re.compile(rf"(?<![a-z0-9.]){_Q}")),
     # "a tent for 2", "sleeps 4": a head count, kept only where an option counts persons.
     ("persons", re.compile(r"(?<![a-z0-9])(?:for|sleeps|fits)\s+(\d{1,2})(?!\d|[.,]\d|\s*(?:[a-z$€£]|-))")),
+    # "mugs, a pair": two pieces, kept only where an option counts pieces.
+    ("pair", re.compile(r"(?<![a-z0-9])(?:a\s+)?pair(?:\s+of)?(?![a-z0-9])")),
     # "sleeps at least 3", "fits up to 4": a head count with its bound.
     (
         "persons_bound",
@@ -128,6 +130,8 @@ def parse_range_spans(t: Any) -> list[RangeSpan]:
             elif kind in ("min_post", "max_post"):
                 num, unit = float(g[0]), g[1]
                 r = _range(unit, num, None) if kind == "min_post" else _range(unit, None, num)
+            elif kind == "pair":
+                r = _range("piece", 2, 2)
             elif kind == "persons":
                 num = float(g[0])
                 r = _range("person", num, num)
@@ -136,12 +140,13 @@ def parse_range_spans(t: Any) -> list[RangeSpan]:
                 r = _range("person", num, None) if g[0] in ("at least", "minimum", "min") else _range("person", None, num)
             else:
                 num, unit = float(g[0]), g[1]
-                if unit in _EXACT_AMBIGUOUS:
+                attached = unit == '"' and t.low[m.start(2) - 1].isdigit()  # 16" is inches; "16 " a quote
+                if unit in _EXACT_AMBIGUOUS and not attached:
                     continue
                 r = _range(unit, num, num)
             if r is None:
                 continue
-            out.append(RangeSpan(m.start(), m.end(), r, kind == "exact"))
+            out.append(RangeSpan(m.start(), m.end(), r, kind in ("exact", "pair")))
             t.take(m.start(), m.end())
     return out
 

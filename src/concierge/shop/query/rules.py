@@ -187,6 +187,7 @@ def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str
     _scope_bool_groups(d, vocab, paths)
     resolve_ranges(t, d, vocab, paths, spans)
     resolve_age(t, d, vocab, paths)
+    _gender_option(d, vocab, paths)
     _parse_attributes(t, d, vocab, paths)
     _parse_brands(t, d, vocab)
     for m in t.finditer(_CHEAPER):
@@ -466,6 +467,16 @@ def _parse_indifference(t: _Text, vocab: ShopVocabulary) -> None:
             t.take(m.start(), m.end() + length)
 
 
+def _gender_option(d: TurnDelta, vocab: ShopVocabulary, paths: Sequence[str]) -> None:
+    """ "women's perfume" where gender is an option of the product (men / unisex / women), not only a
+    department: the option is set too. Where the categories hold one gender only, the department says it."""
+    key = vocab.gender_key
+    values = vocab.attributes_for(paths).get(key or "", frozenset()) if paths else frozenset()
+    if d.gender and key and d.gender in values and len(values) > 1:
+        d.query.attributes[key] = [d.gender]
+        d.certain.add("attributes")
+
+
 def _parse_gender(t: _Text, d: TurnDelta) -> None:
     for gender, words in GENDER_WORDS.items():
         for word in sorted(words, key=len, reverse=True):
@@ -500,6 +511,10 @@ def _parse_category(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
             t.take(m.start(), m.end())
     everything = list(mentions)
     if not mentions:
+        # No product word: an option value only one category has ("retinol": skincare) names it.
+        found = _value_category(t, vocab, frozenset(), d.gender)
+        if found:
+            d.query.category = vocab.canonical_category(sorted(found))
         return  # a gender alone ("for men") narrows the conversation's category in update_query
     # Certain mentions outrank title-word guesses.
     if any(x.certain for x in mentions):
@@ -521,7 +536,7 @@ def _parse_category(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
     if not any(x.certain for x in clause):
         # A title-word guess ("cover": bedding, cushions) gives way to an option value that only one
         # category has ("pixel 8": a phone case model), when the guess's categories lack it.
-        chosen = _value_category(t, vocab, chosen) or chosen
+        chosen = _value_category(t, vocab, chosen, d.gender) or chosen
     paths = sorted(chosen)
     if d.gender:
         gendered = [p for p in paths if p.split(" > ")[0].lower() == d.gender]
@@ -538,9 +553,12 @@ def _parse_category(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
         d.certain.add("category")
 
 
-def _value_category(t: _Text, vocab: ShopVocabulary, guess: frozenset[str]) -> frozenset[str] | None:
-    """The one leaf category whose own option value the text names, if the guessed categories lack it."""
-    guessed = set(vocab.leaves_under(sorted(guess)))
+def _value_category(
+    t: _Text, vocab: ShopVocabulary, guess: frozenset[str], gender: str | None = None
+) -> frozenset[str] | None:
+    """The one leaf category whose own option value the text names, if the guessed categories lack it
+    (of the shopper's gender's departments, when one was said: "denim for women")."""
+    guessed = set(vocab.leaves_under(sorted(guess))) if guess else set()
     found: set[str] = set()
     for pattern, key, value in vocab._value_patterns:
         if len(value) < 4 or (key, value) in vocab._context_values or vocab.is_colour(value):
@@ -548,6 +566,8 @@ def _value_category(t: _Text, vocab: ShopVocabulary, guess: frozenset[str]) -> f
         if not any(t.free(m.start(), m.end()) for m in pattern.finditer(t.low)):
             continue
         leaves = {leaf for leaf, attrs in vocab.attr_by_leaf.items() if value in attrs.get(key, ())}
+        if gender:
+            leaves = {leaf for leaf in leaves if leaf.split(" > ")[0].lower() == gender} or leaves
         if len(leaves) == 1 and not leaves & guessed:
             found |= leaves
     return frozenset(found) if len(found) == 1 else None
