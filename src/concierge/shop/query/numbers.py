@@ -54,7 +54,7 @@ QUANTITY_RE = re.compile(rf"(?<![a-z0-9.]){QUANTITY}")
 UNIT_WORDS = tuple(sorted(_UNITS, key=len, reverse=True))
 
 # Option keys whose bare numbers count things ("pieces": "1000").
-COUNT_KEYS = _COUNT_KEYS = {"pieces": "piece", "piece count": "piece", "players": "person", "thread count": "threads"}
+COUNT_KEYS = {"pieces": "piece", "piece count": "piece", "players": "person", "thread count": "threads"}
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def value_quantity(key: str, value: str) -> Quantity | None:
         q = parse_quantity(m.group(1), m.group(2))
         if q is not None:
             return q
-    dim = _COUNT_KEYS.get(key.lower())
+    dim = COUNT_KEYS.get(key.lower())
     if dim and re.fullmatch(NUMBER, low):
         return Quantity(float(low), float(low), dim)
     span = re.fullmatch(rf"({NUMBER})\s*(?:-|–|to)\s*({NUMBER})", low)
