@@ -540,10 +540,13 @@ def _exclusion_claims(text: str, cards: Sequence[Mapping[str, Any]], excluded: S
     name the exclusion as one ("no leather", "not black")."""
     out: list[Violation] = []
     near = [str(c.get("title", "")).lower() for c in cards if c.get("match") == "near" and c.get("title")]
+    titles = sorted({str(c.get("title", "")).lower() for c in cards if c.get("title")}, key=len, reverse=True)
     for sentence in re.split(r"(?<=[.!?])\s+", text):
         low = sentence.lower()
         if any(title in low for title in near):
             continue
+        for title in titles:  # a product's own name is no claim about it ("Black Forest Mug" in blue)
+            low = low.replace(title, " ")
         for value in dict.fromkeys(str(v).lower() for v in excluded if v):
             for m in re.finditer(rf"(?<![a-z0-9]){re.escape(value)}(?![a-z0-9])", low):
                 if not _EXCLUSION_CUE.search(low[max(0, m.start() - 40) : m.start()]):
