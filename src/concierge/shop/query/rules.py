@@ -187,7 +187,7 @@ def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str
     _scope_bool_groups(d, vocab, paths)
     resolve_ranges(t, d, vocab, paths, spans)
     resolve_age(t, d, vocab, paths)
-    _gender_option(d, vocab, paths)
+    _gender_option(t, d, vocab, paths)
     _parse_attributes(t, d, vocab, paths)
     _parse_brands(t, d, vocab)
     for m in t.finditer(_CHEAPER):
@@ -383,6 +383,13 @@ def _parse_exclusions(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
             if not tok or tok[0] not in vocab.tokens or tok[0] in GENERIC_WORDS:
                 continue
             term, end = word.group(1), pos + word.end()
+            # "no backlight", "no armrests": an option whose values include "none" is set to none.
+            named = [k for k, c in vocab.attr_counts.items() if "none" in c and tok[0] in tokenize(k)]
+            if len(named) == 1:
+                d.query.attributes[named[0]] = ["none"]
+                d.certain.add("attributes")
+                t.take(m.start(), end)
+                continue
         if term.lower() not in [e.lower() for e in d.query.exclusions]:
             d.query.exclusions.append(term)
         d.certain.add("exclusions")
@@ -467,13 +474,16 @@ def _parse_indifference(t: _Text, vocab: ShopVocabulary) -> None:
             t.take(m.start(), m.end() + length)
 
 
-def _gender_option(d: TurnDelta, vocab: ShopVocabulary, paths: Sequence[str]) -> None:
+def _gender_option(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequence[str]) -> None:
     """ "women's perfume" where gender is an option of the product (men / unisex / women), not only a
     department: the option is set too. Where the categories hold one gender only, the department says it."""
     key = vocab.gender_key
     values = vocab.attributes_for(paths).get(key or "", frozenset()) if paths else frozenset()
     if d.gender and key and d.gender in values and len(values) > 1:
         d.query.attributes[key] = [d.gender]
+        d.certain.add("attributes")
+    elif key and "unisex" in values and phrase_regex("unisex").search(t.low):
+        d.query.attributes[key] = ["unisex"]  # "a unisex fragrance"
         d.certain.add("attributes")
 
 
@@ -517,6 +527,7 @@ def _parse_category(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
             d.query.category = vocab.canonical_category(sorted(found))
         return  # a gender alone ("for men") narrows the conversation's category in update_query
     # Certain mentions outrank title-word guesses.
+    guesses = [x for x in mentions if not x.certain]
     if any(x.certain for x in mentions):
         mentions = [x for x in mentions if x.certain]
     mentions.sort(key=lambda x: x.start)
@@ -530,6 +541,13 @@ def _parse_category(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
         combined = _combine(other.paths, chosen)
         if combined:
             chosen = combined
+    if len(chosen) > 1:
+        # A certain word that names several departments ("storage": home, kitchen) and a title word of
+        # the same clause that names one of them ("storage box"): that one.
+        for guess in (g for g in guesses if g.start < first_clause):
+            narrowed = _combine(guess.paths, chosen)
+            if narrowed and narrowed < chosen:
+                chosen = narrowed
     # The words of every mention still rank products: "espresso machine" within appliances,
     # "hiking" boots.
     d.content.extend(tok for x in everything for tok in vocab.content_tokens(t.low[x.start : x.end]))
@@ -623,6 +641,11 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
     # Size words on their own ("a jacket for men, large"): S, M, L ... where the sizes are letters.
     for m in t.finditer(_SIZE_WORD):
         word = re.sub(r"[\s-]+", " ", m.group(1))
+        after = re.match(r"\s+([a-z]+)", t.low[m.end() :])
+        if after and any(
+            word in values and after.group(1) in tokenize(k) for k, values in scope.items() if k not in size_keys
+        ):
+            continue  # "medium ventilation", "large room": that option's value, read below
         letter = _SIZE_WORDS.get(word.replace("x large", "extra large").replace("x small", "extra small"))
         key = next((k for k in size_keys if k.endswith("size") and letter in scope.get(k, ())), None)
         if key and word not in scope.get(key, ()):

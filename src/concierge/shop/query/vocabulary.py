@@ -59,7 +59,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "outdoor": ("outdoors",),
     # Single-product departments (the τ² retail catalogue names its leaves after the product).
     "smartphone": ("phone", "cell phone", "cellphone", "mobile phone"),
-    "wireless earbuds": ("earbud", "earbuds", "airpod", "in-ear headphone"),
+    "wireless earbuds": ("earbud", "earbuds", "airpod"),
     "bluetooth speaker": ("speaker", "portable speaker", "wireless speaker"),
     "smart watch": ("smartwatch", "fitness watch"),
     "wristwatch": ("watch", "analog watch"),
@@ -131,6 +131,7 @@ IMPLIED_VALUES: dict[str, str] = {"jean": "denim"}
 # only where the catalogue has that value).
 VALUE_SYNONYMS: dict[str, tuple[str, ...]] = {
     "stainless steel": ("stainless", "steel"),
+    "nonstick aluminium": ("non-stick", "non stick", "nonstick"),
     "wi-fi + cellular": ("cellular", "lte", "4g", "5g", "wifi and cellular", "wifi + cellular"),
     "hardshell": ("hard shell", "hard-sided", "hard sided", "hardside"),
     "softshell": ("soft shell", "soft-sided", "soft sided", "softside"),
