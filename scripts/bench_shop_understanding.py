@@ -87,13 +87,14 @@ def main() -> int:
         store = make()
         for split in splits:
             reqs = t._requests(name, split)
-            later = ("n-", "r4-", "r5-", "r6-", "r7-")
+            later = ("n-", "r4-", "r5-", "r6-", "r7-", "r8-")
             rounds = [("all", reqs), ("1-2", [r for r in reqs if not r["id"].startswith(later)]),
                       ("3", [r for r in reqs if r["id"].startswith("n-")]),
                       ("4", [r for r in reqs if r["id"].startswith("r4-")]),
                       ("5", [r for r in reqs if r["id"].startswith("r5-")]),
                       ("6", [r for r in reqs if r["id"].startswith("r6-")]),
-                      ("7", [r for r in reqs if r["id"].startswith("r7-")])]  # fmt: skip
+                      ("7", [r for r in reqs if r["id"].startswith("r7-")]),
+                      ("8", [r for r in reqs if r["id"].startswith("r8-")])]  # fmt: skip
             for label, subset in rounds:
                 t0 = time.perf_counter()
                 r = t.evaluate(store, subset)
