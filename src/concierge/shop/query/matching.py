@@ -22,7 +22,7 @@ carries ``meets`` (the stated constraints it meets, in words) beside ``match`` a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -266,6 +266,14 @@ def unverified_terms(
             and word not in out
         ):
             out.append(word)
+    # A value of another category's option left unread ("2K camera for indoors, 130 degrees, wifi" read as
+    # the camera department: "2k", "130 degrees" are the security camera's): the request was not wholly
+    # understood, so no card passes as exact on it (a card's own values may still hold it).
+    if paths and delta.leftover:
+        for key, value in _outside_values(delta.leftover, scope, vocab):
+            term = f"{key}={value}"
+            if term not in out and value not in out:
+                out.append(term)
     # A word read for one option that names a value of another too ("brass": colour or material).
     for key, value in delta.ambiguous:
         if key in scope and f"{key}={value}" not in out:
@@ -278,6 +286,27 @@ def unverified_terms(
                 if word not in out:
                     out.append(word)
     return out
+
+
+def _outside_values(leftover: str, scope: Mapping[str, Any], vocab: Any) -> list[tuple[str, str]]:
+    """Whole option values the categories in scope lack (of their own options or others), found in the
+    unread text: specific
+    ones only (with a number, "2k", "130 degrees", or of several words), not bare numbers, colours, yes/no,
+    common words or values the scope has under any option."""
+    in_scope = {v for values in scope.values() for v in values}
+    found: list[tuple[str, str]] = []
+    for pattern, key, value in vocab._value_patterns:
+        if value in in_scope or key in vocab.bool_keys or key == vocab.color_key:
+            continue
+        if len(value) < 2 or re.fullmatch(r"[\d.,\s]+", value) or (key, value) in vocab._context_values:
+            continue
+        if value in GENERIC_WORDS or value in STOPWORDS or value not in vocab.attr_counts.get(key, {}):
+            continue
+        if not re.search(r"\d", value) and " " not in value:
+            continue  # a single plain word ("battery", "plain") is too often an ordinary word or an option's name
+        if pattern.search(leftover) and (key, value) not in found:
+            found.append((key, value))
+    return found
 
 
 def _has_term(product: Product, variant: Variant, term: str) -> bool:

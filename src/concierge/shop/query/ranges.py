@@ -141,6 +141,7 @@ def parse_range_spans(t: Any) -> list[RangeSpan]:
             else:
                 num, unit = float(g[0]), g[1]
                 attached = unit == '"' and t.low[m.start(2) - 1].isdigit()  # 16" is inches; "16 " a quote
+                attached = attached or (unit == "l" and "." in g[0])  # "1.5 l" is litres; "13 l" may be a size
                 if unit in _EXACT_AMBIGUOUS and not attached:
                     continue
                 r = _range(unit, num, num)

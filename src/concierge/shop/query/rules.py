@@ -371,6 +371,17 @@ def _parse_exclusions(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
         if not t.free(m.start(), m.end()):
             continue
         pos = m.end()
+        # "no laptop sleeve", "no armrests": an option whose values include "none", named after the
+        # negation, is set to none.
+        none_key = next(
+            (k for k, c in vocab.attr_counts.items() if "none" in c and " " in k and phrase_regex(k, plural=True).match(t.low, pos)),
+            None,
+        )
+        if none_key is not None:
+            d.query.attributes[none_key] = ["none"]
+            d.certain.add("attributes")
+            t.take(m.start(), phrase_regex(none_key, plural=True).match(t.low, pos).end())
+            continue
         found = _longest_value_at(t, pos, vocab)
         if found is not None:
             term, length = found
