@@ -12,8 +12,9 @@ Both are judged by the test's independent checker (catalogue data + the written 
 ``--show`` lists the misses and violations (use it on the dev split only: the test split is held out).
 Each split is also broken down by writing round: rounds 1-2 (the first requests), round 3 (ids
 ``n-*``, written before the third round of tuning) and round 4 (ids ``r4-*``, written before the fourth) round 5 (``r5-*``,
-before the fifth) round 6 (``r6-*``, before the sixth) and round 7
-(``r7-*``, before the seventh). ``--markdown`` prints the docs/benchmarks.md table.
+before the fifth) round 6 (``r6-*``, before the sixth) round 7
+(``r7-*``, before the seventh), round 8 (``r8-*``) and round 9 (``r9-*``, a confirmation round: written after
+round 8's measurement, nothing tuned between). ``--markdown`` prints the docs/benchmarks.md table.
 
 ``--query-model always|auto`` reads the requests with the deployment's model as well
 (``ModelHub.from_config``: SmolLM2-135M here), as the assistant's ``query_model`` setting does; the
@@ -87,14 +88,15 @@ def main() -> int:
         store = make()
         for split in splits:
             reqs = t._requests(name, split)
-            later = ("n-", "r4-", "r5-", "r6-", "r7-", "r8-")
+            later = ("n-", "r4-", "r5-", "r6-", "r7-", "r8-", "r9-")
             rounds = [("all", reqs), ("1-2", [r for r in reqs if not r["id"].startswith(later)]),
                       ("3", [r for r in reqs if r["id"].startswith("n-")]),
                       ("4", [r for r in reqs if r["id"].startswith("r4-")]),
                       ("5", [r for r in reqs if r["id"].startswith("r5-")]),
                       ("6", [r for r in reqs if r["id"].startswith("r6-")]),
                       ("7", [r for r in reqs if r["id"].startswith("r7-")]),
-                      ("8", [r for r in reqs if r["id"].startswith("r8-")])]  # fmt: skip
+                      ("8", [r for r in reqs if r["id"].startswith("r8-")]),
+                      ("9", [r for r in reqs if r["id"].startswith("r9-")])]  # fmt: skip
             for label, subset in rounds:
                 t0 = time.perf_counter()
                 r = t.evaluate(store, subset)
