@@ -533,6 +533,26 @@ def test_round_eight_checks(demo: SimpleNamespace, tau2: SimpleNamespace) -> Non
     assert answer.products == [] and answer.alternatives
 
 
+def test_round_nine_checks(demo: SimpleNamespace, tau2: SimpleNamespace) -> None:
+    """From round 9's read halves: an everyday word for one end of an ordered option, a bare shoe size."""
+    attrs = parse_rules("a big grey teddy, organic cotton", demo.vocab).query.attributes
+    assert attrs["size"] == ["large"] and attrs["color"] == ["grey"]
+    assert parse_rules("big fleece dog bed, grey", tau2.vocab).query.attributes["size"] == ["large"]
+    assert parse_rules("USB desk lamp, silver, bright", tau2.vocab).query.attributes["brightness"] == ["high"]
+    assert parse_rules("a dim desk lamp", tau2.vocab).query.attributes["brightness"] == ["low"]
+    # "big" where no option of the categories has "large" (the demo store's backpacks) stays a plain word.
+    assert "size" not in parse_rules("green rucksack, big one, 35 litres", demo.vocab).query.attributes
+    # A number ending its phrase after the product is a shoe size where the sizes are numbers ...
+    boots = parse_rules("waterproof mens boots 44 not in black or grey", demo.vocab).query
+    assert boots.attributes["size"] == ["44"] and set(boots.exclusions) == {"black", "grey"}
+    assert parse_rules("velcro sneakers for women in 38", demo.vocab).query.attributes["size"] == ["38"]
+    # ... one the catalogue lacks leaves no card exact; a count or a price is no size.
+    answer = demo.assistant.answer([{"role": "user", "content": "mens leather boots 48"}])
+    assert answer.products == [] and answer.alternatives
+    assert "size" not in parse_rules("a tent for 4, green", demo.vocab).query.attributes
+    assert "size" not in parse_rules("leather boots for men under 90", demo.vocab).query.attributes
+
+
 def test_round_four_phrasings_tau2(tau2: SimpleNamespace) -> None:
     vocab = tau2.vocab
     # "waterproof" names every yes/no option it can mean, however it is spelled ("water proof"); the

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from concierge.shop.query.numbers import UNIT_WORDS, normalise_numbers
 from concierge.shop.query.ranges import parse_range_spans, resolve_age, resolve_ranges
@@ -729,6 +730,8 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
                 t.take(start, end)
                 break
     _read_listed_groups(t, held, add)
+    _read_graded_words(t, scope, found, add)
+    _read_bare_sizes(t, scope, found, add)
     # A product word that names a value too ("jeans": denim), where the catalogue has that value.
     for phrase, value in IMPLIED_VALUES.items():
         if phrase_regex(phrase, plural=True).search(t.low):
@@ -746,6 +749,49 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
 
 
 _JOINER = re.compile(r"\s*(?:,\s*or|or|and|/)\s*")
+
+# Everyday words for one end of an ordered option: "a big teddy" (size large), "a bright desk lamp"
+# (brightness high). Read only where one option of the categories has that value; the option is found by
+# a word of its name ("size", "bright").
+_GRADED_WORDS: dict[str, tuple[str, str]] = {
+    "big": ("size", "large"), "huge": ("size", "large"), "little": ("size", "small"), "tiny": ("size", "small"),
+    "bright": ("bright", "high"), "dim": ("bright", "low"),
+}  # fmt: skip
+_GRADED = re.compile(r"(?<![a-z0-9-])(" + "|".join(_GRADED_WORDS) + r")(?![a-z0-9-])")
+# A number on its own after the product ("boots 44", "sneakers for women in 38", "burgundy, 37"), ending its
+# phrase: a shoe size where the categories' sizes are numbers.
+_BARE_NUMBER = re.compile(
+    r"(?<![a-z0-9.$-])(\d{1,2}(?:\.5)?)(?=\s*(?:[,.;!?]|$)|\s+(?:not|no|or|and|but|please|pls|in|for|with)\b)"
+)
+
+
+def _read_graded_words(
+    t: _Text, scope: Mapping[str, Any], found: Mapping[str, list[str]], add: Callable[[str, str], None]
+) -> None:
+    for m in t.finditer(_GRADED):
+        name, value = _GRADED_WORDS[m.group(1)]
+        keys = [k for k, values in scope.items() if name in k and value in values]
+        if len(keys) == 1 and keys[0] not in found:
+            add(keys[0], value)
+            t.take(m.start(), m.end())
+
+
+def _read_bare_sizes(
+    t: _Text, scope: Mapping[str, Any], found: Mapping[str, list[str]], add: Callable[[str, str], None]
+) -> None:
+    sizes = [v for v in scope.get("size", ()) if re.fullmatch(r"\d{1,2}(?:\.5)?", v)]
+    if "size" in found or not sizes or len(sizes) < len(scope["size"]):
+        return  # no size option, one already read, or sizes that are not all numbers (a "6 ft" umbrella)
+    low, high = min(map(float, sizes)), max(map(float, sizes))
+    for m in t.finditer(_BARE_NUMBER):
+        raw = m.group(1)
+        if raw in sizes:
+            add("size", raw)
+        elif low - 2 <= float(raw) <= high + 2:
+            add("size", f"{raw} (none in the catalogue)")  # a size the categories lack: no exact card
+        else:
+            continue
+        t.take(m.start(), m.end())
 
 
 def _read_listed_groups(
