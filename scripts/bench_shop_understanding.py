@@ -14,7 +14,7 @@ Each split is also broken down by writing round: rounds 1-2 (the first requests)
 ``n-*``, written before the third round of tuning) and round 4 (ids ``r4-*``, written before the fourth) round 5 (``r5-*``,
 before the fifth) round 6 (``r6-*``, before the sixth) round 7
 (``r7-*``, before the seventh), round 8 (``r8-*``) and round 9 (``r9-*``, a confirmation round: written after
-round 8's measurement, nothing tuned between) round 10 (``r10-*``, before the tuning on round 9) and round 11 (``r11-*``, a second confirmation round). ``--markdown`` prints the docs/benchmarks.md table.
+round 8's measurement, nothing tuned between) round 10 (``r10-*``, before the tuning on round 9) round 11 (``r11-*``, a second confirmation round) and round 12 (``r12-*``, before the tuning on round 11). ``--markdown`` prints the docs/benchmarks.md table.
 
 ``--query-model always|auto`` reads the requests with the deployment's model as well
 (``ModelHub.from_config``: SmolLM2-135M here), as the assistant's ``query_model`` setting does; the
@@ -88,7 +88,7 @@ def main() -> int:
         store = make()
         for split in splits:
             reqs = t._requests(name, split)
-            later = ("n-", "r4-", "r5-", "r6-", "r7-", "r8-", "r9-", "r10-", "r11-")
+            later = ("n-", "r4-", "r5-", "r6-", "r7-", "r8-", "r9-", "r10-", "r11-", "r12-")
             rounds = [("all", reqs), ("1-2", [r for r in reqs if not r["id"].startswith(later)]),
                       ("3", [r for r in reqs if r["id"].startswith("n-")]),
                       ("4", [r for r in reqs if r["id"].startswith("r4-")]),
@@ -98,7 +98,8 @@ def main() -> int:
                       ("8", [r for r in reqs if r["id"].startswith("r8-")]),
                       ("9", [r for r in reqs if r["id"].startswith("r9-")]),
                       ("10", [r for r in reqs if r["id"].startswith("r10-")]),
-                      ("11", [r for r in reqs if r["id"].startswith("r11-")])]  # fmt: skip
+                      ("11", [r for r in reqs if r["id"].startswith("r11-")]),
+                      ("12", [r for r in reqs if r["id"].startswith("r12-")])]  # fmt: skip
             for label, subset in rounds:
                 t0 = time.perf_counter()
                 r = t.evaluate(store, subset)
