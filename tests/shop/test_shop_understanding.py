@@ -553,6 +553,36 @@ def test_round_nine_checks(demo: SimpleNamespace, tau2: SimpleNamespace) -> None
     assert "size" not in parse_rules("leather boots for men under 90", demo.vocab).query.attributes
 
 
+def test_round_eleven_checks(demo: SimpleNamespace, tau2: SimpleNamespace) -> None:
+    """From round 11's read halves and round 12's dev half."""
+    # "that's" is "that is", not a size "s" left unread.
+    parka = "winter parka for men that's waterproof, XXL"
+    assert any(c["match"] == "exact" for c in demo.assistant.answer([{"role": "user", "content": parka}]).products)
+    # Players are counted: "one-player", "2-player"; a group wants a game that takes all of it; a span
+    # written as the catalogue writes a value is that value.
+    assert parse_rules("one-player puzzle made of wood", demo.vocab).query.attributes["players"] == ["1"]
+    assert parse_rules("a party game for up to 8 players", demo.vocab).query.attributes["players"] == ["3-8"]
+    assert parse_rules("board game for 2 to 4 players", demo.vocab).query.attributes["players"] == ["2-4", "2-6"]
+    assert parse_rules("board game for 2-4 players", demo.vocab).query.attributes["players"] == ["2-4"]
+    # "at least 300 thread count" is a thread count, not a price.
+    q = parse_rules("blue linen bedding for a queen, at least 300 thread count", demo.vocab).query
+    assert q.price_min is None and q.attributes["thread count"] == ["300", "400", "600"]
+    # A title phrase holding an option value ("magnetic tiles") leaves cards without it near.
+    answer = demo.assistant.answer([{"role": "user", "content": "magnetic tiles for an 8 year old, 250 pieces"}])
+    assert answer.products and answer.alternatives
+    for card in answer.products:
+        assert demo.catalog.product(demo.catalog.get_variant(card["id"]).product_id).attributes["material"] == (
+            "magnetic plastic"
+        )
+    # "hardback"; "not water resistant" where the option writes its no as "not resistant".
+    assert parse_rules("a5 notebook, hardback", tau2.vocab).query.attributes["cover type"] == ["hard cover"]
+    earbuds = parse_rules("white earbuds not water resistant, 4 hours", tau2.vocab).query.attributes
+    assert earbuds["water resistance"] == ["not resistant"]
+    # "100 ml bottle" after the perfume is its size, not a water bottle.
+    q = parse_rules("unisex oriental fragrance, 100 ml bottle", tau2.vocab).query
+    assert q.category == "Beauty > Fragrance" and q.attributes["size"] == ["100ml"]
+
+
 def test_round_four_phrasings_tau2(tau2: SimpleNamespace) -> None:
     vocab = tau2.vocab
     # "waterproof" names every yes/no option it can mean, however it is spelled ("water proof"); the

@@ -220,6 +220,11 @@ def resolve_ranges(t: Any, d: Any, vocab: Any, paths: Sequence[str], spans: list
             v for v in scope[key] if v in readings and readings[v].dimension == r.unit
             and _satisfies(key, r, readings[v].lo, readings[v].hi)
         )  # fmt: skip
+        # "2-4 players" written as the catalogue writes a value: that value, as the shopper copied it.
+        written = re.match(r"\d+\s*-\s*\d+", t.low[span.start : span.end])
+        literal = written and re.sub(r"\s+", "", written.group(0))
+        if literal and literal in allowed:
+            allowed = [literal]
         if span.exact and not allowed:
             t.untake(span.start, span.end)  # "a 3 ft ..." the catalogue lacks: leave it to the text
             continue
@@ -237,6 +242,10 @@ def resolve_ranges(t: Any, d: Any, vocab: Any, paths: Sequence[str], spans: list
 def _satisfies(key: str, r: OptionRange, lo: float, hi: float) -> bool:
     """Whether an option value spanning [lo, hi] meets the range. A count that spans ("2-4" players)
     is what the product supports: "8 people" wants a game that takes 8, so the span must reach it."""
+    if COUNT_KEYS.get(key.lower()) == "person" and r.max is not None and r.min != r.max:
+        # A group of players: "up to 8 players" needs a game that takes 8, "2 to 4 players" one that takes
+        # each of 2, 3 and 4.
+        return hi >= r.max and (r.min is None or lo <= r.min)
     if key.lower() in COUNT_KEYS and lo < hi:
         return (r.min is None or hi >= r.min) and (r.max is None or lo <= r.max)
     return r.holds(lo, hi)

@@ -190,6 +190,7 @@ def parse_rules(message: str, vocab: ShopVocabulary, context_paths: Sequence[str
     resolve_age(t, d, vocab, paths)
     _gender_option(t, d, vocab, paths)
     _parse_attributes(t, d, vocab, paths)
+    _negative_values(d, vocab, paths)
     _parse_brands(t, d, vocab)
     for m in t.finditer(_CHEAPER):
         d.cheaper = True
@@ -548,8 +549,11 @@ def _parse_category(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
     bounds = [m.start() for m in _CONTEXT_SPLIT.finditer(t.low)] + [len(t.low) + 1]
     first_clause = next(b for b in bounds if any(x.start < b for x in mentions))
     clause = [x for x in mentions if x.start < first_clause]
-    chosen = clause[-1].paths
-    for other in clause[:-1]:
+    # "perfume, 100 ml bottle": a container named by its volume after the product is its size, not a
+    # second product (unless it is the only product named: "500ml water bottle").
+    heads = [x for x in clause if not _VOLUME_BEFORE.search(t.low[: x.start])] or clause
+    chosen = heads[-1].paths
+    for other in heads[:-1]:
         combined = _combine(other.paths, chosen)
         if combined:
             chosen = combined
@@ -579,6 +583,19 @@ def _parse_category(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
         if not (x.paths & chosen) and t.low[x.start : x.end] in scope_values:
             t.untake(x.start, x.end)
             t.released.add((x.start, x.end))
+    # A title phrase that holds an option value ("magnetic tiles": material magnetic plastic, "linen shirt"):
+    # read as the category, its value still has to be the card's own, or the card is near.
+    scope = vocab.attributes_for(paths)
+    for x in everything:
+        if (x.start, x.end) in t.released:
+            continue
+        words = t.low[x.start : x.end]
+        for pattern, key, value in vocab._value_patterns:
+            if value in scope.get(key, ()) and key not in vocab.bool_keys and (key, value) not in vocab._context_values:
+                m = pattern.search(words)
+                # (Not a category's own name: "plush toy" is Toys > Plush, whatever its material.)
+                if m and m.group(0) not in vocab.segment_paths and (key, value) not in d.ambiguous:
+                    d.ambiguous.append((key, value))
     if all(x.certain for x in clause):
         d.certain.add("category")
 
@@ -750,6 +767,8 @@ def _parse_attributes(t: _Text, d: TurnDelta, vocab: ShopVocabulary, paths: Sequ
 
 _JOINER = re.compile(r"\s*(?:,\s*or|or|and|/)\s*")
 
+_VOLUME_BEFORE = re.compile(r"\d\s*(?:ml|l|litres?|liters?|oz)\s*$")
+
 # Everyday words for one end of an ordered option: "a big teddy" (size large), "a bright desk lamp"
 # (brightness high). Read only where one option of the categories has that value; the option is found by
 # a word of its name ("size", "bright").
@@ -763,6 +782,20 @@ _GRADED = re.compile(r"(?<![a-z0-9-])(" + "|".join(_GRADED_WORDS) + r")(?![a-z0-
 _BARE_NUMBER = re.compile(
     r"(?<![a-z0-9.$-])(\d{1,2}(?:\.5)?)(?=\s*(?:[,.;!?]|$)|\s+(?:not|no|or|and|but|please|pls|in|for|with)\b)"
 )
+
+
+def _negative_values(d: TurnDelta, vocab: ShopVocabulary, paths: Sequence[str]) -> None:
+    """ "earbuds, not water resistant": a yes/no option read as "no" where the categories write its "no"
+    as a value of their own ("not resistant", "none") takes that value."""
+    if not paths:
+        return
+    scope = vocab.attributes_for(paths)
+    for key, values in d.query.attributes.items():
+        have = scope.get(key, frozenset())
+        if values == ["no"] and have and "no" not in have:
+            negative = [v for v in have if v == "none" or re.match(r"(?:not|non)[\s-]", v)]
+            if len(negative) == 1:
+                d.query.attributes[key] = negative
 
 
 def _read_graded_words(

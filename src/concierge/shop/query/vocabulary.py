@@ -154,6 +154,8 @@ VALUE_SYNONYMS: dict[str, tuple[str, ...]] = {
     "non-polarized": ("non-polarised", "not polarized", "not polarised", "unpolarized"),
     "hepa": ("hepa filter",),
     "analog": ("analogue",),
+    "hard cover": ("hardback", "hardcover", "hard-cover", "hard back"),
+    "soft cover": ("softcover", "paperback", "soft-cover", "softback"),
     "wood": ("wooden", "timber"),
     "wool": ("woollen", "woolen", "woolly"),
     "metal": ("metallic", "steel"),
@@ -246,12 +248,15 @@ def phrase_regex(phrase: str, plural: bool = False) -> re.Pattern[str]:
 
 
 _WITH_SLASH = re.compile(r"(?<![a-z0-9])w/(o(?![a-z0-9]))?\s*")
+_IS_CONTRACTION = re.compile(r"(?<![a-z0-9])(that|it|what|there|here|who)'s(?![a-z0-9])")
 
 
 def normalise_text(text: str) -> str:
     text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u2013", "-").replace("\u2014", " ")
     # "w/ grinder", "w/o a lid": the shorthand for "with" / "without".
     text = _WITH_SLASH.sub(lambda m: "without " if m.group(1) else "with ", text.lower())
+    # "that's waterproof", "it's for a man": the verb, not a size "s".
+    text = _IS_CONTRACTION.sub(r"\1 is", text)
     return " ".join(text.split())
 
 
