@@ -246,6 +246,8 @@ def _parse_prices(t: _Text, d: TurnDelta) -> None:
             t.take(m.start(), m.end())
     for pattern in (_PRICE_MIN, _PRICE_MIN_AFTER):
         for m in t.finditer(pattern):
+            if m.group(0).endswith("+") and not re.search(r"[$€£]|dollar|buck|usd|eur", m.group(0)):
+                continue  # "12+", "8+": an age or a count as products write it, not a price
             _set_price(d, _num(m.group(1)), None)
             t.take(m.start(), m.end())
     for m in t.finditer(_PRICE_AROUND):
@@ -539,6 +541,17 @@ def _parse_category(t: _Text, d: TurnDelta, vocab: ShopVocabulary) -> None:
         if found:
             d.query.category = vocab.canonical_category(sorted(found))
         return  # a gender alone ("for men") narrows the conversation's category in update_query
+    # "a fleece bed": a category word right before a product word whose categories have it as an option
+    # value describes that product (the bed's fleece), so the product word is the head, certain or not.
+    for a in [x for x in mentions if x.certain]:
+        for b in mentions:
+            if b is a or b.start != a.end + 1 or t.low[a.end] != " " or b.certain:
+                continue
+            values = {v for vs in vocab.attributes_for(sorted(b.paths)).values() for v in vs}
+            if t.low[a.start : a.end] in values and not (a.paths & b.paths):
+                mentions = [x for x in mentions if x is not a]
+                b.certain = True
+                break
     # Certain mentions outrank title-word guesses.
     guesses = [x for x in mentions if not x.certain]
     if any(x.certain for x in mentions):

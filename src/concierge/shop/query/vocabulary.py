@@ -416,6 +416,23 @@ class ShopVocabulary:
                 and tok not in phrases
             ):
                 add(tok, leaves, False)
+        # The head noun of a leaf named in several words, where no other leaf ends in it ("pet bed": "a
+        # fleece bed"), as weak evidence too: a catalogue with one product per leaf has no title words.
+        heads: dict[str, set[str]] = {}
+        for leaf in self.leaves:
+            words = tokenize(leaf.split(" > ")[-1])
+            if len(words) > 1:
+                heads.setdefault(words[-1], set()).add(leaf)
+        for tok, leaves in heads.items():
+            if (
+                len(leaves) == 1
+                and len(tok) >= 3
+                and tok not in brand_tokens
+                and tok not in value_tokens
+                and tok not in GENERIC_WORDS
+                and tok not in phrases
+            ):
+                add(tok, leaves, False)
         out = []
         for phrase, (paths, certain) in phrases.items():
             out.append((phrase_regex(phrase, plural=True), frozenset(paths), certain, len(phrase)))
