@@ -257,13 +257,14 @@ def test_tau2_match_ids_agree_with_the_catalogue(tau2: SimpleNamespace) -> None:
 # (a) and (b) on the test half
 
 
-# Measured on the held-out half (scripts/bench_shop_understanding.py, 2026-12-04 05:40 UTC: the test halves
-# of rounds 1-3 and 8, less the requests whose failures were read and tuned on -- the test halves of rounds
-# 4-7 and five of rounds 1-3, now `split: dev, was: test`; docs/benchmarks.md): the floors below are those
-# figures, so a change that makes understanding worse fails. The issue's targets (coverage >= 90 %, no exact
-# card that breaks a stated constraint) hold on both catalogues: the two target tests below. Round 8's own
-# held-out half, measured once and never read before: demo 9/10 with none, τ² 8/8 with none.
-FLOORS = {"demo": (0.96, 0), "tau2": (0.96, 0)}  # (coverage at least, violating exact cards at most)
+# Measured on the held-out half (scripts/bench_shop_understanding.py, 2026-12-04 18:52 UTC): the test halves of
+# rounds 1-3, 8 and 10, less the requests whose failures were read and tuned on (the test halves of rounds 4-7,
+# 9, 11 and 12 and five of rounds 1-3, now `split: dev, was: test`; docs/benchmarks.md): demo 60/60 and τ² 63/63,
+# no violating card. The floors below are those figures, so a change that makes understanding worse fails.
+# These halves have all been measured before, so passing here is a regression check, not evidence: the
+# held-out record, one measurement per round, is in docs/benchmarks.md -- coverage >= 90 % on every round
+# from round 5, but no violating exact card on only 2 of the 8 rounds 5-12 (rounds 8 and 10).
+FLOORS = {"demo": (0.98, 0), "tau2": (0.98, 0)}  # (coverage at least, violating exact cards at most)
 
 
 def _assert_figures(result: dict[str, Any], coverage: float, violations: int) -> None:
