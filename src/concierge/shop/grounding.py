@@ -325,6 +325,8 @@ class TextChecker:
             if title:
                 low = low.replace(title, " " * len(title))
         named = {w.lower() for w in extra_words}  # an option value the shopper named ("laptop" compartment)
+        # ... or a shown card's own ("compartment is laptop, not hydration")
+        named |= {str(v).lower() for c in cards for v in (c.get("options") or {}).values()}
         for title, pids in self.titles:
             if len(title) >= 4 and title in low and not pids & allowed_products and title not in named:
                 out.append(Violation(title, "text_titles", "names a product that is not in the answer"))

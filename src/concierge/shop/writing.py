@@ -27,6 +27,7 @@ from concierge.shop.grounding import (
     validate_products,
 )
 from concierge.shop.query import StructuredQuery
+from concierge.shop.query.matching import met_constraints
 
 log = logging.getLogger("concierge.shop.assistant")
 
@@ -261,7 +262,7 @@ class AnswerWriter:
             elif distinct in (["yes"], ["no"]):
                 out.append(key if distinct == ["yes"] else f"not {key}")
             elif key in ("color", "colour"):
-                out.append(" or ".join(distinct))
+                out.append("in " + " or ".join(distinct))
             else:
                 out.append(f"{key} {' or '.join(distinct)}")
         if c.price_min is not None and c.price_max is not None:
@@ -273,6 +274,11 @@ class AnswerWriter:
         excluded = [v for vals in c.exclude_attributes.values() for v in vals] + list(c.exclude_terms)
         if excluded:
             out.append("no " + " or ".join(dict.fromkeys(excluded)))
+        # Words of the request no rule read that every card carries ("clear" glass jars): met as well.
+        read = {m for p, v in pairs for m in met_constraints(p, v, c)}
+        for term in plan.cards[0].get("meets") or []:
+            if term not in read and all(term in (card.get("meets") or []) for card in plan.cards):
+                out.append(term)
         return out
 
     def _near_text(self, plan: _Plan) -> str:

@@ -331,6 +331,8 @@ def mark(
         if not _has_term(product, variant, term)
     ]
     meets = met_constraints(product, variant, constraints)
+    # The words the rules left unread that the card carries ("clear" glass jars) are met too.
+    meets += [term.replace("=", " ") for term in unverified if _has_term(product, variant, term)]
     return MatchedHit(product, variant, "near" if unmet else "exact", unmet, meets=meets)
 
 
