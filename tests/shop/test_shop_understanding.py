@@ -92,7 +92,10 @@ def problems(product: Any, variant: Any, expect: Mapping[str, Any]) -> list[str]
 
 
 def matching_variants(catalog: Catalog, expect: Mapping[str, Any]) -> list[str]:
-    return [v.id for p in catalog.products for v in p.variants if not problems(p, v, expect)]
+    cats = expect.get("categories") or []
+    # (Products outside the categories fail on the category anyway: skipped first, for speed.)
+    products = [p for p in catalog.products if not cats or any(p.category == c or p.category.startswith(c + " > ") for c in cats)]
+    return [v.id for p in products for v in p.variants if not problems(p, v, expect)]
 
 
 # --------------------------------------------------------------------------------------------------
