@@ -404,17 +404,14 @@ class ShopVocabulary:
         for p in self.catalog.products:
             for tok in set(tokenize(p.title)):
                 leaves_of.setdefault(tok, Counter())[p.category] += 1
+
+        def weak(tok: str) -> bool:
+            """A word that may stand for a category as weak evidence: no brand, value or generic word."""
+            plain = tok not in brand_tokens and tok not in value_tokens and tok not in GENERIC_WORDS
+            return plain and len(tok) >= 3 and not tok.isdigit() and tok not in phrases
+
         for tok, leaves in leaves_of.items():
-            if (
-                sum(leaves.values()) >= 3
-                and len(leaves) <= 3
-                and len(tok) >= 3
-                and not tok.isdigit()
-                and tok not in brand_tokens
-                and tok not in value_tokens
-                and tok not in GENERIC_WORDS
-                and tok not in phrases
-            ):
+            if sum(leaves.values()) >= 3 and len(leaves) <= 3 and weak(tok):
                 add(tok, leaves, False)
         # The head noun of a leaf named in several words, where no other leaf ends in it ("pet bed": "a
         # fleece bed"), as weak evidence too: a catalogue with one product per leaf has no title words.
@@ -424,14 +421,7 @@ class ShopVocabulary:
             if len(words) > 1:
                 heads.setdefault(words[-1], set()).add(leaf)
         for tok, leaves in heads.items():
-            if (
-                len(leaves) == 1
-                and len(tok) >= 3
-                and tok not in brand_tokens
-                and tok not in value_tokens
-                and tok not in GENERIC_WORDS
-                and tok not in phrases
-            ):
+            if len(leaves) == 1 and weak(tok):
                 add(tok, leaves, False)
         out = []
         for phrase, (paths, certain) in phrases.items():
