@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -36,6 +37,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "shop")]  # helpers/ and the test module
 
 import test_shop_understanding as t  # noqa: E402
+
+
+def round_of(request_id: str) -> str:
+    """The writing round of a request, from its id: "n-..." round 3, "r<N>-..." round N, else "1-2"."""
+    if request_id.startswith("n-"):
+        return "3"
+    m = re.match(r"r(\d+)-", request_id)
+    return m.group(1) if m else "1-2"
+
+
+LAST_ROUND = max(int(round_of(r["id"])) for r in t.REQUESTS if round_of(r["id"]).isdigit())
 
 
 def main() -> int:
@@ -88,18 +100,8 @@ def main() -> int:
         store = make()
         for split in splits:
             reqs = t._requests(name, split)
-            later = ("n-", "r4-", "r5-", "r6-", "r7-", "r8-", "r9-", "r10-", "r11-", "r12-")
-            rounds = [("all", reqs), ("1-2", [r for r in reqs if not r["id"].startswith(later)]),
-                      ("3", [r for r in reqs if r["id"].startswith("n-")]),
-                      ("4", [r for r in reqs if r["id"].startswith("r4-")]),
-                      ("5", [r for r in reqs if r["id"].startswith("r5-")]),
-                      ("6", [r for r in reqs if r["id"].startswith("r6-")]),
-                      ("7", [r for r in reqs if r["id"].startswith("r7-")]),
-                      ("8", [r for r in reqs if r["id"].startswith("r8-")]),
-                      ("9", [r for r in reqs if r["id"].startswith("r9-")]),
-                      ("10", [r for r in reqs if r["id"].startswith("r10-")]),
-                      ("11", [r for r in reqs if r["id"].startswith("r11-")]),
-                      ("12", [r for r in reqs if r["id"].startswith("r12-")])]  # fmt: skip
+            labels = ["1-2", "3", *(str(n) for n in range(4, LAST_ROUND + 1))]
+            rounds = [("all", reqs), *((label, [r for r in reqs if round_of(r["id"]) == label]) for label in labels)]
             for label, subset in rounds:
                 t0 = time.perf_counter()
                 r = t.evaluate(store, subset)

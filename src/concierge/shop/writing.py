@@ -275,7 +275,7 @@ class AnswerWriter:
         if excluded:
             out.append("no " + " or ".join(dict.fromkeys(excluded)))
         # Words of the request no rule read that every card carries ("clear" glass jars): met as well.
-        read = {m for p, v in pairs for m in met_constraints(p, v, c)}
+        read = met_constraints(*pairs[0], c)  # the first card's constraint phrases; the rest are unread words
         for term in plan.cards[0].get("meets") or []:
             if term not in read and all(term in (card.get("meets") or []) for card in plan.cards):
                 out.append(term)
